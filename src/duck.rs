@@ -1,0 +1,56 @@
+//! Opening DuckDB the one safe way: extension auto-install and auto-load are off on every
+//! connection, so SQL that needs an extension this build lacks (ICU's `TIMESTAMPTZ`,
+//! `AT TIME ZONE`) fails at once instead of trying the network. Owns no SQL of its own.
+
+use std::path::Path;
+
+pub use duckdb::Connection;
+
+/// Settings applied to every connection.
+pub const SAFE_SETTINGS: &str = "SET autoinstall_known_extensions = false;\n\
+SET autoload_known_extensions = false;\n";
+
+/// An in-memory database with `threads` worker threads (0 keeps DuckDB's default).
+pub fn in_memory(threads: usize) -> duckdb::Result<Connection> {
+    let conn = Connection::open_in_memory()?;
+    configure(&conn, threads)?;
+    Ok(conn)
+}
+
+/// A database file.
+pub fn open(path: &Path, threads: usize) -> duckdb::Result<Connection> {
+    let conn = Connection::open(path)?;
+    configure(&conn, threads)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, threads: usize) -> duckdb::Result<()> {
+    conn.execute_batch(SAFE_SETTINGS)?;
+    if threads > 0 {
+        conn.execute_batch(&format!("SET threads = {threads};"))?;
+    }
+    Ok(())
+}
+
+/// Quotes a string as a SQL literal.
+pub fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_zone_sql_fails_fast_without_network() {
+        let conn = in_memory(1).unwrap();
+        let t0 = std::time::Instant::now();
+        let r = conn.execute_batch("SELECT TIMESTAMPTZ '2026-08-01 00:00:00+07' AT TIME ZONE 'Asia/Ho_Chi_Minh';");
+        assert!(r.is_err(), "ICU is not bundled; this must fail");
+        assert!(t0.elapsed().as_secs() < 5, "no network attempt");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM (SELECT TIMESTAMP '2026-08-01 07:00:00' AS t)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}

@@ -1,0 +1,537 @@
+//! The commit log of a job: the only code that advances a feed cursor.
+//!
+//! Each job has `warehouse/_state/<job>/` holding `log/<seq>.json` entries. An entry records the
+//! files a chunk of a run landed, the run's totals so far, and the cursor after the chunk. An
+//! entry is written to a temporary file, fsynced, and hard-linked to its numbered name, which
+//! fails if the number is taken: an entry is created whole or not at all, and never twice.
+//!
+//! Guarantees, after a crash at any point:
+//! - the lake holds nothing of a chunk, or whole files of it (see `lake::parquet`);
+//! - the cursor never runs ahead of durable data: files are landed before the entry naming them
+//!   and the new cursor is written;
+//! - files landed by a run that crashed before committing them are removed by [`JobState::recover`]
+//!   when the job next runs, and their records are pulled again from the committed cursor, so
+//!   nothing is lost; a record pulled twice (a feed resend) is told apart by staging's dedup on
+//!   (key, version).
+//!
+//! One writer per job is enforced with an OS file lock held for the whole run.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::parquet::{sync_dir, LandedFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("job {job} is already running (lock {path} is held); wait for it or check `chiso status`")]
+    Busy { job: String, path: PathBuf },
+    #[error("job {job}: the stored cursor moved during the run (expected {expected}, found {found}); another writer committed — run `chiso status {job}` and retry")]
+    CursorMoved {
+        job: String,
+        expected: String,
+        found: String,
+    },
+    #[error("job {job}: commit {seq} already exists; another writer committed at the same time")]
+    Conflict { job: String, seq: u64 },
+    #[error("job {job}: state file {path}: {source}")]
+    Io {
+        job: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("job {job}: state file {path} is not a valid commit: {source}")]
+    Corrupt {
+        job: String,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What an entry marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A chunk of a run that goes on.
+    Checkpoint,
+    /// The last entry of a run.
+    Finished,
+    /// Written by recovery for a run that crashed or was killed.
+    Interrupted,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything pulled landed.
+    Ok,
+    /// Everything pulled landed or was quarantined, and some records were quarantined.
+    Quarantined,
+    /// The feed failed after retries; what landed before is committed.
+    Failed,
+    /// The process died; recovery removed uncommitted files.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Quarantined => "quarantined",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Totals of a run so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTotals {
+    /// Records received from the feed.
+    pub rows_in: u64,
+    pub rows_landed: u64,
+    pub rows_quarantined: u64,
+    pub pages: u64,
+    /// Feed calls that failed and were retried.
+    pub retries: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// One entry of the log (`_state/<job>/log/<seq>.json`): a run record and a cursor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitEntry {
+    pub seq: u64,
+    pub job: String,
+    pub run_id: String,
+    pub kind: EntryKind,
+    /// Chunk number within the run (0-based).
+    pub chunk: u32,
+    /// Local time (Asia/Ho_Chi_Minh, RFC 3339).
+    pub started_at: String,
+    pub committed_at: String,
+    pub outcome: Option<Outcome>,
+    /// The cursor the run started from, and the one after this chunk.
+    pub cursor_before: Option<Value>,
+    pub cursor_after: Option<Value>,
+    pub files: Vec<LandedFile>,
+    pub quarantine_files: Vec<LandedFile>,
+    pub totals: RunTotals,
+    /// Highest version value landed by the run (the feed's own time), if the dataset has one.
+    pub watermark: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The state folder of one job.
+#[derive(Debug, Clone)]
+pub struct JobState {
+    job: String,
+    dir: PathBuf,
+}
+
+/// Held while a run owns the job; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct JobLock {
+    _file: File,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The run that had been interrupted, if any.
+    pub run_id: Option<String>,
+    pub removed_tmp: usize,
+    pub removed_uncommitted: usize,
+}
+
+impl JobState {
+    pub fn new(warehouse: &Path, job: &str) -> JobState {
+        JobState {
+            job: job.to_string(),
+            dir: warehouse.join("_state").join(job),
+        }
+    }
+
+    fn io(&self, path: &Path, source: std::io::Error) -> CommitError {
+        CommitError::Io {
+            job: self.job.clone(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    fn running_path(&self) -> PathBuf {
+        self.dir.join("running.json")
+    }
+
+    /// Takes the job's lock without waiting.
+    pub fn lock(&self) -> Result<JobLock, CommitError> {
+        std::fs::create_dir_all(self.log_dir()).map_err(|e| self.io(&self.log_dir(), e))?;
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| self.io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(JobLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(CommitError::Busy {
+                job: self.job.clone(),
+                path,
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(self.io(&path, e)),
+        }
+    }
+
+    /// True while some process holds the job's lock.
+    pub fn is_running(&self) -> bool {
+        match self.lock() {
+            Ok(_l) => false,
+            Err(CommitError::Busy { .. }) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Sequence numbers present in the log, ascending.
+    pub fn seqs(&self) -> Result<Vec<u64>, CommitError> {
+        let dir = self.log_dir();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(&dir, e)),
+        };
+        let mut seqs: Vec<u64> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                name.strip_suffix(".json")?.parse().ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    pub fn read(&self, seq: u64) -> Result<CommitEntry, CommitError> {
+        let path = self.log_dir().join(format!("{seq:020}.json"));
+        let bytes = std::fs::read(&path).map_err(|e| self.io(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|source| CommitError::Corrupt {
+            job: self.job.clone(),
+            path,
+            source,
+        })
+    }
+
+    /// The newest entry.
+    pub fn latest(&self) -> Result<Option<CommitEntry>, CommitError> {
+        match self.seqs()?.last() {
+            Some(&s) => self.read(s).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest entries, newest first, at most `n`.
+    pub fn recent(&self, n: usize) -> Result<Vec<CommitEntry>, CommitError> {
+        self.seqs()?
+            .iter()
+            .rev()
+            .take(n)
+            .map(|&s| self.read(s))
+            .collect()
+    }
+
+    /// Every entry, oldest first.
+    pub fn all(&self) -> Result<Vec<CommitEntry>, CommitError> {
+        self.seqs()?.iter().map(|&s| self.read(s)).collect()
+    }
+
+    /// The committed cursor: the newest entry's `cursor_after`.
+    pub fn cursor(&self) -> Result<Option<Value>, CommitError> {
+        Ok(self.latest()?.and_then(|e| e.cursor_after))
+    }
+
+    /// Records that `run_id` has begun, so that recovery can find its files after a crash.
+    pub fn begin_run(&self, _lock: &JobLock, run_id: &str, started_at: &str) -> Result<(), CommitError> {
+        let body = serde_json::json!({ "run_id": run_id, "started_at": started_at });
+        write_durably(&self.running_path(), body.to_string().as_bytes())
+            .map_err(|e| self.io(&self.running_path(), e))
+    }
+
+    /// Clears the running marker after the run's last entry.
+    pub fn end_run(&self, _lock: &JobLock) -> Result<(), CommitError> {
+        match std::fs::remove_file(self.running_path()) {
+            Ok(()) => sync_dir(&self.dir).map_err(|e| self.io(&self.dir, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io(&self.running_path(), e)),
+        }
+    }
+
+    /// Appends an entry as the next sequence number. `expected_cursor` is the cursor the chunk
+    /// started from; if the log moved meanwhile the commit is refused.
+    pub fn commit(
+        &self,
+        _lock: &JobLock,
+        mut entry: CommitEntry,
+        expected_cursor: &Option<Value>,
+    ) -> Result<u64, CommitError> {
+        let latest = self.latest()?;
+        let found = latest.as_ref().and_then(|e| e.cursor_after.clone());
+        if &found != expected_cursor {
+            return Err(CommitError::CursorMoved {
+                job: self.job.clone(),
+                expected: show(expected_cursor),
+                found: show(&found),
+            });
+        }
+        let seq = latest.map_or(1, |e| e.seq + 1);
+        entry.seq = seq;
+        let dir = self.log_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        let path = dir.join(format!("{seq:020}.json"));
+        let tmp = dir.join(format!(".{seq:020}.{}.tmp", std::process::id()));
+        let body = serde_json::to_vec_pretty(&entry).expect("entries serialise");
+        {
+            let mut f = File::create(&tmp).map_err(|e| self.io(&tmp, e))?;
+            f.write_all(&body).map_err(|e| self.io(&tmp, e))?;
+            f.sync_all().map_err(|e| self.io(&tmp, e))?;
+        }
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(CommitError::Conflict {
+                    job: self.job.clone(),
+                    seq,
+                })
+            }
+            Err(e) => return Err(self.io(&path, e)),
+        }
+        sync_dir(&dir).map_err(|e| self.io(&dir, e))?;
+        Ok(seq)
+    }
+
+    /// After a crash: removes temporary files and files of the interrupted run that no entry
+    /// names, under each of `dataset_dirs`, and records the interruption in the log.
+    pub fn recover(
+        &self,
+        lock: &JobLock,
+        dataset_dirs: &[PathBuf],
+        now: &str,
+    ) -> Result<Recovery, CommitError> {
+        let mut rec = Recovery::default();
+        let running = match std::fs::read(self.running_path()) {
+            Ok(b) => serde_json::from_slice::<Value>(&b).ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.io(&self.running_path(), e)),
+        };
+        // Stale temporary files of any earlier run go first.
+        for d in dataset_dirs {
+            rec.removed_tmp += remove_matching(d, &|name| name.ends_with(".tmp"))
+                .map_err(|e| self.io(d, e))?;
+        }
+        let Some(running) = running else {
+            return Ok(rec);
+        };
+        let run_id = running["run_id"].as_str().unwrap_or_default().to_string();
+        let started_at = running["started_at"].as_str().unwrap_or_default().to_string();
+        if run_id.is_empty() {
+            return self.end_run(lock).map(|_| rec);
+        }
+        // Entries of the interrupted run are the newest ones.
+        let mut committed: HashSet<String> = HashSet::new();
+        let mut last_of_run: Option<CommitEntry> = None;
+        for seq in self.seqs()?.into_iter().rev() {
+            let e = self.read(seq)?;
+            if e.run_id != run_id {
+                break;
+            }
+            committed.extend(e.files.iter().map(|f| file_name(&f.path)));
+            committed.extend(e.quarantine_files.iter().map(|f| file_name(&f.path)));
+            if last_of_run.is_none() {
+                last_of_run = Some(e);
+            }
+        }
+        let finished = last_of_run
+            .as_ref()
+            .is_some_and(|e| e.kind != EntryKind::Checkpoint);
+        let marker = format!("-{run_id}-");
+        for d in dataset_dirs {
+            rec.removed_uncommitted += remove_matching(d, &|name| {
+                name.ends_with(".parquet") && name.contains(&marker) && !committed.contains(name)
+            })
+            .map_err(|e| self.io(d, e))?;
+        }
+        if !finished {
+            let cursor = self.cursor()?;
+            let totals = last_of_run.as_ref().map(|e| e.totals.clone()).unwrap_or_default();
+            let entry = CommitEntry {
+                seq: 0,
+                job: self.job.clone(),
+                run_id: run_id.clone(),
+                kind: EntryKind::Interrupted,
+                chunk: last_of_run.as_ref().map_or(0, |e| e.chunk + 1),
+                started_at,
+                committed_at: now.to_string(),
+                outcome: Some(Outcome::Interrupted),
+                cursor_before: cursor.clone(),
+                cursor_after: cursor.clone(),
+                files: Vec::new(),
+                quarantine_files: Vec::new(),
+                totals,
+                watermark: last_of_run.as_ref().and_then(|e| e.watermark.clone()),
+                error: Some(format!(
+                    "the run was interrupted; {} uncommitted file(s) removed, its records are pulled again from the committed cursor",
+                    rec.removed_uncommitted
+                )),
+            };
+            self.commit(lock, entry, &cursor)?;
+        }
+        rec.run_id = Some(run_id);
+        self.end_run(lock)?;
+        Ok(rec)
+    }
+}
+
+fn show(v: &Option<Value>) -> String {
+    v.as_ref().map_or_else(|| "none".to_string(), |v| v.to_string())
+}
+
+fn file_name(rel: &str) -> String {
+    rel.rsplit('/').next().unwrap_or(rel).to_string()
+}
+
+/// Writes a small file durably: temporary name, fsync, rename, fsync folder.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// Removes files below `dir` whose names match; returns how many. A missing folder is empty.
+fn remove_matching(dir: &Path, pred: &dyn Fn(&str) -> bool) -> std::io::Result<usize> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut n = 0;
+    let mut touched = false;
+    for entry in rd {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            n += remove_matching(&path, pred)?;
+        } else if entry.file_name().to_str().is_some_and(pred) {
+            std::fs::remove_file(&path)?;
+            touched = true;
+            n += 1;
+        }
+    }
+    if touched {
+        sync_dir(dir)?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(run: &str, kind: EntryKind, cursor: i64, files: Vec<&str>) -> CommitEntry {
+        CommitEntry {
+            seq: 0,
+            job: "j".into(),
+            run_id: run.into(),
+            kind,
+            chunk: 0,
+            started_at: "t".into(),
+            committed_at: "t".into(),
+            outcome: None,
+            cursor_before: None,
+            cursor_after: Some(Value::from(cursor)),
+            files: files
+                .into_iter()
+                .map(|p| LandedFile { path: p.into(), rows: 1, bytes: 1, partition: "p=1".into() })
+                .collect(),
+            quarantine_files: vec![],
+            totals: RunTotals::default(),
+            watermark: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn commits_are_sequential_and_check_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = JobState::new(dir.path(), "j");
+        let lock = st.lock().unwrap();
+        assert!(matches!(st.lock(), Err(CommitError::Busy { .. })), "one writer per job");
+        assert_eq!(st.commit(&lock, entry("r1", EntryKind::Checkpoint, 5, vec![]), &None).unwrap(), 1);
+        assert_eq!(st.cursor().unwrap(), Some(Value::from(5)));
+        let err = st
+            .commit(&lock, entry("r1", EntryKind::Finished, 9, vec![]), &None)
+            .unwrap_err();
+        assert!(matches!(err, CommitError::CursorMoved { .. }), "{err}");
+        assert_eq!(
+            st.commit(&lock, entry("r1", EntryKind::Finished, 9, vec![]), &Some(Value::from(5))).unwrap(),
+            2
+        );
+        drop(lock);
+        assert!(!st.is_running());
+    }
+
+    #[test]
+    fn recovery_removes_uncommitted_files_of_the_crashed_run_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path().join("lake/f/d/p=1");
+        std::fs::create_dir_all(&ds).unwrap();
+        let st = JobState::new(dir.path(), "j");
+        let lock = st.lock().unwrap();
+        for name in [
+            "part-old-c0000-001.parquet",
+            "part-r2-c0000-001.parquet",
+            "part-r2-c0001-001.parquet",
+            "part-r2-c0002-001.parquet.tmp",
+        ] {
+            std::fs::write(ds.join(name), b"x").unwrap();
+        }
+        st.commit(&lock, entry("old", EntryKind::Finished, 1, vec!["lake/f/d/p=1/part-old-c0000-001.parquet"]), &None).unwrap();
+        st.begin_run(&lock, "r2", "t").unwrap();
+        st.commit(&lock, entry("r2", EntryKind::Checkpoint, 2, vec!["lake/f/d/p=1/part-r2-c0000-001.parquet"]), &Some(Value::from(1))).unwrap();
+        // crash here: chunk 1 landed but not committed, chunk 2 still temporary
+        drop(lock);
+        let lock = st.lock().unwrap();
+        let rec = st.recover(&lock, &[dir.path().join("lake/f/d")], "t2").unwrap();
+        assert_eq!(rec.run_id.as_deref(), Some("r2"));
+        assert_eq!((rec.removed_tmp, rec.removed_uncommitted), (1, 1));
+        let mut left: Vec<String> = std::fs::read_dir(&ds).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, vec!["part-old-c0000-001.parquet", "part-r2-c0000-001.parquet"]);
+        let last = st.latest().unwrap().unwrap();
+        assert_eq!(last.kind, EntryKind::Interrupted);
+        assert_eq!(last.cursor_after, Some(Value::from(2)), "cursor stays at the last commit");
+        // Nothing more to recover the second time.
+        let again = st.recover(&lock, &[dir.path().join("lake/f/d")], "t3").unwrap();
+        assert_eq!(again, Recovery::default());
+    }
+}

@@ -1,0 +1,23 @@
+//! chiso: a scheduled ETL and DuckDB warehouse job runner that computes and publishes the
+//! service-quality index of Vietnam's tax administration.
+//!
+//! Modules, each owning one thing:
+//! - [`config`]: `chiso.toml` and `jobs/*.toml`, with file:line:field errors;
+//! - [`feeds`]: pull protocols (cursor, paged POST, snapshot, file) and HTTP retries;
+//! - [`lake`]: Parquet files, quarantine and the commit log that owns cursors;
+//! - [`pull`]: one run of a job, from feed to committed lake files;
+//! - [`status`]: what the commit logs say about each job;
+//! - [`sim`]: the simulated tax administration, the embedded default source;
+//! - [`demo`], [`bench`]: the main job on the embedded default, and benchmarks;
+//! - [`duck`], [`time`]: DuckDB connections and wall-clock time, done one way.
+
+pub mod bench;
+pub mod config;
+pub mod demo;
+pub mod duck;
+pub mod feeds;
+pub mod lake;
+pub mod pull;
+pub mod sim;
+pub mod status;
+pub mod time;

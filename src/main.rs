@@ -1,0 +1,539 @@
+//! The `chiso` command line: argument parsing, logging, exit codes and printing. Everything it
+//! does is done by the library modules; this file only wires them to the terminal.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{NaiveDate, NaiveDateTime};
+use clap::{Args, Parser, Subcommand};
+
+use chiso::config::{self, ProjectConfig};
+use chiso::lake::commit::Outcome;
+use chiso::pull::{self, RunContext, RunReport};
+use chiso::sim::{self, faults::Faults, SimConfig};
+use chiso::{bench, demo, status};
+
+/// Exit codes (documented in the README).
+const EXIT_OK: u8 = 0;
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_QUARANTINED: u8 = 3;
+
+/// chiso: scheduled ETL and DuckDB warehouse for the tax administration's service-quality index.
+///
+/// Pulls the portal's feeds into a Parquet lake (warehouse/lake), never losing or doubling a
+/// record. Start with `chiso demo`, which needs no set-up.
+#[derive(Parser)]
+#[command(name = "chiso", version, about, long_about)]
+struct Cli {
+    /// Project file (jobs are read from its jobs_dir).
+    #[arg(long, global = true, default_value = "chiso.toml", env = "CHISO_CONFIG")]
+    config: PathBuf,
+    /// Warehouse folder (lake, state, exports); overrides chiso.toml's warehouse.dir.
+    #[arg(long, global = true, env = "CHISO_DIR")]
+    dir: Option<PathBuf>,
+    /// More log output (-v info, -vv debug); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run jobs once now: pull their feeds into the lake and commit the cursors.
+    ///
+    /// Exit status: 0 all ok, 1 a job failed (its earlier pages stay committed), 2 bad
+    /// configuration, 3 ok but some records were quarantined (see lake/_quarantine).
+    Run(RunArgs),
+    /// Show each job's last run, outcome, rows, cursor and data lag.
+    Status(StatusArgs),
+    /// List the jobs and check every job file (all problems are printed at once).
+    Jobs(JsonArg),
+    /// Run the simulator of the tax administration's feeds (the embedded default source).
+    #[command(subcommand)]
+    Sim(SimCommand),
+    /// The main job on the embedded default: start the simulator in-process, run every pull
+    /// once into --dir (default warehouse/), and print what landed per feed.
+    Demo(DemoArgs),
+    /// Benchmarks that anyone can rerun.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Jobs to run (file names in jobs/ without .toml).
+    jobs: Vec<String>,
+    /// Run every enabled job.
+    #[arg(long, conflicts_with = "jobs")]
+    all: bool,
+    /// Print the run reports as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Only these jobs.
+    jobs: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct JsonArg {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct WorldArgs {
+    /// Seed: the same seed gives the same world.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Dossiers submitted on an ordinary working day, across all units.
+    #[arg(long, default_value_t = 40.0)]
+    scale: f64,
+    /// First day of dossier history (YYYY-MM-DD).
+    #[arg(long, default_value = "2026-01-01")]
+    from: NaiveDate,
+    /// The simulator's clock at start, local time (YYYY-MM-DDTHH:MM:SS); default now.
+    #[arg(long)]
+    now: Option<NaiveDateTime>,
+    /// Petitions per dossier.
+    #[arg(long, default_value_t = 0.01)]
+    petition_ratio: f64,
+}
+
+impl WorldArgs {
+    fn config(&self, speed: f64) -> anyhow::Result<SimConfig> {
+        let now = self.now.unwrap_or_else(chiso::time::now_local);
+        if self.from > now.date() {
+            anyhow::bail!("--from {} is after --now {}", self.from, now);
+        }
+        if !(self.scale > 0.0 && self.scale <= 1_000_000.0) {
+            anyhow::bail!("--scale {} must be between 0 and 1000000 dossiers per working day", self.scale);
+        }
+        Ok(SimConfig {
+            seed: self.seed,
+            per_day: self.scale,
+            petition_ratio: self.petition_ratio,
+            from: self.from,
+            now,
+            speed,
+            horizon_days: 14,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Serve every feed on 127.0.0.1 (Ctrl-C to stop). The token, if any, is read from the
+    /// environment variable named by --token-env.
+    Serve(SimServeArgs),
+    /// Write the simulated feeds to files (NDJSON, JSON, CSV) for benchmarks and file jobs.
+    Generate(SimGenerateArgs),
+}
+
+#[derive(Args)]
+struct SimServeArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8610)]
+    port: u16,
+    #[command(flatten)]
+    world: WorldArgs,
+    /// Simulated seconds per real second (0 freezes the clock).
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// Environment variable holding the token clients must send (unset: no auth).
+    #[arg(long, default_value = "CHISO_SIM_TOKEN")]
+    token_env: String,
+    /// Share of requests answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    fault_5xx: f64,
+    /// Share of requests answered slowly (--slow-ms later).
+    #[arg(long, default_value_t = 0.0)]
+    fault_slow: f64,
+    #[arg(long, default_value_t = 5000)]
+    slow_ms: u64,
+    /// Share of answers cut off half-way.
+    #[arg(long, default_value_t = 0.0)]
+    fault_truncate: f64,
+    /// Malformed records mixed in, per record served.
+    #[arg(long, default_value_t = 0.0)]
+    fault_malformed: f64,
+}
+
+#[derive(Args)]
+struct SimGenerateArgs {
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    world: WorldArgs,
+    /// Stop after this many dossiers (sets --scale to spread them over --from..--now).
+    #[arg(long)]
+    dossiers: Option<u64>,
+    /// Generator threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    world: WorldArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Dossier records/s from a local NDJSON feed file into the lake, chiso vs DuckDB's
+    /// read_json → COPY (FORMAT parquet), same threads, same ZSTD, same partitioning.
+    Ingest(BenchIngestArgs),
+    /// One engine of `bench ingest` (run by it in a child process).
+    #[command(hide = true)]
+    IngestOnce(BenchOnceArgs),
+}
+
+#[derive(Args)]
+struct BenchIngestArgs {
+    /// Dossiers to generate (each has several versions: records > dossiers).
+    #[arg(long, default_value_t = 1_000_000)]
+    dossiers: u64,
+    /// Threads for both engines.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Folder for the generated input and the outputs (input is reused between runs).
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep the landed outputs.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Args)]
+struct BenchOnceArgs {
+    #[arg(long)]
+    engine: String,
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn init_logging(verbose: u8, default: &str) {
+    let level = match verbose {
+        0 => default,
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("chiso={level},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run(_) | Command::Sim(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.verbose, default_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let Some(c) = e.downcast_ref::<config::ConfigErrors>() {
+                eprint!("chiso: {c}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("chiso: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn warehouse_dir(cli_dir: &Option<PathBuf>, project: &ProjectConfig) -> PathBuf {
+    cli_dir.clone().unwrap_or_else(|| project.warehouse_dir.clone())
+}
+
+fn load(config_path: &Path) -> anyhow::Result<(ProjectConfig, Vec<config::JobConfig>)> {
+    if !config_path.exists() {
+        anyhow::bail!(
+            "{} not found (run chiso from the project folder, or pass --config FILE; `chiso demo` needs no project)",
+            config_path.display()
+        );
+    }
+    let project = ProjectConfig::load(config_path)?;
+    let jobs = config::load_jobs(&project.jobs_dir, &project)?;
+    Ok((project, jobs))
+}
+
+fn select<'a>(jobs: &'a [config::JobConfig], names: &[String], all: bool) -> anyhow::Result<Vec<&'a config::JobConfig>> {
+    if all || names.is_empty() {
+        if !all && names.is_empty() {
+            anyhow::bail!("name the jobs to run, or pass --all (jobs: {})", jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", "));
+        }
+        return Ok(jobs.iter().filter(|j| j.enabled).collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            jobs.iter().find(|j| &j.name == n).with_context(|| {
+                format!(
+                    "no job {n:?} (jobs: {})",
+                    jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+fn exit_code(reports: &[RunReport]) -> u8 {
+    if reports.iter().any(|r| r.outcome == Outcome::Failed) {
+        EXIT_FAILED
+    } else if reports.iter().any(|r| r.outcome == Outcome::Quarantined) {
+        EXIT_QUARANTINED
+    } else {
+        EXIT_OK
+    }
+}
+
+fn print_reports(reports: &[RunReport], served: Option<&std::collections::BTreeMap<String, sim::server::FeedStats>>) {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    let mut header = vec!["JOB", "DATASET", "OUTCOME"];
+    if served.is_some() {
+        header.push("SERVED");
+    }
+    header.extend(["RECEIVED", "LANDED", "QUARANTINED", "FILES", "MiB", "RETRIES", "SECONDS"]);
+    t.set_header(header);
+    for r in reports {
+        let mut row = vec![r.job.clone(), format!("lake/{}/{}", r.feed, r.dataset), r.outcome.as_str().to_string()];
+        if let Some(s) = served {
+            row.push(s.get(&r.job).map_or("-".into(), |s| s.served_records.to_string()));
+        }
+        row.extend([
+            r.totals.rows_in.to_string(),
+            r.totals.rows_landed.to_string(),
+            r.totals.rows_quarantined.to_string(),
+            r.totals.files.to_string(),
+            format!("{:.1}", r.totals.bytes as f64 / 1048576.0),
+            r.totals.retries.to_string(),
+            format!("{:.2}", r.seconds),
+        ]);
+        t.add_row(row);
+    }
+    println!("{t}");
+    for r in reports {
+        if let Some(e) = &r.error {
+            println!("{}: {e}", r.job);
+        }
+        if let Some(run) = &r.recovered_run {
+            println!("{}: recovered interrupted run {run} first", r.job);
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(args) => {
+            let (project, jobs) = load(&cli.config)?;
+            let selected = select(&jobs, &args.jobs, args.all)?;
+            let ctx = RunContext {
+                warehouse: warehouse_dir(&cli.dir, &project),
+                project_root: project.root.clone(),
+                http: chiso::feeds::http::http_client(),
+            };
+            let mut set = tokio::task::JoinSet::new();
+            for job in selected {
+                let (ctx, job) = (ctx.clone(), job.clone());
+                set.spawn(async move { (job.name.clone(), pull::run_job(&ctx, &job).await) });
+            }
+            let mut reports = Vec::new();
+            let mut errors = Vec::new();
+            while let Some(r) = set.join_next().await {
+                match r? {
+                    (_, Ok(rep)) => reports.push(rep),
+                    (name, Err(e)) => errors.push(format!("job {name}: {e}")),
+                }
+            }
+            reports.sort_by(|a, b| a.job.cmp(&b.job));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                print_reports(&reports, None);
+            }
+            for e in &errors {
+                eprintln!("chiso: {e}");
+            }
+            Ok(if errors.is_empty() { exit_code(&reports) } else { EXIT_FAILED })
+        }
+        Command::Status(args) => {
+            let (project, jobs) = load(&cli.config)?;
+            let jobs: Vec<config::JobConfig> = if args.jobs.is_empty() {
+                jobs
+            } else {
+                select(&jobs, &args.jobs, false)?.into_iter().cloned().collect()
+            };
+            let st = status::collect(&warehouse_dir(&cli.dir, &project), &jobs)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!("{}", status::render(&st));
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Jobs(args) => {
+            let (_, jobs) = load(&cli.config)?;
+            if args.json {
+                let v: Vec<serde_json::Value> = jobs
+                    .iter()
+                    .map(|j| {
+                        serde_json::json!({
+                            "job": j.name, "file": j.file, "enabled": j.enabled, "schedule": j.schedule.0,
+                            "protocol": j.protocol.name(), "source": j.source.as_ref().map(|s| &s.name),
+                            "dataset": format!("{}/{}", j.dataset.feed, j.dataset.name),
+                            "description": j.description,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for j in &jobs {
+                    println!(
+                        "{:<16} {:<14} {:<10} lake/{}/{:<16} {}{}",
+                        j.name,
+                        j.schedule.0,
+                        j.protocol.name(),
+                        j.dataset.feed,
+                        j.dataset.name,
+                        j.description,
+                        if j.enabled { "" } else { " (disabled)" }
+                    );
+                }
+                println!("{} job(s), configuration ok", jobs.len());
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Sim(SimCommand::Serve(a)) => {
+            let faults = Faults {
+                error_rate: a.fault_5xx,
+                slow_rate: a.fault_slow,
+                slow_ms: a.slow_ms,
+                truncate_rate: a.fault_truncate,
+                malformed_rate: a.fault_malformed,
+            };
+            faults.validate().map_err(|e| anyhow::anyhow!("--fault-…: {e}"))?;
+            let cfg = a.world.config(a.speed)?;
+            eprintln!("Building the simulated world (seed {}, {} dossiers per working day from {}) ...", cfg.seed, cfg.per_day, cfg.from);
+            let world = tokio::task::spawn_blocking(move || sim::World::build(cfg)).await?;
+            let token = std::env::var(&a.token_env).ok().filter(|t| !t.is_empty());
+            let auth = if token.is_some() { format!("token from ${}", a.token_env) } else { "no auth".into() };
+            let handle = sim::server::start(sim::server::SimState::new(world, faults, token), a.port)
+                .await
+                .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
+            println!("chiso simulator serving on {} ({auth}); Ctrl-C to stop", handle.base_url());
+            println!("  GET  /portal/dossiers?since=&limit=   GET /portal/dossier-steps   GET /payments/transactions");
+            println!("  POST /reporting/ratings   POST /reporting/petitions   GET /_sim/stats   POST /_sim/faults");
+            println!("  GET  /catalogue/procedures.json  /registry/units.json  /calendar/days.csv  /reports/national/received.csv");
+            tokio::signal::ctrl_c().await?;
+            handle.stop().await;
+            Ok(EXIT_OK)
+        }
+        Command::Sim(SimCommand::Generate(a)) => {
+            let mut cfg = a.world.config(0.0)?;
+            if let Some(n) = a.dossiers {
+                cfg.per_day = sim::generate::per_day_for(n, cfg.from, cfg.now.date());
+            }
+            let t0 = std::time::Instant::now();
+            let out = a.out.clone();
+            let threads = a.threads;
+            let max = a.dossiers;
+            let manifest = tokio::task::spawn_blocking(move || sim::generate::generate(&cfg, &out, max, threads)).await??;
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+            eprintln!("Wrote {} dossiers to {} in {:.1}s", manifest.dossiers, a.out.display(), t0.elapsed().as_secs_f64());
+            Ok(EXIT_OK)
+        }
+        Command::Demo(a) => {
+            let (project, jobs) = demo::load_project_or_embedded(&cli.config)?;
+            let warehouse = warehouse_dir(&cli.dir, &project);
+            let cfg = a.world.config(0.0)?;
+            println!(
+                "chiso demo: simulator (seed {}, {} dossiers per working day, {} to {}) on 127.0.0.1, warehouse {}",
+                cfg.seed,
+                cfg.per_day,
+                cfg.from,
+                cfg.now.format("%Y-%m-%d %H:%M"),
+                warehouse.display()
+            );
+            let t0 = std::time::Instant::now();
+            let result = demo::run(project, jobs, warehouse.clone(), cfg).await?;
+            println!(
+                "Pulled every feed once from {} ({} dossiers in the simulated portal) in {:.1}s:\n",
+                result.sim_url,
+                result.dossiers_in_world,
+                t0.elapsed().as_secs_f64()
+            );
+            print_reports(&result.reports, Some(&result.served));
+            let mismatched: Vec<&RunReport> = result
+                .reports
+                .iter()
+                .filter(|r| {
+                    result.served.get(&r.job).is_some_and(|s| s.served_records != r.totals.rows_landed + r.totals.rows_quarantined)
+                })
+                .collect();
+            if mismatched.is_empty() {
+                println!("\nEvery record served was landed or quarantined (served = landed + quarantined for every feed).");
+            } else {
+                for r in &mismatched {
+                    println!("\nMISMATCH {}: served {:?}, landed {} + quarantined {}", r.job, result.served.get(&r.job), r.totals.rows_landed, r.totals.rows_quarantined);
+                }
+            }
+            println!(
+                "\nNext: chiso status --dir {d}   |   duckdb -c \"SELECT TrangThaiHoSo, count(*) FROM read_parquet('{d}/lake/portal/dossiers/*/*.parquet', hive_partitioning=true) GROUP BY 1 ORDER BY 1\"",
+                d = warehouse.display()
+            );
+            Ok(if !mismatched.is_empty() { EXIT_FAILED } else { exit_code(&result.reports) })
+        }
+        Command::Bench(BenchCommand::Ingest(a)) => {
+            let opts = bench::IngestBench {
+                dossiers: a.dossiers,
+                threads: a.threads,
+                work_dir: a.work_dir,
+                seed: a.seed,
+                keep: a.keep,
+            };
+            tokio::task::spawn_blocking(move || bench::ingest(&opts)).await??;
+            Ok(EXIT_OK)
+        }
+        Command::Bench(BenchCommand::IngestOnce(a)) => {
+            let m = match a.engine.as_str() {
+                "chiso" => bench::measure_chiso(&a.input, &a.out, a.threads).await?,
+                "duckdb" => {
+                    let (i, o, t) = (a.input.clone(), a.out.clone(), a.threads);
+                    tokio::task::spawn_blocking(move || bench::measure_duckdb(&i, &o, t)).await??
+                }
+                other => anyhow::bail!("--engine {other:?}: expected chiso or duckdb"),
+            };
+            println!("{}", serde_json::to_string(&m)?);
+            Ok(EXIT_OK)
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! One run of a job: pull pages from its feed, decode records, land Parquet files, commit.
+//!
+//! The run takes the job's lock, recovers what a crashed run left, then loops: fetch a page
+//! (retried by `feeds::http`), decode its records (malformed ones go to quarantine with their
+//! reason, the rest land), and every `commit_every_rows` rows land the files and commit them
+//! with the cursor after the last page they hold. A feed that fails for good ends the run as
+//! `failed`, after committing every whole page already pulled. This module orchestrates; it
+//! writes no file itself (`lake::parquet`) and never moves a cursor by hand (`lake::commit`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::{JobConfig, Protocol};
+use crate::feeds::{self, After, FeedClient, Puller, Records};
+use crate::lake::commit::{CommitEntry, CommitError, EntryKind, JobState, Outcome, Recovery, RunTotals};
+use crate::lake::parquet::{DatasetWriter, LandedFile, StagedFile};
+use crate::lake::schema::{DatasetSpec, RecordDecoder};
+use crate::lake::{self, quarantine_spec};
+use crate::time;
+
+/// What a run needs from its surroundings.
+#[derive(Clone)]
+pub struct RunContext {
+    pub warehouse: PathBuf,
+    /// Folder of `chiso.toml` (file globs are relative to it).
+    pub project_root: PathBuf,
+    pub http: reqwest::Client,
+}
+
+/// The result of one run, as printed by `chiso run` and `chiso demo`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub job: String,
+    pub feed: String,
+    pub dataset: String,
+    pub run_id: String,
+    pub outcome: Outcome,
+    pub totals: RunTotals,
+    pub cursor_before: Option<Value>,
+    pub cursor_after: Option<Value>,
+    pub watermark: Option<String>,
+    pub seconds: f64,
+    pub error: Option<String>,
+    /// Set when the previous run had been interrupted and was cleaned up first.
+    pub recovered_run: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("job {job}: writing the lake under {dir}: {source}")]
+    Lake {
+        job: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("job {job}: {message}")]
+    Input { job: String, message: String },
+}
+
+/// Decoding and writing state for one chunk (the rows between two commits).
+struct Chunk {
+    data: DatasetWriter,
+    quarantine: DatasetWriter,
+    decoder: RecordDecoder,
+    qdecoder: RecordDecoder,
+    rows_in: u64,
+    landed: u64,
+    quarantined: u64,
+    /// Highest value of the watermark column (paged_post) in this chunk.
+    watermark_col: Option<usize>,
+    watermark: Option<i64>,
+    /// Highest version value in this chunk, for status.
+    version_max: Option<i64>,
+}
+
+struct ChunkNames<'a> {
+    warehouse: &'a Path,
+    spec: &'a Arc<DatasetSpec>,
+    qspec: &'a Arc<DatasetSpec>,
+    run_id: &'a str,
+}
+
+impl Chunk {
+    fn new(n: &ChunkNames<'_>, chunk: u32, suffix: &str, watermark_col: Option<usize>) -> Chunk {
+        let stem = format!("part-{}-c{chunk:04}{suffix}", n.run_id);
+        Chunk {
+            data: DatasetWriter::new(n.spec.clone(), n.warehouse, n.spec.rel_dir(), stem.clone()),
+            quarantine: DatasetWriter::new(
+                n.qspec.clone(),
+                n.warehouse,
+                lake::quarantine_rel(n.spec),
+                format!("q-{}-c{chunk:04}{suffix}", n.run_id),
+            )
+            .with_max_buffered_bytes(16 << 20),
+            decoder: RecordDecoder::new(n.spec.clone()),
+            qdecoder: RecordDecoder::new(n.qspec.clone()),
+            rows_in: 0,
+            landed: 0,
+            quarantined: 0,
+            watermark_col,
+            watermark: None,
+            version_max: None,
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        self.landed + self.quarantined
+    }
+
+    /// Decodes one record text; lands it or quarantines it.
+    fn record(&mut self, text: &str, position: &str, job: &str, run_id: &str, now: i64) -> std::io::Result<()> {
+        self.rows_in += 1;
+        match self.decoder.decode_json(text) {
+            Ok(row) => {
+                if let Some(c) = self.watermark_col {
+                    if let Some(us) = row.micros(c) {
+                        self.watermark = Some(self.watermark.map_or(us, |w| w.max(us)));
+                    }
+                }
+                if let Some(us) = row.version_micros {
+                    self.version_max = Some(self.version_max.map_or(us, |w| w.max(us)));
+                }
+                self.data.push(row, run_id, now)?;
+                self.landed += 1;
+            }
+            Err(why) => self.quarantine(text, &why.0, position, job, run_id, now)?,
+        }
+        Ok(())
+    }
+
+    fn quarantine(&mut self, raw: &str, reason: &str, position: &str, job: &str, run_id: &str, now: i64) -> std::io::Result<()> {
+        let spec = self.decoder.spec();
+        let q = json!({
+            "job": job,
+            "dataset": format!("{}/{}", spec.feed, spec.name),
+            "received_at": time::compact(time::from_micros(now)),
+            "position": position,
+            "reason": reason,
+            "raw": raw,
+        })
+        .to_string();
+        let row = self
+            .qdecoder
+            .decode_json(&q)
+            .expect("quarantine rows follow the quarantine schema");
+        self.quarantine.push(row, run_id, now)?;
+        self.quarantined += 1;
+        Ok(())
+    }
+
+    /// Decodes a page's records.
+    fn page(&mut self, records: &Records, position: &str, job: &str, run_id: &str) -> std::io::Result<()> {
+        let now = time::micros(time::now_local());
+        match records {
+            Records::JsonArray(text) => {
+                let items: Vec<&serde_json::value::RawValue> =
+                    serde_json::from_str(text).map_err(std::io::Error::other)?;
+                for (i, item) in items.iter().enumerate() {
+                    self.record(item.get(), &format!("{position} #{i}"), job, run_id, now)?;
+                }
+            }
+            Records::Csv(text) => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .from_reader(text.as_bytes());
+                let headers = reader.headers().map_err(std::io::Error::other)?.clone();
+                let mapping = self.decoder.csv_mapping(&headers);
+                let mut record = csv::StringRecord::new();
+                let mut starts = Vec::new();
+                let mut rows = Vec::new();
+                loop {
+                    match reader.read_record(&mut record) {
+                        Ok(true) => {
+                            starts.push(record.position().map_or(0, |p| p.byte() as usize));
+                            rows.push(Ok(record.clone()));
+                        }
+                        Ok(false) => break,
+                        Err(e) => {
+                            let at = e.position().map_or(text.len(), |p| p.byte() as usize);
+                            starts.push(at);
+                            rows.push(Err(e.to_string()));
+                        }
+                    }
+                }
+                for (i, row) in rows.iter().enumerate() {
+                    let end = starts.get(i + 1).copied().unwrap_or(text.len());
+                    let raw = text.get(starts[i]..end).unwrap_or("").trim_end();
+                    let position = format!("{position} line {}", i + 2);
+                    self.rows_in += 1;
+                    let decoded = match row {
+                        Ok(r) => self.decoder.decode_fields(&mapping, r, &headers).map_err(|m| m.0),
+                        Err(e) => Err(format!("unreadable CSV row: {e}")),
+                    };
+                    match decoded {
+                        Ok(decoded) => {
+                            if let Some(us) = decoded.version_micros {
+                                self.version_max = Some(self.version_max.map_or(us, |w| w.max(us)));
+                            }
+                            self.data.push(decoded, run_id, now)?;
+                            self.landed += 1;
+                        }
+                        Err(why) => self.quarantine(raw, &why, &position, job, run_id, now)?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the chunk's files (still temporary).
+    fn finish(self) -> std::io::Result<(Vec<StagedFile>, Vec<StagedFile>, ChunkStats)> {
+        let stats = ChunkStats {
+            rows_in: self.rows_in,
+            landed: self.landed,
+            quarantined: self.quarantined,
+            watermark: self.watermark,
+            version_max: self.version_max,
+        };
+        Ok((self.data.finish()?, self.quarantine.finish()?, stats))
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ChunkStats {
+    rows_in: u64,
+    landed: u64,
+    quarantined: u64,
+    watermark: Option<i64>,
+    version_max: Option<i64>,
+}
+
+impl ChunkStats {
+    fn add(&mut self, o: &ChunkStats) {
+        self.rows_in += o.rows_in;
+        self.landed += o.landed;
+        self.quarantined += o.quarantined;
+        self.watermark = max_opt(self.watermark, o.watermark);
+        self.version_max = max_opt(self.version_max, o.version_max);
+    }
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// The run in progress: the lock, the log, and the totals.
+struct Run<'a> {
+    job: &'a JobConfig,
+    state: JobState,
+    lock: crate::lake::commit::JobLock,
+    run_id: String,
+    started_at: String,
+    cursor_before: Option<Value>,
+    committed: Option<Value>,
+    totals: RunTotals,
+    chunk_no: u32,
+    version_max: Option<i64>,
+}
+
+impl Run<'_> {
+    fn land(&self, staged: Vec<StagedFile>) -> Result<Vec<LandedFile>, PullError> {
+        staged
+            .into_iter()
+            .map(|s| s.land())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|source| self.lake_err(source))
+    }
+
+    fn lake_err(&self, source: std::io::Error) -> PullError {
+        PullError::Lake {
+            job: self.job.name.clone(),
+            dir: PathBuf::from(self.job.dataset.rel_dir()),
+            source,
+        }
+    }
+
+    /// Lands a finished chunk and commits it with `cursor`.
+    fn commit_chunk(
+        &mut self,
+        finished: (Vec<StagedFile>, Vec<StagedFile>, ChunkStats),
+        cursor: Option<Value>,
+        kind: EntryKind,
+        outcome: Option<Outcome>,
+        error: Option<String>,
+    ) -> Result<(), PullError> {
+        let (data, quarantine, stats) = finished;
+        let files = self.land(data)?;
+        let quarantine_files = self.land(quarantine)?;
+        self.totals.rows_in += stats.rows_in;
+        self.totals.rows_landed += stats.landed;
+        self.totals.rows_quarantined += stats.quarantined;
+        self.totals.files += (files.len() + quarantine_files.len()) as u64;
+        self.totals.bytes += files.iter().chain(&quarantine_files).map(|f| f.bytes).sum::<u64>();
+        self.version_max = max_opt(self.version_max, stats.version_max);
+        let entry = CommitEntry {
+            seq: 0,
+            job: self.job.name.clone(),
+            run_id: self.run_id.clone(),
+            kind,
+            chunk: self.chunk_no,
+            started_at: self.started_at.clone(),
+            committed_at: time::now_rfc3339(),
+            outcome,
+            cursor_before: self.cursor_before.clone(),
+            cursor_after: cursor.clone(),
+            files,
+            quarantine_files,
+            totals: self.totals.clone(),
+            watermark: self.version_max.map(|us| time::compact(time::from_micros(us))),
+            error,
+        };
+        self.state.commit(&self.lock, entry, &self.committed)?;
+        self.committed = cursor;
+        self.chunk_no += 1;
+        Ok(())
+    }
+
+    fn report(&self, outcome: Outcome, error: Option<String>, t0: Instant, recovery: &Recovery) -> RunReport {
+        RunReport {
+            job: self.job.name.clone(),
+            feed: self.job.dataset.feed.clone(),
+            dataset: self.job.dataset.name.clone(),
+            run_id: self.run_id.clone(),
+            outcome,
+            totals: self.totals.clone(),
+            cursor_before: self.cursor_before.clone(),
+            cursor_after: self.committed.clone(),
+            watermark: self.version_max.map(|us| time::compact(time::from_micros(us))),
+            seconds: t0.elapsed().as_secs_f64(),
+            error,
+            recovered_run: recovery.run_id.clone(),
+        }
+    }
+}
+
+fn outcome_of(totals: &RunTotals, failed: bool) -> Outcome {
+    if failed {
+        Outcome::Failed
+    } else if totals.rows_quarantined > 0 {
+        Outcome::Quarantined
+    } else {
+        Outcome::Ok
+    }
+}
+
+/// Runs `job` once. A feed failure is reported in the `RunReport` (outcome `failed`); an
+/// `Err` means the run could not start or the lake could not be written.
+pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, PullError> {
+    let t0 = Instant::now();
+    let state = JobState::new(&ctx.warehouse, &job.name);
+    let lock = state.lock()?;
+    let spec = job.dataset.clone();
+    let qspec = quarantine_spec(&spec);
+    let recovery = state.recover(&lock, &lake::job_dirs(&ctx.warehouse, &spec), &time::now_rfc3339())?;
+    if let Some(r) = &recovery.run_id {
+        tracing::warn!(
+            job = %job.name,
+            run_id = %r,
+            removed_files = recovery.removed_uncommitted,
+            "Previous run was interrupted; removed its uncommitted files, pulling again from the committed cursor."
+        );
+    }
+    let cursor0 = state.cursor()?;
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let started_at = time::now_rfc3339();
+    state.begin_run(&lock, &run_id, &started_at)?;
+    let mut run = Run {
+        job,
+        state,
+        lock,
+        run_id: run_id.clone(),
+        started_at,
+        cursor_before: cursor0.clone(),
+        committed: cursor0.clone(),
+        totals: RunTotals::default(),
+        chunk_no: 0,
+        version_max: None,
+    };
+    tracing::info!(job = %job.name, run_id = %run_id, protocol = job.protocol.name(), "Run started.");
+    let names = ChunkNames {
+        warehouse: &ctx.warehouse,
+        spec: &spec,
+        qspec: &qspec,
+        run_id: &run_id,
+    };
+    let result = match &job.protocol {
+        Protocol::File(p) => run_files(ctx, &mut run, &names, p.glob.as_str(), p.threads.0 as usize),
+        _ => run_http(ctx, &mut run, &names).await,
+    };
+    let report = match result {
+        Ok(error) => {
+            let outcome = outcome_of(&run.totals, error.is_some());
+            run.report(outcome, error, t0, &recovery)
+        }
+        Err(e) => return Err(e),
+    };
+    run.state.end_run(&run.lock)?;
+    match report.outcome {
+        Outcome::Failed => tracing::error!(
+            job = %job.name, run_id = %run_id,
+            error = report.error.as_deref().unwrap_or(""),
+            rows_landed = report.totals.rows_landed,
+            "Run failed; what was pulled before the failure is committed."
+        ),
+        _ => tracing::info!(
+            job = %job.name, run_id = %run_id,
+            rows_landed = report.totals.rows_landed,
+            rows_quarantined = report.totals.rows_quarantined,
+            seconds = report.seconds,
+            "Run finished."
+        ),
+    }
+    Ok(report)
+}
+
+/// The page loop of HTTP protocols. Returns the feed error, if the feed failed.
+async fn run_http(ctx: &RunContext, run: &mut Run<'_>, names: &ChunkNames<'_>) -> Result<Option<String>, PullError> {
+    let job = run.job;
+    let source = job.source.clone().ok_or_else(|| PullError::Input {
+        job: job.name.clone(),
+        message: "no source configured".into(),
+    })?;
+    let client = FeedClient::new(ctx.http.clone(), source, job.retry.clone(), &job.name);
+    let mut puller = Puller::for_job(job, run.committed.clone()).expect("HTTP protocol");
+    let watermark_col = match &job.protocol {
+        Protocol::PagedPost(p) => job.dataset.column(&p.watermark_column).map(|(i, _)| i),
+        _ => None,
+    };
+    let mut chunk = Chunk::new(names, run.chunk_no, "", watermark_col);
+    // Cursor after the last page decoded into `chunk`.
+    let mut cursor = run.committed.clone();
+    let mut watermark: Option<i64> = None;
+    let mut failure = None;
+    loop {
+        let page = match puller.next_page(&client).await {
+            Ok(p) => p,
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        };
+        run.totals.pages += 1;
+        tokio::task::block_in_place(|| chunk.page(&page.records, &page.position, &job.name, &run.run_id))
+            .map_err(|e| run.lake_err(e))?;
+        cursor = match &page.after {
+            After::Cursor(c) => c.clone(),
+            After::Watermark => {
+                watermark = max_opt(watermark, chunk.watermark);
+                let w = watermark.map(|us| time::compact(time::from_micros(us)));
+                puller.watermark_cursor(w.as_deref(), &cursor)
+            }
+        };
+        if chunk.rows() >= job.dataset.commit_every_rows as u64 && !page.last {
+            let finished = tokio::task::block_in_place(|| chunk.finish()).map_err(|e| run.lake_err(e))?;
+            run.totals.retries = client.retries();
+            tokio::task::block_in_place(|| {
+                run.commit_chunk(finished, cursor.clone(), EntryKind::Checkpoint, None, None)
+            })?;
+            chunk = Chunk::new(names, run.chunk_no, "", watermark_col);
+        }
+        if page.last {
+            break;
+        }
+    }
+    run.totals.retries = client.retries();
+    let finished = tokio::task::block_in_place(|| chunk.finish()).map_err(|e| run.lake_err(e))?;
+    let mut totals = run.totals.clone();
+    totals.rows_quarantined += finished.2.quarantined;
+    let outcome = outcome_of(&totals, failure.is_some());
+    tokio::task::block_in_place(|| {
+        run.commit_chunk(finished, cursor, EntryKind::Finished, Some(outcome), failure.clone())
+    })?;
+    Ok(failure)
+}
+
+/// Lands local NDJSON files, each split across `threads` parser threads.
+fn run_files(
+    ctx: &RunContext,
+    run: &mut Run<'_>,
+    names: &ChunkNames<'_>,
+    glob: &str,
+    threads: usize,
+) -> Result<Option<String>, PullError> {
+    let job = run.job;
+    let files = feeds::file::new_files(&ctx.project_root, glob, &run.committed).map_err(|message| PullError::Input {
+        job: job.name.clone(),
+        message,
+    })?;
+    if files.is_empty() {
+        let cursor = run.committed.clone();
+        run.commit_chunk((vec![], vec![], ChunkStats::default()), cursor, EntryKind::Finished, Some(Outcome::Ok), None)?;
+        return Ok(None);
+    }
+    let n = files.len();
+    for (i, file) in files.iter().enumerate() {
+        let ranges = feeds::file::split(file.size, threads);
+        let chunk_no = run.chunk_no;
+        let results: Vec<std::io::Result<(Vec<StagedFile>, Vec<StagedFile>, ChunkStats)>> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &(a, b))| {
+                        let run_id = run.run_id.as_str();
+                        let job_name = job.name.as_str();
+                        s.spawn(move || {
+                            let mut chunk = Chunk::new(names, chunk_no, &format!("-t{t}"), None);
+                            let now = time::micros(time::now_local());
+                            feeds::file::for_each_line(&file.path, a, b, |offset, line| {
+                                let position = format!("{}@{offset}", file.key);
+                                match std::str::from_utf8(line) {
+                                    Ok(text) => chunk.record(text, &position, job_name, run_id, now),
+                                    Err(e) => {
+                                        chunk.rows_in += 1;
+                                        let raw = String::from_utf8_lossy(line);
+                                        chunk.quarantine(&raw, &format!("not UTF-8: {e}"), &position, job_name, run_id, now)
+                                    }
+                                }
+                            })?;
+                            chunk.finish()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("parser thread panicked"))
+                    .collect()
+            });
+        let mut data = Vec::new();
+        let mut quarantine = Vec::new();
+        let mut stats = ChunkStats::default();
+        for r in results {
+            let (d, q, s) = r.map_err(|e| PullError::Input {
+                job: job.name.clone(),
+                message: format!("reading {}: {e}", file.path.display()),
+            })?;
+            data.extend(d);
+            quarantine.extend(q);
+            stats.add(&s);
+        }
+        let cursor = Some(feeds::file::cursor_with(&run.committed, file));
+        let last = i + 1 == n;
+        let mut totals = run.totals.clone();
+        totals.rows_quarantined += stats.quarantined;
+        let (kind, outcome) = if last {
+            (EntryKind::Finished, Some(outcome_of(&totals, false)))
+        } else {
+            (EntryKind::Checkpoint, None)
+        };
+        run.commit_chunk((data, quarantine, stats), cursor, kind, outcome, None)?;
+    }
+    Ok(None)
+}

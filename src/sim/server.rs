@@ -1,0 +1,383 @@
+//! The simulator's HTTP server (axum, 127.0.0.1 only).
+//!
+//! | route | protocol | feed |
+//! |---|---|---|
+//! | `GET /portal/dossiers?since=&limit=` | cursor | dossier versions (SPEC 3.1) |
+//! | `GET /portal/dossier-steps?since=&limit=` | cursor | processing steps (QuaTrinhXuLy) |
+//! | `GET /payments/transactions?since=&limit=` | cursor | online payments (3.5) |
+//! | `POST /reporting/ratings` | paged_post | satisfaction ratings (3.3) |
+//! | `POST /reporting/petitions` | paged_post | petitions, PAKN (3.4) |
+//! | `GET /catalogue/procedures.json` | snapshot | procedure catalogue (3.2) |
+//! | `GET /registry/units.json` | snapshot | unit registry (§2) |
+//! | `GET /calendar/days.csv` | snapshot | holidays and compensatory working days (3.7) |
+//! | `GET /reports/national/received.csv` | snapshot | national report (3.6) |
+//! | `GET /_sim/stats`, `POST /_sim/faults`, `GET /_sim/health` | control | |
+//!
+//! Records become visible as the simulator's clock passes the time they reach the portal.
+//! When a token is set, feed routes need `Authorization: Bearer <token>` or basic credentials
+//! whose password is the token.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{Duration, NaiveDateTime};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::faults::{corrupt, Dice, Fault, Faults};
+use super::world::{secs, ts, Entry};
+use super::{SimFeed, World};
+
+/// The simulator's clock: `start_sim` advanced by `speed` simulated seconds per real second.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    start_real: Instant,
+    start_sim: NaiveDateTime,
+    speed: f64,
+}
+
+impl Clock {
+    pub fn new(start_sim: NaiveDateTime, speed: f64) -> Clock {
+        Clock { start_real: Instant::now(), start_sim, speed }
+    }
+
+    pub fn now(&self) -> NaiveDateTime {
+        let elapsed = self.start_real.elapsed().as_secs_f64() * self.speed;
+        self.start_sim + Duration::milliseconds((elapsed * 1000.0) as i64)
+    }
+}
+
+/// Per-feed counters, for reconciliation: every record in a complete 200 answer counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FeedStats {
+    pub requests: u64,
+    pub served_records: u64,
+    pub malformed_served: u64,
+    pub errors: u64,
+    pub truncated: u64,
+    pub slow: u64,
+}
+
+pub struct SimState {
+    pub world: World,
+    pub clock: Clock,
+    pub faults: RwLock<Faults>,
+    dice: Dice,
+    pub stats: Mutex<BTreeMap<String, FeedStats>>,
+    token: Option<String>,
+    units_json: String,
+    calendar_csv: String,
+}
+
+impl SimState {
+    pub fn new(world: World, faults: Faults, token: Option<String>) -> SimState {
+        let clock = Clock::new(world.config.now, world.config.speed);
+        SimState {
+            dice: Dice::new(world.config.seed),
+            units_json: world.units_json(),
+            calendar_csv: world.calendar_csv(),
+            world,
+            clock,
+            faults: RwLock::new(faults),
+            stats: Mutex::new(BTreeMap::new()),
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    pub fn stats(&self) -> BTreeMap<String, FeedStats> {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    fn count(&self, feed: &str, f: impl FnOnce(&mut FeedStats)) {
+        let mut s = self.stats.lock().expect("stats lock");
+        f(s.entry(feed.to_string()).or_default());
+    }
+
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else { return true };
+        let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        if let Some(b) = value.strip_prefix("Bearer ") {
+            return b == token;
+        }
+        if let Some(b) = value.strip_prefix("Basic ") {
+            use base64::Engine;
+            if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b.trim()) {
+                if let Ok(s) = String::from_utf8(raw) {
+                    return s.split_once(':').is_some_and(|(_, p)| p == token);
+                }
+            }
+        }
+        false
+    }
+}
+
+type Shared = Arc<SimState>;
+
+/// A running simulator.
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    pub state: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Serves `state` on 127.0.0.1:`port` (0 picks a free port).
+pub async fn start(state: SimState, port: u16) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(state);
+    let app = router(state.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok(SimHandle { addr, state, shutdown: Some(tx), task: Some(task) })
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/portal/dossiers", get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| cursor_feed(s, h, q, SimFeed::Dossiers)))
+        .route("/portal/dossier-steps", get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| cursor_feed(s, h, q, SimFeed::DossierSteps)))
+        .route("/payments/transactions", get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| cursor_feed(s, h, q, SimFeed::Payments)))
+        .route("/reporting/ratings", post(|s: State<Shared>, h: HeaderMap, b: String| paged_feed(s, h, b, SimFeed::Ratings)))
+        .route("/reporting/petitions", post(|s: State<Shared>, h: HeaderMap, b: String| paged_feed(s, h, b, SimFeed::Petitions)))
+        .route("/registry/units.json", get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "units")))
+        .route("/catalogue/procedures.json", get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "catalogue")))
+        .route("/calendar/days.csv", get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "calendar")))
+        .route("/reports/national/received.csv", get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "national_report")))
+        .route("/_sim/health", get(|| async { "ok" }))
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/faults", post(set_faults).get(get_faults))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CursorQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
+}
+
+/// Applies the request's fault to a finished body; counts records only for whole answers.
+async fn deliver(
+    state: &SimState,
+    feed: &str,
+    content_type: &'static str,
+    body: String,
+    records: u64,
+    malformed: u64,
+    fault: Fault,
+) -> Response {
+    match fault {
+        Fault::Error => {
+            state.count(feed, |s| s.errors += 1);
+            return (StatusCode::SERVICE_UNAVAILABLE, "simulated fault: service unavailable").into_response();
+        }
+        Fault::Truncate => {
+            state.count(feed, |s| s.truncated += 1);
+            // Announce the whole length, send half, then drop the connection: what a client
+            // sees when a proxy or the network cuts an answer short.
+            let full = body.len();
+            let half = bytes::Bytes::from(body.into_bytes()).slice(..full / 2);
+            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+                vec![Ok(half), Err(std::io::Error::other("simulated cut"))];
+            return Response::builder()
+                .header(header::CONTENT_TYPE, content_type)
+                .header(header::CONTENT_LENGTH, full)
+                .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                .expect("valid response");
+        }
+        Fault::Slow(ms) => {
+            state.count(feed, |s| s.slow += 1);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        Fault::None => {}
+    }
+    state.count(feed, |s| {
+        s.served_records += records;
+        s.malformed_served += malformed;
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .expect("valid response")
+}
+
+fn unauthorised() -> Response {
+    (StatusCode::UNAUTHORIZED, "missing or wrong credentials").into_response()
+}
+
+/// Serialises `entries` as a JSON array, mixing in malformed copies per the fault settings.
+fn records_array(entries: &[Entry], feed: SimFeed, malformed_rate: f64, rng: &mut impl Rng) -> (String, u64, u64) {
+    let mut out = String::with_capacity(entries.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    let mut n = 0u64;
+    let mut bad = 0u64;
+    let (key, tsf) = feed.fault_fields();
+    let mut chacha = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(rng.random());
+    for e in entries {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&e.json);
+        n += 1;
+        if malformed_rate > 0.0 && chacha.random_bool(malformed_rate) {
+            out.push(',');
+            out.push_str(&corrupt(&e.json, key, tsf, &mut chacha));
+            n += 1;
+            bad += 1;
+        }
+    }
+    out.push(']');
+    (out, n, bad)
+}
+
+async fn cursor_feed(State(state): State<Shared>, headers: HeaderMap, Query(q): Query<CursorQuery>, feed: SimFeed) -> Response {
+    let name = feed.name();
+    state.count(name, |s| s.requests += 1);
+    if !state.authorised(&headers) {
+        return unauthorised();
+    }
+    let since: usize = match q.since.as_deref() {
+        None | Some("") => 0,
+        Some(s) => match s.parse() {
+            Ok(v) => v,
+            Err(_) => return (StatusCode::BAD_REQUEST, format!("since={s:?} is not a cursor from this feed")).into_response(),
+        },
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let now = state.clock.now();
+    let visible = state.world.visible(feed, now);
+    let start = since.min(visible.len());
+    let end = (start + limit).min(visible.len());
+    let faults = state.faults.read().expect("faults lock").clone();
+    let mut rng = state.dice.next();
+    let fault = Dice::decide(&faults, &mut rng);
+    let (array, n, bad) = records_array(&visible[start..end], feed, faults.malformed_rate, &mut rng);
+    let body = format!("{{\"data\":{array},\"next_cursor\":\"{end}\"}}");
+    deliver(&state, name, "application/json; charset=utf-8", body, n, bad, fault).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PagedBody {
+    current_page: Option<usize>,
+    page_size: Option<usize>,
+    tu_ngay: Option<String>,
+}
+
+async fn paged_feed(State(state): State<Shared>, headers: HeaderMap, body: String, feed: SimFeed) -> Response {
+    let name = feed.name();
+    state.count(name, |s| s.requests += 1);
+    if !state.authorised(&headers) {
+        return unauthorised();
+    }
+    let envelope_error = |message: String| {
+        json_response(serde_json::json!({ "code": "ERR_BAD_REQUEST", "message": message, "data": null }).to_string())
+    };
+    let req: PagedBody = match serde_json::from_str(&body) {
+        Ok(b) => b,
+        Err(e) => return envelope_error(format!("body is not valid: {e}")),
+    };
+    let page = req.current_page.unwrap_or(1).max(1);
+    let size = req.page_size.unwrap_or(100).clamp(1, 10_000);
+    let since = match req.tu_ngay.as_deref() {
+        None | Some("") => i64::MIN,
+        Some(s) => match NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S") {
+            Ok(t) => secs(t),
+            Err(_) => return envelope_error(format!("tuNgay {s:?} is not yyyyMMddHHmmss")),
+        },
+    };
+    let now = state.clock.now();
+    let visible = state.world.visible(feed, now);
+    let from = visible.partition_point(|e| e.visible_at < since);
+    let matching = &visible[from..];
+    let start = ((page - 1) * size).min(matching.len());
+    let end = (start + size).min(matching.len());
+    let faults = state.faults.read().expect("faults lock").clone();
+    let mut rng = state.dice.next();
+    let fault = Dice::decide(&faults, &mut rng);
+    let (array, n, bad) = records_array(&matching[start..end], feed, faults.malformed_rate, &mut rng);
+    let body = format!(
+        "{{\"code\":\"OK\",\"message\":\"Thành công\",\"total\":{},\"data\":{array}}}",
+        matching.len()
+    );
+    deliver(&state, name, "application/json; charset=utf-8", body, n, bad, fault).await
+}
+
+async fn snapshot(State(state): State<Shared>, headers: HeaderMap, which: &'static str) -> Response {
+    state.count(which, |s| s.requests += 1);
+    if !state.authorised(&headers) {
+        return unauthorised();
+    }
+    let now = state.clock.now();
+    let (body, ct) = match which {
+        "units" => (state.units_json.clone(), "application/json; charset=utf-8"),
+        "catalogue" => (state.world.catalogue_json(now), "application/json; charset=utf-8"),
+        "calendar" => (state.calendar_csv.clone(), "text/csv; charset=utf-8"),
+        _ => (state.world.national_csv(now), "text/csv; charset=utf-8"),
+    };
+    let records = match ct {
+        "text/csv; charset=utf-8" => body.lines().count().saturating_sub(1) as u64,
+        _ => crate::feeds::count_records(&body) as u64,
+    };
+    let faults = state.faults.read().expect("faults lock").clone();
+    let mut rng = state.dice.next();
+    let fault = Dice::decide(&faults, &mut rng);
+    deliver(&state, which, ct, body, records, 0, fault).await
+}
+
+#[derive(Serialize)]
+struct StatsBody {
+    now: String,
+    feeds: BTreeMap<String, FeedStats>,
+}
+
+async fn stats(State(state): State<Shared>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(StatsBody { now: ts(state.clock.now()), feeds: state.stats() }).expect("serialises"))
+}
+
+async fn get_faults(State(state): State<Shared>) -> Json<Faults> {
+    Json(state.faults.read().expect("faults lock").clone())
+}
+
+async fn set_faults(State(state): State<Shared>, Json(f): Json<Faults>) -> Response {
+    if let Err(e) = f.validate() {
+        return (StatusCode::BAD_REQUEST, e).into_response();
+    }
+    *state.faults.write().expect("faults lock") = f.clone();
+    Json(f).into_response()
+}

@@ -1,0 +1,106 @@
+//! Helpers shared by the integration tests: an in-process simulator on 127.0.0.1 and the
+//! repository's own project files aimed at it.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use chiso::config::{self, JobConfig, ProjectConfig, Secret};
+use chiso::sim::faults::Faults;
+use chiso::sim::server::{self, SimHandle, SimState};
+use chiso::sim::{SimConfig, SimFeed, World};
+
+pub const TOKEN: &str = "test-token-not-a-secret";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A small frozen world: the same records however long a test takes.
+pub fn small_world(seed: u64, per_day: f64) -> SimConfig {
+    SimConfig {
+        seed,
+        per_day,
+        petition_ratio: 0.02,
+        from: chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(),
+        now: chrono::NaiveDate::from_ymd_opt(2026, 9, 10).unwrap().and_hms_opt(10, 0, 0).unwrap(),
+        speed: 0.0,
+        horizon_days: 14,
+    }
+}
+
+pub async fn start_sim(cfg: SimConfig, faults: Faults) -> SimHandle {
+    let world = tokio::task::spawn_blocking(move || World::build(cfg)).await.unwrap();
+    server::start(SimState::new(world, faults, Some(TOKEN.into())), 0).await.unwrap()
+}
+
+/// The repository's project and jobs, every source pointed at `base_url`.
+pub fn project_for(base_url: &str) -> (ProjectConfig, Vec<JobConfig>) {
+    let mut project = ProjectConfig::parse(
+        &repo().join("chiso.toml"),
+        &std::fs::read_to_string(repo().join("chiso.toml")).unwrap(),
+        &|_| None,
+    )
+    .unwrap();
+    project.retarget_sources(base_url, &Secret::new(TOKEN));
+    let jobs = config::load_jobs(&repo().join("jobs"), &project).unwrap();
+    (project, jobs)
+}
+
+/// DuckDB rows of a query as strings.
+pub fn query(sql: &str) -> Vec<Vec<String>> {
+    let conn = chiso::duck::in_memory(2).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let mut rows = stmt.query([]).unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().unwrap() {
+        let n = r.as_ref().column_count();
+        out.push((0..n).map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default()).collect());
+    }
+    out
+}
+
+/// SQL expression for a feed's key as the simulator writes it (`|`-joined) and its version.
+pub fn key_version_sql(feed: SimFeed) -> (&'static str, &'static str) {
+    match feed {
+        SimFeed::Dossiers => ("MaHoSo", "strftime(ThoiDiemDongBo, '%Y%m%d%H%M%S')"),
+        SimFeed::DossierSteps => (
+            "MaHoSo || '|' || strftime(ThoiDiemXuLy, '%Y%m%d%H%M%S') || '|' || TrangThai",
+            "''",
+        ),
+        SimFeed::Payments => ("MaThamChieu", "strftime(ThoiGianCapNhat, '%Y%m%d%H%M%S')"),
+        SimFeed::Ratings => ("MaHoSo", "strftime(ThoiGianDanhGia, '%Y%m%d%H%M%S')"),
+        SimFeed::Petitions => ("MaPAKN", "strftime(NgayCapNhat, '%Y%m%d%H%M%S')"),
+    }
+}
+
+pub fn lake_glob(warehouse: &Path, job: &JobConfig) -> String {
+    chiso::lake::dataset_glob(warehouse, &job.dataset)
+}
+
+/// Distinct (key, version) pairs landed for `feed`, i.e. what staging's dedup keeps.
+pub fn landed_versions(warehouse: &Path, job: &JobConfig, feed: SimFeed) -> BTreeSet<(String, String)> {
+    let (k, v) = key_version_sql(feed);
+    let glob = lake_glob(warehouse, job);
+    query(&format!(
+        "SELECT DISTINCT {k}, {v} FROM read_parquet('{glob}', hive_partitioning = true)"
+    ))
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone()))
+    .collect()
+}
+
+/// Rows in the lake for a job (all files, duplicates included).
+pub fn lake_rows(warehouse: &Path, job: &JobConfig) -> u64 {
+    let glob = lake_glob(warehouse, job);
+    if glob::glob(&glob).unwrap().next().is_none() {
+        return 0;
+    }
+    query(&format!("SELECT count(*)::VARCHAR FROM read_parquet('{glob}', hive_partitioning = true)"))[0][0]
+        .parse()
+        .unwrap()
+}
+
+pub fn sim_feed(job: &str) -> Option<SimFeed> {
+    SimFeed::ALL.into_iter().find(|f| f.name() == job)
+}
