@@ -63,7 +63,12 @@ fn check_visible(warehouse: &Path, jobs: &[chiso::config::JobConfig], truth: &[(
 #[test]
 fn sigkill_at_random_points_loses_and_doubles_nothing() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let sim = rt.block_on(start_sim(small_world(21, 70.0), Faults::none()));
+    let sim = rt.block_on(start_sim(
+        small_world(21, 120.0),
+        // Every answer takes 15 ms, as over a real network, so a run lasts long enough to be
+        // killed many times before it finishes.
+        Faults { slow_rate: 1.0, slow_ms: 15, ..Faults::none() },
+    ));
     let url = sim.base_url();
     let project = tempfile::tempdir().unwrap();
     write_project(project.path());
@@ -78,7 +83,7 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
         .map(|f| (*f, sim.state.world.distinct_versions(*f, now)))
         .collect();
 
-    // How long a whole run takes, to spread the kills over it.
+    // How long a whole run takes (kills come much sooner, so that each restart has work left).
     let scratch = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
     let st = chiso(project.path(), scratch.path(), &url).status().unwrap();
@@ -90,10 +95,10 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261127);
     let mut kills = 0;
     let mut attempts = 0;
-    while kills < 24 && attempts < 80 {
+    while kills < 24 && attempts < 120 {
         attempts += 1;
         let mut child = chiso(project.path(), wh.path(), &url).spawn().unwrap();
-        let wait = full.mul_f64(rng.random_range(0.02..0.9));
+        let wait = std::time::Duration::from_millis(rng.random_range(20..400)).min(full.mul_f64(0.5));
         std::thread::sleep(wait);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL

@@ -59,11 +59,20 @@ async fn every_feed_reconciles_with_the_simulator() {
     let dossiers = jobs.iter().find(|j| j.name == "dossiers").unwrap();
     assert!(lake_rows(dir.path(), dossiers) > landed_versions(dir.path(), dossiers, SimFeed::Dossiers).len() as u64);
 
-    // A second run finds nothing new: cursors hold, snapshots are unchanged.
+    // A second run finds nothing new: cursors hold and snapshots are unchanged. The paged feeds'
+    // lower bound is inclusive (tuNgay >= watermark), so the records at exactly the watermark
+    // come again; they are versions the lake already has, which staging's dedup drops.
     let again = run_all(&ctx(dir.path()), &jobs).await;
-    for r in &again {
-        assert_eq!(r.totals.rows_landed, 0, "{} landed again", r.job);
+    for (job, r) in jobs.iter().zip(&again) {
         assert_eq!(r.outcome, Outcome::Ok);
+        match &job.protocol {
+            chiso::config::Protocol::PagedPost(_) => {
+                assert!(r.totals.rows_landed <= 3, "{} re-landed {} rows", r.job, r.totals.rows_landed);
+                let feed = sim_feed(&job.name).unwrap();
+                assert!(landed_versions(dir.path(), job, feed) == sim.state.world.distinct_versions(feed, now));
+            }
+            _ => assert_eq!(r.totals.rows_landed, 0, "{} landed again", r.job),
+        }
     }
     sim.stop().await;
 }
