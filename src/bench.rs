@@ -79,7 +79,11 @@ pub fn dossier_file_job(input: &Path, threads: usize) -> anyhow::Result<JobConfi
 }
 
 /// Child process: lands `input` with chiso into `out`.
-pub async fn measure_chiso(input: &Path, out: &Path, threads: usize) -> anyhow::Result<Measurement> {
+pub async fn measure_chiso(
+    input: &Path,
+    out: &Path,
+    threads: usize,
+) -> anyhow::Result<Measurement> {
     let job = dossier_file_job(input, threads)?;
     let ctx = RunContext {
         warehouse: out.to_path_buf(),
@@ -111,7 +115,11 @@ pub fn measure_duckdb(input: &Path, out: &Path, threads: usize) -> anyhow::Resul
     let conn = duck::in_memory(threads)?;
     // Memory limit: the same bound chiso is held to in the issue (1 GiB).
     conn.execute_batch("SET memory_limit = '1GB'; SET preserve_insertion_order = false;")?;
-    let part = spec.partition.column.map(|i| spec.columns[i].name.clone()).context("partitioned by a column")?;
+    let part = spec
+        .partition
+        .column
+        .map(|i| spec.columns[i].name.clone())
+        .context("partitioned by a column")?;
     let dest = out.join("lake").join(&spec.feed).join(&spec.name);
     std::fs::create_dir_all(&dest)?;
     let sql = format!(
@@ -153,10 +161,16 @@ pub struct IngestBench {
 /// Parent: generates the input once (cached by size and seed), runs both engines in child
 /// processes, checks they landed the same records, and prints the table.
 pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
-    let input_dir = opts.work_dir.join(format!("input-{}-s{}", opts.dossiers, opts.seed));
+    let input_dir = opts
+        .work_dir
+        .join(format!("input-{}-s{}", opts.dossiers, opts.seed));
     let input = input_dir.join("portal/dossiers.ndjson");
     if !input_dir.join("manifest.json").exists() {
-        eprintln!("Generating {} dossiers into {} ...", opts.dossiers, input_dir.display());
+        eprintln!(
+            "Generating {} dossiers into {} ...",
+            opts.dossiers,
+            input_dir.display()
+        );
         let now = chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
             .and_then(|d| d.and_hms_opt(12, 0, 0))
             .expect("valid");
@@ -169,9 +183,16 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
             speed: 0.0,
             ..SimConfig::default()
         };
-        sim::generate::generate(&config, &input_dir, Some(opts.dossiers), opts.threads.max(2))?;
+        sim::generate::generate(
+            &config,
+            &input_dir,
+            Some(opts.dossiers),
+            opts.threads.max(2),
+        )?;
     }
-    let size = std::fs::metadata(&input).with_context(|| format!("reading {}", input.display()))?.len();
+    let size = std::fs::metadata(&input)
+        .with_context(|| format!("reading {}", input.display()))?
+        .len();
     let exe = std::env::current_exe()?;
     let mut results = Vec::new();
     for engine in ["duckdb", "chiso"] {
@@ -181,7 +202,14 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
         // Both engines read the file warm from the page cache: read it once first.
         std::io::copy(&mut std::fs::File::open(&input)?, &mut std::io::sink())?;
         let output = Command::new(&exe)
-            .args(["bench", "ingest-once", "--engine", engine, "--threads", &opts.threads.to_string()])
+            .args([
+                "bench",
+                "ingest-once",
+                "--engine",
+                engine,
+                "--threads",
+                &opts.threads.to_string(),
+            ])
             .arg("--input")
             .arg(&input)
             .arg("--out")
@@ -195,9 +223,18 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
             );
         }
         let m: Measurement = serde_json::from_slice(
-            output.stdout.split(|b| *b == b'\n').rfind(|l| l.starts_with(b"{")).unwrap_or(b"{}"),
+            output
+                .stdout
+                .split(|b| *b == b'\n')
+                .rfind(|l| l.starts_with(b"{"))
+                .unwrap_or(b"{}"),
         )
-        .with_context(|| format!("reading the {engine} measurement: {}", String::from_utf8_lossy(&output.stdout)))?;
+        .with_context(|| {
+            format!(
+                "reading the {engine} measurement: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })?;
         results.push((m, out));
     }
     // Both must have landed the same rows.
@@ -206,14 +243,21 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
     for (_, out) in &results {
         let glob = format!("{}/lake/portal/dossiers/*/*.parquet", out.display());
         let n: i64 = conn.query_row(
-            &format!("SELECT count(*) FROM read_parquet({}, hive_partitioning = true)", duck::lit(&glob)),
+            &format!(
+                "SELECT count(*) FROM read_parquet({}, hive_partitioning = true)",
+                duck::lit(&glob)
+            ),
             [],
             |r| r.get(0),
         )?;
         counts.push(n);
     }
     if counts[0] != counts[1] {
-        bail!("the engines landed different row counts: duckdb {} vs chiso {}", counts[0], counts[1]);
+        bail!(
+            "the engines landed different row counts: duckdb {} vs chiso {}",
+            counts[0],
+            counts[1]
+        );
     }
     if !opts.keep {
         for (_, out) in &results {
@@ -251,7 +295,10 @@ fn print_table(ms: &[Measurement], input_bytes: u64, opts: &IngestBench) {
             m.files
         );
     }
-    if let (Some(d), Some(c)) = (ms.iter().find(|m| m.engine == "duckdb"), ms.iter().find(|m| m.engine == "chiso")) {
+    if let (Some(d), Some(c)) = (
+        ms.iter().find(|m| m.engine == "duckdb"),
+        ms.iter().find(|m| m.engine == "chiso"),
+    ) {
         println!(
             "ratio chiso/duckdb throughput: {:.2} (target >= 1.0); chiso peak memory {:.0} MiB (target < 1024)",
             d.seconds / c.seconds,

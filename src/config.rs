@@ -71,7 +71,13 @@ impl Source<'_> {
             Some(r) => {
                 let start = r.start.min(self.text.len());
                 let line = self.text[..start].bytes().filter(|b| *b == b'\n').count() + 1;
-                let snippet = self.text.lines().nth(line - 1).unwrap_or("").trim().to_string();
+                let snippet = self
+                    .text
+                    .lines()
+                    .nth(line - 1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
                 (line, snippet)
             }
             None => (0, String::new()),
@@ -121,11 +127,7 @@ pub fn interpolate(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
             Some((n, d)) => (n, Some(d)),
             None => (expr, None),
         };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("bad variable name {name:?} in ${{{expr}}}"));
         }
         match (env(name), default) {
@@ -158,7 +160,7 @@ macro_rules! bounded_u64 {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let v = i64::deserialize(d)?;
-                if v < $lo || v > $hi {
+                if !($lo..=$hi).contains(&v) {
                     return Err(de::Error::custom(format!(
                         "{} must be between {} and {}, found {}",
                         $what, $lo, $hi, v
@@ -438,16 +440,23 @@ impl ProjectConfig {
                 errors.push(e);
                 String::new()
             });
-            if !base_url.is_empty()
-                && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+            if !(base_url.is_empty()
+                || base_url.starts_with("http://")
+                || base_url.starts_with("https://"))
             {
                 errors.push(src.at(
                     Some(s.base_url.span()),
-                    format!("sources.{name}.base_url: {base_url:?} must start with http:// or https://"),
+                    format!(
+                        "sources.{name}.base_url: {base_url:?} must start with http:// or https://"
+                    ),
                 ));
             }
-            let secret_from_env = |v: &Option<Spanned<String>>, field: &str| -> Result<Secret, ConfigError> {
-                let Some(v) = v else { return Ok(Secret::default()) };
+            let secret_from_env = |v: &Option<Spanned<String>>,
+                                   field: &str|
+             -> Result<Secret, ConfigError> {
+                let Some(v) = v else {
+                    return Ok(Secret::default());
+                };
                 if !v.get_ref().contains("${") && !v.get_ref().is_empty() {
                     return Err(src.at(
                         Some(v.span()),
@@ -903,7 +912,13 @@ pub fn parse_job(
         ("file", file.file.is_some()),
     ];
     let proto_name = file.protocol.get_ref().as_str();
-    let protocol = match (proto_name, file.cursor, file.paged_post, file.snapshot, file.file) {
+    let protocol = match (
+        proto_name,
+        file.cursor,
+        file.paged_post,
+        file.snapshot,
+        file.file,
+    ) {
         ("cursor", Some(p), ..) => Some(Protocol::Cursor(p)),
         ("paged_post", _, Some(p), ..) => Some(Protocol::PagedPost(p)),
         ("snapshot", _, _, Some(p), _) => Some(Protocol::Snapshot(p)),
@@ -935,7 +950,10 @@ pub fn parse_job(
         (None, _) => {
             errors.push(src.at(
                 Some(file.protocol.span()),
-                format!("protocol {proto_name:?} needs source = \"NAME\" naming a [sources.NAME] of {}", project.file.display()),
+                format!(
+                    "protocol {proto_name:?} needs source = \"NAME\" naming a [sources.NAME] of {}",
+                    project.file.display()
+                ),
             ));
             None
         }
@@ -1009,7 +1027,10 @@ fn build_dataset(
             ));
         }
         if columns.iter().any(|x| x.name == c.name) {
-            errors.push(src.at(Some(span.clone()), format!("column {:?} is listed twice", c.name)));
+            errors.push(src.at(
+                Some(span.clone()),
+                format!("column {:?} is listed twice", c.name),
+            ));
         }
         columns.push(ColumnSpec {
             name: c.name.clone(),
@@ -1038,7 +1059,10 @@ fn build_dataset(
             Some(c) => c.required = true,
             None => errors.push(src.at(
                 Some(v.span()),
-                format!("version column {:?} is not among the dataset's columns", v.get_ref()),
+                format!(
+                    "version column {:?} is not among the dataset's columns",
+                    v.get_ref()
+                ),
             )),
         }
     }
@@ -1054,7 +1078,10 @@ fn build_dataset(
             Some(_) => {
                 errors.push(src.at(
                     Some(d.partition.span()),
-                    format!("partition column {:?} must be a timestamp or date column", p.by),
+                    format!(
+                        "partition column {:?} must be a timestamp or date column",
+                        p.by
+                    ),
                 ));
                 None
             }
@@ -1179,7 +1206,10 @@ columns = [
         let text = GOOD.replace("source = \"portal\"", "source = \"portl\"");
         let errs = parse_job(Path::new("jobs/x.toml"), &text, &project()).unwrap_err();
         let e = errs[0].to_string();
-        assert!(e.starts_with("jobs/x.toml:3: source = \"portl\": "), "got {e}");
+        assert!(
+            e.starts_with("jobs/x.toml:3: source = \"portl\": "),
+            "got {e}"
+        );
         assert!(e.contains("defined: portal"), "got {e}");
     }
 
@@ -1202,7 +1232,9 @@ columns = [
         assert_eq!(interpolate("${B:-d}", &env).unwrap(), "d");
         assert_eq!(interpolate("${EMPTY:-d}", &env).unwrap(), "d");
         assert_eq!(interpolate("$$A", &env).unwrap(), "$A");
-        assert!(interpolate("${B}", &env).unwrap_err().contains("B is not set"));
+        assert!(interpolate("${B}", &env)
+            .unwrap_err()
+            .contains("B is not set"));
     }
 
     #[test]
@@ -1215,7 +1247,10 @@ token = "abc123"
 "#;
         let errs = ProjectConfig::parse(Path::new("chiso.toml"), text, &|_| None).unwrap_err();
         let e = errs.0[0].to_string();
-        assert!(e.starts_with("chiso.toml:5: token = \"abc123\": "), "got {e}");
+        assert!(
+            e.starts_with("chiso.toml:5: token = \"abc123\": "),
+            "got {e}"
+        );
         assert!(!format!("{:?}", Secret::new("abc123")).contains("abc123"));
     }
 
@@ -1225,6 +1260,9 @@ token = "abc123"
         std::fs::write(dir.path().join("a.toml"), GOOD).unwrap();
         std::fs::write(dir.path().join("b.toml"), GOOD).unwrap();
         let errs = load_jobs(dir.path(), &project()).unwrap_err();
-        assert!(errs.to_string().contains("already claimed by job a"), "{errs}");
+        assert!(
+            errs.to_string().contains("already claimed by job a"),
+            "{errs}"
+        );
     }
 }

@@ -17,9 +17,15 @@ pub const EMBEDDED_PROJECT: &str = include_str!("../chiso.toml");
 pub const EMBEDDED_JOBS: &[(&str, &str)] = &[
     ("calendar.toml", include_str!("../jobs/calendar.toml")),
     ("catalogue.toml", include_str!("../jobs/catalogue.toml")),
-    ("dossier_steps.toml", include_str!("../jobs/dossier_steps.toml")),
+    (
+        "dossier_steps.toml",
+        include_str!("../jobs/dossier_steps.toml"),
+    ),
     ("dossiers.toml", include_str!("../jobs/dossiers.toml")),
-    ("national_report.toml", include_str!("../jobs/national_report.toml")),
+    (
+        "national_report.toml",
+        include_str!("../jobs/national_report.toml"),
+    ),
     ("payments.toml", include_str!("../jobs/payments.toml")),
     ("petitions.toml", include_str!("../jobs/petitions.toml")),
     ("ratings.toml", include_str!("../jobs/ratings.toml")),
@@ -27,13 +33,18 @@ pub const EMBEDDED_JOBS: &[(&str, &str)] = &[
 ];
 
 /// Loads the project at `config_path`, or the embedded one if that file does not exist.
-pub fn load_project_or_embedded(config_path: &Path) -> anyhow::Result<(ProjectConfig, Vec<config::JobConfig>)> {
+pub fn load_project_or_embedded(
+    config_path: &Path,
+) -> anyhow::Result<(ProjectConfig, Vec<config::JobConfig>)> {
     if config_path.exists() {
         let project = ProjectConfig::load(config_path)?;
         let jobs = config::load_jobs(&project.jobs_dir, &project)?;
         return Ok((project, jobs));
     }
-    let project = ProjectConfig::parse(Path::new("<built-in>/chiso.toml"), EMBEDDED_PROJECT, &|k| std::env::var(k).ok())?;
+    let project =
+        ProjectConfig::parse(Path::new("<built-in>/chiso.toml"), EMBEDDED_PROJECT, &|k| {
+            std::env::var(k).ok()
+        })?;
     let mut jobs = Vec::new();
     let mut errors = Vec::new();
     for (name, text) in EMBEDDED_JOBS {
@@ -69,7 +80,12 @@ pub async fn run(
         .context("building the simulated world")?;
     let dossiers_in_world = {
         let now = world.config.now;
-        world.distinct_versions(crate::sim::SimFeed::Dossiers, now).iter().map(|(k, _)| k).collect::<std::collections::BTreeSet<_>>().len()
+        world
+            .distinct_versions(crate::sim::SimFeed::Dossiers, now)
+            .iter()
+            .map(|(k, _)| k)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     };
     let handle = server::start(SimState::new(world, Faults::none(), Some(token.clone())), 0)
         .await
@@ -114,5 +130,10 @@ pub async fn run(
         anyhow::bail!("{}", failures.join("\n"));
     }
     reports.sort_by(|a, b| a.job.cmp(&b.job));
-    Ok(DemoResult { reports, served, sim_url, dossiers_in_world })
+    Ok(DemoResult {
+        reports,
+        served,
+        sim_url,
+        dossiers_in_world,
+    })
 }

@@ -45,11 +45,17 @@ mod tests {
     fn time_zone_sql_fails_fast_without_network() {
         let conn = in_memory(1).unwrap();
         let t0 = std::time::Instant::now();
-        let r = conn.execute_batch("SELECT TIMESTAMPTZ '2026-08-01 00:00:00+07' AT TIME ZONE 'Asia/Ho_Chi_Minh';");
+        let r = conn.execute_batch(
+            "SELECT TIMESTAMPTZ '2026-08-01 00:00:00+07' AT TIME ZONE 'Asia/Ho_Chi_Minh';",
+        );
         assert!(r.is_err(), "ICU is not bundled; this must fail");
         assert!(t0.elapsed().as_secs() < 5, "no network attempt");
         let n: i64 = conn
-            .query_row("SELECT count(*) FROM (SELECT TIMESTAMP '2026-08-01 07:00:00' AS t)", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM (SELECT TIMESTAMP '2026-08-01 07:00:00' AS t)",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(n, 1);
     }

@@ -28,7 +28,12 @@ const EXIT_QUARANTINED: u8 = 3;
 #[command(name = "chiso", version, about, long_about)]
 struct Cli {
     /// Project file (jobs are read from its jobs_dir).
-    #[arg(long, global = true, default_value = "chiso.toml", env = "CHISO_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "chiso.toml",
+        env = "CHISO_CONFIG"
+    )]
     config: PathBuf,
     /// Warehouse folder (lake, state, exports); overrides chiso.toml's warehouse.dir.
     #[arg(long, global = true, env = "CHISO_DIR")]
@@ -116,7 +121,10 @@ impl WorldArgs {
             anyhow::bail!("--from {} is after --now {}", self.from, now);
         }
         if !(self.scale > 0.0 && self.scale <= 1_000_000.0) {
-            anyhow::bail!("--scale {} must be between 0 and 1000000 dossiers per working day", self.scale);
+            anyhow::bail!(
+                "--scale {} must be between 0 and 1000000 dossiers per working day",
+                self.scale
+            );
         }
         Ok(SimConfig {
             seed: self.seed,
@@ -270,7 +278,9 @@ fn main() -> ExitCode {
 }
 
 fn warehouse_dir(cli_dir: &Option<PathBuf>, project: &ProjectConfig) -> PathBuf {
-    cli_dir.clone().unwrap_or_else(|| project.warehouse_dir.clone())
+    cli_dir
+        .clone()
+        .unwrap_or_else(|| project.warehouse_dir.clone())
 }
 
 fn load(config_path: &Path) -> anyhow::Result<(ProjectConfig, Vec<config::JobConfig>)> {
@@ -285,10 +295,20 @@ fn load(config_path: &Path) -> anyhow::Result<(ProjectConfig, Vec<config::JobCon
     Ok((project, jobs))
 }
 
-fn select<'a>(jobs: &'a [config::JobConfig], names: &[String], all: bool) -> anyhow::Result<Vec<&'a config::JobConfig>> {
+fn select<'a>(
+    jobs: &'a [config::JobConfig],
+    names: &[String],
+    all: bool,
+) -> anyhow::Result<Vec<&'a config::JobConfig>> {
     if all || names.is_empty() {
         if !all && names.is_empty() {
-            anyhow::bail!("name the jobs to run, or pass --all (jobs: {})", jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", "));
+            anyhow::bail!(
+                "name the jobs to run, or pass --all (jobs: {})",
+                jobs.iter()
+                    .map(|j| j.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         return Ok(jobs.iter().filter(|j| j.enabled).collect());
     }
@@ -298,7 +318,10 @@ fn select<'a>(jobs: &'a [config::JobConfig], names: &[String], all: bool) -> any
             jobs.iter().find(|j| &j.name == n).with_context(|| {
                 format!(
                     "no job {n:?} (jobs: {})",
-                    jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+                    jobs.iter()
+                        .map(|j| j.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })
         })
@@ -315,19 +338,37 @@ fn exit_code(reports: &[RunReport]) -> u8 {
     }
 }
 
-fn print_reports(reports: &[RunReport], served: Option<&std::collections::BTreeMap<String, sim::server::FeedStats>>) {
+fn print_reports(
+    reports: &[RunReport],
+    served: Option<&std::collections::BTreeMap<String, sim::server::FeedStats>>,
+) {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::NOTHING);
     let mut header = vec!["JOB", "DATASET", "OUTCOME"];
     if served.is_some() {
         header.push("SERVED");
     }
-    header.extend(["RECEIVED", "LANDED", "QUARANTINED", "FILES", "MiB", "RETRIES", "SECONDS"]);
+    header.extend([
+        "RECEIVED",
+        "LANDED",
+        "QUARANTINED",
+        "FILES",
+        "MiB",
+        "RETRIES",
+        "SECONDS",
+    ]);
     t.set_header(header);
     for r in reports {
-        let mut row = vec![r.job.clone(), format!("lake/{}/{}", r.feed, r.dataset), r.outcome.as_str().to_string()];
+        let mut row = vec![
+            r.job.clone(),
+            format!("lake/{}/{}", r.feed, r.dataset),
+            r.outcome.as_str().to_string(),
+        ];
         if let Some(s) = served {
-            row.push(s.get(&r.job).map_or("-".into(), |s| s.served_records.to_string()));
+            row.push(
+                s.get(&r.job)
+                    .map_or("-".into(), |s| s.served_records.to_string()),
+            );
         }
         row.extend([
             r.totals.rows_in.to_string(),
@@ -383,14 +424,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             for e in &errors {
                 eprintln!("chiso: {e}");
             }
-            Ok(if errors.is_empty() { exit_code(&reports) } else { EXIT_FAILED })
+            Ok(if errors.is_empty() {
+                exit_code(&reports)
+            } else {
+                EXIT_FAILED
+            })
         }
         Command::Status(args) => {
             let (project, jobs) = load(&cli.config)?;
             let jobs: Vec<config::JobConfig> = if args.jobs.is_empty() {
                 jobs
             } else {
-                select(&jobs, &args.jobs, false)?.into_iter().cloned().collect()
+                select(&jobs, &args.jobs, false)?
+                    .into_iter()
+                    .cloned()
+                    .collect()
             };
             let st = status::collect(&warehouse_dir(&cli.dir, &project), &jobs)?;
             if args.json {
@@ -440,16 +488,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 truncate_rate: a.fault_truncate,
                 malformed_rate: a.fault_malformed,
             };
-            faults.validate().map_err(|e| anyhow::anyhow!("--fault-…: {e}"))?;
+            faults
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--fault-…: {e}"))?;
             let cfg = a.world.config(a.speed)?;
-            eprintln!("Building the simulated world (seed {}, {} dossiers per working day from {}) ...", cfg.seed, cfg.per_day, cfg.from);
+            eprintln!(
+                "Building the simulated world (seed {}, {} dossiers per working day from {}) ...",
+                cfg.seed, cfg.per_day, cfg.from
+            );
             let world = tokio::task::spawn_blocking(move || sim::World::build(cfg)).await?;
             let token = std::env::var(&a.token_env).ok().filter(|t| !t.is_empty());
-            let auth = if token.is_some() { format!("token from ${}", a.token_env) } else { "no auth".into() };
-            let handle = sim::server::start(sim::server::SimState::new(world, faults, token), a.port)
-                .await
-                .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
-            println!("chiso simulator serving on {} ({auth}); Ctrl-C to stop", handle.base_url());
+            let auth = if token.is_some() {
+                format!("token from ${}", a.token_env)
+            } else {
+                "no auth".into()
+            };
+            let handle =
+                sim::server::start(sim::server::SimState::new(world, faults, token), a.port)
+                    .await
+                    .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
+            println!(
+                "chiso simulator serving on {} ({auth}); Ctrl-C to stop",
+                handle.base_url()
+            );
             println!("  GET  /portal/dossiers?since=&limit=   GET /portal/dossier-steps   GET /payments/transactions");
             println!("  POST /reporting/ratings   POST /reporting/petitions   GET /_sim/stats   POST /_sim/faults");
             println!("  GET  /catalogue/procedures.json  /registry/units.json  /calendar/days.csv  /reports/national/received.csv");
@@ -466,9 +527,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let out = a.out.clone();
             let threads = a.threads;
             let max = a.dossiers;
-            let manifest = tokio::task::spawn_blocking(move || sim::generate::generate(&cfg, &out, max, threads)).await??;
+            let manifest = tokio::task::spawn_blocking(move || {
+                sim::generate::generate(&cfg, &out, max, threads)
+            })
+            .await??;
             println!("{}", serde_json::to_string_pretty(&manifest)?);
-            eprintln!("Wrote {} dossiers to {} in {:.1}s", manifest.dossiers, a.out.display(), t0.elapsed().as_secs_f64());
+            eprintln!(
+                "Wrote {} dossiers to {} in {:.1}s",
+                manifest.dossiers,
+                a.out.display(),
+                t0.elapsed().as_secs_f64()
+            );
             Ok(EXIT_OK)
         }
         Command::Demo(a) => {
@@ -496,21 +565,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .reports
                 .iter()
                 .filter(|r| {
-                    result.served.get(&r.job).is_some_and(|s| s.served_records != r.totals.rows_landed + r.totals.rows_quarantined)
+                    result.served.get(&r.job).is_some_and(|s| {
+                        s.served_records != r.totals.rows_landed + r.totals.rows_quarantined
+                    })
                 })
                 .collect();
             if mismatched.is_empty() {
                 println!("\nEvery record served was landed or quarantined (served = landed + quarantined for every feed).");
             } else {
                 for r in &mismatched {
-                    println!("\nMISMATCH {}: served {:?}, landed {} + quarantined {}", r.job, result.served.get(&r.job), r.totals.rows_landed, r.totals.rows_quarantined);
+                    println!(
+                        "\nMISMATCH {}: served {:?}, landed {} + quarantined {}",
+                        r.job,
+                        result.served.get(&r.job),
+                        r.totals.rows_landed,
+                        r.totals.rows_quarantined
+                    );
                 }
             }
             println!(
                 "\nNext: chiso status --dir {d}   |   duckdb -c \"SELECT TrangThaiHoSo, count(*) FROM read_parquet('{d}/lake/portal/dossiers/*/*.parquet', hive_partitioning=true) GROUP BY 1 ORDER BY 1\"",
                 d = warehouse.display()
             );
-            Ok(if !mismatched.is_empty() { EXIT_FAILED } else { exit_code(&result.reports) })
+            Ok(if !mismatched.is_empty() {
+                EXIT_FAILED
+            } else {
+                exit_code(&result.reports)
+            })
         }
         Command::Bench(BenchCommand::Ingest(a)) => {
             let opts = bench::IngestBench {

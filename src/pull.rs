@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 
 use crate::config::{JobConfig, Protocol};
 use crate::feeds::{self, After, FeedClient, Puller, Records};
-use crate::lake::commit::{CommitEntry, CommitError, EntryKind, JobState, Outcome, Recovery, RunTotals};
+use crate::lake::commit::{
+    CommitEntry, CommitError, EntryKind, JobState, Outcome, Recovery, RunTotals,
+};
 use crate::lake::parquet::{DatasetWriter, LandedFile, StagedFile};
 use crate::lake::schema::{DatasetSpec, RecordDecoder};
 use crate::lake::{self, quarantine_spec};
@@ -115,7 +117,14 @@ impl Chunk {
     }
 
     /// Decodes one record text; lands it or quarantines it.
-    fn record(&mut self, text: &str, position: &str, job: &str, run_id: &str, now: i64) -> std::io::Result<()> {
+    fn record(
+        &mut self,
+        text: &str,
+        position: &str,
+        job: &str,
+        run_id: &str,
+        now: i64,
+    ) -> std::io::Result<()> {
         self.rows_in += 1;
         match self.decoder.decode_json(text) {
             Ok(row) => {
@@ -135,7 +144,15 @@ impl Chunk {
         Ok(())
     }
 
-    fn quarantine(&mut self, raw: &str, reason: &str, position: &str, job: &str, run_id: &str, now: i64) -> std::io::Result<()> {
+    fn quarantine(
+        &mut self,
+        raw: &str,
+        reason: &str,
+        position: &str,
+        job: &str,
+        run_id: &str,
+        now: i64,
+    ) -> std::io::Result<()> {
         let spec = self.decoder.spec();
         let q = json!({
             "job": job,
@@ -156,7 +173,13 @@ impl Chunk {
     }
 
     /// Decodes a page's records.
-    fn page(&mut self, records: &Records, position: &str, job: &str, run_id: &str) -> std::io::Result<()> {
+    fn page(
+        &mut self,
+        records: &Records,
+        position: &str,
+        job: &str,
+        run_id: &str,
+    ) -> std::io::Result<()> {
         let now = time::micros(time::now_local());
         match records {
             Records::JsonArray(text) => {
@@ -195,7 +218,10 @@ impl Chunk {
                     let position = format!("{position} line {}", i + 2);
                     self.rows_in += 1;
                     let decoded = match row {
-                        Ok(r) => self.decoder.decode_fields(&mapping, r, &headers).map_err(|m| m.0),
+                        Ok(r) => self
+                            .decoder
+                            .decode_fields(&mapping, r, &headers)
+                            .map_err(|m| m.0),
                         Err(e) => Err(format!("unreadable CSV row: {e}")),
                     };
                     match decoded {
@@ -215,7 +241,7 @@ impl Chunk {
     }
 
     /// Closes the chunk's files (still temporary).
-    fn finish(self) -> std::io::Result<(Vec<StagedFile>, Vec<StagedFile>, ChunkStats)> {
+    fn finish(self) -> std::io::Result<FinishedChunk> {
         let stats = ChunkStats {
             rows_in: self.rows_in,
             landed: self.landed,
@@ -226,6 +252,9 @@ impl Chunk {
         Ok((self.data.finish()?, self.quarantine.finish()?, stats))
     }
 }
+
+/// A chunk's data files, quarantine files and counts, all still temporary.
+type FinishedChunk = (Vec<StagedFile>, Vec<StagedFile>, ChunkStats);
 
 #[derive(Debug, Default, Clone, Copy)]
 struct ChunkStats {
@@ -288,7 +317,7 @@ impl Run<'_> {
     /// Lands a finished chunk and commits it with `cursor`.
     fn commit_chunk(
         &mut self,
-        finished: (Vec<StagedFile>, Vec<StagedFile>, ChunkStats),
+        finished: FinishedChunk,
         cursor: Option<Value>,
         kind: EntryKind,
         outcome: Option<Outcome>,
@@ -301,7 +330,11 @@ impl Run<'_> {
         self.totals.rows_landed += stats.landed;
         self.totals.rows_quarantined += stats.quarantined;
         self.totals.files += (files.len() + quarantine_files.len()) as u64;
-        self.totals.bytes += files.iter().chain(&quarantine_files).map(|f| f.bytes).sum::<u64>();
+        self.totals.bytes += files
+            .iter()
+            .chain(&quarantine_files)
+            .map(|f| f.bytes)
+            .sum::<u64>();
         self.version_max = max_opt(self.version_max, stats.version_max);
         let entry = CommitEntry {
             seq: 0,
@@ -317,7 +350,9 @@ impl Run<'_> {
             files,
             quarantine_files,
             totals: self.totals.clone(),
-            watermark: self.version_max.map(|us| time::compact(time::from_micros(us))),
+            watermark: self
+                .version_max
+                .map(|us| time::compact(time::from_micros(us))),
             error,
         };
         self.state.commit(&self.lock, entry, &self.committed)?;
@@ -326,7 +361,13 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn report(&self, outcome: Outcome, error: Option<String>, t0: Instant, recovery: &Recovery) -> RunReport {
+    fn report(
+        &self,
+        outcome: Outcome,
+        error: Option<String>,
+        t0: Instant,
+        recovery: &Recovery,
+    ) -> RunReport {
         RunReport {
             job: self.job.name.clone(),
             feed: self.job.dataset.feed.clone(),
@@ -336,7 +377,9 @@ impl Run<'_> {
             totals: self.totals.clone(),
             cursor_before: self.cursor_before.clone(),
             cursor_after: self.committed.clone(),
-            watermark: self.version_max.map(|us| time::compact(time::from_micros(us))),
+            watermark: self
+                .version_max
+                .map(|us| time::compact(time::from_micros(us))),
             seconds: t0.elapsed().as_secs_f64(),
             error,
             recovered_run: recovery.run_id.clone(),
@@ -362,7 +405,11 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
     let lock = state.lock()?;
     let spec = job.dataset.clone();
     let qspec = quarantine_spec(&spec);
-    let recovery = state.recover(&lock, &lake::job_dirs(&ctx.warehouse, &spec), &time::now_rfc3339())?;
+    let recovery = state.recover(
+        &lock,
+        &lake::job_dirs(&ctx.warehouse, &spec),
+        &time::now_rfc3339(),
+    )?;
     if let Some(r) = &recovery.run_id {
         tracing::warn!(
             job = %job.name,
@@ -395,7 +442,9 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
         run_id: &run_id,
     };
     let result = match &job.protocol {
-        Protocol::File(p) => run_files(ctx, &mut run, &names, p.glob.as_str(), p.threads.0 as usize),
+        Protocol::File(p) => {
+            run_files(ctx, &mut run, &names, p.glob.as_str(), p.threads.0 as usize)
+        }
         _ => run_http(ctx, &mut run, &names).await,
     };
     let report = match result {
@@ -425,7 +474,11 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
 }
 
 /// The page loop of HTTP protocols. Returns the feed error, if the feed failed.
-async fn run_http(ctx: &RunContext, run: &mut Run<'_>, names: &ChunkNames<'_>) -> Result<Option<String>, PullError> {
+async fn run_http(
+    ctx: &RunContext,
+    run: &mut Run<'_>,
+    names: &ChunkNames<'_>,
+) -> Result<Option<String>, PullError> {
     let job = run.job;
     let source = job.source.clone().ok_or_else(|| PullError::Input {
         job: job.name.clone(),
@@ -451,8 +504,10 @@ async fn run_http(ctx: &RunContext, run: &mut Run<'_>, names: &ChunkNames<'_>) -
             }
         };
         run.totals.pages += 1;
-        tokio::task::block_in_place(|| chunk.page(&page.records, &page.position, &job.name, &run.run_id))
-            .map_err(|e| run.lake_err(e))?;
+        tokio::task::block_in_place(|| {
+            chunk.page(&page.records, &page.position, &job.name, &run.run_id)
+        })
+        .map_err(|e| run.lake_err(e))?;
         cursor = match &page.after {
             After::Cursor(c) => c.clone(),
             After::Watermark => {
@@ -462,7 +517,8 @@ async fn run_http(ctx: &RunContext, run: &mut Run<'_>, names: &ChunkNames<'_>) -
             }
         };
         if chunk.rows() >= job.dataset.commit_every_rows as u64 && !page.last {
-            let finished = tokio::task::block_in_place(|| chunk.finish()).map_err(|e| run.lake_err(e))?;
+            let finished =
+                tokio::task::block_in_place(|| chunk.finish()).map_err(|e| run.lake_err(e))?;
             run.totals.retries = client.retries();
             tokio::task::block_in_place(|| {
                 run.commit_chunk(finished, cursor.clone(), EntryKind::Checkpoint, None, None)
@@ -479,7 +535,13 @@ async fn run_http(ctx: &RunContext, run: &mut Run<'_>, names: &ChunkNames<'_>) -
     totals.rows_quarantined += finished.2.quarantined;
     let outcome = outcome_of(&totals, failure.is_some());
     tokio::task::block_in_place(|| {
-        run.commit_chunk(finished, cursor, EntryKind::Finished, Some(outcome), failure.clone())
+        run.commit_chunk(
+            finished,
+            cursor,
+            EntryKind::Finished,
+            Some(outcome),
+            failure.clone(),
+        )
     })?;
     Ok(failure)
 }
@@ -493,50 +555,65 @@ fn run_files(
     threads: usize,
 ) -> Result<Option<String>, PullError> {
     let job = run.job;
-    let files = feeds::file::new_files(&ctx.project_root, glob, &run.committed).map_err(|message| PullError::Input {
-        job: job.name.clone(),
-        message,
-    })?;
+    let files =
+        feeds::file::new_files(&ctx.project_root, glob, &run.committed).map_err(|message| {
+            PullError::Input {
+                job: job.name.clone(),
+                message,
+            }
+        })?;
     if files.is_empty() {
         let cursor = run.committed.clone();
-        run.commit_chunk((vec![], vec![], ChunkStats::default()), cursor, EntryKind::Finished, Some(Outcome::Ok), None)?;
+        run.commit_chunk(
+            (vec![], vec![], ChunkStats::default()),
+            cursor,
+            EntryKind::Finished,
+            Some(Outcome::Ok),
+            None,
+        )?;
         return Ok(None);
     }
     let n = files.len();
     for (i, file) in files.iter().enumerate() {
         let ranges = feeds::file::split(file.size, threads);
         let chunk_no = run.chunk_no;
-        let results: Vec<std::io::Result<(Vec<StagedFile>, Vec<StagedFile>, ChunkStats)>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = ranges
-                    .iter()
-                    .enumerate()
-                    .map(|(t, &(a, b))| {
-                        let run_id = run.run_id.as_str();
-                        let job_name = job.name.as_str();
-                        s.spawn(move || {
-                            let mut chunk = Chunk::new(names, chunk_no, &format!("-t{t}"), None);
-                            let now = time::micros(time::now_local());
-                            feeds::file::for_each_line(&file.path, a, b, |offset, line| {
-                                let position = format!("{}@{offset}", file.key);
-                                match std::str::from_utf8(line) {
-                                    Ok(text) => chunk.record(text, &position, job_name, run_id, now),
-                                    Err(e) => {
-                                        chunk.rows_in += 1;
-                                        let raw = String::from_utf8_lossy(line);
-                                        chunk.quarantine(&raw, &format!("not UTF-8: {e}"), &position, job_name, run_id, now)
-                                    }
+        let results: Vec<std::io::Result<FinishedChunk>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .enumerate()
+                .map(|(t, &(a, b))| {
+                    let run_id = run.run_id.as_str();
+                    let job_name = job.name.as_str();
+                    s.spawn(move || {
+                        let mut chunk = Chunk::new(names, chunk_no, &format!("-t{t}"), None);
+                        let now = time::micros(time::now_local());
+                        feeds::file::for_each_line(&file.path, a, b, |offset, line| {
+                            let position = format!("{}@{offset}", file.key);
+                            match std::str::from_utf8(line) {
+                                Ok(text) => chunk.record(text, &position, job_name, run_id, now),
+                                Err(e) => {
+                                    chunk.rows_in += 1;
+                                    let raw = String::from_utf8_lossy(line);
+                                    chunk.quarantine(
+                                        &raw,
+                                        &format!("not UTF-8: {e}"),
+                                        &position,
+                                        job_name,
+                                        run_id,
+                                        now,
+                                    )
                                 }
-                            })?;
-                            chunk.finish()
-                        })
+                            }
+                        })?;
+                        chunk.finish()
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("parser thread panicked"))
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("parser thread panicked"))
+                .collect()
+        });
         let mut data = Vec::new();
         let mut quarantine = Vec::new();
         let mut stats = ChunkStats::default();

@@ -46,13 +46,20 @@ pub struct LastRun {
 }
 
 /// Status of each job, reading `warehouse/_state/`.
-pub fn collect(warehouse: &std::path::Path, jobs: &[JobConfig]) -> Result<Vec<JobStatus>, CommitError> {
+pub fn collect(
+    warehouse: &std::path::Path,
+    jobs: &[JobConfig],
+) -> Result<Vec<JobStatus>, CommitError> {
     let now = time::now_local();
     let mut out = Vec::new();
     for job in jobs {
         let state = JobState::new(warehouse, &job.name);
         let entries = state.all()?;
-        let last = entries.iter().rev().find(|e| e.kind != EntryKind::Checkpoint).or(entries.last());
+        let last = entries
+            .iter()
+            .rev()
+            .find(|e| e.kind != EntryKind::Checkpoint)
+            .or(entries.last());
         let last_success = entries
             .iter()
             .rev()
@@ -131,12 +138,27 @@ pub fn render(statuses: &[JobStatus]) -> String {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::NOTHING);
     t.set_header(vec![
-        "JOB", "DATASET", "LAST RUN", "OUTCOME", "LANDED", "QUARANT.", "RETRIES", "CURSOR", "WATERMARK", "LAG",
+        "JOB",
+        "DATASET",
+        "LAST RUN",
+        "OUTCOME",
+        "LANDED",
+        "QUARANT.",
+        "RETRIES",
+        "CURSOR",
+        "WATERMARK",
+        "LAG",
     ]);
     let now = time::now_local();
     for s in statuses {
         let (when, outcome, landed, quarantined, retries) = match &s.last_run {
-            None => ("never".to_string(), "-".to_string(), String::new(), String::new(), String::new()),
+            None => (
+                "never".to_string(),
+                "-".to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
             Some(r) => {
                 let ago = time::parse_rfc3339_local(&r.finished_at)
                     .map(|t| format!("{} ago", human_duration((now - t).num_seconds())))
@@ -156,7 +178,11 @@ pub fn render(statuses: &[JobStatus]) -> String {
             }
         };
         t.add_row(vec![
-            if s.enabled { s.job.clone() } else { format!("{} (disabled)", s.job) },
+            if s.enabled {
+                s.job.clone()
+            } else {
+                format!("{} (disabled)", s.job)
+            },
             s.dataset.clone(),
             when,
             outcome,
@@ -165,12 +191,19 @@ pub fn render(statuses: &[JobStatus]) -> String {
             retries,
             short_cursor(&s.cursor),
             s.watermark.clone().unwrap_or_else(|| "-".into()),
-            s.lag_seconds.map(human_duration).unwrap_or_else(|| "-".into()),
+            s.lag_seconds
+                .map(human_duration)
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     let mut out = t.to_string();
     for s in statuses {
-        if let Some(LastRun { error: Some(e), outcome: Some(Outcome::Failed | Outcome::Interrupted), .. }) = &s.last_run {
+        if let Some(LastRun {
+            error: Some(e),
+            outcome: Some(Outcome::Failed | Outcome::Interrupted),
+            ..
+        }) = &s.last_run
+        {
             out.push_str(&format!("\n{}: {e}", s.job));
         }
     }

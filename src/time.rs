@@ -15,7 +15,9 @@ pub fn now_local() -> NaiveDateTime {
 
 /// Now, as RFC 3339 with the +07:00 offset (for state files and reports).
 pub fn now_rfc3339() -> String {
-    Utc::now().with_timezone(&TZ).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    Utc::now()
+        .with_timezone(&TZ)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
 /// Local wall-clock microseconds since 1970-01-01 00:00 (the lake's `TIMESTAMP` encoding).
@@ -30,7 +32,9 @@ pub fn compact(t: NaiveDateTime) -> String {
 
 /// Inverse of [`micros`].
 pub fn from_micros(us: i64) -> NaiveDateTime {
-    DateTime::from_timestamp_micros(us).unwrap_or_default().naive_utc()
+    DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .naive_utc()
 }
 
 /// Parses RFC 3339 (as written by [`now_rfc3339`]) into local wall-clock time.

@@ -12,19 +12,48 @@ fn demo_runs_every_feed_and_reconciles() {
     let dir = tempfile::tempdir().unwrap();
     let out = chiso()
         .current_dir(dir.path())
-        .args(["demo", "--dir", "wh", "--now", "2026-09-10T10:00:00", "--from", "2026-07-01"])
+        .args([
+            "demo",
+            "--dir",
+            "wh",
+            "--now",
+            "2026-09-10T10:00:00",
+            "--from",
+            "2026-07-01",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for job in ["dossiers", "dossier_steps", "payments", "ratings", "petitions", "catalogue", "units", "calendar", "national_report"] {
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for job in [
+        "dossiers",
+        "dossier_steps",
+        "payments",
+        "ratings",
+        "petitions",
+        "catalogue",
+        "units",
+        "calendar",
+        "national_report",
+    ] {
         assert!(stdout.contains(job), "{job} missing from:\n{stdout}");
     }
-    assert!(stdout.contains("served = landed + quarantined for every feed"), "{stdout}");
+    assert!(
+        stdout.contains("served = landed + quarantined for every feed"),
+        "{stdout}"
+    );
     assert!(dir.path().join("wh/lake/portal/dossiers").is_dir());
 
     // status reads what the demo committed (the embedded project is used outside a project).
-    let st = chiso().current_dir(dir.path()).args(["status", "--dir", "wh"]).output().unwrap();
+    let st = chiso()
+        .current_dir(dir.path())
+        .args(["status", "--dir", "wh"])
+        .output()
+        .unwrap();
     assert!(!st.status.success(), "status needs a project file");
 }
 
@@ -35,18 +64,46 @@ fn config_errors_name_file_line_and_field() {
     std::fs::copy(repo.join("chiso.toml"), dir.path().join("chiso.toml")).unwrap();
     std::fs::create_dir(dir.path().join("jobs")).unwrap();
     let petitions = std::fs::read_to_string(repo.join("jobs/petitions.toml")).unwrap();
-    let line = petitions.lines().position(|l| l.starts_with("page_size")).unwrap() + 1;
-    std::fs::write(dir.path().join("jobs/petitions.toml"), petitions.replace("page_size = 500", "page_size = 0")).unwrap();
+    let line = petitions
+        .lines()
+        .position(|l| l.starts_with("page_size"))
+        .unwrap()
+        + 1;
+    std::fs::write(
+        dir.path().join("jobs/petitions.toml"),
+        petitions.replace("page_size = 500", "page_size = 0"),
+    )
+    .unwrap();
     let ratings = std::fs::read_to_string(repo.join("jobs/ratings.toml")).unwrap();
-    std::fs::write(dir.path().join("jobs/ratings.toml"), ratings.replace("protocol = \"paged_post\"", "protocol = \"paged\"")).unwrap();
-    let out = chiso().current_dir(dir.path()).args(["run", "--all"]).output().unwrap();
+    std::fs::write(
+        dir.path().join("jobs/ratings.toml"),
+        ratings.replace("protocol = \"paged_post\"", "protocol = \"paged\""),
+    )
+    .unwrap();
+    let out = chiso()
+        .current_dir(dir.path())
+        .args(["run", "--all"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2 configuration problems"), "{err}");
-    assert!(err.contains(&format!("petitions.toml:{line}: page_size = 0: page size must be between 1 and 10000")), "{err}");
-    assert!(err.contains("ratings.toml:") && err.contains("unknown protocol \"paged\""), "{err}");
+    assert!(
+        err.contains(&format!(
+            "petitions.toml:{line}: page_size = 0: page size must be between 1 and 10000"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("ratings.toml:") && err.contains("unknown protocol \"paged\""),
+        "{err}"
+    );
 
     let ok = chiso().current_dir(repo).args(["jobs"]).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("9 job(s), configuration ok"));
 }

@@ -49,25 +49,41 @@ fn chiso(project: &Path, warehouse: &Path, url: &str) -> Command {
 }
 
 /// Every `*.parquet` file is whole (DuckDB reads them all) and holds only true records.
-fn check_visible(warehouse: &Path, jobs: &[chiso::config::JobConfig], truth: &[(SimFeed, std::collections::BTreeSet<(String, String)>)]) {
+fn check_visible(
+    warehouse: &Path,
+    jobs: &[chiso::config::JobConfig],
+    truth: &[(SimFeed, std::collections::BTreeSet<(String, String)>)],
+) {
     for (job, (feed, t)) in jobs.iter().zip(truth) {
         let glob = lake_glob(warehouse, job);
         if glob::glob(&glob).unwrap().next().is_none() {
             continue;
         }
         let landed = landed_versions(warehouse, job, *feed);
-        assert!(landed.is_subset(t), "{}: a landed record is not one the simulator served", job.name);
+        assert!(
+            landed.is_subset(t),
+            "{}: a landed record is not one the simulator served",
+            job.name
+        );
     }
 }
 
 #[test]
 fn sigkill_at_random_points_loses_and_doubles_nothing() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let sim = rt.block_on(start_sim(
         small_world(21, 120.0),
         // Every answer takes 15 ms, as over a real network, so a run lasts long enough to be
         // killed many times before it finishes.
-        Faults { slow_rate: 1.0, slow_ms: 15, ..Faults::none() },
+        Faults {
+            slow_rate: 1.0,
+            slow_ms: 15,
+            ..Faults::none()
+        },
     ));
     let url = sim.base_url();
     let project = tempfile::tempdir().unwrap();
@@ -86,7 +102,9 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
     // How long a whole run takes (kills come much sooner, so that each restart has work left).
     let scratch = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
-    let st = chiso(project.path(), scratch.path(), &url).status().unwrap();
+    let st = chiso(project.path(), scratch.path(), &url)
+        .status()
+        .unwrap();
     assert!(st.success(), "reference run failed: {st}");
     let full = t0.elapsed();
     println!("a whole run takes {:.2}s", full.as_secs_f64());
@@ -98,7 +116,8 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
     while kills < 24 && attempts < 120 {
         attempts += 1;
         let mut child = chiso(project.path(), wh.path(), &url).spawn().unwrap();
-        let wait = std::time::Duration::from_millis(rng.random_range(20..400)).min(full.mul_f64(0.5));
+        let wait =
+            std::time::Duration::from_millis(rng.random_range(20..400)).min(full.mul_f64(0.5));
         std::thread::sleep(wait);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
@@ -107,7 +126,10 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
         child.wait().unwrap();
         check_visible(wh.path(), &jobs, &truth);
     }
-    assert!(kills >= 20, "only {kills} kills landed mid-run in {attempts} attempts");
+    assert!(
+        kills >= 20,
+        "only {kills} kills landed mid-run in {attempts} attempts"
+    );
 
     // Now let it finish.
     let st = chiso(project.path(), wh.path(), &url).status().unwrap();
@@ -120,19 +142,32 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
         // the committed row counts add up to what DuckDB reads.
         let state = JobState::new(wh.path(), &job.name);
         let entries = state.all().unwrap();
-        let committed: std::collections::BTreeSet<String> =
-            entries.iter().flat_map(|e| e.files.iter().map(|f| f.path.clone())).collect();
-        let committed_rows: u64 = entries.iter().flat_map(|e| e.files.iter().map(|f| f.rows)).sum();
-        let on_disk: std::collections::BTreeSet<String> = glob::glob(&format!("{}/lake/**/*", wh.path().display()))
-            .unwrap()
-            .filter_map(|p| p.ok())
-            .filter(|p| p.is_file())
-            .map(|p| p.strip_prefix(wh.path()).unwrap().display().to_string())
-            .filter(|p| p.starts_with(&job.dataset.rel_dir()))
+        let committed: std::collections::BTreeSet<String> = entries
+            .iter()
+            .flat_map(|e| e.files.iter().map(|f| f.path.clone()))
             .collect();
-        assert_eq!(on_disk, committed, "{}: files on disk = files committed", job.name);
+        let committed_rows: u64 = entries
+            .iter()
+            .flat_map(|e| e.files.iter().map(|f| f.rows))
+            .sum();
+        let on_disk: std::collections::BTreeSet<String> =
+            glob::glob(&format!("{}/lake/**/*", wh.path().display()))
+                .unwrap()
+                .filter_map(|p| p.ok())
+                .filter(|p| p.is_file())
+                .map(|p| p.strip_prefix(wh.path()).unwrap().display().to_string())
+                .filter(|p| p.starts_with(&job.dataset.rel_dir()))
+                .collect();
+        assert_eq!(
+            on_disk, committed,
+            "{}: files on disk = files committed",
+            job.name
+        );
         assert_eq!(lake_rows(wh.path(), job), committed_rows, "{}", job.name);
-        let interrupted = entries.iter().filter(|e| e.kind == EntryKind::Interrupted).count();
+        let interrupted = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Interrupted)
+            .count();
         println!(
             "{}: {} commits, {} interrupted runs recovered, {} rows for {} distinct versions",
             job.name,

@@ -15,7 +15,11 @@ use common::*;
 async fn run_all(ctx: &RunContext, jobs: &[chiso::config::JobConfig]) -> Vec<RunReport> {
     let mut out = Vec::new();
     for job in jobs {
-        out.push(run_job(ctx, job).await.unwrap_or_else(|e| panic!("{}: {e}", job.name)));
+        out.push(
+            run_job(ctx, job)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", job.name)),
+        );
     }
     out
 }
@@ -41,23 +45,43 @@ async fn every_feed_reconciles_with_the_simulator() {
         assert_eq!(r.outcome, Outcome::Ok, "{}: {:?}", job.name, r.error);
         let s = &served[&job.name];
         // Served = landed + quarantined.
-        assert_eq!(s.served_records, r.totals.rows_landed + r.totals.rows_quarantined, "{}", job.name);
+        assert_eq!(
+            s.served_records,
+            r.totals.rows_landed + r.totals.rows_quarantined,
+            "{}",
+            job.name
+        );
         assert_eq!(r.totals.rows_quarantined, 0, "{}", job.name);
         // The lake holds exactly what was landed.
-        assert_eq!(lake_rows(dir.path(), job), r.totals.rows_landed, "{}", job.name);
+        assert_eq!(
+            lake_rows(dir.path(), job),
+            r.totals.rows_landed,
+            "{}",
+            job.name
+        );
         assert!(r.totals.rows_landed > 0, "{} landed nothing", job.name);
         // After dedup by (key, version): the simulator's distinct records.
         if let Some(feed) = sim_feed(&job.name) {
             let truth = sim.state.world.distinct_versions(feed, now);
             let landed = landed_versions(dir.path(), job, feed);
             assert_eq!(landed.len(), truth.len(), "{}", job.name);
-            assert!(landed == truth, "{}: landed versions differ from the simulator's", job.name);
+            assert!(
+                landed == truth,
+                "{}: landed versions differ from the simulator's",
+                job.name
+            );
         }
-        println!("{:<16} served {:>7} landed {:>7}", job.name, s.served_records, r.totals.rows_landed);
+        println!(
+            "{:<16} served {:>7} landed {:>7}",
+            job.name, s.served_records, r.totals.rows_landed
+        );
     }
     // Resends exist in the dossier feed, so the lake has more rows than distinct versions.
     let dossiers = jobs.iter().find(|j| j.name == "dossiers").unwrap();
-    assert!(lake_rows(dir.path(), dossiers) > landed_versions(dir.path(), dossiers, SimFeed::Dossiers).len() as u64);
+    assert!(
+        lake_rows(dir.path(), dossiers)
+            > landed_versions(dir.path(), dossiers, SimFeed::Dossiers).len() as u64
+    );
 
     // A second run finds nothing new: cursors hold and snapshots are unchanged. The paged feeds'
     // lower bound is inclusive (tuNgay >= watermark), so the records at exactly the watermark
@@ -67,9 +91,17 @@ async fn every_feed_reconciles_with_the_simulator() {
         assert_eq!(r.outcome, Outcome::Ok);
         match &job.protocol {
             chiso::config::Protocol::PagedPost(_) => {
-                assert!(r.totals.rows_landed <= 3, "{} re-landed {} rows", r.job, r.totals.rows_landed);
+                assert!(
+                    r.totals.rows_landed <= 3,
+                    "{} re-landed {} rows",
+                    r.job,
+                    r.totals.rows_landed
+                );
                 let feed = sim_feed(&job.name).unwrap();
-                assert!(landed_versions(dir.path(), job, feed) == sim.state.world.distinct_versions(feed, now));
+                assert!(
+                    landed_versions(dir.path(), job, feed)
+                        == sim.state.world.distinct_versions(feed, now)
+                );
             }
             _ => assert_eq!(r.totals.rows_landed, 0, "{} landed again", r.job),
         }
@@ -111,23 +143,52 @@ async fn faults_are_retried_reported_and_lose_nothing() {
     for (job, r) in jobs.iter().zip(&reports) {
         assert_ne!(r.outcome, Outcome::Failed, "{}: {:?}", job.name, r.error);
         let s = &served[&job.name];
-        assert_eq!(s.served_records, r.totals.rows_landed + r.totals.rows_quarantined, "{}", job.name);
-        assert_eq!(s.malformed_served, r.totals.rows_quarantined, "{}: every malformed record quarantined", job.name);
+        assert_eq!(
+            s.served_records,
+            r.totals.rows_landed + r.totals.rows_quarantined,
+            "{}",
+            job.name
+        );
+        assert_eq!(
+            s.malformed_served, r.totals.rows_quarantined,
+            "{}: every malformed record quarantined",
+            job.name
+        );
         if let Some(feed) = sim_feed(&job.name) {
-            assert!(landed_versions(dir.path(), job, feed) == sim.state.world.distinct_versions(feed, now), "{}", job.name);
+            assert!(
+                landed_versions(dir.path(), job, feed)
+                    == sim.state.world.distinct_versions(feed, now),
+                "{}",
+                job.name
+            );
         }
         retries += r.totals.retries;
         quarantined += r.totals.rows_quarantined;
     }
-    let faults_seen: u64 = served.values().map(|s| s.errors + s.truncated + s.slow).sum();
-    assert!(faults_seen > 0 && retries > 0, "faults {faults_seen}, retries {retries}");
+    let faults_seen: u64 = served
+        .values()
+        .map(|s| s.errors + s.truncated + s.slow)
+        .sum();
+    assert!(
+        faults_seen > 0 && retries > 0,
+        "faults {faults_seen}, retries {retries}"
+    );
     assert!(quarantined > 0);
     // Quarantined records keep their raw text and reason.
-    let glob = format!("{}/lake/_quarantine/portal__dossiers/*/*.parquet", dir.path().display());
-    let rows = query(&format!("SELECT reason, raw, position FROM read_parquet('{glob}') LIMIT 5"));
+    let glob = format!(
+        "{}/lake/_quarantine/portal__dossiers/*/*.parquet",
+        dir.path().display()
+    );
+    let rows = query(&format!(
+        "SELECT reason, raw, position FROM read_parquet('{glob}') LIMIT 5"
+    ));
     assert!(!rows.is_empty());
     for r in rows {
-        assert!(r[0].contains("MaHoSo") || r[0].contains("ThoiDiemDongBo"), "reason {:?}", r[0]);
+        assert!(
+            r[0].contains("MaHoSo") || r[0].contains("ThoiDiemDongBo"),
+            "reason {:?}",
+            r[0]
+        );
         assert!(r[1].starts_with('{'), "raw {:?}", r[1]);
         assert!(r[2].starts_with("since="), "position {:?}", r[2]);
     }
@@ -146,11 +207,20 @@ async fn a_failed_feed_is_reported_and_the_next_run_catches_up() {
     job.retry.max_backoff_ms = Millis(20);
     let dir = tempfile::tempdir().unwrap();
 
-    *sim.state.faults.write().unwrap() = Faults { error_rate: 1.0, ..Faults::none() };
+    *sim.state.faults.write().unwrap() = Faults {
+        error_rate: 1.0,
+        ..Faults::none()
+    };
     let r = run_job(&ctx(dir.path()), &job).await.unwrap();
     assert_eq!(r.outcome, Outcome::Failed);
     let e = r.error.unwrap();
-    assert!(e.contains("job dossiers") && e.contains("/portal/dossiers") && e.contains("503") && e.contains("after 3 attempt"), "{e}");
+    assert!(
+        e.contains("job dossiers")
+            && e.contains("/portal/dossiers")
+            && e.contains("503")
+            && e.contains("after 3 attempt"),
+        "{e}"
+    );
     assert_eq!(r.totals.retries, 2);
     assert_eq!(lake_rows(dir.path(), &job), 0);
 
@@ -158,14 +228,24 @@ async fn a_failed_feed_is_reported_and_the_next_run_catches_up() {
     let r = run_job(&ctx(dir.path()), &job).await.unwrap();
     assert_eq!(r.outcome, Outcome::Ok);
     let now = sim.state.clock.now();
-    assert!(landed_versions(dir.path(), &job, SimFeed::Dossiers) == sim.state.world.distinct_versions(SimFeed::Dossiers, now));
+    assert!(
+        landed_versions(dir.path(), &job, SimFeed::Dossiers)
+            == sim.state.world.distinct_versions(SimFeed::Dossiers, now)
+    );
 
     // Wrong credentials are not retried and say what to check.
     let mut bad = job.clone();
-    bad.source.as_mut().unwrap().auth = chiso::config::Auth::Bearer(chiso::config::Secret::new("zz-bad-token-zz"));
+    bad.source.as_mut().unwrap().auth =
+        chiso::config::Auth::Bearer(chiso::config::Secret::new("zz-bad-token-zz"));
     let r = run_job(&ctx(dir.path()), &bad).await.unwrap();
     let e = r.error.unwrap();
-    assert!(e.contains("401") && e.contains("after 1 attempt") && e.contains("credentials"), "{e}");
-    assert!(!e.contains("zz-bad-token-zz"), "the token never appears in errors: {e}");
+    assert!(
+        e.contains("401") && e.contains("after 1 attempt") && e.contains("credentials"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("zz-bad-token-zz"),
+        "the token never appears in errors: {e}"
+    );
     sim.stop().await;
 }

@@ -17,7 +17,10 @@ pub struct CursorFeed {
 
 impl CursorFeed {
     pub fn new(params: CursorParams, start: Option<Value>) -> Self {
-        CursorFeed { params, cursor: start }
+        CursorFeed {
+            params,
+            cursor: start,
+        }
     }
 
     pub async fn next_page(&mut self, client: &FeedClient) -> Result<Page, FeedError> {
@@ -54,7 +57,11 @@ impl CursorFeed {
         let last = next.is_none()
             || next == self.cursor
             || (super::count_records(&records) as u64) < p.page_size.0;
-        let after = if next.is_some() { next.clone() } else { self.cursor.clone() };
+        let after = if next.is_some() {
+            next.clone()
+        } else {
+            self.cursor.clone()
+        };
         self.cursor = after.clone();
         Ok(Page {
             records: Records::JsonArray(records),

@@ -22,7 +22,11 @@ pub struct InputFile {
 }
 
 /// Files matching `pattern` (relative to `root`) not landed with the same signature yet.
-pub fn new_files(root: &Path, pattern: &str, cursor: &Option<Value>) -> Result<Vec<InputFile>, String> {
+pub fn new_files(
+    root: &Path,
+    pattern: &str,
+    cursor: &Option<Value>,
+) -> Result<Vec<InputFile>, String> {
     let full = if Path::new(pattern).is_absolute() {
         pattern.to_string()
     } else {
@@ -54,7 +58,12 @@ pub fn new_files(root: &Path, pattern: &str, cursor: &Option<Value>) -> Result<V
         if seen.and_then(|s| s.get(&key)).and_then(|v| v.as_str()) == Some(signature.as_str()) {
             continue;
         }
-        out.push(InputFile { path, key, signature, size: meta.len() });
+        out.push(InputFile {
+            path,
+            key,
+            signature,
+            size: meta.len(),
+        });
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
@@ -132,7 +141,9 @@ mod tests {
     fn ranges_cover_every_line_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.ndjson");
-        let lines: Vec<String> = (0..1000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 37))).collect();
+        let lines: Vec<String> = (0..1000)
+            .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 37)))
+            .collect();
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         let size = std::fs::metadata(&path).unwrap().len();
         for threads in [1, 2, 3, 7, 64] {

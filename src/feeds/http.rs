@@ -30,9 +30,7 @@ impl CallError {
     /// other 4xx are not: asking again will not fix a bad token or path.
     pub fn is_retryable(&self) -> bool {
         match self {
-            CallError::Status { status, .. } => {
-                *status >= 500 || *status == 408 || *status == 429
-            }
+            CallError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             CallError::Transport(_) | CallError::Decode(_) | CallError::Envelope { .. } => true,
         }
     }
@@ -73,7 +71,12 @@ pub struct FeedClient {
 }
 
 impl FeedClient {
-    pub fn new(client: reqwest::Client, source: SourceConfig, retry: RetryParams, job: &str) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        source: SourceConfig,
+        retry: RetryParams,
+        job: &str,
+    ) -> Self {
         FeedClient {
             client,
             source,
@@ -155,7 +158,12 @@ impl FeedClient {
             })
     }
 
-    async fn send(&self, method: &str, url: &str, body: Option<&Value>) -> Result<Vec<u8>, CallError> {
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Vec<u8>, CallError> {
         let mut req = match method {
             "POST" => self.client.post(url),
             _ => self.client.get(url),
@@ -165,14 +173,15 @@ impl FeedClient {
             Auth::None => req,
             Auth::Bearer(token) if token.is_empty() => req,
             Auth::Bearer(token) => req.bearer_auth(token.expose()),
-            Auth::Basic { username, password } => {
-                req.basic_auth(username, Some(password.expose()))
-            }
+            Auth::Basic { username, password } => req.basic_auth(username, Some(password.expose())),
         };
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| CallError::Transport(describe(&e)))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(describe(&e)))?;
         let status = resp.status();
         let bytes = resp
             .bytes()

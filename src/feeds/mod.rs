@@ -65,7 +65,9 @@ impl Puller {
             Protocol::PagedPost(p) => {
                 Puller::PagedPost(paged_post::PagedPostFeed::new(p.clone(), start))
             }
-            Protocol::Snapshot(p) => Puller::Snapshot(snapshot::SnapshotFeed::new(p.clone(), start)),
+            Protocol::Snapshot(p) => {
+                Puller::Snapshot(snapshot::SnapshotFeed::new(p.clone(), start))
+            }
             Protocol::File(_) => return None,
         })
     }
@@ -81,7 +83,11 @@ impl Puller {
 
     /// The cursor to commit after landing rows whose highest watermark is `watermark`
     /// (`yyyyMMddHHmmss`), for protocols whose cursor is a watermark.
-    pub fn watermark_cursor(&self, watermark: Option<&str>, previous: &Option<Value>) -> Option<Value> {
+    pub fn watermark_cursor(
+        &self,
+        watermark: Option<&str>,
+        previous: &Option<Value>,
+    ) -> Option<Value> {
         match self {
             Puller::PagedPost(f) => f.cursor_for(watermark, previous),
             _ => previous.clone(),
@@ -91,7 +97,10 @@ impl Puller {
 
 /// Extracts the array in `field` of a JSON object answer, checking that it is an array of
 /// objects-or-anything (records are checked one by one later).
-pub(crate) fn array_field(text: &str, field: &str) -> Result<(String, serde_json::Map<String, Value>), http::CallError> {
+pub(crate) fn array_field(
+    text: &str,
+    field: &str,
+) -> Result<(String, serde_json::Map<String, Value>), http::CallError> {
     use serde_json::value::RawValue;
     let obj: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text)
         .map_err(|e| http::CallError::Decode(format!("not a JSON object: {e}")))?;
@@ -104,14 +113,15 @@ pub(crate) fn array_field(text: &str, field: &str) -> Result<(String, serde_json
             rest.insert(k, serde_json::from_str(v.get()).unwrap_or(Value::Null));
         }
     }
-    let records = records.ok_or_else(|| {
-        http::CallError::Decode(format!("the answer has no {field:?} field"))
-    })?;
+    let records = records
+        .ok_or_else(|| http::CallError::Decode(format!("the answer has no {field:?} field")))?;
     if !records.trim_start().starts_with('[') {
         if records.trim() == "null" {
             return Ok(("[]".to_string(), rest));
         }
-        return Err(http::CallError::Decode(format!("{field:?} is not an array")));
+        return Err(http::CallError::Decode(format!(
+            "{field:?} is not an array"
+        )));
     }
     Ok((records.to_string(), rest))
 }

@@ -26,7 +26,11 @@ impl PagedPostFeed {
             .and_then(|v| v.get("since"))
             .and_then(|v| v.as_str())
             .map(str::to_string);
-        PagedPostFeed { params, since, page: 0 }
+        PagedPostFeed {
+            params,
+            since,
+            page: 0,
+        }
     }
 
     pub async fn next_page(&mut self, client: &FeedClient) -> Result<Page, FeedError> {
@@ -39,8 +43,11 @@ impl PagedPostFeed {
         if let Some(s) = &self.since {
             body[p.since_field.clone()] = Value::String(s.clone());
         }
-        let (code_field, ok_code, records_field) =
-            (p.code_field.clone(), p.ok_code.clone(), p.records_field.clone());
+        let (code_field, ok_code, records_field) = (
+            p.code_field.clone(),
+            p.ok_code.clone(),
+            p.records_field.clone(),
+        );
         let records = client
             .post_json(&p.path.0, &body, move |bytes| {
                 let text = utf8(bytes)?;
@@ -57,7 +64,11 @@ impl PagedPostFeed {
                 if code != ok_code {
                     let message = rest
                         .get("message")
-                        .map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string()))
+                        .map(|m| {
+                            m.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| m.to_string())
+                        })
                         .unwrap_or_default();
                     return Err(CallError::Envelope { code, message });
                 }
@@ -91,4 +102,3 @@ impl PagedPostFeed {
         }
     }
 }
-

@@ -25,7 +25,11 @@ impl SnapshotFeed {
             .and_then(|v| v.get("sha256"))
             .and_then(|v| v.as_str())
             .map(str::to_string);
-        SnapshotFeed { params, previous, start }
+        SnapshotFeed {
+            params,
+            previous,
+            start,
+        }
     }
 
     pub async fn next_page(&mut self, client: &FeedClient) -> Result<Page, FeedError> {

@@ -28,7 +28,9 @@ use super::parquet::{sync_dir, LandedFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    #[error("job {job} is already running (lock {path} is held); wait for it or check `chiso status`")]
+    #[error(
+        "job {job} is already running (lock {path} is held); wait for it or check `chiso status`"
+    )]
     Busy { job: String, path: PathBuf },
     #[error("job {job}: the stored cursor moved during the run (expected {expected}, found {found}); another writer committed — run `chiso status {job}` and retry")]
     CursorMoved {
@@ -263,7 +265,12 @@ impl JobState {
     }
 
     /// Records that `run_id` has begun, so that recovery can find its files after a crash.
-    pub fn begin_run(&self, _lock: &JobLock, run_id: &str, started_at: &str) -> Result<(), CommitError> {
+    pub fn begin_run(
+        &self,
+        _lock: &JobLock,
+        run_id: &str,
+        started_at: &str,
+    ) -> Result<(), CommitError> {
         let body = serde_json::json!({ "run_id": run_id, "started_at": started_at });
         write_durably(&self.running_path(), body.to_string().as_bytes())
             .map_err(|e| self.io(&self.running_path(), e))
@@ -339,14 +346,17 @@ impl JobState {
         };
         // Stale temporary files of any earlier run go first.
         for d in dataset_dirs {
-            rec.removed_tmp += remove_matching(d, &|name| name.ends_with(".tmp"))
-                .map_err(|e| self.io(d, e))?;
+            rec.removed_tmp +=
+                remove_matching(d, &|name| name.ends_with(".tmp")).map_err(|e| self.io(d, e))?;
         }
         let Some(running) = running else {
             return Ok(rec);
         };
         let run_id = running["run_id"].as_str().unwrap_or_default().to_string();
-        let started_at = running["started_at"].as_str().unwrap_or_default().to_string();
+        let started_at = running["started_at"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if run_id.is_empty() {
             return self.end_run(lock).map(|_| rec);
         }
@@ -376,7 +386,10 @@ impl JobState {
         }
         if !finished {
             let cursor = self.cursor()?;
-            let totals = last_of_run.as_ref().map(|e| e.totals.clone()).unwrap_or_default();
+            let totals = last_of_run
+                .as_ref()
+                .map(|e| e.totals.clone())
+                .unwrap_or_default();
             let entry = CommitEntry {
                 seq: 0,
                 job: self.job.clone(),
@@ -406,7 +419,8 @@ impl JobState {
 }
 
 fn show(v: &Option<Value>) -> String {
-    v.as_ref().map_or_else(|| "none".to_string(), |v| v.to_string())
+    v.as_ref()
+        .map_or_else(|| "none".to_string(), |v| v.to_string())
 }
 
 fn file_name(rel: &str) -> String {
@@ -471,7 +485,12 @@ mod tests {
             cursor_after: Some(Value::from(cursor)),
             files: files
                 .into_iter()
-                .map(|p| LandedFile { path: p.into(), rows: 1, bytes: 1, partition: "p=1".into() })
+                .map(|p| LandedFile {
+                    path: p.into(),
+                    rows: 1,
+                    bytes: 1,
+                    partition: "p=1".into(),
+                })
                 .collect(),
             quarantine_files: vec![],
             totals: RunTotals::default(),
@@ -485,15 +504,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = JobState::new(dir.path(), "j");
         let lock = st.lock().unwrap();
-        assert!(matches!(st.lock(), Err(CommitError::Busy { .. })), "one writer per job");
-        assert_eq!(st.commit(&lock, entry("r1", EntryKind::Checkpoint, 5, vec![]), &None).unwrap(), 1);
+        assert!(
+            matches!(st.lock(), Err(CommitError::Busy { .. })),
+            "one writer per job"
+        );
+        assert_eq!(
+            st.commit(&lock, entry("r1", EntryKind::Checkpoint, 5, vec![]), &None)
+                .unwrap(),
+            1
+        );
         assert_eq!(st.cursor().unwrap(), Some(Value::from(5)));
         let err = st
             .commit(&lock, entry("r1", EntryKind::Finished, 9, vec![]), &None)
             .unwrap_err();
         assert!(matches!(err, CommitError::CursorMoved { .. }), "{err}");
         assert_eq!(
-            st.commit(&lock, entry("r1", EntryKind::Finished, 9, vec![]), &Some(Value::from(5))).unwrap(),
+            st.commit(
+                &lock,
+                entry("r1", EntryKind::Finished, 9, vec![]),
+                &Some(Value::from(5))
+            )
+            .unwrap(),
             2
         );
         drop(lock);
@@ -515,23 +546,57 @@ mod tests {
         ] {
             std::fs::write(ds.join(name), b"x").unwrap();
         }
-        st.commit(&lock, entry("old", EntryKind::Finished, 1, vec!["lake/f/d/p=1/part-old-c0000-001.parquet"]), &None).unwrap();
+        st.commit(
+            &lock,
+            entry(
+                "old",
+                EntryKind::Finished,
+                1,
+                vec!["lake/f/d/p=1/part-old-c0000-001.parquet"],
+            ),
+            &None,
+        )
+        .unwrap();
         st.begin_run(&lock, "r2", "t").unwrap();
-        st.commit(&lock, entry("r2", EntryKind::Checkpoint, 2, vec!["lake/f/d/p=1/part-r2-c0000-001.parquet"]), &Some(Value::from(1))).unwrap();
+        st.commit(
+            &lock,
+            entry(
+                "r2",
+                EntryKind::Checkpoint,
+                2,
+                vec!["lake/f/d/p=1/part-r2-c0000-001.parquet"],
+            ),
+            &Some(Value::from(1)),
+        )
+        .unwrap();
         // crash here: chunk 1 landed but not committed, chunk 2 still temporary
         drop(lock);
         let lock = st.lock().unwrap();
-        let rec = st.recover(&lock, &[dir.path().join("lake/f/d")], "t2").unwrap();
+        let rec = st
+            .recover(&lock, &[dir.path().join("lake/f/d")], "t2")
+            .unwrap();
         assert_eq!(rec.run_id.as_deref(), Some("r2"));
         assert_eq!((rec.removed_tmp, rec.removed_uncommitted), (1, 1));
-        let mut left: Vec<String> = std::fs::read_dir(&ds).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> = std::fs::read_dir(&ds)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         left.sort();
-        assert_eq!(left, vec!["part-old-c0000-001.parquet", "part-r2-c0000-001.parquet"]);
+        assert_eq!(
+            left,
+            vec!["part-old-c0000-001.parquet", "part-r2-c0000-001.parquet"]
+        );
         let last = st.latest().unwrap().unwrap();
         assert_eq!(last.kind, EntryKind::Interrupted);
-        assert_eq!(last.cursor_after, Some(Value::from(2)), "cursor stays at the last commit");
+        assert_eq!(
+            last.cursor_after,
+            Some(Value::from(2)),
+            "cursor stays at the last commit"
+        );
         // Nothing more to recover the second time.
-        let again = st.recover(&lock, &[dir.path().join("lake/f/d")], "t3").unwrap();
+        let again = st
+            .recover(&lock, &[dir.path().join("lake/f/d")], "t3")
+            .unwrap();
         assert_eq!(again, Recovery::default());
     }
 }

@@ -72,7 +72,9 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Parquet writer settings used for every lake file.
 pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("valid level"),
+        ))
         .set_max_row_group_row_count(Some(row_group_rows.max(1024)))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_created_by(format!("chiso {}", env!("CARGO_PKG_VERSION")))
@@ -251,20 +253,44 @@ mod tests {
             "f".into(),
             "d".into(),
             vec![
-                ColumnSpec { name: "K".into(), ty: ColumnType::String, required: true, personal: false },
-                ColumnSpec { name: "T".into(), ty: ColumnType::Timestamp, required: true, personal: false },
+                ColumnSpec {
+                    name: "K".into(),
+                    ty: ColumnType::String,
+                    required: true,
+                    personal: false,
+                },
+                ColumnSpec {
+                    name: "T".into(),
+                    ty: ColumnType::Timestamp,
+                    required: true,
+                    personal: false,
+                },
             ],
             vec!["K".into()],
             None,
-            PartitionSpec { column: Some(1), grain: Grain::Month, name: "m".into() },
+            PartitionSpec {
+                column: Some(1),
+                grain: Grain::Month,
+                name: "m".into(),
+            },
             10,
             2,
             "%Y%m%d%H%M%S".into(),
         ));
         let dir = tempfile::tempdir().unwrap();
-        let mut w = DatasetWriter::new(spec.clone(), dir.path(), "lake/f/d".into(), "part-r1-c0000".into());
+        let mut w = DatasetWriter::new(
+            spec.clone(),
+            dir.path(),
+            "lake/f/d".into(),
+            "part-r1-c0000".into(),
+        );
         let mut dec = RecordDecoder::new(spec);
-        for (k, t) in [("a", "20260101000000"), ("b", "20260102000000"), ("c", "20260201000000"), ("d", "20260103000000")] {
+        for (k, t) in [
+            ("a", "20260101000000"),
+            ("b", "20260102000000"),
+            ("c", "20260201000000"),
+            ("d", "20260103000000"),
+        ] {
             let text = format!(r#"{{"K":"{k}","T":"{t}"}}"#);
             let row = dec.decode_json(&text).unwrap();
             w.push(row, "r1", 0).unwrap();
@@ -277,12 +303,18 @@ mod tests {
         }
         let landed: Vec<LandedFile> = staged.into_iter().map(|s| s.land().unwrap()).collect();
         assert_eq!(landed[0].partition, "m=2026-01");
-        assert!(landed[0].path.starts_with("lake/f/d/m=2026-01/part-r1-c0000-"));
+        assert!(landed[0]
+            .path
+            .starts_with("lake/f/d/m=2026-01/part-r1-c0000-"));
         assert!(dir.path().join(&landed[0].path).exists());
         let f = File::open(dir.path().join(&landed[0].path)).unwrap();
         let reader = parquet::file::reader::SerializedFileReader::new(f).unwrap();
         use parquet::file::reader::FileReader;
         assert_eq!(reader.metadata().file_metadata().num_rows(), 3);
-        assert_eq!(reader.metadata().num_row_groups(), 2, "row groups of at most 2 rows");
+        assert_eq!(
+            reader.metadata().num_row_groups(),
+            2,
+            "row groups of at most 2 rows"
+        );
     }
 }

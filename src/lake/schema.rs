@@ -111,7 +111,8 @@ impl PartitionSpec {
         match self.grain {
             Grain::Day => day,
             Grain::Month | Grain::Year => {
-                let d = NaiveDate::from_num_days_from_ce_opt(day + UNIX_EPOCH_CE).unwrap_or_default();
+                let d =
+                    NaiveDate::from_num_days_from_ce_opt(day + UNIX_EPOCH_CE).unwrap_or_default();
                 let first = match self.grain {
                     Grain::Month => NaiveDate::from_ymd_opt(d.year(), d.month(), 1),
                     _ => NaiveDate::from_ymd_opt(d.year(), 1, 1),
@@ -309,7 +310,11 @@ fn describe(raw: &RawCell<'_>) -> String {
     }
 }
 
-fn convert<'a>(spec: &DatasetSpec, col: &ColumnSpec, raw: RawCell<'a>) -> Result<Cell<'a>, Malformed> {
+fn convert<'a>(
+    spec: &DatasetSpec,
+    col: &ColumnSpec,
+    raw: RawCell<'a>,
+) -> Result<Cell<'a>, Malformed> {
     let bad = |what: &str, raw: &RawCell<'_>| {
         Malformed(format!("{}: {} is not {what}", col.name, describe(raw)))
     };
@@ -361,9 +366,10 @@ fn convert<'a>(spec: &DatasetSpec, col: &ColumnSpec, raw: RawCell<'a>) -> Result
         }
         (ColumnType::Timestamp, r @ RawCell::Str(_)) => {
             let RawCell::Str(s) = &r else { unreachable!() };
-            Cell::Micros(spec.parse_timestamp(s).ok_or_else(|| {
-                bad(&format!("a timestamp in {}", spec.timestamp_format), &r)
-            })?)
+            Cell::Micros(
+                spec.parse_timestamp(s)
+                    .ok_or_else(|| bad(&format!("a timestamp in {}", spec.timestamp_format), &r))?,
+            )
         }
         (ColumnType::Timestamp, r @ RawCell::I64(v)) if spec.compact_ts => Cell::Micros(
             parse_compact_timestamp(&v.to_string())
@@ -392,7 +398,10 @@ fn convert<'a>(spec: &DatasetSpec, col: &ColumnSpec, raw: RawCell<'a>) -> Result
         }
     };
     if matches!(cell, Cell::Null) && col.required {
-        return Err(Malformed(format!("{}: required field is null or empty", col.name)));
+        return Err(Malformed(format!(
+            "{}: required field is null or empty",
+            col.name
+        )));
     }
     Ok(cell)
 }
@@ -577,7 +586,10 @@ impl RecordDecoder {
                     })
                 }
                 None => {
-                    extra.insert(headers[i].to_string(), serde_json::Value::String(f.to_string()));
+                    extra.insert(
+                        headers[i].to_string(),
+                        serde_json::Value::String(f.to_string()),
+                    );
                 }
             }
         }
@@ -593,7 +605,12 @@ impl RecordDecoder {
     pub fn csv_mapping(&self, headers: &csv::StringRecord) -> Vec<Option<usize>> {
         headers
             .iter()
-            .map(|h| self.spec.index.get(h.trim_start_matches('\u{feff}')).copied())
+            .map(|h| {
+                self.spec
+                    .index
+                    .get(h.trim_start_matches('\u{feff}'))
+                    .copied()
+            })
             .collect()
     }
 
@@ -607,7 +624,10 @@ impl RecordDecoder {
         for (col, raw) in spec.columns.iter().zip(raws) {
             let cell = match raw {
                 None if col.required => {
-                    return Err(Malformed(format!("{}: required field is missing", col.name)))
+                    return Err(Malformed(format!(
+                        "{}: required field is missing",
+                        col.name
+                    )))
                 }
                 None => Cell::Null,
                 Some(r) => convert(spec, col, r)?,
@@ -831,12 +851,42 @@ mod tests {
 
     fn spec() -> Arc<DatasetSpec> {
         let cols = vec![
-            ColumnSpec { name: "MaHoSo".into(), ty: ColumnType::String, required: true, personal: false },
-            ColumnSpec { name: "KenhThucHien".into(), ty: ColumnType::String, required: false, personal: false },
-            ColumnSpec { name: "SoLuong".into(), ty: ColumnType::Int, required: false, personal: false },
-            ColumnSpec { name: "NgayHenTra".into(), ty: ColumnType::Timestamp, required: false, personal: false },
-            ColumnSpec { name: "TaiLieuNop".into(), ty: ColumnType::Json, required: false, personal: false },
-            ColumnSpec { name: "ThoiDiemDongBo".into(), ty: ColumnType::Timestamp, required: true, personal: false },
+            ColumnSpec {
+                name: "MaHoSo".into(),
+                ty: ColumnType::String,
+                required: true,
+                personal: false,
+            },
+            ColumnSpec {
+                name: "KenhThucHien".into(),
+                ty: ColumnType::String,
+                required: false,
+                personal: false,
+            },
+            ColumnSpec {
+                name: "SoLuong".into(),
+                ty: ColumnType::Int,
+                required: false,
+                personal: false,
+            },
+            ColumnSpec {
+                name: "NgayHenTra".into(),
+                ty: ColumnType::Timestamp,
+                required: false,
+                personal: false,
+            },
+            ColumnSpec {
+                name: "TaiLieuNop".into(),
+                ty: ColumnType::Json,
+                required: false,
+                personal: false,
+            },
+            ColumnSpec {
+                name: "ThoiDiemDongBo".into(),
+                ty: ColumnType::Timestamp,
+                required: true,
+                personal: false,
+            },
         ];
         Arc::new(DatasetSpec::new(
             "portal".into(),
@@ -844,7 +894,11 @@ mod tests {
             cols,
             vec!["MaHoSo".into()],
             Some("ThoiDiemDongBo".into()),
-            PartitionSpec { column: Some(5), grain: Grain::Month, name: "sync_month".into() },
+            PartitionSpec {
+                column: Some(5),
+                grain: Grain::Month,
+                name: "sync_month".into(),
+            },
             1000,
             1000,
             "%Y%m%d%H%M%S".into(),
@@ -863,7 +917,13 @@ mod tests {
                     .timestamp_micros()
             )
         );
-        for bad in ["20261315093000", "20260230093000", "20260815243000", "2026081509300", "2026-08-15 09:30"] {
+        for bad in [
+            "20261315093000",
+            "20260230093000",
+            "20260815243000",
+            "2026081509300",
+            "2026-08-15 09:30",
+        ] {
             assert_eq!(parse_compact_timestamp(bad), None, "{bad}");
         }
     }
@@ -879,13 +939,29 @@ mod tests {
         b.push(row, "run1", 0);
         let batch = b.finish();
         assert_eq!(batch.num_rows(), 1);
-        let kenh = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let kenh = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(kenh.value(0), "2", "numeric codes are kept as text");
-        let docs = batch.column(4).as_any().downcast_ref::<StringArray>().unwrap();
+        let docs = batch
+            .column(4)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(docs.value(0), r#"[{"DuocSoHoa":1}]"#);
-        let extra = batch.column(8).as_any().downcast_ref::<StringArray>().unwrap();
+        let extra = batch
+            .column(8)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(extra.value(0), r#"{"Khac":"x"}"#);
-        let due = batch.column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let due = batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         assert!(!due.is_null(0));
     }
 
@@ -893,21 +969,47 @@ mod tests {
     fn malformed_records_say_why() {
         let mut d = RecordDecoder::new(spec());
         let cases = [
-            (r#"{"KenhThucHien":"2","ThoiDiemDongBo":"20260815093000"}"#, "MaHoSo: required field is missing"),
-            (r#"{"MaHoSo":"H1","ThoiDiemDongBo":"2026-13-45"}"#, "ThoiDiemDongBo: \"2026-13-45\" is not a timestamp"),
-            (r#"{"MaHoSo":"H1","NgayHenTra":"20261345000000","ThoiDiemDongBo":"20260815093000"}"#, "NgayHenTra: \"20261345000000\" is not a timestamp"),
-            (r#"{"MaHoSo":["H1"],"ThoiDiemDongBo":"20260815093000"}"#, "MaHoSo: an array is not a string"),
-            (r#"{"MaHoSo":"H1","SoLuong":"bảy","ThoiDiemDongBo":"20260815093000"}"#, "SoLuong: \"bảy\" is not an integer"),
-            (r#"{"MaHoSo":"H1","ThoiDiemDongBo":"20260815093000""#, "not a JSON object"),
+            (
+                r#"{"KenhThucHien":"2","ThoiDiemDongBo":"20260815093000"}"#,
+                "MaHoSo: required field is missing",
+            ),
+            (
+                r#"{"MaHoSo":"H1","ThoiDiemDongBo":"2026-13-45"}"#,
+                "ThoiDiemDongBo: \"2026-13-45\" is not a timestamp",
+            ),
+            (
+                r#"{"MaHoSo":"H1","NgayHenTra":"20261345000000","ThoiDiemDongBo":"20260815093000"}"#,
+                "NgayHenTra: \"20261345000000\" is not a timestamp",
+            ),
+            (
+                r#"{"MaHoSo":["H1"],"ThoiDiemDongBo":"20260815093000"}"#,
+                "MaHoSo: an array is not a string",
+            ),
+            (
+                r#"{"MaHoSo":"H1","SoLuong":"bảy","ThoiDiemDongBo":"20260815093000"}"#,
+                "SoLuong: \"bảy\" is not an integer",
+            ),
+            (
+                r#"{"MaHoSo":"H1","ThoiDiemDongBo":"20260815093000""#,
+                "not a JSON object",
+            ),
             (r#"[1,2]"#, "not a JSON object"),
-            (r#"{"MaHoSo":"H1","MaHoSo":"H2","ThoiDiemDongBo":"20260815093000"}"#, "appears twice"),
+            (
+                r#"{"MaHoSo":"H1","MaHoSo":"H2","ThoiDiemDongBo":"20260815093000"}"#,
+                "appears twice",
+            ),
         ];
         for (rec, why) in cases {
-            let e = d.decode_json(rec).err().unwrap_or_else(|| panic!("{rec} should fail"));
+            let e = d
+                .decode_json(rec)
+                .err()
+                .unwrap_or_else(|| panic!("{rec} should fail"));
             assert!(e.0.contains(why), "{rec}: got {e}, want {why}");
         }
         // Good records still decode after bad ones.
-        assert!(d.decode_json(r#"{"MaHoSo":"H9","ThoiDiemDongBo":"20260815093000"}"#).is_ok());
+        assert!(d
+            .decode_json(r#"{"MaHoSo":"H9","ThoiDiemDongBo":"20260815093000"}"#)
+            .is_ok());
     }
 
     #[test]

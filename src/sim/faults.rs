@@ -59,7 +59,10 @@ pub struct Dice {
 
 impl Dice {
     pub fn new(seed: u64) -> Dice {
-        Dice { seed, counter: AtomicU64::new(0) }
+        Dice {
+            seed,
+            counter: AtomicU64::new(0),
+        }
     }
 
     /// A fresh generator for the next request.
@@ -93,7 +96,10 @@ pub fn corrupt(json: &str, key_field: &str, ts_field: &str, rng: &mut ChaCha8Rng
     };
     match rng.random_range(0..3) {
         0 => {
-            obj.insert(ts_field.into(), serde_json::Value::String("2026-13-45 25:61:00".into()));
+            obj.insert(
+                ts_field.into(),
+                serde_json::Value::String("2026-13-45 25:61:00".into()),
+            );
         }
         1 => {
             obj.remove(key_field);

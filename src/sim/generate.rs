@@ -36,7 +36,15 @@ pub fn per_day_for(target: u64, from: NaiveDate, to: NaiveDate) -> f64 {
     let mut weight = 0.0f64;
     let mut d = from;
     while d <= to {
-        weight += if cal.is_working_day(d) { if (15..=20).contains(&d.day()) { 1.3 } else { 1.0 } } else { 0.08 };
+        weight += if cal.is_working_day(d) {
+            if (15..=20).contains(&d.day()) {
+                1.3
+            } else {
+                1.0
+            }
+        } else {
+            0.08
+        };
         d += Duration::days(1);
     }
     (target as f64 / weight.max(1.0)).max(0.01)
@@ -65,7 +73,12 @@ impl Outputs {
 }
 
 /// Writes the world of `config` to `out`, with at most `max_dossiers` dossiers if given.
-pub fn generate(config: &SimConfig, out: &Path, max_dossiers: Option<u64>, threads: usize) -> std::io::Result<Manifest> {
+pub fn generate(
+    config: &SimConfig,
+    out: &Path,
+    max_dossiers: Option<u64>,
+    threads: usize,
+) -> std::io::Result<Manifest> {
     let setting = Setting::new(config.seed, config.per_day, config.petition_ratio);
     let names: [(&'static str, &str); 5] = [
         ("dossiers", "portal/dossiers.ndjson"),
@@ -115,19 +128,26 @@ pub fn generate(config: &SimConfig, out: &Path, max_dossiers: Option<u64>, threa
                 .map(|&(day, n)| {
                     let setting = &setting;
                     s.spawn(move || {
-                        let ds: Vec<world::DossierOut> = (0..n).map(|j| world::dossier(setting, day, j)).collect();
-                        let ps: Vec<Entry> = (0..setting.petitions_on(day)).flat_map(|j| world::petition(setting, day, j)).collect();
+                        let ds: Vec<world::DossierOut> =
+                            (0..n).map(|j| world::dossier(setting, day, j)).collect();
+                        let ps: Vec<Entry> = (0..setting.petitions_on(day))
+                            .flat_map(|j| world::petition(setting, day, j))
+                            .collect();
                         (ds, ps)
                     })
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().expect("generator thread")).collect()
+            hs.into_iter()
+                .map(|h| h.join().expect("generator thread"))
+                .collect()
         });
         for (ds, ps) in results {
             for d in ds {
                 o.manifest.dossiers += 1;
                 if let Some(r) = d.received {
-                    *counts.entry((d.unit, format!("{:04}-{:02}", r.year(), r.month()))).or_default() += 1;
+                    *counts
+                        .entry((d.unit, format!("{:04}-{:02}", r.year(), r.month())))
+                        .or_default() += 1;
                 }
                 if d.synced {
                     o.write("dossiers", &d.versions, now)?;
@@ -162,16 +182,25 @@ pub fn generate(config: &SimConfig, out: &Path, max_dossiers: Option<u64>, threa
             .collect(),
     };
     let snapshots: [(&str, String); 4] = [
-        ("catalogue/procedures.json", empty.catalogue_json(config.now)),
+        (
+            "catalogue/procedures.json",
+            empty.catalogue_json(config.now),
+        ),
         ("registry/units.json", empty.units_json()),
         ("calendar/days.csv", empty.calendar_csv()),
-        ("reports/national_report.csv", empty.national_csv(config.now)),
+        (
+            "reports/national_report.csv",
+            empty.national_csv(config.now),
+        ),
     ];
     for (rel, body) in snapshots {
         let p = out.join(rel);
         std::fs::create_dir_all(p.parent().expect("has parent"))?;
         std::fs::write(p, body)?;
     }
-    std::fs::write(out.join("manifest.json"), serde_json::to_vec_pretty(&o.manifest).expect("serialises"))?;
+    std::fs::write(
+        out.join("manifest.json"),
+        serde_json::to_vec_pretty(&o.manifest).expect("serialises"),
+    )?;
     Ok(o.manifest)
 }

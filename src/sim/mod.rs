@@ -120,7 +120,8 @@ impl World {
     /// Generates the world from `config.from` to `config.now + horizon_days`.
     pub fn build(config: SimConfig) -> World {
         let setting = Setting::new(config.seed, config.per_day, config.petition_ratio);
-        let mut logs: BTreeMap<SimFeed, Vec<Entry>> = SimFeed::ALL.iter().map(|f| (*f, Vec::new())).collect();
+        let mut logs: BTreeMap<SimFeed, Vec<Entry>> =
+            SimFeed::ALL.iter().map(|f| (*f, Vec::new())).collect();
         let mut counts: BTreeMap<(usize, String), u64> = BTreeMap::new();
         let end = config.now.date() + Duration::days(config.horizon_days);
         let mut day = config.from;
@@ -128,29 +129,48 @@ impl World {
             for j in 0..setting.dossiers_on(day) {
                 let d = world::dossier(&setting, day, j);
                 if let Some(r) = d.received {
-                    *counts.entry((d.unit, format!("{:04}-{:02}", r.year(), r.month()))).or_default() += 1;
+                    *counts
+                        .entry((d.unit, format!("{:04}-{:02}", r.year(), r.month())))
+                        .or_default() += 1;
                 }
                 if d.synced {
-                    logs.get_mut(&SimFeed::Dossiers).expect("feed").extend(d.versions);
+                    logs.get_mut(&SimFeed::Dossiers)
+                        .expect("feed")
+                        .extend(d.versions);
                 }
-                logs.get_mut(&SimFeed::DossierSteps).expect("feed").extend(d.steps);
-                logs.get_mut(&SimFeed::Payments).expect("feed").extend(d.payments);
-                logs.get_mut(&SimFeed::Ratings).expect("feed").extend(d.rating);
+                logs.get_mut(&SimFeed::DossierSteps)
+                    .expect("feed")
+                    .extend(d.steps);
+                logs.get_mut(&SimFeed::Payments)
+                    .expect("feed")
+                    .extend(d.payments);
+                logs.get_mut(&SimFeed::Ratings)
+                    .expect("feed")
+                    .extend(d.rating);
             }
             for j in 0..setting.petitions_on(day) {
-                logs.get_mut(&SimFeed::Petitions).expect("feed").extend(world::petition(&setting, day, j));
+                logs.get_mut(&SimFeed::Petitions)
+                    .expect("feed")
+                    .extend(world::petition(&setting, day, j));
             }
             day += Duration::days(1);
         }
         for log in logs.values_mut() {
             // Stable: equal times keep generation order. Paged feeds are ordered by their
             // watermark, which equals `visible_at` for ratings and petitions.
-            log.sort_by(|a, b| a.visible_at.cmp(&b.visible_at).then_with(|| a.key.cmp(&b.key)));
+            log.sort_by(|a, b| {
+                a.visible_at
+                    .cmp(&b.visible_at)
+                    .then_with(|| a.key.cmp(&b.key))
+            });
         }
         let national = counts
             .into_iter()
             .map(|((unit, period), received)| {
-                let (y, m) = (period[..4].parse::<i32>().unwrap_or(2026), period[5..].parse::<u32>().unwrap_or(1));
+                let (y, m) = (
+                    period[..4].parse::<i32>().unwrap_or(2026),
+                    period[5..].parse::<u32>().unwrap_or(1),
+                );
                 let next = if m == 12 {
                     NaiveDate::from_ymd_opt(y + 1, 1, 1)
                 } else {
@@ -183,7 +203,11 @@ impl World {
     }
 
     /// The distinct (key, version) pairs visible at `now`: what the lake must hold after dedup.
-    pub fn distinct_versions(&self, feed: SimFeed, now: NaiveDateTime) -> std::collections::BTreeSet<(String, String)> {
+    pub fn distinct_versions(
+        &self,
+        feed: SimFeed,
+        now: NaiveDateTime,
+    ) -> std::collections::BTreeSet<(String, String)> {
         self.visible(feed, now)
             .iter()
             .map(|e| (e.key.clone(), e.version.clone()))
@@ -251,10 +275,15 @@ impl World {
     /// The calendar feed: special days (holidays, compensatory working days) as CSV.
     pub fn calendar_csv(&self) -> String {
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(["Ngay", "LoaiNgay", "TenNgay"]).expect("in memory");
+        w.write_record(["Ngay", "LoaiNgay", "TenNgay"])
+            .expect("in memory");
         for (d, kind, name) in self.setting.cal.special_days() {
-            w.write_record([d.format("%Y-%m-%d").to_string(), kind.code().to_string(), name.to_string()])
-                .expect("in memory");
+            w.write_record([
+                d.format("%Y-%m-%d").to_string(),
+                kind.code().to_string(),
+                name.to_string(),
+            ])
+            .expect("in memory");
         }
         String::from_utf8(w.into_inner().expect("in memory")).expect("utf-8")
     }
@@ -263,7 +292,8 @@ impl World {
     pub fn national_csv(&self, now: NaiveDateTime) -> String {
         let t = secs(now);
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(["MaDonVi", "KyBaoCao", "SoHoSoTiepNhan", "NgayBaoCao"]).expect("in memory");
+        w.write_record(["MaDonVi", "KyBaoCao", "SoHoSoTiepNhan", "NgayBaoCao"])
+            .expect("in memory");
         for r in self.national.iter().filter(|r| r.visible_at <= t) {
             w.write_record([
                 r.unit.clone(),
@@ -291,7 +321,10 @@ mod tests {
             seed: 7,
             per_day: 30.0,
             from: NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
-            now: NaiveDate::from_ymd_opt(2026, 9, 15).unwrap().and_hms_opt(12, 0, 0).unwrap(),
+            now: NaiveDate::from_ymd_opt(2026, 9, 15)
+                .unwrap()
+                .and_hms_opt(12, 0, 0)
+                .unwrap(),
             speed: 0.0,
             ..SimConfig::default()
         })
@@ -301,13 +334,26 @@ mod tests {
     fn deterministic_and_window_independent() {
         let a = small();
         let b = small();
-        assert_eq!(a.logs[&SimFeed::Dossiers].len(), b.logs[&SimFeed::Dossiers].len());
-        assert_eq!(a.logs[&SimFeed::Dossiers][100].json, b.logs[&SimFeed::Dossiers][100].json);
+        assert_eq!(
+            a.logs[&SimFeed::Dossiers].len(),
+            b.logs[&SimFeed::Dossiers].len()
+        );
+        assert_eq!(
+            a.logs[&SimFeed::Dossiers][100].json,
+            b.logs[&SimFeed::Dossiers][100].json
+        );
         // A longer window agrees on the shared days.
-        let c = World::build(SimConfig { horizon_days: 40, ..a.config.clone() });
+        let c = World::build(SimConfig {
+            horizon_days: 40,
+            ..a.config.clone()
+        });
         let day = NaiveDate::from_ymd_opt(2026, 8, 3).unwrap();
         let pick = |w: &World| {
-            let mut v: Vec<String> = w.logs[&SimFeed::Dossiers].iter().filter(|e| e.key.contains("-260803-")).map(|e| e.json.clone()).collect();
+            let mut v: Vec<String> = w.logs[&SimFeed::Dossiers]
+                .iter()
+                .filter(|e| e.key.contains("-260803-"))
+                .map(|e| e.json.clone())
+                .collect();
             v.sort();
             v
         };
@@ -322,21 +368,43 @@ mod tests {
         let latest: BTreeMap<&str, serde_json::Value> = w
             .visible(SimFeed::Dossiers, now)
             .iter()
-            .map(|e| (e.key.as_str(), serde_json::from_str::<serde_json::Value>(&e.json).unwrap()))
+            .map(|e| {
+                (
+                    e.key.as_str(),
+                    serde_json::from_str::<serde_json::Value>(&e.json).unwrap(),
+                )
+            })
             .collect();
         let n = latest.len() as f64;
         assert!(n > 1000.0, "{n}");
-        let share = |f: &dyn Fn(&serde_json::Value) -> bool| latest.values().filter(|v| f(v)).count() as f64 / n;
+        let share = |f: &dyn Fn(&serde_json::Value) -> bool| {
+            latest.values().filter(|v| f(v)).count() as f64 / n
+        };
         let online = share(&|v| v["KenhThucHien"] == "2");
         assert!((0.95..=1.0).contains(&online), "online share {online}");
-        let obligation = share(&|v| v["DanhSachLePhi"].as_array().is_some_and(|a| a.iter().any(|f| f["Gia"].as_i64() > Some(0))));
-        assert!((0.40..=0.65).contains(&obligation), "obligation share {obligation}");
+        let obligation = share(&|v| {
+            v["DanhSachLePhi"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|f| f["Gia"].as_i64() > Some(0)))
+        });
+        assert!(
+            (0.40..=0.65).contains(&obligation),
+            "obligation share {obligation}"
+        );
         let population = share(&|v| !v["DSKetNoiCSDL"].as_array().unwrap().is_empty());
-        assert!((0.30..=0.60).contains(&population), "population share {population}");
+        assert!(
+            (0.30..=0.60).contains(&population),
+            "population share {population}"
+        );
         // Resends exist: more entries than distinct versions.
         let visible = w.visible(SimFeed::Dossiers, now);
         assert!(visible.len() > w.distinct_versions(SimFeed::Dossiers, now).len());
         assert!(!w.visible(SimFeed::Petitions, now).is_empty());
-        assert!(!w.national_csv(now).lines().skip(1).collect::<Vec<_>>().is_empty());
+        assert!(!w
+            .national_csv(now)
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .is_empty());
     }
 }

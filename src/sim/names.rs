@@ -16,12 +16,24 @@ const TEN: &[&str] = &[
     "Trang", "Tuấn", "Vân", "Việt", "Yến", "Thắng",
 ];
 const CONG_TY: &[&str] = &[
-    "Công ty TNHH Thương mại", "Công ty Cổ phần Đầu tư", "Công ty TNHH Xây dựng",
-    "Công ty Cổ phần Dịch vụ", "Hợp tác xã Nông nghiệp", "Công ty TNHH Sản xuất",
+    "Công ty TNHH Thương mại",
+    "Công ty Cổ phần Đầu tư",
+    "Công ty TNHH Xây dựng",
+    "Công ty Cổ phần Dịch vụ",
+    "Hợp tác xã Nông nghiệp",
+    "Công ty TNHH Sản xuất",
 ];
 const THUONG_HIEU: &[&str] = &[
-    "Hoàng Long", "Phú Thịnh", "Minh Anh", "Sao Việt", "Thành Đạt", "An Phát", "Hòa Bình",
-    "Đại Dương", "Kim Ngân", "Bình Minh",
+    "Hoàng Long",
+    "Phú Thịnh",
+    "Minh Anh",
+    "Sao Việt",
+    "Thành Đạt",
+    "An Phát",
+    "Hòa Bình",
+    "Đại Dương",
+    "Kim Ngân",
+    "Bình Minh",
 ];
 
 pub fn person<R: Rng>(rng: &mut R) -> String {
@@ -43,7 +55,12 @@ pub fn company<R: Rng>(rng: &mut R) -> String {
 
 /// A 12-digit citizen ID (căn cước) number.
 pub fn citizen_id<R: Rng>(rng: &mut R) -> String {
-    format!("0{:02}{}{:08}", rng.random_range(1..97), rng.random_range(0..4), rng.random_range(0..100_000_000u32))
+    format!(
+        "0{:02}{}{:08}",
+        rng.random_range(1..97),
+        rng.random_range(0..4),
+        rng.random_range(0..100_000_000u32)
+    )
 }
 
 /// A 10-digit enterprise tax code.

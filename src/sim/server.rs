@@ -46,7 +46,11 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(start_sim: NaiveDateTime, speed: f64) -> Clock {
-        Clock { start_real: Instant::now(), start_sim, speed }
+        Clock {
+            start_real: Instant::now(),
+            start_sim,
+            speed,
+        }
     }
 
     pub fn now(&self) -> NaiveDateTime {
@@ -102,8 +106,13 @@ impl SimState {
     }
 
     fn authorised(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else { return true };
-        let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
             return false;
         };
         if let Some(b) = value.strip_prefix("Bearer ") {
@@ -161,20 +170,60 @@ pub async fn start(state: SimState, port: u16) -> std::io::Result<SimHandle> {
             })
             .await;
     });
-    Ok(SimHandle { addr, state, shutdown: Some(tx), task: Some(task) })
+    Ok(SimHandle {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
 }
 
 pub fn router(state: Shared) -> Router {
     Router::new()
-        .route("/portal/dossiers", get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| cursor_feed(s, h, q, SimFeed::Dossiers)))
-        .route("/portal/dossier-steps", get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| cursor_feed(s, h, q, SimFeed::DossierSteps)))
-        .route("/payments/transactions", get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| cursor_feed(s, h, q, SimFeed::Payments)))
-        .route("/reporting/ratings", post(|s: State<Shared>, h: HeaderMap, b: String| paged_feed(s, h, b, SimFeed::Ratings)))
-        .route("/reporting/petitions", post(|s: State<Shared>, h: HeaderMap, b: String| paged_feed(s, h, b, SimFeed::Petitions)))
-        .route("/registry/units.json", get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "units")))
-        .route("/catalogue/procedures.json", get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "catalogue")))
-        .route("/calendar/days.csv", get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "calendar")))
-        .route("/reports/national/received.csv", get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "national_report")))
+        .route(
+            "/portal/dossiers",
+            get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| {
+                cursor_feed(s, h, q, SimFeed::Dossiers)
+            }),
+        )
+        .route(
+            "/portal/dossier-steps",
+            get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| {
+                cursor_feed(s, h, q, SimFeed::DossierSteps)
+            }),
+        )
+        .route(
+            "/payments/transactions",
+            get(|s: State<Shared>, h: HeaderMap, q: Query<CursorQuery>| {
+                cursor_feed(s, h, q, SimFeed::Payments)
+            }),
+        )
+        .route(
+            "/reporting/ratings",
+            post(|s: State<Shared>, h: HeaderMap, b: String| paged_feed(s, h, b, SimFeed::Ratings)),
+        )
+        .route(
+            "/reporting/petitions",
+            post(|s: State<Shared>, h: HeaderMap, b: String| {
+                paged_feed(s, h, b, SimFeed::Petitions)
+            }),
+        )
+        .route(
+            "/registry/units.json",
+            get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "units")),
+        )
+        .route(
+            "/catalogue/procedures.json",
+            get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "catalogue")),
+        )
+        .route(
+            "/calendar/days.csv",
+            get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "calendar")),
+        )
+        .route(
+            "/reports/national/received.csv",
+            get(|s: State<Shared>, h: HeaderMap| snapshot(s, h, "national_report")),
+        )
         .route("/_sim/health", get(|| async { "ok" }))
         .route("/_sim/stats", get(stats))
         .route("/_sim/faults", post(set_faults).get(get_faults))
@@ -188,7 +237,11 @@ pub struct CursorQuery {
 }
 
 fn json_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// Applies the request's fault to a finished body; counts records only for whole answers.
@@ -204,7 +257,11 @@ async fn deliver(
     match fault {
         Fault::Error => {
             state.count(feed, |s| s.errors += 1);
-            return (StatusCode::SERVICE_UNAVAILABLE, "simulated fault: service unavailable").into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "simulated fault: service unavailable",
+            )
+                .into_response();
         }
         Fault::Truncate => {
             state.count(feed, |s| s.truncated += 1);
@@ -241,8 +298,14 @@ fn unauthorised() -> Response {
 }
 
 /// Serialises `entries` as a JSON array, mixing in malformed copies per the fault settings.
-fn records_array(entries: &[Entry], feed: SimFeed, malformed_rate: f64, rng: &mut impl Rng) -> (String, u64, u64) {
-    let mut out = String::with_capacity(entries.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);
+fn records_array(
+    entries: &[Entry],
+    feed: SimFeed,
+    malformed_rate: f64,
+    rng: &mut impl Rng,
+) -> (String, u64, u64) {
+    let mut out =
+        String::with_capacity(entries.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);
     out.push('[');
     let mut n = 0u64;
     let mut bad = 0u64;
@@ -265,7 +328,12 @@ fn records_array(entries: &[Entry], feed: SimFeed, malformed_rate: f64, rng: &mu
     (out, n, bad)
 }
 
-async fn cursor_feed(State(state): State<Shared>, headers: HeaderMap, Query(q): Query<CursorQuery>, feed: SimFeed) -> Response {
+async fn cursor_feed(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<CursorQuery>,
+    feed: SimFeed,
+) -> Response {
     let name = feed.name();
     state.count(name, |s| s.requests += 1);
     if !state.authorised(&headers) {
@@ -275,7 +343,13 @@ async fn cursor_feed(State(state): State<Shared>, headers: HeaderMap, Query(q): 
         None | Some("") => 0,
         Some(s) => match s.parse() {
             Ok(v) => v,
-            Err(_) => return (StatusCode::BAD_REQUEST, format!("since={s:?} is not a cursor from this feed")).into_response(),
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("since={s:?} is not a cursor from this feed"),
+                )
+                    .into_response()
+            }
         },
     };
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
@@ -286,9 +360,19 @@ async fn cursor_feed(State(state): State<Shared>, headers: HeaderMap, Query(q): 
     let faults = state.faults.read().expect("faults lock").clone();
     let mut rng = state.dice.next();
     let fault = Dice::decide(&faults, &mut rng);
-    let (array, n, bad) = records_array(&visible[start..end], feed, faults.malformed_rate, &mut rng);
+    let (array, n, bad) =
+        records_array(&visible[start..end], feed, faults.malformed_rate, &mut rng);
     let body = format!("{{\"data\":{array},\"next_cursor\":\"{end}\"}}");
-    deliver(&state, name, "application/json; charset=utf-8", body, n, bad, fault).await
+    deliver(
+        &state,
+        name,
+        "application/json; charset=utf-8",
+        body,
+        n,
+        bad,
+        fault,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,14 +383,22 @@ struct PagedBody {
     tu_ngay: Option<String>,
 }
 
-async fn paged_feed(State(state): State<Shared>, headers: HeaderMap, body: String, feed: SimFeed) -> Response {
+async fn paged_feed(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: String,
+    feed: SimFeed,
+) -> Response {
     let name = feed.name();
     state.count(name, |s| s.requests += 1);
     if !state.authorised(&headers) {
         return unauthorised();
     }
     let envelope_error = |message: String| {
-        json_response(serde_json::json!({ "code": "ERR_BAD_REQUEST", "message": message, "data": null }).to_string())
+        json_response(
+            serde_json::json!({ "code": "ERR_BAD_REQUEST", "message": message, "data": null })
+                .to_string(),
+        )
     };
     let req: PagedBody = match serde_json::from_str(&body) {
         Ok(b) => b,
@@ -330,15 +422,29 @@ async fn paged_feed(State(state): State<Shared>, headers: HeaderMap, body: Strin
     let faults = state.faults.read().expect("faults lock").clone();
     let mut rng = state.dice.next();
     let fault = Dice::decide(&faults, &mut rng);
-    let (array, n, bad) = records_array(&matching[start..end], feed, faults.malformed_rate, &mut rng);
+    let (array, n, bad) =
+        records_array(&matching[start..end], feed, faults.malformed_rate, &mut rng);
     let body = format!(
         "{{\"code\":\"OK\",\"message\":\"Thành công\",\"total\":{},\"data\":{array}}}",
         matching.len()
     );
-    deliver(&state, name, "application/json; charset=utf-8", body, n, bad, fault).await
+    deliver(
+        &state,
+        name,
+        "application/json; charset=utf-8",
+        body,
+        n,
+        bad,
+        fault,
+    )
+    .await
 }
 
-async fn snapshot(State(state): State<Shared>, headers: HeaderMap, which: &'static str) -> Response {
+async fn snapshot(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    which: &'static str,
+) -> Response {
     state.count(which, |s| s.requests += 1);
     if !state.authorised(&headers) {
         return unauthorised();
@@ -346,7 +452,10 @@ async fn snapshot(State(state): State<Shared>, headers: HeaderMap, which: &'stat
     let now = state.clock.now();
     let (body, ct) = match which {
         "units" => (state.units_json.clone(), "application/json; charset=utf-8"),
-        "catalogue" => (state.world.catalogue_json(now), "application/json; charset=utf-8"),
+        "catalogue" => (
+            state.world.catalogue_json(now),
+            "application/json; charset=utf-8",
+        ),
         "calendar" => (state.calendar_csv.clone(), "text/csv; charset=utf-8"),
         _ => (state.world.national_csv(now), "text/csv; charset=utf-8"),
     };
@@ -367,7 +476,13 @@ struct StatsBody {
 }
 
 async fn stats(State(state): State<Shared>) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(StatsBody { now: ts(state.clock.now()), feeds: state.stats() }).expect("serialises"))
+    Json(
+        serde_json::to_value(StatsBody {
+            now: ts(state.clock.now()),
+            feeds: state.stats(),
+        })
+        .expect("serialises"),
+    )
 }
 
 async fn get_faults(State(state): State<Shared>) -> Json<Faults> {

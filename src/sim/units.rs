@@ -28,7 +28,10 @@ pub const PROVINCES: &[(&str, &[&str])] = &[
     ("Hà Nội", &["Hà Nội"]),
     ("Hà Tĩnh", &["Hà Tĩnh"]),
     ("Hải Phòng", &["Hải Phòng", "Hải Dương"]),
-    ("Hồ Chí Minh", &["Hồ Chí Minh", "Bình Dương", "Bà Rịa - Vũng Tàu"]),
+    (
+        "Hồ Chí Minh",
+        &["Hồ Chí Minh", "Bình Dương", "Bà Rịa - Vũng Tàu"],
+    ),
     ("Huế", &["Thừa Thiên Huế"]),
     ("Hưng Yên", &["Hưng Yên", "Thái Bình"]),
     ("Khánh Hòa", &["Khánh Hòa", "Ninh Thuận"]),
@@ -179,10 +182,10 @@ impl Registry {
         // New provinces and regions first, so that successor ids are known.
         let prov_id = |k: usize| format!("TP{:02}", k + 1);
         let region_id = |r: usize| format!("KV{:02}", r + 1);
-        let mut team_counter = vec![0usize; 20];
+        let mut team_counter = [0usize; 20];
         let mut base_counter = vec![0usize; PROVINCES.len()];
         let mut province_lineage = vec![usize::MAX; PROVINCES.len()];
-        let mut region_lineage = vec![usize::MAX; 20];
+        let mut region_lineage = [usize::MAX; 20];
         let mut region_successors: Vec<Vec<String>> = vec![Vec::new(); 20];
 
         for (i, (k, name)) in old.iter().enumerate() {
@@ -198,7 +201,11 @@ impl Registry {
                 region_lineage[r] = province_lineage[*k];
             }
             let big = matches!(*name, "Hà Nội" | "Hồ Chí Minh");
-            let pweight = if big { 8.0 } else { 0.6 + rng.random::<f64>() * 1.6 };
+            let pweight = if big {
+                8.0
+            } else {
+                0.6 + rng.random::<f64>() * 1.6
+            };
             let old_id = format!("T{:02}", i + 1);
             units.push(Unit {
                 id: old_id.clone(),
@@ -214,7 +221,11 @@ impl Registry {
             });
             // Districts, paired into inter-district teams (2025-03) that become base units
             // (2025-07) of the new province.
-            let districts = if big { rng.random_range(20..28) } else { rng.random_range(6..14) };
+            let districts = if big {
+                rng.random_range(20..28)
+            } else {
+                rng.random_range(6..14)
+            };
             let mut dnum = 0;
             while dnum < districts {
                 let pair = if dnum + 1 < districts { 2 } else { 1 };
@@ -243,9 +254,7 @@ impl Registry {
                     id: team_id.clone(),
                     name: format!(
                         "Đội Thuế liên huyện {} số {} (khu vực {})",
-                        name,
-                        team_counter[r],
-                        ROMAN[r]
+                        name, team_counter[r], ROMAN[r]
                     ),
                     parent: Some(region_id(r)),
                     level: 3,
@@ -293,10 +302,19 @@ impl Registry {
         for (k, (name, _)) in PROVINCES.iter().enumerate() {
             let w: f64 = units
                 .iter()
-                .filter(|u| u.kind == "CUC_THUE_TINH" && PROVINCES[k].1.iter().any(|p| u.name == format!("Cục Thuế {p}")))
+                .filter(|u| {
+                    u.kind == "CUC_THUE_TINH"
+                        && PROVINCES[k]
+                            .1
+                            .iter()
+                            .any(|p| u.name == format!("Cục Thuế {p}"))
+                })
                 .map(|u| u.weight)
                 .sum();
-            let kind_name = if matches!(*name, "Hà Nội" | "Hồ Chí Minh" | "Hải Phòng" | "Đà Nẵng" | "Cần Thơ" | "Huế") {
+            let kind_name = if matches!(
+                *name,
+                "Hà Nội" | "Hồ Chí Minh" | "Hải Phòng" | "Đà Nẵng" | "Cần Thơ" | "Huế"
+            ) {
                 "Thuế thành phố"
             } else {
                 "Thuế tỉnh"
@@ -339,10 +357,7 @@ impl Registry {
             return i;
         }
         let parent = u.parent.as_deref().unwrap_or_default();
-        self.units
-            .iter()
-            .position(|p| p.id == parent)
-            .unwrap_or(i)
+        self.units.iter().position(|p| p.id == parent).unwrap_or(i)
     }
 }
 
@@ -353,7 +368,12 @@ mod tests {
     #[test]
     fn the_tree_has_the_2025_shape() {
         let r = Registry::build(7);
-        let on = |d: NaiveDate, kind: &str| r.units.iter().filter(|u| u.kind == kind && u.valid_on(d)).count();
+        let on = |d: NaiveDate, kind: &str| {
+            r.units
+                .iter()
+                .filter(|u| u.kind == kind && u.valid_on(d))
+                .count()
+        };
         let before = NaiveDate::from_ymd_opt(2025, 1, 15).unwrap();
         let mid = NaiveDate::from_ymd_opt(2025, 5, 15).unwrap();
         let after = NaiveDate::from_ymd_opt(2026, 8, 1).unwrap();
@@ -361,14 +381,25 @@ mod tests {
         assert_eq!(on(mid, "CHI_CUC_THUE_KHU_VUC"), 20);
         assert_eq!(on(after, "THUE_TINH"), 34);
         let base = on(after, "THUE_CO_SO");
-        assert!((300..=420).contains(&base), "about 350 base units, got {base}");
-        assert_eq!(on(mid, "DOI_THUE_LIEN_HUYEN"), base, "teams become base units one to one");
+        assert!(
+            (300..=420).contains(&base),
+            "about 350 base units, got {base}"
+        );
+        assert_eq!(
+            on(mid, "DOI_THUE_LIEN_HUYEN"),
+            base,
+            "teams become base units one to one"
+        );
         // Every ended unit names successors that exist and start the next day.
         for u in &r.units {
             if let Some(to) = u.valid_to {
                 assert!(!u.successors.is_empty(), "{} has no successor", u.id);
                 for s in &u.successors {
-                    let succ = r.units.iter().find(|x| &x.id == s).expect("successor exists");
+                    let succ = r
+                        .units
+                        .iter()
+                        .find(|x| &x.id == s)
+                        .expect("successor exists");
                     assert_eq!(succ.valid_from, to.succ_opt().unwrap(), "{} -> {}", u.id, s);
                 }
             }

@@ -37,7 +37,8 @@ pub fn ts(t: NaiveDateTime) -> String {
 
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
     // splitmix64 over the three words
-    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -62,7 +63,8 @@ pub struct Setting {
 fn pick(cum: &[f64], rng: &mut ChaCha8Rng) -> usize {
     let total = *cum.last().unwrap_or(&1.0);
     let x = rng.random::<f64>() * total;
-    cum.partition_point(|&c| c < x).min(cum.len().saturating_sub(1))
+    cum.partition_point(|&c| c < x)
+        .min(cum.len().saturating_sub(1))
 }
 
 impl Setting {
@@ -117,7 +119,11 @@ impl Setting {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, 1, day.num_days_from_ce() as u64));
         let factor = if self.cal.is_working_day(day) {
             // Declarations cluster before the 20th.
-            if (15..=20).contains(&day.day()) { 1.3 } else { 1.0 }
+            if (15..=20).contains(&day.day()) {
+                1.3
+            } else {
+                1.0
+            }
         } else {
             0.08
         };
@@ -128,7 +134,13 @@ impl Setting {
     /// How many petitions are received on `day`.
     pub fn petitions_on(&self, day: NaiveDate) -> u32 {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, 2, day.num_days_from_ce() as u64));
-        let mean = self.per_day * self.petition_ratio * if self.cal.is_working_day(day) { 1.0 } else { 0.3 };
+        let mean = self.per_day
+            * self.petition_ratio
+            * if self.cal.is_working_day(day) {
+                1.0
+            } else {
+                0.3
+            };
         // Bernoulli sum: small means stay integer and reproducible.
         let whole = mean.floor() as u32;
         whole + u32::from(rng.random_bool((mean - mean.floor()).clamp(0.0, 1.0)))
@@ -263,7 +275,8 @@ pub struct DossierOut {
 
 fn rand_time(rng: &mut ChaCha8Rng, day: NaiveDate, from_h: u32, to_h: u32) -> NaiveDateTime {
     let s = rng.random_range(from_h * 3600..to_h * 3600);
-    day.and_hms_opt(s / 3600, (s / 60) % 60, s % 60).expect("valid")
+    day.and_hms_opt(s / 3600, (s / 60) % 60, s % 60)
+        .expect("valid")
 }
 
 fn add_secs(t: NaiveDateTime, s: i64) -> NaiveDateTime {
@@ -279,7 +292,11 @@ const STEP_ROLES: &[(&str, &str)] = &[
 
 /// Generates dossier `j` submitted on `day`.
 pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
-    let mut rng = ChaCha8Rng::seed_from_u64(mix(s.seed, 3 + ((day.num_days_from_ce() as u64) << 20), j as u64));
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(
+        s.seed,
+        3 + ((day.num_days_from_ce() as u64) << 20),
+        j as u64,
+    ));
     let (units, cum) = s.era(day);
     let ui = units[pick(cum, &mut rng)];
     let unit = &s.registry.units[ui];
@@ -330,7 +347,15 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
         .map(|c| TaiLieu {
             MaThanhPhanHoSo: format!("{}.TP{}", proc_.code, c + 1),
             DuocSoHoa: u8::from(digitised || rng.random_bool(0.25)),
-            DuocTaiSuDung: if replaced && c == 0 { if rng.random_bool(0.7) { 1 } else { 2 } } else { 0 },
+            DuocTaiSuDung: if replaced && c == 0 {
+                if rng.random_bool(0.7) {
+                    1
+                } else {
+                    2
+                }
+            } else {
+                0
+            },
             DuocLayTuKhoDMQG: u8::from(digitised && rng.random_bool(0.5)),
         })
         .collect();
@@ -347,8 +372,16 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
     } else {
         vec![]
     };
-    let population = if proc_.population_linked { rng.random_bool(0.8) } else { rng.random_bool(0.05) };
-    let links = if population { vec![KetNoi { MaCSDL: "CSDLQGDC" }] } else { vec![] };
+    let population = if proc_.population_linked {
+        rng.random_bool(0.8)
+    } else {
+        rng.random_bool(0.05)
+    };
+    let links = if population {
+        vec![KetNoi { MaCSDL: "CSDLQGDC" }]
+    } else {
+        vec![]
+    };
     let mut due = cal.add_working_days(received, proc_.statutory_days);
 
     let mut rec = Dossier {
@@ -406,9 +439,20 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
         push(t, "4", &mut rec);
         let span = (secs(due) - secs(received)).max(3600);
         // Supplements: 10% of dossiers, a fifth of those twice (which makes them late).
-        let supplements = if rng.random_bool(0.10) { if rng.random_bool(0.2) { 2 } else { 1 } } else { 0 };
+        let supplements = if rng.random_bool(0.10) {
+            if rng.random_bool(0.2) {
+                2
+            } else {
+                1
+            }
+        } else {
+            0
+        };
         for _ in 0..supplements {
-            let ask = cal.next_office_time(add_secs(t, (span as f64 * rng.random_range(0.1..0.4)) as i64));
+            let ask = cal.next_office_time(add_secs(
+                t,
+                (span as f64 * rng.random_range(0.1..0.4)) as i64,
+            ));
             rec.DanhSachHoSoBoSung.push(BoSung {
                 NgayBoSung: ts(ask),
                 NgayTiepNhanBoSung: None,
@@ -435,7 +479,10 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
             add_secs(t, (remaining as f64 * share) as i64 + 60)
         } else {
             let late_days = rng.random_range(1..=1 + (12.0 * (1.0 - profile.on_time)) as u32);
-            cal.next_office_time(add_secs(cal.add_working_days(due, late_days), rng.random_range(0..20_000)))
+            cal.next_office_time(add_secs(
+                cal.add_working_days(due, late_days),
+                rng.random_range(0..20_000),
+            ))
         };
         let finish = finish.max(add_secs(t, 120));
         // Financial obligation: asked part-way, paid online by most.
@@ -469,12 +516,19 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
                     let last = a + 1 == attempts;
                     out.payments.push(pay(if last { "2" } else { "4" }, at));
                     if last && rng.random_bool(0.005) {
-                        out.payments.push(pay("3", add_secs(at, rng.random_range(86_400..10 * 86_400))));
+                        out.payments.push(pay(
+                            "3",
+                            add_secs(at, rng.random_range(86_400..10 * 86_400)),
+                        ));
                     }
                     at = add_secs(at, 300);
                 }
                 rec.DuocThanhToanTrucTuyen = 1;
-                push(at.min(add_secs(finish, -60)).max(add_secs(t6, 60)), "4", &mut rec);
+                push(
+                    at.min(add_secs(finish, -60)).max(add_secs(t6, 60)),
+                    "4",
+                    &mut rec,
+                );
             }
         }
         if end_kind < 0.01 {
@@ -507,7 +561,13 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
                 let r = Rating {
                     MaHoSo: &id,
                     MaDonVi: &unit.id,
-                    MucDoHaiLong: if unhappy { "3" } else if rng.random_bool(0.55) { "1" } else { "2" },
+                    MucDoHaiLong: if unhappy {
+                        "3"
+                    } else if rng.random_bool(0.55) {
+                        "1"
+                    } else {
+                        "2"
+                    },
                     CoKhieuNai: u8::from(rng.random_bool(if unhappy { 0.15 } else { 0.005 })),
                     ThoiGianDanhGia: ts(at),
                 };
@@ -536,7 +596,9 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
             sync += 1;
         }
         last_sync = sync;
-        let sync_t = chrono::DateTime::from_timestamp(sync, 0).expect("valid").naive_utc();
+        let sync_t = chrono::DateTime::from_timestamp(sync, 0)
+            .expect("valid")
+            .naive_utc();
         v.ThoiDiemDongBo = ts(sync_t);
         let json = serde_json::to_string(&v).expect("serialises");
         out.versions.push(Entry {
@@ -628,7 +690,11 @@ const TITLES: &[(&str, &str)] = &[
 
 /// Generates petition `j` received on `day`: one entry per status change.
 pub fn petition(s: &Setting, day: NaiveDate, j: u32) -> Vec<Entry> {
-    let mut rng = ChaCha8Rng::seed_from_u64(mix(s.seed, 4 + ((day.num_days_from_ce() as u64) << 20), j as u64));
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(
+        s.seed,
+        4 + ((day.num_days_from_ce() as u64) << 20),
+        j as u64,
+    ));
     let (units, cum) = s.era(day);
     let ui = units[pick(cum, &mut rng)];
     let unit = &s.registry.units[ui];
@@ -639,27 +705,46 @@ pub fn petition(s: &Setting, day: NaiveDate, j: u32) -> Vec<Entry> {
         72..=96 => "2",
         _ => "3",
     };
-    let titles: Vec<&str> = TITLES.iter().filter(|(c, _)| *c == category).map(|(_, t)| *t).collect();
+    let titles: Vec<&str> = TITLES
+        .iter()
+        .filter(|(c, _)| *c == category)
+        .map(|(_, t)| *t)
+        .collect();
     let received = rand_time(&mut rng, day, 6, 23);
     let start = cal.next_office_time(received);
     let on_time = rng.random_bool(profile.petition_on_time);
     let within = |wd: u32, rng: &mut ChaCha8Rng| -> NaiveDateTime {
         if on_time {
             let end = cal.add_working_days(start, wd);
-            add_secs(start, ((secs(end) - secs(start)) as f64 * rng.random_range(0.1..0.95)) as i64)
+            add_secs(
+                start,
+                ((secs(end) - secs(start)) as f64 * rng.random_range(0.1..0.95)) as i64,
+            )
         } else {
-            cal.next_office_time(add_secs(cal.add_working_days(start, wd), rng.random_range(86_400..8 * 86_400)))
+            cal.next_office_time(add_secs(
+                cal.add_working_days(start, wd),
+                rng.random_range(86_400..8 * 86_400),
+            ))
         }
     };
     let mut p = Petition {
-        MaPAKN: format!("PAKN-{:02}{:02}{:02}-{:04}", day.year() % 100, day.month(), day.day(), j),
+        MaPAKN: format!(
+            "PAKN-{:02}{:02}{:02}-{:04}",
+            day.year() % 100,
+            day.month(),
+            day.day(),
+            j
+        ),
         MaDonVi: unit.id.clone(),
         PhanLoai: category,
         TieuDe: titles[rng.random_range(0..titles.len())],
         NguoiGui: names::person(&mut rng),
         NgayTiepNhan: ts(received),
         TrangThai: "MOI",
-        LichSuXuLy: vec![HistoryItem { TrangThai: "MOI", ThoiDiem: ts(received) }],
+        LichSuXuLy: vec![HistoryItem {
+            TrangThai: "MOI",
+            ThoiDiem: ts(received),
+        }],
         SoLuotThich: 0,
         SoLuotKhongThich: 0,
         PhanAnhLai: 0,
@@ -670,7 +755,10 @@ pub fn petition(s: &Setting, day: NaiveDate, j: u32) -> Vec<Entry> {
         p.TrangThai = status;
         p.NgayCapNhat = ts(t);
         if status != p.LichSuXuLy.last().map_or("", |h| h.TrangThai) {
-            p.LichSuXuLy.push(HistoryItem { TrangThai: status, ThoiDiem: ts(t) });
+            p.LichSuXuLy.push(HistoryItem {
+                TrangThai: status,
+                ThoiDiem: ts(t),
+            });
         }
         out.push(Entry {
             visible_at: secs(t),
@@ -692,12 +780,19 @@ pub fn petition(s: &Setting, day: NaiveDate, j: u32) -> Vec<Entry> {
     }
     let resolved = within(15, &mut rng).max(add_secs(t, 3600));
     emit(&mut p, "DA_GIAI_QUYET", resolved);
-    let published = cal.next_office_time(add_secs(resolved, rng.random_range(600..if on_time { 86_400 } else { 5 * 86_400 })));
+    let published = cal.next_office_time(add_secs(
+        resolved,
+        rng.random_range(600..if on_time { 86_400 } else { 5 * 86_400 }),
+    ));
     emit(&mut p, "DA_CONG_KHAI", published);
     // Reactions come in over the following days.
     let unhappy = rng.random_bool(if on_time { 0.3 } else { 0.6 });
     p.SoLuotThich = rng.random_range(0..20);
-    p.SoLuotKhongThich = if unhappy { p.SoLuotThich + rng.random_range(1..15) } else { rng.random_range(0..=p.SoLuotThich) };
+    p.SoLuotKhongThich = if unhappy {
+        p.SoLuotThich + rng.random_range(1..15)
+    } else {
+        rng.random_range(0..=p.SoLuotThich)
+    };
     p.PhanAnhLai = u8::from(unhappy && rng.random_bool(0.3));
     let later = add_secs(published, rng.random_range(86_400..7 * 86_400));
     emit(&mut p, "DA_CONG_KHAI", later);

@@ -23,15 +23,22 @@ pub fn small_world(seed: u64, per_day: f64) -> SimConfig {
         per_day,
         petition_ratio: 0.02,
         from: chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(),
-        now: chrono::NaiveDate::from_ymd_opt(2026, 9, 10).unwrap().and_hms_opt(10, 0, 0).unwrap(),
+        now: chrono::NaiveDate::from_ymd_opt(2026, 9, 10)
+            .unwrap()
+            .and_hms_opt(10, 0, 0)
+            .unwrap(),
         speed: 0.0,
         horizon_days: 14,
     }
 }
 
 pub async fn start_sim(cfg: SimConfig, faults: Faults) -> SimHandle {
-    let world = tokio::task::spawn_blocking(move || World::build(cfg)).await.unwrap();
-    server::start(SimState::new(world, faults, Some(TOKEN.into())), 0).await.unwrap()
+    let world = tokio::task::spawn_blocking(move || World::build(cfg))
+        .await
+        .unwrap();
+    server::start(SimState::new(world, faults, Some(TOKEN.into())), 0)
+        .await
+        .unwrap()
 }
 
 /// The repository's project and jobs, every source pointed at `base_url`.
@@ -55,7 +62,11 @@ pub fn query(sql: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     while let Some(r) = rows.next().unwrap() {
         let n = r.as_ref().column_count();
-        out.push((0..n).map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default()).collect());
+        out.push(
+            (0..n)
+                .map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default())
+                .collect(),
+        );
     }
     out
 }
@@ -79,7 +90,11 @@ pub fn lake_glob(warehouse: &Path, job: &JobConfig) -> String {
 }
 
 /// Distinct (key, version) pairs landed for `feed`, i.e. what staging's dedup keeps.
-pub fn landed_versions(warehouse: &Path, job: &JobConfig, feed: SimFeed) -> BTreeSet<(String, String)> {
+pub fn landed_versions(
+    warehouse: &Path,
+    job: &JobConfig,
+    feed: SimFeed,
+) -> BTreeSet<(String, String)> {
     let (k, v) = key_version_sql(feed);
     let glob = lake_glob(warehouse, job);
     query(&format!(
@@ -96,7 +111,9 @@ pub fn lake_rows(warehouse: &Path, job: &JobConfig) -> u64 {
     if glob::glob(&glob).unwrap().next().is_none() {
         return 0;
     }
-    query(&format!("SELECT count(*)::VARCHAR FROM read_parquet('{glob}', hive_partitioning = true)"))[0][0]
+    query(&format!(
+        "SELECT count(*)::VARCHAR FROM read_parquet('{glob}', hive_partitioning = true)"
+    ))[0][0]
         .parse()
         .unwrap()
 }
