@@ -431,7 +431,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Command::Status(args) => {
-            let (project, jobs) = load(&cli.config)?;
+            // Outside a project (e.g. after `chiso demo` in an empty folder) the built-in
+            // project's jobs are the ones to report on.
+            let (project, jobs) = demo::load_project_or_embedded(&cli.config)?;
             let jobs: Vec<config::JobConfig> = if args.jobs.is_empty() {
                 jobs
             } else {

@@ -48,13 +48,33 @@ fn demo_runs_every_feed_and_reconciles() {
     );
     assert!(dir.path().join("wh/lake/portal/dossiers").is_dir());
 
-    // status reads what the demo committed (the embedded project is used outside a project).
+    // status reads what the demo committed (the built-in project is used outside a project).
     let st = chiso()
         .current_dir(dir.path())
-        .args(["status", "--dir", "wh"])
+        .args(["status", "--dir", "wh", "--json"])
         .output()
         .unwrap();
-    assert!(!st.status.success(), "status needs a project file");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let dossiers = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "dossiers")
+        .unwrap();
+    assert_eq!(dossiers["last_run"]["outcome"], "ok");
+    assert!(dossiers["rows_landed_total"].as_u64().unwrap() > 1000);
+    assert!(
+        dossiers["watermark"]
+            .as_str()
+            .unwrap()
+            .starts_with("202609"),
+        "{dossiers}"
+    );
 }
 
 #[test]
