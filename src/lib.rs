@@ -17,6 +17,7 @@ pub mod demo;
 pub mod duck;
 pub mod feeds;
 pub mod lake;
+pub mod models;
 pub mod pull;
 pub mod sim;
 pub mod status;

@@ -20,7 +20,7 @@ use crate::lake::commit::{
     CommitEntry, CommitError, EntryKind, JobState, Outcome, Recovery, RunTotals,
 };
 use crate::lake::parquet::{DatasetWriter, LandedFile, StagedFile};
-use crate::lake::schema::{DatasetSpec, RecordDecoder};
+use crate::lake::schema::{DatasetSpec, RecordDecoder, Row};
 use crate::lake::{self, quarantine_spec};
 use crate::time;
 
@@ -116,7 +116,7 @@ impl Chunk {
         self.landed + self.quarantined
     }
 
-    /// Decodes one record text; lands it or quarantines it.
+    /// Decodes one JSON record text; lands it or quarantines it.
     fn record(
         &mut self,
         text: &str,
@@ -125,23 +125,33 @@ impl Chunk {
         run_id: &str,
         now: i64,
     ) -> std::io::Result<()> {
+        let decoded = self.decoder.decode_json(text).map_err(|m| m.0);
+        self.accept(decoded, text, position, job, run_id, now)
+    }
+
+    /// Lands a decoded row, or quarantines its raw text with the reason it failed.
+    fn accept(
+        &mut self,
+        decoded: Result<Row<'_>, String>,
+        raw: &str,
+        position: &str,
+        job: &str,
+        run_id: &str,
+        now: i64,
+    ) -> std::io::Result<()> {
         self.rows_in += 1;
-        match self.decoder.decode_json(text) {
+        match decoded {
             Ok(row) => {
-                if let Some(c) = self.watermark_col {
-                    if let Some(us) = row.micros(c) {
-                        self.watermark = Some(self.watermark.map_or(us, |w| w.max(us)));
-                    }
+                if let Some(us) = self.watermark_col.and_then(|c| row.micros(c)) {
+                    self.watermark = max_opt(self.watermark, Some(us));
                 }
-                if let Some(us) = row.version_micros {
-                    self.version_max = Some(self.version_max.map_or(us, |w| w.max(us)));
-                }
+                self.version_max = max_opt(self.version_max, row.version_micros);
                 self.data.push(row, run_id, now)?;
                 self.landed += 1;
+                Ok(())
             }
-            Err(why) => self.quarantine(text, &why.0, position, job, run_id, now)?,
+            Err(why) => self.quarantine(raw, &why, position, job, run_id, now),
         }
-        Ok(())
     }
 
     fn quarantine(
@@ -216,7 +226,6 @@ impl Chunk {
                     let end = starts.get(i + 1).copied().unwrap_or(text.len());
                     let raw = text.get(starts[i]..end).unwrap_or("").trim_end();
                     let position = format!("{position} line {}", i + 2);
-                    self.rows_in += 1;
                     let decoded = match row {
                         Ok(r) => self
                             .decoder
@@ -224,16 +233,7 @@ impl Chunk {
                             .map_err(|m| m.0),
                         Err(e) => Err(format!("unreadable CSV row: {e}")),
                     };
-                    match decoded {
-                        Ok(decoded) => {
-                            if let Some(us) = decoded.version_micros {
-                                self.version_max = Some(self.version_max.map_or(us, |w| w.max(us)));
-                            }
-                            self.data.push(decoded, run_id, now)?;
-                            self.landed += 1;
-                        }
-                        Err(why) => self.quarantine(raw, &why, &position, job, run_id, now)?,
-                    }
+                    self.accept(decoded, raw, &position, job, run_id, now)?;
                 }
             }
         }
@@ -592,16 +592,9 @@ fn run_files(
                             match std::str::from_utf8(line) {
                                 Ok(text) => chunk.record(text, &position, job_name, run_id, now),
                                 Err(e) => {
-                                    chunk.rows_in += 1;
                                     let raw = String::from_utf8_lossy(line);
-                                    chunk.quarantine(
-                                        &raw,
-                                        &format!("not UTF-8: {e}"),
-                                        &position,
-                                        job_name,
-                                        run_id,
-                                        now,
-                                    )
+                                    let why = Err(format!("not UTF-8: {e}"));
+                                    chunk.accept(why, &raw, &position, job_name, run_id, now)
                                 }
                             }
                         })?;

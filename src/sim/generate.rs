@@ -36,15 +36,7 @@ pub fn per_day_for(target: u64, from: NaiveDate, to: NaiveDate) -> f64 {
     let mut weight = 0.0f64;
     let mut d = from;
     while d <= to {
-        weight += if cal.is_working_day(d) {
-            if (15..=20).contains(&d.day()) {
-                1.3
-            } else {
-                1.0
-            }
-        } else {
-            0.08
-        };
+        weight += world::day_factor(&cal, d);
         d += Duration::days(1);
     }
     (target as f64 / weight.max(1.0)).max(0.01)

@@ -357,15 +357,28 @@ async fn cursor_feed(
     let visible = state.world.visible(feed, now);
     let start = since.min(visible.len());
     let end = (start + limit).min(visible.len());
+    serve_records(&state, feed, &visible[start..end], |array| {
+        format!("{{\"data\":{array},\"next_cursor\":\"{end}\"}}")
+    })
+    .await
+}
+
+/// Draws the request's fault, serialises `entries` (with malformed copies mixed in as set) and
+/// wraps the array in the feed's envelope.
+async fn serve_records(
+    state: &SimState,
+    feed: SimFeed,
+    entries: &[Entry],
+    envelope: impl FnOnce(String) -> String,
+) -> Response {
     let faults = state.faults.read().expect("faults lock").clone();
     let mut rng = state.dice.next();
     let fault = Dice::decide(&faults, &mut rng);
-    let (array, n, bad) =
-        records_array(&visible[start..end], feed, faults.malformed_rate, &mut rng);
-    let body = format!("{{\"data\":{array},\"next_cursor\":\"{end}\"}}");
+    let (array, n, bad) = records_array(entries, feed, faults.malformed_rate, &mut rng);
+    let body = envelope(array);
     deliver(
-        &state,
-        name,
+        state,
+        feed.name(),
         "application/json; charset=utf-8",
         body,
         n,
@@ -419,24 +432,10 @@ async fn paged_feed(
     let matching = &visible[from..];
     let start = ((page - 1) * size).min(matching.len());
     let end = (start + size).min(matching.len());
-    let faults = state.faults.read().expect("faults lock").clone();
-    let mut rng = state.dice.next();
-    let fault = Dice::decide(&faults, &mut rng);
-    let (array, n, bad) =
-        records_array(&matching[start..end], feed, faults.malformed_rate, &mut rng);
-    let body = format!(
-        "{{\"code\":\"OK\",\"message\":\"Thành công\",\"total\":{},\"data\":{array}}}",
-        matching.len()
-    );
-    deliver(
-        &state,
-        name,
-        "application/json; charset=utf-8",
-        body,
-        n,
-        bad,
-        fault,
-    )
+    let total = matching.len();
+    serve_records(&state, feed, &matching[start..end], |array| {
+        format!("{{\"code\":\"OK\",\"message\":\"Thành công\",\"total\":{total},\"data\":{array}}}")
+    })
     .await
 }
 

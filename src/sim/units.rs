@@ -121,14 +121,14 @@ fn profile(rng: &mut ChaCha8Rng) -> Profile {
     let q: f64 = {
         let a: f64 = rng.random();
         let b: f64 = rng.random();
-        (0.35 + 0.65 * a.max(b)).min(1.0)
+        (0.1 + 0.9 * a.max(b)).min(1.0)
     };
     Profile {
-        on_time: (0.25 + 0.72 * q).min(0.98),
-        speed: 0.25 + (1.0 - q) * 0.9 + rng.random::<f64>() * 0.2,
+        on_time: (0.28 + 0.70 * q).min(0.98),
+        speed: 0.6 + (1.0 - q) * 0.6 + rng.random::<f64>() * 0.2,
         sync_late: (0.01 + (1.0 - q) * 0.12).min(0.2),
         digitise: (0.04 + 0.16 * rng.random::<f64>()).min(0.3),
-        e_result: 0.55 + 0.35 * q,
+        e_result: 0.5 + 0.3 * q,
         petition_on_time: 0.45 + 0.5 * q,
     }
 }

@@ -60,6 +60,18 @@ pub struct Setting {
     pub petition_ratio: f64,
 }
 
+/// Relative dossier volume of a day: working days 1 (1.3 from the 15th to the 20th, when
+/// declarations cluster), days off 0.08.
+pub fn day_factor(cal: &Calendar, day: NaiveDate) -> f64 {
+    if !cal.is_working_day(day) {
+        0.08
+    } else if (15..=20).contains(&day.day()) {
+        1.3
+    } else {
+        1.0
+    }
+}
+
 fn pick(cum: &[f64], rng: &mut ChaCha8Rng) -> usize {
     let total = *cum.last().unwrap_or(&1.0);
     let x = rng.random::<f64>() * total;
@@ -117,16 +129,7 @@ impl Setting {
     /// How many dossiers are submitted on `day`.
     pub fn dossiers_on(&self, day: NaiveDate) -> u32 {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, 1, day.num_days_from_ce() as u64));
-        let factor = if self.cal.is_working_day(day) {
-            // Declarations cluster before the 20th.
-            if (15..=20).contains(&day.day()) {
-                1.3
-            } else {
-                1.0
-            }
-        } else {
-            0.08
-        };
+        let factor = day_factor(&self.cal, day);
         let noise = 0.85 + 0.3 * rng.random::<f64>();
         (self.per_day * factor * noise).round() as u32
     }
@@ -373,7 +376,7 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
         vec![]
     };
     let population = if proc_.population_linked {
-        rng.random_bool(0.8)
+        rng.random_bool(0.75)
     } else {
         rng.random_bool(0.05)
     };

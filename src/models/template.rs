@@ -1,0 +1,363 @@
+//! The subset of dbt's Jinja that chiso models use, parsed without a template engine:
+//! `{{ ref('model') }}`, `{{ source('feed', 'dataset') }}`, `{{ config(…) }}`, `{{ this }}`,
+//! `{% if is_incremental() %} … {% endif %}` and `{# comments #}`. Anything else is an error
+//! naming the file and line, so a model that parses here means the same under dbt-duckdb.
+//!
+//! Owns parsing and rendering of one file's text; knows nothing of DuckDB or the graph.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A value in `config(…)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigValue {
+    Str(String),
+    List(Vec<String>),
+    Bool(bool),
+}
+
+/// One piece of a parsed model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Text(String),
+    Ref(String),
+    Source(String, String),
+    This,
+    /// Included only when the model is built incrementally on top of an existing table.
+    IfIncremental(Vec<Segment>),
+}
+
+/// A parsed model file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parsed {
+    pub segments: Vec<Segment>,
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl Parsed {
+    /// Models this one reads, in order of first use.
+    pub fn refs(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(&self.segments, &mut |s| {
+            if let Segment::Ref(r) = s {
+                if !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        });
+        out
+    }
+
+    /// Lake datasets this model reads.
+    pub fn sources(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        walk(&self.segments, &mut |s| {
+            if let Segment::Source(a, b) = s {
+                let v = (a.clone(), b.clone());
+                if !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+        });
+        out
+    }
+
+    pub fn config_str(&self, key: &str) -> Option<&str> {
+        match self.config.get(key) {
+            Some(ConfigValue::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn config_list(&self, key: &str) -> Vec<String> {
+        match self.config.get(key) {
+            Some(ConfigValue::List(l)) => l.clone(),
+            Some(ConfigValue::Str(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The SQL text with references resolved.
+    pub fn render(&self, r: &dyn Resolve, incremental: bool) -> String {
+        let mut out = String::new();
+        render_into(&self.segments, r, incremental, &mut out);
+        out
+    }
+}
+
+/// How references become SQL.
+pub trait Resolve {
+    fn model(&self, name: &str) -> String;
+    fn source(&self, feed: &str, dataset: &str) -> String;
+    fn this(&self) -> String;
+}
+
+fn walk(segs: &[Segment], f: &mut dyn FnMut(&Segment)) {
+    for s in segs {
+        f(s);
+        if let Segment::IfIncremental(inner) = s {
+            walk(inner, f);
+        }
+    }
+}
+
+fn render_into(segs: &[Segment], r: &dyn Resolve, incremental: bool, out: &mut String) {
+    for s in segs {
+        match s {
+            Segment::Text(t) => out.push_str(t),
+            Segment::Ref(m) => out.push_str(&r.model(m)),
+            Segment::Source(a, b) => out.push_str(&r.source(a, b)),
+            Segment::This => out.push_str(&r.this()),
+            Segment::IfIncremental(inner) => {
+                if incremental {
+                    render_into(inner, r, incremental, out)
+                }
+            }
+        }
+    }
+}
+
+fn line_of(text: &str, pos: usize) -> usize {
+    text[..pos.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses a model's text.
+pub fn parse(text: &str) -> Result<Parsed, TemplateError> {
+    let mut parsed = Parsed::default();
+    // Stack of open `if is_incremental()` blocks: each holds the segments before it.
+    let mut stack: Vec<(Vec<Segment>, usize)> = Vec::new();
+    let mut current: Vec<Segment> = Vec::new();
+    let mut pos = 0;
+    let err = |at: usize, message: String| TemplateError {
+        line: line_of(text, at),
+        message,
+    };
+    while pos < text.len() {
+        let rest = &text[pos..];
+        let next = ["{{", "{%", "{#"]
+            .iter()
+            .filter_map(|m| rest.find(m).map(|i| (i, *m)))
+            .min_by_key(|(i, _)| *i);
+        let Some((i, marker)) = next else {
+            current.push(Segment::Text(rest.to_string()));
+            break;
+        };
+        if i > 0 {
+            current.push(Segment::Text(rest[..i].to_string()));
+        }
+        let start = pos + i;
+        let close = match marker {
+            "{{" => "}}",
+            "{%" => "%}",
+            _ => "#}",
+        };
+        let inner_start = start + 2;
+        let Some(end) = text[inner_start..].find(close) else {
+            return Err(err(start, format!("{marker} is never closed with {close}")));
+        };
+        let inner = text[inner_start..inner_start + end]
+            .trim()
+            .trim_matches('-')
+            .trim();
+        pos = inner_start + end + 2;
+        match marker {
+            "{#" => {}
+            "{{" => {
+                let (name, args) = call(inner).map_err(|m| err(start, m))?;
+                match (name.as_str(), args.len()) {
+                    ("ref", 1) => current.push(Segment::Ref(arg_str(&args[0]).map_err(|m| err(start, m))?)),
+                    ("source", 2) => current.push(Segment::Source(
+                        arg_str(&args[0]).map_err(|m| err(start, m))?,
+                        arg_str(&args[1]).map_err(|m| err(start, m))?,
+                    )),
+                    ("this", 0) if !inner.contains('(') => current.push(Segment::This),
+                    ("config", _) => {
+                        for a in &args {
+                            let (k, v) = a
+                                .split_once('=')
+                                .ok_or_else(|| err(start, format!("config argument {a:?} is not key=value")))?;
+                            let v = config_value(v.trim()).map_err(|m| err(start, m))?;
+                            parsed.config.insert(k.trim().to_string(), v);
+                        }
+                    }
+                    _ => {
+                        return Err(err(
+                            start,
+                            format!("unsupported template expression {{{{ {inner} }}}}: chiso models use ref(), source(), config() and this"),
+                        ))
+                    }
+                }
+            }
+            _ => {
+                let compact: String = inner.split_whitespace().collect::<Vec<_>>().join(" ");
+                match compact.as_str() {
+                    "if is_incremental()" => {
+                        stack.push((std::mem::take(&mut current), start));
+                    }
+                    "endif" => {
+                        let Some((mut outer, _)) = stack.pop() else {
+                            return Err(err(start, "{% endif %} without {% if is_incremental() %}".into()));
+                        };
+                        outer.push(Segment::IfIncremental(std::mem::take(&mut current)));
+                        current = outer;
+                    }
+                    other => {
+                        return Err(err(
+                            start,
+                            format!("unsupported template tag {{% {other} %}}: only {{% if is_incremental() %}} … {{% endif %}}"),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    if let Some((_, at)) = stack.last() {
+        return Err(err(
+            *at,
+            "{% if is_incremental() %} is never closed with {% endif %}".into(),
+        ));
+    }
+    parsed.segments = current;
+    Ok(parsed)
+}
+
+/// Splits `name(arg, arg)` into the name and raw arguments (commas inside quotes or brackets
+/// do not split).
+fn call(expr: &str) -> Result<(String, Vec<String>), String> {
+    let Some(open) = expr.find('(') else {
+        return Ok((expr.trim().to_string(), Vec::new()));
+    };
+    if !expr.trim_end().ends_with(')') {
+        return Err(format!("{expr:?} is not a call"));
+    }
+    let name = expr[..open].trim().to_string();
+    let inner = &expr[open + 1..expr.trim_end().len() - 1];
+    let mut args = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut cur = String::new();
+    for c in inner.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c)
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                cur.push(c)
+            }
+            (None, '[' | '(') => {
+                depth += 1;
+                cur.push(c)
+            }
+            (None, ']' | ')') => {
+                depth -= 1;
+                cur.push(c)
+            }
+            (None, ',') if depth == 0 => args.push(std::mem::take(&mut cur).trim().to_string()),
+            (None, c) => cur.push(c),
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("unterminated string in {expr:?}"));
+    }
+    if !cur.trim().is_empty() {
+        args.push(cur.trim().to_string());
+    }
+    Ok((name, args))
+}
+
+fn arg_str(a: &str) -> Result<String, String> {
+    let a = a.trim();
+    for q in ['\'', '"'] {
+        if a.len() >= 2 && a.starts_with(q) && a.ends_with(q) {
+            return Ok(a[1..a.len() - 1].to_string());
+        }
+    }
+    Err(format!("{a} must be a quoted string"))
+}
+
+fn config_value(v: &str) -> Result<ConfigValue, String> {
+    match v {
+        "true" | "True" => return Ok(ConfigValue::Bool(true)),
+        "false" | "False" => return Ok(ConfigValue::Bool(false)),
+        _ => {}
+    }
+    if let Some(inner) = v.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+        let items = inner
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(arg_str)
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(ConfigValue::List(items));
+    }
+    arg_str(v).map(ConfigValue::Str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct R;
+    impl Resolve for R {
+        fn model(&self, name: &str) -> String {
+            format!("main.{name}")
+        }
+        fn source(&self, feed: &str, dataset: &str) -> String {
+            format!("lake_{feed}_{dataset}")
+        }
+        fn this(&self) -> String {
+            "main.me".into()
+        }
+    }
+
+    #[test]
+    fn parses_refs_sources_config_and_incremental_blocks() {
+        let text = "{{ config(materialized='incremental', unique_key='dossier_id', tags=['index', 'daily']) }}\n\
+                    {# a comment #}\n\
+                    select * from {{ ref('stg_portal__dossiers') }} d join {{ source(\"portal\", 'dossiers') }} s using (x)\n\
+                    {% if is_incremental() %} where t > (select max(t) from {{ this }}) {% endif %}\n";
+        let p = parse(text).unwrap();
+        assert_eq!(p.refs(), vec!["stg_portal__dossiers"]);
+        assert_eq!(
+            p.sources(),
+            vec![("portal".to_string(), "dossiers".to_string())]
+        );
+        assert_eq!(p.config_str("materialized"), Some("incremental"));
+        assert_eq!(p.config_list("tags"), vec!["index", "daily"]);
+        let full = p.render(&R, false);
+        assert!(full.contains("from main.stg_portal__dossiers d join lake_portal_dossiers s"));
+        assert!(!full.contains("where t >"));
+        let inc = p.render(&R, true);
+        assert!(inc.contains("where t > (select max(t) from main.me)"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse("select 1\n{{ var('x') }}").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("unsupported template expression"), "{e}");
+        let e = parse("select\n\n{% if is_incremental() %} x").unwrap_err();
+        assert_eq!(e.line, 3);
+        let e = parse("{{ ref(stg) }}").unwrap_err();
+        assert!(e.message.contains("quoted string"), "{e}");
+    }
+}
