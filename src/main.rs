@@ -223,6 +223,10 @@ struct BenchIngestArgs {
     /// Keep the landed outputs.
     #[arg(long)]
     keep: bool,
+    /// DuckDB's memory_limit for its run (chiso's target is 1 GiB; pass e.g. 20GB to see
+    /// DuckDB unconstrained).
+    #[arg(long, default_value = "1GB")]
+    duckdb_memory_limit: String,
 }
 
 #[derive(Args)]
@@ -235,6 +239,8 @@ struct BenchOnceArgs {
     out: PathBuf,
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    #[arg(long, default_value = "1GB")]
+    duckdb_memory_limit: String,
 }
 
 fn init_logging(verbose: u8, default: &str) {
@@ -602,6 +608,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 work_dir: a.work_dir,
                 seed: a.seed,
                 keep: a.keep,
+                duckdb_memory_limit: a.duckdb_memory_limit,
             };
             tokio::task::spawn_blocking(move || bench::ingest(&opts)).await??;
             Ok(EXIT_OK)
@@ -610,8 +617,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let m = match a.engine.as_str() {
                 "chiso" => bench::measure_chiso(&a.input, &a.out, a.threads).await?,
                 "duckdb" => {
-                    let (i, o, t) = (a.input.clone(), a.out.clone(), a.threads);
-                    tokio::task::spawn_blocking(move || bench::measure_duckdb(&i, &o, t)).await??
+                    let (i, o, t, m) = (
+                        a.input.clone(),
+                        a.out.clone(),
+                        a.threads,
+                        a.duckdb_memory_limit.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || bench::measure_duckdb(&i, &o, t, &m))
+                        .await??
                 }
                 other => anyhow::bail!("--engine {other:?}: expected chiso or duckdb"),
             };
