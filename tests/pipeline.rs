@@ -61,6 +61,7 @@ async fn every_feed_reconciles_with_the_simulator() {
         );
         assert!(r.totals.rows_landed > 0, "{} landed nothing", job.name);
         // After dedup by (key, version): the simulator's distinct records.
+        let mut distinct = String::from("(snapshot)");
         if let Some(feed) = sim_feed(&job.name) {
             let truth = sim.state.world.distinct_versions(feed, now);
             let landed = landed_versions(dir.path(), job, feed);
@@ -70,9 +71,10 @@ async fn every_feed_reconciles_with_the_simulator() {
                 "{}: landed versions differ from the simulator's",
                 job.name
             );
+            distinct = format!("{} = simulator's {}", landed.len(), truth.len());
         }
         println!(
-            "{:<16} served {:>7} landed {:>7}",
+            "{:<16} served {:>7} landed {:>7} quarantined 0  distinct (key, version) {distinct}",
             job.name, s.served_records, r.totals.rows_landed
         );
     }
