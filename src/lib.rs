@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod duck;
 pub mod feeds;
+pub mod index;
 pub mod lake;
 pub mod models;
 pub mod pull;
