@@ -1,0 +1,343 @@
+//! The model graph: every `sql/**/*.sql` file is a model named by its file stem (files under
+//! `sql/tests/` are data tests), its dependencies found from its own `ref()` calls, never from a
+//! hand-kept list. Owns discovery, validation (unknown refs, cycles, duplicate names) and
+//! selection (`model`, `model+`, `+model`, `tag:name`). Runs nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::template::{self, Parsed};
+
+/// How a model is materialised (`{{ config(materialized='…') }}`, default `view`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Materialized {
+    View,
+    Table,
+    Incremental,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub path: PathBuf,
+    pub parsed: Parsed,
+    pub materialized: Materialized,
+    pub tags: Vec<String>,
+    pub refs: Vec<String>,
+}
+
+/// A data test: SQL returning the violating rows.
+#[derive(Debug, Clone)]
+pub struct DataTest {
+    pub name: String,
+    pub path: PathBuf,
+    pub parsed: Parsed,
+    /// `error` (blocks the swap) or `warn`.
+    pub severity: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Project {
+    pub models: BTreeMap<String, Model>,
+    pub tests: Vec<DataTest>,
+}
+
+fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let p = e?.path();
+        if p.is_dir() {
+            sql_files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "sql") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+impl Project {
+    /// Reads every model and test under `sql_dir`; all problems are returned together.
+    pub fn load(sql_dir: &Path) -> Result<Project, Vec<String>> {
+        let mut files = Vec::new();
+        sql_files(sql_dir, &mut files).map_err(|e| vec![format!("{}: {e}", sql_dir.display())])?;
+        files.sort();
+        let tests_dir = sql_dir.join("tests");
+        let mut p = Project::default();
+        let mut errors = Vec::new();
+        for path in files {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let parsed = match template::parse(&text) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(format!("{}:{}: {}", path.display(), e.line, e.message));
+                    continue;
+                }
+            };
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if path.starts_with(&tests_dir) {
+                let severity = parsed.config_str("severity").unwrap_or("error").to_string();
+                p.tests.push(DataTest {
+                    name,
+                    path,
+                    parsed,
+                    severity,
+                });
+                continue;
+            }
+            let materialized = match parsed.config_str("materialized").unwrap_or("view") {
+                "view" => Materialized::View,
+                "table" => Materialized::Table,
+                "incremental" => Materialized::Incremental,
+                other => {
+                    errors.push(format!(
+                        "{}: materialized={other:?}: expected view, table or incremental",
+                        path.display()
+                    ));
+                    continue;
+                }
+            };
+            if materialized == Materialized::Incremental
+                && parsed.config_str("unique_key").is_none()
+            {
+                errors.push(format!(
+                    "{}: an incremental model needs config(unique_key='…')",
+                    path.display()
+                ));
+            }
+            if let Some(other) = p.models.get(&name) {
+                errors.push(format!(
+                    "{}: model {name} is also defined in {}; model names are file names and must be unique",
+                    path.display(),
+                    other.path.display()
+                ));
+                continue;
+            }
+            let refs = parsed.refs();
+            let tags = parsed.config_list("tags");
+            p.models.insert(
+                name.clone(),
+                Model {
+                    name,
+                    path,
+                    parsed,
+                    materialized,
+                    tags,
+                    refs,
+                },
+            );
+        }
+        for m in p.models.values() {
+            for r in &m.refs {
+                if !p.models.contains_key(r) {
+                    errors.push(format!(
+                        "{}: ref('{r}') names no model under {}",
+                        m.path.display(),
+                        sql_dir.display()
+                    ));
+                }
+            }
+        }
+        for t in &p.tests {
+            for r in t.parsed.refs() {
+                if !p.models.contains_key(&r) {
+                    errors.push(format!("{}: ref('{r}') names no model", t.path.display()));
+                }
+            }
+        }
+        if errors.is_empty() {
+            if let Err(cycle) = p.order(&p.models.keys().cloned().collect()) {
+                errors.push(cycle);
+            }
+        }
+        if errors.is_empty() {
+            Ok(p)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// `names` in dependency order (dependencies first), or the cycle found.
+    pub fn order(&self, names: &BTreeSet<String>) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut state: BTreeMap<&str, u8> = BTreeMap::new(); // 1 visiting, 2 done
+        fn visit<'a>(
+            p: &'a Project,
+            n: &'a str,
+            names: &BTreeSet<String>,
+            state: &mut BTreeMap<&'a str, u8>,
+            stack: &mut Vec<&'a str>,
+            out: &mut Vec<String>,
+        ) -> Result<(), String> {
+            match state.get(n) {
+                Some(2) => return Ok(()),
+                Some(1) => {
+                    let start = stack.iter().position(|s| *s == n).unwrap_or(0);
+                    let mut cycle: Vec<&str> = stack[start..].to_vec();
+                    cycle.push(n);
+                    return Err(format!(
+                        "models refer to each other in a cycle: {}",
+                        cycle.join(" -> ")
+                    ));
+                }
+                _ => {}
+            }
+            state.insert(n, 1);
+            stack.push(n);
+            for r in &p.models[n].refs {
+                visit(p, r, names, state, stack, out)?;
+            }
+            stack.pop();
+            state.insert(n, 2);
+            if names.contains(n) {
+                out.push(n.to_string());
+            }
+            Ok(())
+        }
+        let mut stack = Vec::new();
+        for n in names {
+            visit(self, n, names, &mut state, &mut stack, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn children(&self, name: &str) -> Vec<&str> {
+        self.models
+            .values()
+            .filter(|m| m.refs.iter().any(|r| r == name))
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+
+    /// Models chosen by dbt-style selectors; none selects every model.
+    pub fn select(&self, selectors: &[String]) -> Result<BTreeSet<String>, String> {
+        if selectors.is_empty() {
+            return Ok(self.models.keys().cloned().collect());
+        }
+        let mut out = BTreeSet::new();
+        for sel in selectors.iter().flat_map(|s| s.split_whitespace()) {
+            if let Some(tag) = sel.strip_prefix("tag:") {
+                let hit: Vec<String> = self
+                    .models
+                    .values()
+                    .filter(|m| m.tags.iter().any(|t| t == tag))
+                    .map(|m| m.name.clone())
+                    .collect();
+                if hit.is_empty() {
+                    return Err(format!("--select {sel}: no model has tag {tag:?}"));
+                }
+                out.extend(hit);
+                continue;
+            }
+            let up = sel.starts_with('+');
+            let down = sel.ends_with('+');
+            let name = sel.trim_matches('+');
+            if !self.models.contains_key(name) {
+                return Err(format!("--select {sel}: no model named {name:?}"));
+            }
+            out.insert(name.to_string());
+            if up {
+                let mut todo = vec![name.to_string()];
+                while let Some(n) = todo.pop() {
+                    for r in &self.models[&n].refs {
+                        if out.insert(r.clone()) {
+                            todo.push(r.clone());
+                        }
+                    }
+                }
+            }
+            if down {
+                let mut todo = vec![name.to_string()];
+                while let Some(n) = todo.pop() {
+                    for c in self.children(&n) {
+                        if out.insert(c.to_string()) {
+                            todo.push(c.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn graph_order_and_selection() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "staging/stg_a.sql", "select 1 as x");
+        write(
+            d.path(),
+            "facts/fct_b.sql",
+            "{{ config(materialized='table', tags=['core']) }} select * from {{ ref('stg_a') }}",
+        );
+        write(
+            d.path(),
+            "index/mart_c.sql",
+            "select * from {{ ref('fct_b') }} join {{ ref('stg_a') }} using (x)",
+        );
+        write(
+            d.path(),
+            "tests/no_nulls.sql",
+            "select * from {{ ref('fct_b') }} where x is null",
+        );
+        let p = Project::load(d.path()).unwrap();
+        assert_eq!(p.tests.len(), 1);
+        let all = p.order(&p.select(&[]).unwrap()).unwrap();
+        assert_eq!(all, vec!["stg_a", "fct_b", "mart_c"]);
+        assert_eq!(
+            p.order(&p.select(&["fct_b+".into()]).unwrap()).unwrap(),
+            vec!["fct_b", "mart_c"]
+        );
+        assert_eq!(
+            p.order(&p.select(&["+fct_b".into()]).unwrap()).unwrap(),
+            vec!["stg_a", "fct_b"]
+        );
+        assert_eq!(
+            p.order(&p.select(&["tag:core".into()]).unwrap()).unwrap(),
+            vec!["fct_b"]
+        );
+        assert!(p
+            .select(&["nope".into()])
+            .unwrap_err()
+            .contains("no model named"));
+    }
+
+    #[test]
+    fn unknown_refs_and_cycles_are_reported() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.sql", "select * from {{ ref('b') }}");
+        write(d.path(), "b.sql", "select * from {{ ref('a') }}");
+        write(d.path(), "c.sql", "select * from {{ ref('zz') }}");
+        let e = Project::load(d.path()).unwrap_err();
+        assert!(
+            e.iter().any(|m| m.contains("ref('zz') names no model")),
+            "{e:?}"
+        );
+        std::fs::remove_file(d.path().join("c.sql")).unwrap();
+        let e = Project::load(d.path()).unwrap_err();
+        assert!(e[0].contains("cycle: a -> b -> a"), "{e:?}");
+    }
+}
