@@ -1,0 +1,534 @@
+//! Building the warehouse: run the selected models in dependency order into a build file, run
+//! the data tests, and only if every model built and no blocking test failed, replace
+//! `warehouse/chiso.duckdb` with the build file in one rename.
+//!
+//! Guarantees: BI tools reading `chiso.duckdb` never see a half-built model (they keep the file
+//! they opened, even across a swap) and never hold a lock a build needs (the build writes
+//! another file). One build at a time (lock `_state/_build/lock`). Every build leaves a record:
+//! `_state/builds/<id>.json`, and the tables `_chiso_builds` / `_chiso_model_runs` in the
+//! published file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use super::project::{Materialized, Project};
+use super::template::Resolve;
+use crate::config::JobConfig;
+use crate::duck;
+use crate::lake::commit::{write_durably, JobState};
+use crate::lake::parquet::sync_dir;
+use crate::time;
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub select: Vec<String>,
+    /// Rebuild incremental models from scratch.
+    pub full_refresh: bool,
+    /// DuckDB threads (0: DuckDB's default).
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRun {
+    pub model: String,
+    pub materialized: String,
+    /// `ok`, `error` or `skipped` (an upstream model failed).
+    pub status: String,
+    pub rows: Option<u64>,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRun {
+    pub test: String,
+    pub severity: String,
+    /// `pass`, `fail`, `warn` or `error`.
+    pub status: String,
+    pub failures: u64,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRecord {
+    pub build_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub models: Vec<ModelRun>,
+    pub tests: Vec<TestRun>,
+    /// The build file replaced `chiso.duckdb`.
+    pub published: bool,
+    pub published_path: PathBuf,
+}
+
+impl BuildRecord {
+    pub fn ok(&self) -> bool {
+        self.published
+    }
+}
+
+/// Resolves `ref()` to tables of the build file and `source()` to the lake's Parquet files.
+pub struct Relations<'a> {
+    pub warehouse: &'a Path,
+    pub jobs: &'a [JobConfig],
+    pub this: String,
+}
+
+impl Resolve for Relations<'_> {
+    fn model(&self, name: &str) -> String {
+        format!("\"{name}\"")
+    }
+    fn source(&self, feed: &str, dataset: &str) -> String {
+        match self.jobs.iter().find(|j| j.dataset.feed == feed && j.dataset.name == dataset) {
+            Some(j) => format!(
+                "read_parquet({}, hive_partitioning = true, hive_types_autocast = false, union_by_name = true)",
+                duck::lit(&crate::lake::dataset_glob(self.warehouse, &j.dataset))
+            ),
+            // Rendered into SQL that fails with this message if it is ever run.
+            None => format!("(SELECT error('source(''{feed}'', ''{dataset}'') is not a dataset of any job in jobs/'))"),
+        }
+    }
+    fn this(&self) -> String {
+        format!("\"{}\"", self.this)
+    }
+}
+
+pub fn published_path(warehouse: &Path) -> PathBuf {
+    warehouse.join("chiso.duckdb")
+}
+
+/// `BASE TABLE`, `VIEW`, or `None` when `name` does not exist in the main schema.
+fn object_kind(conn: &duck::Connection, name: &str) -> anyhow::Result<Option<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+    )?;
+    let mut rows = stmt.query([name])?;
+    Ok(match rows.next()? {
+        Some(r) => Some(r.get(0)?),
+        None => None,
+    })
+}
+
+fn table_exists(conn: &duck::Connection, name: &str) -> anyhow::Result<bool> {
+    Ok(object_kind(conn, name)?.as_deref() == Some("BASE TABLE"))
+}
+
+/// Drops `name` if it exists as the other kind of object (a model changed materialisation).
+fn drop_if_other_kind(conn: &duck::Connection, name: &str, want_view: bool) -> anyhow::Result<()> {
+    match (object_kind(conn, name)?.as_deref(), want_view) {
+        (Some("BASE TABLE"), true) => conn.execute_batch(&format!("DROP TABLE \"{name}\""))?,
+        (Some("VIEW"), false) => conn.execute_batch(&format!("DROP VIEW \"{name}\""))?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn materialize(
+    conn: &duck::Connection,
+    project: &Project,
+    name: &str,
+    rel: &Relations<'_>,
+    full_refresh: bool,
+) -> anyhow::Result<Option<u64>> {
+    let m = &project.models[name];
+    let q = |s: &str| format!("\"{s}\"");
+    match m.materialized {
+        Materialized::View => {
+            let sql = m.parsed.render(rel, false);
+            drop_if_other_kind(conn, name, true)?;
+            conn.execute_batch(&format!("CREATE OR REPLACE VIEW {n} AS {sql}", n = q(name)))?;
+            Ok(None)
+        }
+        Materialized::Table => {
+            let sql = m.parsed.render(rel, false);
+            drop_if_other_kind(conn, name, false)?;
+            conn.execute_batch(&format!(
+                "CREATE OR REPLACE TABLE {n} AS {sql}",
+                n = q(name)
+            ))?;
+            Ok(Some(
+                conn.query_row(&format!("SELECT count(*) FROM {}", q(name)), [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            ))
+        }
+        Materialized::Incremental => {
+            let key = m
+                .parsed
+                .config_str("unique_key")
+                .context("incremental models need unique_key")?;
+            if full_refresh || !table_exists(conn, name)? {
+                let sql = m.parsed.render(rel, false);
+                drop_if_other_kind(conn, name, false)?;
+                conn.execute_batch(&format!(
+                    "CREATE OR REPLACE TABLE {n} AS {sql}",
+                    n = q(name)
+                ))?;
+            } else {
+                let sql = m.parsed.render(rel, true);
+                let tmp = format!("__chiso_new_{name}");
+                conn.execute_batch(&format!(
+                    "CREATE OR REPLACE TEMP TABLE {t} AS {sql};
+                     DELETE FROM {n} WHERE ({key}) IN (SELECT {key} FROM {t});
+                     INSERT INTO {n} BY NAME SELECT * FROM {t};
+                     DROP TABLE {t};",
+                    t = q(&tmp),
+                    n = q(name),
+                ))?;
+            }
+            Ok(Some(
+                conn.query_row(&format!("SELECT count(*) FROM {}", q(name)), [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            ))
+        }
+    }
+}
+
+/// Builds the selected models and publishes the result if everything passed.
+pub fn build(
+    warehouse: &Path,
+    sql_dir: &Path,
+    jobs: &[JobConfig],
+    opts: &BuildOptions,
+) -> anyhow::Result<BuildRecord> {
+    let t0 = Instant::now();
+    let started_at = time::now_rfc3339();
+    let build_id = uuid::Uuid::now_v7().simple().to_string();
+    let project = Project::load(sql_dir).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let selected = project
+        .select(&opts.select)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let order = project.order(&selected).map_err(|e| anyhow::anyhow!(e))?;
+    std::fs::create_dir_all(warehouse)?;
+    let state = JobState::new(warehouse, "_build");
+    let _lock = state.lock().context("another build is running")?;
+
+    let published = published_path(warehouse);
+    let build_file = warehouse.join("chiso.build.duckdb");
+    for stale in [build_file.clone(), warehouse.join("chiso.build.duckdb.wal")] {
+        let _ = std::fs::remove_file(stale);
+    }
+    if published.exists() {
+        std::fs::copy(&published, &build_file)
+            .with_context(|| format!("copying {} to start the build", published.display()))?;
+    }
+    let conn = duck::open(&build_file, opts.threads)?;
+    let mut models: Vec<ModelRun> = Vec::new();
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    for name in &order {
+        let m = &project.models[name];
+        let materialized = match m.materialized {
+            Materialized::View => "view",
+            Materialized::Table => "table",
+            Materialized::Incremental => "incremental",
+        }
+        .to_string();
+        if let Some(up) = m.refs.iter().find(|r| failed.contains(*r)) {
+            failed.insert(name.clone());
+            models.push(ModelRun {
+                model: name.clone(),
+                materialized,
+                status: "skipped".into(),
+                rows: None,
+                seconds: 0.0,
+                error: Some(format!("upstream model {up} failed")),
+            });
+            continue;
+        }
+        let rel = Relations {
+            warehouse,
+            jobs,
+            this: name.clone(),
+        };
+        let t = Instant::now();
+        let result = materialize(&conn, &project, name, &rel, opts.full_refresh);
+        let seconds = t.elapsed().as_secs_f64();
+        match result {
+            Ok(rows) => models.push(ModelRun {
+                model: name.clone(),
+                materialized,
+                status: "ok".into(),
+                rows,
+                seconds,
+                error: None,
+            }),
+            Err(e) => {
+                failed.insert(name.clone());
+                tracing::error!(model = %name, file = %m.path.display(), error = %e, "Model failed.");
+                models.push(ModelRun {
+                    model: name.clone(),
+                    materialized,
+                    status: "error".into(),
+                    rows: None,
+                    seconds,
+                    error: Some(format!("{}: {e}", m.path.display())),
+                });
+            }
+        }
+    }
+    let tests = run_tests(&conn, &project, warehouse, jobs, &selected, &failed)?;
+    let blocking = tests
+        .iter()
+        .any(|t| t.status == "fail" || t.status == "error");
+    let ok = failed.is_empty() && !blocking;
+    let mut record = BuildRecord {
+        build_id,
+        started_at,
+        finished_at: String::new(),
+        seconds: 0.0,
+        models,
+        tests,
+        published: false,
+        published_path: published.clone(),
+    };
+    record.finished_at = time::now_rfc3339();
+    record.seconds = t0.elapsed().as_secs_f64();
+    record.published = ok;
+    save_record(&conn, &record)?;
+    conn.execute_batch("CHECKPOINT;")?;
+    drop(conn);
+    if ok {
+        std::fs::File::open(&build_file)?.sync_all()?;
+        std::fs::rename(&build_file, &published)
+            .with_context(|| format!("publishing {}", published.display()))?;
+        sync_dir(warehouse)?;
+    } else {
+        let kept = warehouse.join("chiso.failed.duckdb");
+        let _ = std::fs::rename(&build_file, &kept);
+    }
+    let dir = warehouse.join("_state/builds");
+    write_durably(
+        &dir.join(format!("{}.json", record.build_id)),
+        &serde_json::to_vec_pretty(&record)?,
+    )?;
+    Ok(record)
+}
+
+fn run_tests(
+    conn: &duck::Connection,
+    project: &Project,
+    warehouse: &Path,
+    jobs: &[JobConfig],
+    selected: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+) -> anyhow::Result<Vec<TestRun>> {
+    let mut out = Vec::new();
+    for t in &project.tests {
+        let refs = t.parsed.refs();
+        // A test runs when it reads a selected model, and all it reads built.
+        if !refs.iter().any(|r| selected.contains(r)) || refs.iter().any(|r| failed.contains(r)) {
+            continue;
+        }
+        let rel = Relations {
+            warehouse,
+            jobs,
+            this: t.name.clone(),
+        };
+        let sql = t.parsed.render(&rel, false);
+        let t0 = Instant::now();
+        let res: Result<i64, _> =
+            conn.query_row(&format!("SELECT count(*) FROM ({sql})"), [], |r| r.get(0));
+        let seconds = t0.elapsed().as_secs_f64();
+        let (status, failures, error) = match res {
+            Ok(0) => ("pass", 0, None),
+            Ok(n) if t.severity == "warn" => ("warn", n as u64, None),
+            Ok(n) => ("fail", n as u64, None),
+            Err(e) => ("error", 0, Some(format!("{}: {e}", t.path.display()))),
+        };
+        if status == "fail" {
+            tracing::error!(test = %t.name, failures, "Data test failed; the build is not published.");
+        }
+        out.push(TestRun {
+            test: t.name.clone(),
+            severity: t.severity.clone(),
+            status: status.into(),
+            failures,
+            seconds,
+            error,
+        });
+    }
+    Ok(out)
+}
+
+fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _chiso_builds (build_id VARCHAR, started_at VARCHAR, finished_at VARCHAR, \
+           seconds DOUBLE, published BOOLEAN, models INTEGER, tests_failed INTEGER);
+         CREATE TABLE IF NOT EXISTS _chiso_model_runs (build_id VARCHAR, model VARCHAR, materialized VARCHAR, \
+           status VARCHAR, rows BIGINT, seconds DOUBLE, error VARCHAR);",
+    )?;
+    let failed = r
+        .tests
+        .iter()
+        .filter(|t| t.status == "fail" || t.status == "error")
+        .count() as i64;
+    conn.execute(
+        "INSERT INTO _chiso_builds VALUES (?, ?, ?, ?, ?, ?, ?)",
+        duckdb::params![
+            r.build_id,
+            r.started_at,
+            r.finished_at,
+            r.seconds,
+            r.published,
+            r.models.len() as i64,
+            failed
+        ],
+    )?;
+    for m in &r.models {
+        conn.execute(
+            "INSERT INTO _chiso_model_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            duckdb::params![
+                r.build_id,
+                m.model,
+                m.materialized,
+                m.status,
+                m.rows.map(|x| x as i64),
+                m.seconds,
+                m.error
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// `chiso test`: the data tests against the published warehouse, read-only.
+pub fn test_published(
+    warehouse: &Path,
+    sql_dir: &Path,
+    jobs: &[JobConfig],
+    select: &[String],
+) -> anyhow::Result<Vec<TestRun>> {
+    let published = published_path(warehouse);
+    if !published.exists() {
+        bail!(
+            "{} does not exist yet; run `chiso build` first",
+            published.display()
+        );
+    }
+    let project = Project::load(sql_dir).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let selected = project.select(select).map_err(|e| anyhow::anyhow!(e))?;
+    let conn = duckdb::Connection::open_with_flags(
+        &published,
+        duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
+    )?;
+    conn.execute_batch(duck::SAFE_SETTINGS)?;
+    run_tests(
+        &conn,
+        &project,
+        warehouse,
+        jobs,
+        &selected,
+        &BTreeSet::new(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn builds_publish_atomically_and_failures_keep_the_old_file() {
+        let wh = tempfile::tempdir().unwrap();
+        let sql = tempfile::tempdir().unwrap();
+        write(
+            sql.path(),
+            "a.sql",
+            "{{ config(materialized='table') }} select range as x from range(5)",
+        );
+        write(sql.path(), "b.sql", "select x * 2 as y from {{ ref('a') }}");
+        write(
+            sql.path(),
+            "c.sql",
+            "{{ config(materialized='incremental', unique_key='x') }} select x, x * 10 as z from {{ ref('a') }} {% if is_incremental() %} where x >= 3 {% endif %}",
+        );
+        write(
+            sql.path(),
+            "tests/y_even.sql",
+            "select * from {{ ref('b') }} where y % 2 <> 0",
+        );
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(r.published, "{r:?}");
+        assert_eq!(
+            r.models
+                .iter()
+                .map(|m| m.status.as_str())
+                .collect::<Vec<_>>(),
+            vec!["ok"; 3]
+        );
+        assert_eq!(r.tests[0].status, "pass");
+
+        // A reader opened on the published file keeps its view across the next build.
+        let reader = duckdb::Connection::open_with_flags(
+            published_path(wh.path()),
+            duckdb::Config::default()
+                .access_mode(duckdb::AccessMode::ReadOnly)
+                .unwrap(),
+        )
+        .unwrap();
+        let n = |c: &duckdb::Connection, t: &str| -> i64 {
+            c.query_row(&format!("select count(*) from {t}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(n(&reader, "c"), 5);
+
+        // The incremental model only reprocesses x >= 3 and keeps the rest.
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(r.published, "{r:?}");
+        assert_eq!(
+            r.models.iter().find(|m| m.model == "c").unwrap().rows,
+            Some(5)
+        );
+
+        // A failing test blocks publication; the published file stays as it was.
+        write(
+            sql.path(),
+            "tests/y_even.sql",
+            "select * from {{ ref('b') }} where y % 2 = 0",
+        );
+        let before = std::fs::read(published_path(wh.path())).unwrap();
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(!r.published);
+        assert_eq!(r.tests[0].status, "fail");
+        assert_eq!(r.tests[0].failures, 5);
+        assert_eq!(std::fs::read(published_path(wh.path())).unwrap(), before);
+        assert_eq!(n(&reader, "c"), 5, "the old reader still works");
+
+        // A broken model fails, its children are skipped, nothing is published.
+        write(
+            sql.path(),
+            "tests/y_even.sql",
+            "select * from {{ ref('b') }} where y % 2 <> 0",
+        );
+        write(
+            sql.path(),
+            "a.sql",
+            "{{ config(materialized='table') }} select nope from range(5)",
+        );
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(!r.published);
+        let status: Vec<(&str, &str)> = r
+            .models
+            .iter()
+            .map(|m| (m.model.as_str(), m.status.as_str()))
+            .collect();
+        assert_eq!(
+            status,
+            vec![("a", "error"), ("b", "skipped"), ("c", "skipped")]
+        );
+        assert!(r.models[0].error.as_ref().unwrap().contains("a.sql"));
+        assert!(wh.path().join("_state/builds").read_dir().unwrap().count() >= 4);
+    }
+}
