@@ -381,15 +381,13 @@ fn print_reports(
     if served.is_some() {
         header.push("SERVED");
     }
-    header.extend([
-        "RECEIVED",
-        "LANDED",
-        "QUARANTINED",
-        "FILES",
-        "MiB",
-        "RETRIES",
-        "SECONDS",
-    ]);
+    header.extend(["RECEIVED", "LANDED", "QUARANTINED"]);
+    // Records an earlier run already landed (paged feeds re-read their watermark's records).
+    let any_skipped = reports.iter().any(|r| r.totals.rows_skipped > 0);
+    if any_skipped {
+        header.push("SKIPPED");
+    }
+    header.extend(["FILES", "MiB", "RETRIES", "SECONDS"]);
     t.set_header(header);
     for r in reports {
         let mut row = vec![
@@ -407,6 +405,11 @@ fn print_reports(
             r.totals.rows_in.to_string(),
             r.totals.rows_landed.to_string(),
             r.totals.rows_quarantined.to_string(),
+        ]);
+        if any_skipped {
+            row.push(r.totals.rows_skipped.to_string());
+        }
+        row.extend([
             r.totals.files.to_string(),
             format!("{:.1}", r.totals.bytes as f64 / 1048576.0),
             r.totals.retries.to_string(),
@@ -601,20 +604,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .iter()
                 .filter(|r| {
                     result.served.get(&r.job).is_some_and(|s| {
-                        s.served_records != r.totals.rows_landed + r.totals.rows_quarantined
+                        s.served_records
+                            != r.totals.rows_landed
+                                + r.totals.rows_quarantined
+                                + r.totals.rows_skipped
                     })
                 })
                 .collect();
-            if mismatched.is_empty() {
+            let skipped: u64 = result.reports.iter().map(|r| r.totals.rows_skipped).sum();
+            if mismatched.is_empty() && skipped == 0 {
                 println!("\nEvery record served was landed or quarantined (served = landed + quarantined for every feed).");
+            } else if mismatched.is_empty() {
+                println!("\nEvery record served was landed, quarantined, or skipped as already landed by an earlier run (served = landed + quarantined + skipped for every feed).");
             } else {
                 for r in &mismatched {
                     println!(
-                        "\nMISMATCH {}: served {:?}, landed {} + quarantined {}",
+                        "\nMISMATCH {}: served {:?}, landed {} + quarantined {} + skipped {}",
                         r.job,
                         result.served.get(&r.job),
                         r.totals.rows_landed,
-                        r.totals.rows_quarantined
+                        r.totals.rows_quarantined,
+                        r.totals.rows_skipped
                     );
                 }
             }

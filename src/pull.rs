@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{JobConfig, Protocol};
+use crate::feeds::paged_post::Watermark;
 use crate::feeds::{self, After, FeedClient, Puller, Records};
 use crate::lake::commit::{
     CommitEntry, CommitError, EntryKind, JobState, Outcome, Recovery, RunTotals,
@@ -75,9 +76,13 @@ struct Chunk {
     rows_in: u64,
     landed: u64,
     quarantined: u64,
-    /// Highest value of the watermark column (paged_post) in this chunk.
+    /// Rows an earlier run already landed (paged_post records at the committed watermark).
+    skipped: u64,
+    /// The watermark column (paged_post), the watermark reached in this chunk, and the one the
+    /// run started from (whose keys are skipped).
     watermark_col: Option<usize>,
-    watermark: Option<i64>,
+    watermark: Watermark,
+    skip: Watermark,
     /// Highest version value in this chunk, for status.
     version_max: Option<i64>,
 }
@@ -90,7 +95,13 @@ struct ChunkNames<'a> {
 }
 
 impl Chunk {
-    fn new(n: &ChunkNames<'_>, chunk: u32, suffix: &str, watermark_col: Option<usize>) -> Chunk {
+    fn new(
+        n: &ChunkNames<'_>,
+        chunk: u32,
+        suffix: &str,
+        watermark_col: Option<usize>,
+        skip: Watermark,
+    ) -> Chunk {
         let stem = format!("part-{}-c{chunk:04}{suffix}", n.run_id);
         Chunk {
             data: DatasetWriter::new(n.spec.clone(), n.warehouse, n.spec.rel_dir(), stem.clone()),
@@ -106,14 +117,16 @@ impl Chunk {
             rows_in: 0,
             landed: 0,
             quarantined: 0,
+            skipped: 0,
             watermark_col,
-            watermark: None,
+            watermark: Watermark::default(),
+            skip,
             version_max: None,
         }
     }
 
     fn rows(&self) -> u64 {
-        self.landed + self.quarantined
+        self.landed + self.quarantined + self.skipped
     }
 
     /// Decodes one JSON record text; lands it or quarantines it.
@@ -143,7 +156,12 @@ impl Chunk {
         match decoded {
             Ok(row) => {
                 if let Some(us) = self.watermark_col.and_then(|c| row.micros(c)) {
-                    self.watermark = max_opt(self.watermark, Some(us));
+                    let key = row.key_string(self.decoder.spec());
+                    if self.skip.already_landed(us, &key) {
+                        self.skipped += 1;
+                        return Ok(());
+                    }
+                    self.watermark.observe(us, key);
                 }
                 self.version_max = max_opt(self.version_max, row.version_micros);
                 self.data.push(row, run_id, now)?;
@@ -246,7 +264,7 @@ impl Chunk {
             rows_in: self.rows_in,
             landed: self.landed,
             quarantined: self.quarantined,
-            watermark: self.watermark,
+            skipped: self.skipped,
             version_max: self.version_max,
         };
         Ok((self.data.finish()?, self.quarantine.finish()?, stats))
@@ -261,7 +279,7 @@ struct ChunkStats {
     rows_in: u64,
     landed: u64,
     quarantined: u64,
-    watermark: Option<i64>,
+    skipped: u64,
     version_max: Option<i64>,
 }
 
@@ -270,7 +288,7 @@ impl ChunkStats {
         self.rows_in += o.rows_in;
         self.landed += o.landed;
         self.quarantined += o.quarantined;
-        self.watermark = max_opt(self.watermark, o.watermark);
+        self.skipped += o.skipped;
         self.version_max = max_opt(self.version_max, o.version_max);
     }
 }
@@ -329,6 +347,7 @@ impl Run<'_> {
         self.totals.rows_in += stats.rows_in;
         self.totals.rows_landed += stats.landed;
         self.totals.rows_quarantined += stats.quarantined;
+        self.totals.rows_skipped += stats.skipped;
         self.totals.files += (files.len() + quarantine_files.len()) as u64;
         self.totals.bytes += files
             .iter()
@@ -490,10 +509,12 @@ async fn run_http(
         Protocol::PagedPost(p) => job.dataset.column(&p.watermark_column).map(|(i, _)| i),
         _ => None,
     };
-    let mut chunk = Chunk::new(names, run.chunk_no, "", watermark_col);
+    // The committed watermark: its keys are skipped; the run's own watermark grows from it.
+    let start = Watermark::from_cursor(&run.committed);
+    let mut watermark = start.clone();
+    let mut chunk = Chunk::new(names, run.chunk_no, "", watermark_col, start.clone());
     // Cursor after the last page decoded into `chunk`.
     let mut cursor = run.committed.clone();
-    let mut watermark: Option<i64> = None;
     let mut failure = None;
     loop {
         let page = match puller.next_page(&client).await {
@@ -504,6 +525,8 @@ async fn run_http(
             }
         };
         run.totals.pages += 1;
+        chunk.rows_in += page.unchanged;
+        chunk.skipped += page.unchanged;
         tokio::task::block_in_place(|| {
             chunk.page(&page.records, &page.position, &job.name, &run.run_id)
         })
@@ -511,9 +534,8 @@ async fn run_http(
         cursor = match &page.after {
             After::Cursor(c) => c.clone(),
             After::Watermark => {
-                watermark = max_opt(watermark, chunk.watermark);
-                let w = watermark.map(|us| time::compact(time::from_micros(us)));
-                puller.watermark_cursor(w.as_deref(), &cursor)
+                watermark.merge(&chunk.watermark);
+                watermark.to_cursor().or(cursor)
             }
         };
         if chunk.rows() >= job.dataset.commit_every_rows as u64 && !page.last {
@@ -523,7 +545,7 @@ async fn run_http(
             tokio::task::block_in_place(|| {
                 run.commit_chunk(finished, cursor.clone(), EntryKind::Checkpoint, None, None)
             })?;
-            chunk = Chunk::new(names, run.chunk_no, "", watermark_col);
+            chunk = Chunk::new(names, run.chunk_no, "", watermark_col, start.clone());
         }
         if page.last {
             break;
@@ -585,7 +607,13 @@ fn run_files(
                     let run_id = run.run_id.as_str();
                     let job_name = job.name.as_str();
                     s.spawn(move || {
-                        let mut chunk = Chunk::new(names, chunk_no, &format!("-t{t}"), None);
+                        let mut chunk = Chunk::new(
+                            names,
+                            chunk_no,
+                            &format!("-t{t}"),
+                            None,
+                            Watermark::default(),
+                        );
                         let now = time::micros(time::now_local());
                         feeds::file::for_each_line(&file.path, a, b, |offset, line| {
                             let position = format!("{}@{offset}", file.key);

@@ -68,6 +68,7 @@ impl CursorFeed {
             position,
             after: After::Cursor(after),
             last,
+            unchanged: 0,
         })
     }
 }

@@ -35,7 +35,7 @@ pub enum Records {
 pub enum After {
     /// This cursor is committed with the page's records.
     Cursor(Option<Value>),
-    /// The cursor is the highest watermark landed (paged_post); `base` holds the rest.
+    /// The cursor is the highest watermark landed (paged_post, see `paged_post::Watermark`).
     Watermark,
 }
 
@@ -48,6 +48,9 @@ pub struct Page {
     pub after: After,
     /// No further page in this run.
     pub last: bool,
+    /// Records received but not passed on because an earlier run landed them (an unchanged
+    /// snapshot).
+    pub unchanged: u64,
 }
 
 /// A protocol's pull state for one run.
@@ -78,19 +81,6 @@ impl Puller {
             Puller::Cursor(f) => f.next_page(client).await,
             Puller::PagedPost(f) => f.next_page(client).await,
             Puller::Snapshot(f) => f.next_page(client).await,
-        }
-    }
-
-    /// The cursor to commit after landing rows whose highest watermark is `watermark`
-    /// (`yyyyMMddHHmmss`), for protocols whose cursor is a watermark.
-    pub fn watermark_cursor(
-        &self,
-        watermark: Option<&str>,
-        previous: &Option<Value>,
-    ) -> Option<Value> {
-        match self {
-            Puller::PagedPost(f) => f.cursor_for(watermark, previous),
-            _ => previous.clone(),
         }
     }
 }

@@ -2,10 +2,12 @@
 //! `POST <path>` with `{"currentPage":1,"pageSize":500,"tuNgay":"20260801000000"}`, answered
 //! with `{"code":"OK","message":"…","data":[…]}`. Used by the ratings and petitions feeds.
 //!
-//! The cursor is `{"since": "<yyyyMMddHHmmss>"}`: the highest `watermark_column` value landed.
-//! The feed returns records updated at or after `since`, oldest first, so a run resumed from a
-//! committed watermark misses nothing; records at exactly the watermark come again and
-//! staging's dedup drops them. A page shorter than the page size is the last.
+//! The cursor is `{"since": "<yyyyMMddHHmmss>", "seen": [keys]}`: the highest
+//! `watermark_column` value landed and the keys landed at exactly that value. The feed returns
+//! records updated at or after `since`, oldest first, so a run resumed from a committed
+//! watermark misses nothing; the records at exactly the watermark come again, and those whose
+//! key is in `seen` are skipped (counted, not landed). A page shorter than the page size is
+//! the last.
 
 use serde_json::{json, Value};
 
@@ -86,19 +88,98 @@ impl PagedPostFeed {
             ),
             after: After::Watermark,
             last: (count as u64) < p.page_size.0,
+            unchanged: 0,
         })
     }
+}
 
-    /// The cursor after landing rows whose highest watermark is `watermark`.
-    pub fn cursor_for(&self, watermark: Option<&str>, previous: &Option<Value>) -> Option<Value> {
-        let prev = previous
-            .as_ref()
-            .and_then(|v| v.get("since"))
-            .and_then(|v| v.as_str());
-        match (watermark, prev) {
-            (Some(w), Some(p)) if p >= w => previous.clone(),
-            (Some(w), _) => Some(json!({ "since": w })),
-            (None, _) => previous.clone(),
+/// The highest watermark landed and the keys landed at exactly it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watermark {
+    /// Local wall-clock microseconds.
+    pub micros: Option<i64>,
+    pub keys: std::collections::BTreeSet<String>,
+}
+
+impl Watermark {
+    pub fn from_cursor(cursor: &Option<Value>) -> Watermark {
+        let Some(c) = cursor else {
+            return Watermark::default();
+        };
+        let micros = c
+            .get("since")
+            .and_then(|v| v.as_str())
+            .and_then(crate::lake::schema::parse_compact_timestamp);
+        let keys = c
+            .get("seen")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Watermark { micros, keys }
+    }
+
+    /// Records a landed row.
+    pub fn observe(&mut self, micros: i64, key: String) {
+        match self.micros {
+            Some(m) if micros < m => {}
+            Some(m) if micros == m => {
+                self.keys.insert(key);
+            }
+            _ => {
+                self.micros = Some(micros);
+                self.keys.clear();
+                self.keys.insert(key);
+            }
         }
+    }
+
+    pub fn merge(&mut self, other: &Watermark) {
+        if let Some(m) = other.micros {
+            for k in &other.keys {
+                self.observe(m, k.clone());
+            }
+        }
+    }
+
+    /// True when a row at `micros` with `key` was landed by an earlier run.
+    pub fn already_landed(&self, micros: i64, key: &str) -> bool {
+        self.micros == Some(micros) && self.keys.contains(key)
+    }
+
+    pub fn to_cursor(&self) -> Option<Value> {
+        self.micros.map(|m| {
+            json!({
+                "since": crate::time::compact(crate::time::from_micros(m)),
+                "seen": self.keys.iter().collect::<Vec<_>>(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_keeps_the_keys_at_its_value() {
+        let t = |s: &str| crate::lake::schema::parse_compact_timestamp(s).unwrap();
+        let mut w = Watermark::default();
+        w.observe(t("20260801000000"), "a".into());
+        w.observe(t("20260801000005"), "b".into());
+        w.observe(t("20260801000005"), "c".into());
+        w.observe(t("20260801000001"), "d".into());
+        let c = w.to_cursor();
+        assert_eq!(
+            c,
+            Some(json!({"since": "20260801000005", "seen": ["b", "c"]}))
+        );
+        let back = Watermark::from_cursor(&c);
+        assert!(back.already_landed(t("20260801000005"), "c"));
+        assert!(!back.already_landed(t("20260801000005"), "e"));
+        assert!(!back.already_landed(t("20260801000006"), "c"));
     }
 }

@@ -57,11 +57,18 @@ impl SnapshotFeed {
             .await?;
         let position = format!("snapshot sha256={}", &hash[..12]);
         if self.previous.as_deref() == Some(hash.as_str()) {
+            let unchanged = match &records {
+                Records::JsonArray(a) => super::count_records(a) as u64,
+                Records::Csv(text) => {
+                    csv::Reader::from_reader(text.as_bytes()).records().count() as u64
+                }
+            };
             return Ok(Page {
                 records: Records::JsonArray("[]".into()),
                 position,
                 after: After::Cursor(self.start.clone()),
                 last: true,
+                unchanged,
             });
         }
         Ok(Page {
@@ -69,6 +76,7 @@ impl SnapshotFeed {
             position,
             after: After::Cursor(Some(json!({ "sha256": hash }))),
             last: true,
+            unchanged: 0,
         })
     }
 }

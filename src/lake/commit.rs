@@ -100,6 +100,10 @@ pub struct RunTotals {
     pub rows_in: u64,
     pub rows_landed: u64,
     pub rows_quarantined: u64,
+    /// Records an earlier run had landed, received again and not landed twice (paged feeds
+    /// re-read the records at their watermark).
+    #[serde(default)]
+    pub rows_skipped: u64,
     pub pages: u64,
     /// Feed calls that failed and were retried.
     pub retries: u64,

@@ -657,6 +657,35 @@ impl RecordDecoder {
 }
 
 impl Row<'_> {
+    /// The record's key as text, `|`-joined (timestamps as `yyyyMMddHHmmss`).
+    pub fn key_string(&self, spec: &DatasetSpec) -> String {
+        let mut out = String::new();
+        for (n, k) in spec.key.iter().enumerate() {
+            if n > 0 {
+                out.push('|');
+            }
+            match spec.index.get(k).and_then(|&i| self.cells.get(i)) {
+                Some(Cell::Str(s)) => out.push_str(s),
+                Some(Cell::Int(v)) => out.push_str(&v.to_string()),
+                Some(Cell::Float(v)) => out.push_str(&v.to_string()),
+                Some(Cell::Bool(v)) => out.push_str(&v.to_string()),
+                Some(Cell::Micros(us)) => out.push_str(
+                    &chrono::DateTime::from_timestamp_micros(*us)
+                        .unwrap_or_default()
+                        .format("%Y%m%d%H%M%S")
+                        .to_string(),
+                ),
+                Some(Cell::Day(d)) => out.push_str(
+                    &NaiveDate::from_num_days_from_ce_opt(d + UNIX_EPOCH_CE)
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+                Some(Cell::Null) | None => {}
+            }
+        }
+        out
+    }
+
     /// Microseconds of a timestamp column, if set.
     pub fn micros(&self, col: usize) -> Option<i64> {
         match self.cells.get(col) {
