@@ -138,38 +138,26 @@ fn materialize(
 ) -> anyhow::Result<Option<u64>> {
     let m = &project.models[name];
     let q = |s: &str| format!("\"{s}\"");
+    let create_table = |sql: String| -> anyhow::Result<()> {
+        drop_if_other_kind(conn, name, false)?;
+        conn.execute_batch(&format!("CREATE OR REPLACE TABLE {} AS {sql}", q(name)))?;
+        Ok(())
+    };
     match m.materialized {
         Materialized::View => {
             let sql = m.parsed.render(rel, false);
             drop_if_other_kind(conn, name, true)?;
-            conn.execute_batch(&format!("CREATE OR REPLACE VIEW {n} AS {sql}", n = q(name)))?;
-            Ok(None)
+            conn.execute_batch(&format!("CREATE OR REPLACE VIEW {} AS {sql}", q(name)))?;
+            return Ok(None);
         }
-        Materialized::Table => {
-            let sql = m.parsed.render(rel, false);
-            drop_if_other_kind(conn, name, false)?;
-            conn.execute_batch(&format!(
-                "CREATE OR REPLACE TABLE {n} AS {sql}",
-                n = q(name)
-            ))?;
-            Ok(Some(
-                conn.query_row(&format!("SELECT count(*) FROM {}", q(name)), [], |r| {
-                    r.get::<_, i64>(0)
-                })? as u64,
-            ))
-        }
+        Materialized::Table => create_table(m.parsed.render(rel, false))?,
         Materialized::Incremental => {
             let key = m
                 .parsed
                 .config_str("unique_key")
                 .context("incremental models need unique_key")?;
             if full_refresh || !table_exists(conn, name)? {
-                let sql = m.parsed.render(rel, false);
-                drop_if_other_kind(conn, name, false)?;
-                conn.execute_batch(&format!(
-                    "CREATE OR REPLACE TABLE {n} AS {sql}",
-                    n = q(name)
-                ))?;
+                create_table(m.parsed.render(rel, false))?;
             } else {
                 let sql = m.parsed.render(rel, true);
                 let tmp = format!("__chiso_new_{name}");
@@ -182,13 +170,12 @@ fn materialize(
                     n = q(name),
                 ))?;
             }
-            Ok(Some(
-                conn.query_row(&format!("SELECT count(*) FROM {}", q(name)), [], |r| {
-                    r.get::<_, i64>(0)
-                })? as u64,
-            ))
         }
     }
+    let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", q(name)), [], |r| {
+        r.get(0)
+    })?;
+    Ok(Some(rows as u64))
 }
 
 /// Builds the selected models and publishes the result if everything passed.
@@ -431,13 +418,8 @@ pub fn test_published(
 
 #[cfg(test)]
 mod tests {
+    use super::super::project::tests::write;
     use super::*;
-
-    fn write(dir: &Path, rel: &str, text: &str) {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
 
     #[test]
     fn builds_publish_atomically_and_failures_keep_the_old_file() {
