@@ -202,12 +202,17 @@ impl JobState {
     }
 
     /// True while some process holds the job's lock.
+    ///
+    /// Reads the running marker and checks that the process it names is alive, without
+    /// touching the lock (so asking never makes a starting run find the job busy).
     pub fn is_running(&self) -> bool {
-        match self.lock() {
-            Ok(_l) => false,
-            Err(CommitError::Busy { .. }) => true,
-            Err(_) => false,
-        }
+        let Ok(bytes) = std::fs::read(self.running_path()) else {
+            return false;
+        };
+        serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["pid"].as_u64())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
     /// Sequence numbers present in the log, ascending.
@@ -275,7 +280,11 @@ impl JobState {
         run_id: &str,
         started_at: &str,
     ) -> Result<(), CommitError> {
-        let body = serde_json::json!({ "run_id": run_id, "started_at": started_at });
+        let body = serde_json::json!({
+            "run_id": run_id,
+            "started_at": started_at,
+            "pid": std::process::id(),
+        });
         write_durably(&self.running_path(), body.to_string().as_bytes())
             .map_err(|e| self.io(&self.running_path(), e))
     }
@@ -531,8 +540,11 @@ mod tests {
             .unwrap(),
             2
         );
-        drop(lock);
+        st.begin_run(&lock, "r1", "t").unwrap();
+        assert!(st.is_running(), "this process holds the run");
+        st.end_run(&lock).unwrap();
         assert!(!st.is_running());
+        drop(lock);
     }
 
     #[test]
