@@ -25,6 +25,9 @@ pub struct Entry {
     /// Version value (the dataset's version column, `yyyyMMddHHmmss`), empty for append-only.
     pub version: String,
     pub json: String,
+    /// Place of the version among its dossier's events (the truth of which version is current,
+    /// whatever order they arrive in); 0 for other feeds.
+    pub event: u32,
 }
 
 pub fn secs(t: NaiveDateTime) -> i64 {
@@ -512,6 +515,7 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
                             key: reference.clone(),
                             version: ts(at),
                             json: serde_json::to_string(&p).expect("serialises"),
+                            event: 0,
                         }
                     };
                     out.payments.push(pay("1", at));
@@ -579,6 +583,7 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
                     key: id.clone(),
                     version: ts(at),
                     json: serde_json::to_string(&r).expect("serialises"),
+                    event: 0,
                 });
             }
         }
@@ -609,6 +614,7 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
             key: id.clone(),
             version: v.ThoiDiemDongBo.clone(),
             json,
+            event: k as u32,
         });
         if k > 0 || channel != "2" {
             let (role, dept) = STEP_ROLES[rng.random_range(0..STEP_ROLES.len())];
@@ -638,6 +644,7 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
                 key: format!("{id}|{}|{status}", ts(t)),
                 version: String::new(),
                 json: serde_json::to_string(&step).expect("serialises"),
+                event: 0,
             });
         }
         prev_time = t;
@@ -768,6 +775,7 @@ pub fn petition(s: &Setting, day: NaiveDate, j: u32) -> Vec<Entry> {
             key: p.MaPAKN.clone(),
             version: p.NgayCapNhat.clone(),
             json: serde_json::to_string(p).expect("serialises"),
+            event: 0,
         });
     };
     emit(&mut p, "MOI", received);

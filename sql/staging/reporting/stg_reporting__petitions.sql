@@ -1,0 +1,38 @@
+{{ config(materialized='table', tags=['staging']) }}
+-- One row per petition (petition_id): its latest version by NgayCapNhat. Each version carries
+-- the whole status history so far, so the latest one is complete.
+
+with
+
+source as (
+    select * from {{ source('reporting', 'petitions') }}
+),
+
+renamed as (
+    select
+        MaPAKN as petition_id,
+        MaDonVi as unit_id,
+        case PhanLoai
+            when '1' then 'rules_and_procedures'
+            when '2' then 'staff_behaviour'
+            else 'other'
+        end as category,
+        TieuDe as title,
+        NguoiGui as sender_name,
+        NgayTiepNhan as first_received_at,
+        TrangThai as status_code,
+        LichSuXuLy as status_history_json,
+        SoLuotThich as likes,
+        SoLuotKhongThich as dislikes,
+        PhanAnhLai = 1 as is_re_raised,
+        NgayCapNhat as updated_at,
+        _ingested_at as loaded_at
+    from source
+),
+
+latest as (
+    select * from renamed
+    qualify row_number() over (partition by petition_id order by updated_at desc, loaded_at desc) = 1
+)
+
+select * from latest

@@ -1,0 +1,202 @@
+//! The staging and dimension models build from a lake pulled from the simulator, and match it:
+//! one row per distinct current record, with the current version chosen by the state it
+//! describes even when versions arrive out of order.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chiso::models::build::{build, published_path, BuildOptions};
+use chiso::pull::{run_job, RunContext};
+use chiso::sim::faults::Faults;
+use chiso::sim::SimFeed;
+use common::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+fn scalar(conn: &duckdb::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_and_dims_match_the_simulator() {
+    let sim = start_sim(small_world(31, 50.0), Faults::none()).await;
+    let (_, jobs) = project_for(&sim.base_url());
+    let wh = tempfile::tempdir().unwrap();
+    let ctx = RunContext {
+        warehouse: wh.path().to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    for job in &jobs {
+        run_job(&ctx, job).await.unwrap();
+    }
+    // The staging and dims layers of the repository's sql/ folder.
+    let sql = tempfile::tempdir().unwrap();
+    for layer in ["staging", "dims"] {
+        std::fs::create_dir_all(sql.path().join(layer)).unwrap();
+        copy_dir(&repo().join("sql").join(layer), &sql.path().join(layer));
+    }
+    let w = wh.path().to_path_buf();
+    let s = sql.path().to_path_buf();
+    let jobs2 = jobs.clone();
+    let record =
+        tokio::task::spawn_blocking(move || build(&w, &s, &jobs2, &BuildOptions::default()))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(
+        record.published,
+        "{:#?}",
+        record
+            .models
+            .iter()
+            .filter(|m| m.status != "ok")
+            .collect::<Vec<_>>()
+    );
+
+    let conn = duckdb::Connection::open_with_flags(
+        published_path(wh.path()),
+        duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap(),
+    )
+    .unwrap();
+    let world = &sim.state.world;
+    let now = sim.state.clock.now();
+    let distinct_keys = |f: SimFeed| {
+        world
+            .visible(f, now)
+            .iter()
+            .map(|e| e.key.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as i64
+    };
+
+    // Snapshots: the latest snapshot, one row per record.
+    assert_eq!(
+        scalar(&conn, "select count(*) from stg_registry__units"),
+        world.setting.registry.units.len() as i64
+    );
+    assert_eq!(
+        scalar(&conn, "select count(*) from stg_calendar__days"),
+        world.setting.cal.special_days().count() as i64
+    );
+    assert_eq!(
+        scalar(&conn, "select count(*) from stg_catalogue__procedures"),
+        world
+            .setting
+            .procedures
+            .iter()
+            .filter(|p| p.announced <= now.date())
+            .count() as i64
+    );
+    assert_eq!(
+        scalar(&conn, "select count(*) from stg_national_report__received"),
+        world.national_csv(now).lines().count() as i64 - 1
+    );
+    // Versioned feeds: one row per key.
+    for (table, feed) in [
+        ("stg_portal__dossiers", SimFeed::Dossiers),
+        ("stg_portal__dossier_steps", SimFeed::DossierSteps),
+        ("stg_payments__payments", SimFeed::Payments),
+        ("stg_reporting__ratings", SimFeed::Ratings),
+        ("stg_reporting__petitions", SimFeed::Petitions),
+    ] {
+        assert_eq!(
+            scalar(&conn, &format!("select count(*) from {table}")),
+            distinct_keys(feed),
+            "{table}"
+        );
+    }
+
+    // The current dossier version is the one describing the latest event, even when a late
+    // sync delivered an older version after it.
+    let mut truth: BTreeMap<String, (u32, String)> = BTreeMap::new();
+    let mut reordered = 0;
+    // Entries come in arrival order: the last one per dossier is what arrived last.
+    let mut last_arrival: BTreeMap<String, u32> = BTreeMap::new();
+    for e in world.visible(SimFeed::Dossiers, now) {
+        let status = serde_json::from_str::<serde_json::Value>(&e.json).unwrap()["TrangThaiHoSo"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let t = truth
+            .entry(e.key.clone())
+            .or_insert((e.event, status.clone()));
+        if e.event >= t.0 {
+            *t = (e.event, status);
+        }
+        last_arrival.insert(e.key.clone(), e.event);
+    }
+    for (k, ev) in &last_arrival {
+        if truth[k].0 != *ev {
+            reordered += 1;
+        }
+    }
+    let mut stmt = conn
+        .prepare("select dossier_id, status_code from stg_portal__dossiers")
+        .unwrap();
+    let got: BTreeMap<String, String> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let wrong: Vec<_> = truth
+        .iter()
+        .filter(|(k, (_, s))| got.get(*k) != Some(s))
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "current status differs for {wrong:?}");
+    println!(
+        "{} dossiers, {} whose last-arrived version is not the current one",
+        truth.len(),
+        reordered
+    );
+    assert!(reordered > 0, "the simulator reorders some versions");
+
+    // Calendar: August 2026 has 21 working days; Tết 2026 (14–22 Feb) none.
+    assert_eq!(
+        scalar(&conn, "select count(*) from dim_calendar where is_working_day and calendar_date between '2026-08-01' and '2026-08-31'"),
+        21
+    );
+    assert_eq!(
+        scalar(&conn, "select count(*) from dim_calendar where is_working_day and calendar_date between '2026-02-14' and '2026-02-22'"),
+        0
+    );
+    // Units: the tree since 2025-07 has Cục Thuế, 34 provinces and the base units.
+    assert_eq!(
+        scalar(
+            &conn,
+            "select count(*) from dim_units where is_current and unit_kind = 'THUE_TINH'"
+        ),
+        34
+    );
+    assert_eq!(
+        scalar(
+            &conn,
+            "select count(*) from dim_units where is_current and is_top_level"
+        ),
+        1
+    );
+    assert!(
+        scalar(
+            &conn,
+            "select count(*) from dim_units where not is_current and len(successor_unit_ids) = 0"
+        ) == 0
+    );
+    sim.stop().await;
+}
