@@ -68,6 +68,11 @@ async fn staging_and_dims_match_the_simulator() {
             .collect::<Vec<_>>()
     );
 
+    // Every generic test of the .yml files ran and passed.
+    assert!(record.tests.len() >= 30, "{} tests", record.tests.len());
+    let failing: Vec<_> = record.tests.iter().filter(|t| t.status != "pass").collect();
+    assert!(failing.is_empty(), "{failing:#?}");
+
     let conn = duckdb::Connection::open_with_flags(
         published_path(wh.path()),
         duckdb::Config::default()
@@ -198,5 +203,34 @@ async fn staging_and_dims_match_the_simulator() {
             "select count(*) from dim_units where not is_current and len(successor_unit_ids) = 0"
         ) == 0
     );
+
+    // Every model is documented: its grain, and exactly its columns.
+    let project = chiso::models::project::Project::load(sql.path()).unwrap();
+    for m in project.models.values() {
+        let doc = m
+            .doc
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no .yml", m.name));
+        assert!(
+            doc.description.trim().starts_with("One row per"),
+            "{}: the description states the grain",
+            m.name
+        );
+        let mut stmt = conn
+            .prepare("select column_name from information_schema.columns where table_name = ? order by ordinal_position")
+            .unwrap();
+        let actual: Vec<String> = stmt
+            .query_map([&m.name], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let documented: Vec<String> = doc.columns.iter().map(|c| c.name.clone()).collect();
+        assert_eq!(actual, documented, "{}: documented columns", m.name);
+        assert!(
+            doc.columns.iter().all(|c| !c.description.is_empty()),
+            "{}",
+            m.name
+        );
+    }
     sim.stop().await;
 }

@@ -7,5 +7,6 @@
 //! running model files; it never touches the lake's files or the feeds.
 
 pub mod build;
+pub mod docs;
 pub mod project;
 pub mod template;

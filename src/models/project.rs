@@ -24,6 +24,8 @@ pub struct Model {
     pub materialized: Materialized,
     pub tags: Vec<String>,
     pub refs: Vec<String>,
+    /// From the `.yml` beside the model: the grain and every column.
+    pub doc: Option<super::docs::ModelDoc>,
 }
 
 /// A data test: SQL returning the violating rows.
@@ -137,8 +139,35 @@ impl Project {
                     materialized,
                     tags,
                     refs,
+                    doc: None,
                 },
             );
+        }
+        match super::docs::load(sql_dir) {
+            Ok((docs, generic)) => {
+                for (file, doc) in docs {
+                    match p.models.get_mut(&doc.name) {
+                        Some(m) => m.doc = Some(doc),
+                        None => errors.push(format!(
+                            "{}: documents model {}, which has no .sql file",
+                            file.display(),
+                            doc.name
+                        )),
+                    }
+                }
+                for g in generic {
+                    match super::docs::parse_test(&g) {
+                        Ok(parsed) => p.tests.push(DataTest {
+                            name: g.name,
+                            path: g.file,
+                            parsed,
+                            severity: "error".into(),
+                        }),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(mut e) => errors.append(&mut e),
         }
         for m in p.models.values() {
             for r in &m.refs {
