@@ -1,4 +1,4 @@
-//! The staging and dimension models build from a lake pulled from the simulator, and match it:
+//! The staging, dimension and fact models build from a lake pulled from the simulator and match it:
 //! one row per distinct current record, with the current version chosen by the state it
 //! describes even when versions arrive out of order.
 
@@ -32,7 +32,7 @@ fn scalar(conn: &duckdb::Connection, sql: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn staging_and_dims_match_the_simulator() {
+async fn staging_dims_and_facts_match_the_simulator() {
     let sim = start_sim(small_world(31, 50.0), Faults::none()).await;
     let (_, jobs) = project_for(&sim.base_url());
     let wh = tempfile::tempdir().unwrap();
@@ -46,7 +46,7 @@ async fn staging_and_dims_match_the_simulator() {
     }
     // The staging and dims layers of the repository's sql/ folder.
     let sql = tempfile::tempdir().unwrap();
-    for layer in ["staging", "dims"] {
+    for layer in ["staging", "dims", "facts"] {
         std::fs::create_dir_all(sql.path().join(layer)).unwrap();
         copy_dir(&repo().join("sql").join(layer), &sql.path().join(layer));
     }
@@ -172,6 +172,43 @@ async fn staging_and_dims_match_the_simulator() {
         reordered
     );
     assert!(reordered > 0, "the simulator reorders some versions");
+
+    // Facts: one row per dossier; every finished dossier has its end; lateness is realistic.
+    assert_eq!(
+        scalar(&conn, "select count(*) from fct_dossiers"),
+        distinct_keys(SimFeed::Dossiers)
+    );
+    assert_eq!(
+        scalar(&conn, "select count(*) from fct_dossiers where status_code in ('3', '9', '10') and finished_at is null"),
+        0
+    );
+    assert_eq!(
+        scalar(
+            &conn,
+            "select count(*) from fct_dossiers where received_at is not null and due_at is null"
+        ),
+        0
+    );
+    let late_share: f64 = conn
+        .query_row(
+            "select avg(is_late::int) from fct_dossiers where is_late is not null",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((0.1..0.45).contains(&late_share), "late share {late_share}");
+    let obligation: f64 = conn
+        .query_row(
+            "select avg(has_financial_obligation::int) from fct_dossiers",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (0.4..0.65).contains(&obligation),
+        "obligation share {obligation}"
+    );
+    println!("late share {late_share:.3}, financial obligation share {obligation:.3}");
 
     // Calendar: August 2026 has 21 working days; Tết 2026 (14–22 Feb) none.
     assert_eq!(

@@ -1,0 +1,138 @@
+{{ config(materialized='table', tags=['facts']) }}
+-- One row per dossier (dossier_id) with the attributes the index counts: effective due time,
+-- when and how handling ended, supplements, lateness, fees and online payment, results,
+-- digitisation and national-database use. Period attribution is left to the index models.
+
+with
+
+dossiers as (
+    select * from {{ ref('stg_portal__dossiers') }}
+),
+
+steps as (
+    select * from {{ ref('stg_portal__dossier_steps') }}
+),
+
+procedures as (
+    select * from {{ ref('stg_catalogue__procedures') }}
+),
+
+calendar as (
+    select * from {{ ref('dim_calendar') }}
+),
+
+-- Processing stopped (status 8) carries no date of its own; its step does.
+stopped as (
+    select dossier_id, min(stepped_at) as stopped_at
+    from steps
+    where status_code = '8'
+    group by dossier_id
+),
+
+-- Lists decoded once.
+decoded as (
+    select
+        dossier_id,
+        coalesce(json_array_length(supplements_json), 0) as supplement_count,
+        coalesce(json_array_length(fees_json), 0) > 0 as has_fee_list,
+        coalesce(list_sum(list_transform(
+            from_json(fees_json, '[{"Gia":"BIGINT"}]'), lambda f: coalesce(f.Gia, 0)
+        )), 0) as fee_total_vnd,
+        coalesce(list_bool_or(list_transform(
+            from_json(results_json, '[{"DuongDanTepTinKetQua":"VARCHAR"}]'),
+            lambda r: coalesce(r.DuongDanTepTinKetQua, '') <> ''
+        )), false) as has_electronic_result,
+        coalesce(list_bool_or(list_transform(
+            from_json(components_json, '[{"DuocTaiSuDung":"INTEGER"}]'),
+            lambda c: coalesce(c.DuocTaiSuDung, 0) in (1, 2)
+        )), false) as has_reused_component,
+        coalesce(list_bool_or(list_transform(
+            from_json(components_json, '[{"DuocLayTuKhoDMQG":"INTEGER"}]'),
+            lambda c: coalesce(c.DuocLayTuKhoDMQG, 0) = 1
+        )), false) as has_store_component,
+        coalesce(list_bool_or(list_transform(
+            from_json(national_db_links_json, '[{"MaCSDL":"VARCHAR"}]'),
+            lambda l: l.MaCSDL = 'CSDLQGDC'
+        )), false) as uses_population_data
+    from dossiers
+),
+
+-- Without NgayHenTra the procedure's statutory time limit applies, in working days.
+statutory_due as (
+    select
+        d.dossier_id,
+        due_day.calendar_date + (d.received_at - date_trunc('day', d.received_at)) as due_at
+    from dossiers as d
+    inner join procedures as p on p.procedure_code = d.procedure_code
+    inner join calendar as received_day on received_day.calendar_date = cast(d.received_at as date)
+    inner join calendar as due_day
+        on due_day.is_working_day
+        and due_day.working_day_number = received_day.working_day_number + p.statutory_working_days
+    where d.due_at is null and d.received_at is not null
+),
+
+ended as (
+    select
+        d.*,
+        s.stopped_at,
+        -- The first of processed, result returned, stopped or refused.
+        least(d.processed_at, d.returned_at, s.stopped_at, d.refused_at) as finished_at
+    from dossiers as d
+    left join stopped as s using (dossier_id)
+)
+
+select
+    -- ids
+    e.dossier_id,
+    e.unit_id,
+    e.procedure_code,
+    e.field_code,
+    e.applicant_type,
+
+    -- channel and status
+    e.channel,
+    e.channel = 'online' as is_online,
+    e.status_code,
+    e.status,
+    e.status_code = '7' as is_withdrawn,
+
+    -- times
+    e.submitted_at,
+    e.received_at,
+    coalesce(e.due_at, sd.due_at) as due_at,
+    case when e.due_at is not null then 'portal' when sd.due_at is not null then 'statutory' end as due_source,
+    e.finished_at,
+    case e.finished_at
+        when e.processed_at then 'processed'
+        when e.returned_at then 'returned'
+        when e.stopped_at then 'stopped'
+        when e.refused_at then 'refused'
+    end as finish_kind,
+
+    -- handling
+    x.supplement_count,
+    case
+        when e.finished_at is null then null
+        when x.supplement_count > 1 then true
+        else e.finished_at > coalesce(e.due_at, sd.due_at)
+    end as is_late,
+
+    -- fees and payment
+    x.has_fee_list,
+    x.fee_total_vnd,
+    x.fee_total_vnd > 0 as has_financial_obligation,
+    e.is_paid_online,
+
+    -- results and digitisation
+    x.has_electronic_result,
+    p.is_result_paper,
+    e.is_digitised,
+    x.has_reused_component,
+    x.has_store_component,
+    x.uses_population_data,
+
+    e.synced_at
+from ended as e
+inner join decoded as x using (dossier_id)
+left join statutory_due as sd using (dossier_id)
+left join procedures as p on p.procedure_code = e.procedure_code
