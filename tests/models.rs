@@ -210,6 +210,28 @@ async fn staging_dims_and_facts_match_the_simulator() {
     );
     println!("late share {late_share:.3}, financial obligation share {obligation:.3}");
 
+    // Every version once, and petitions with realistic timeliness.
+    assert_eq!(
+        scalar(&conn, "select count(*) from stg_portal__dossier_versions"),
+        world.distinct_versions(SimFeed::Dossiers, now).len() as i64
+    );
+    assert_eq!(
+        scalar(&conn, "select count(*) from fct_petitions"),
+        distinct_keys(SimFeed::Petitions)
+    );
+    let on_time: f64 = conn
+        .query_row(
+            "select avg(is_handled_on_time::int) from fct_petitions where is_handled",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (0.4..0.97).contains(&on_time),
+        "petitions handled on time {on_time}"
+    );
+    println!("petitions handled on time {on_time:.3}");
+
     // Calendar: August 2026 has 21 working days; Tết 2026 (14–22 Feb) none.
     assert_eq!(
         scalar(&conn, "select count(*) from dim_calendar where is_working_day and calendar_date between '2026-08-01' and '2026-08-31'"),

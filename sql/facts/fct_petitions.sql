@@ -1,0 +1,95 @@
+{{ config(materialized='table', tags=['facts']) }}
+-- One row per petition (petition_id): its milestones from the status history, the deadlines in
+-- working days (refuse 2, request information 5, resolve 15 from first receipt; publish the
+-- answer 2 after resolving) and whether it was handled on time.
+
+with
+
+petitions as (
+    select * from {{ ref('stg_reporting__petitions') }}
+),
+
+calendar as (
+    select * from {{ ref('dim_calendar') }}
+),
+
+history as (
+    select
+        petition_id,
+        unnest(
+            from_json(status_history_json, '[{"TrangThai":"VARCHAR","ThoiDiem":"VARCHAR"}]'),
+            recursive := true
+        )
+    from petitions
+),
+
+milestones as (
+    select
+        petition_id,
+        min(case when TrangThai = 'TU_CHOI' then strptime(ThoiDiem, '%Y%m%d%H%M%S') end) as refused_at,
+        min(case when TrangThai = 'YEU_CAU_BO_SUNG' then strptime(ThoiDiem, '%Y%m%d%H%M%S') end) as info_requested_at,
+        min(case when TrangThai = 'DA_GIAI_QUYET' then strptime(ThoiDiem, '%Y%m%d%H%M%S') end) as resolved_at,
+        min(case when TrangThai = 'DA_CONG_KHAI' then strptime(ThoiDiem, '%Y%m%d%H%M%S') end) as published_at
+    from history
+    group by petition_id
+),
+
+-- n working days after a time, same time of day (a day off counts from the next working day).
+deadlines as (
+    select
+        p.petition_id,
+        d2.calendar_date + (p.first_received_at - date_trunc('day', p.first_received_at)) as refuse_due_at,
+        d5.calendar_date + (p.first_received_at - date_trunc('day', p.first_received_at)) as info_due_at,
+        d15.calendar_date + (p.first_received_at - date_trunc('day', p.first_received_at)) as resolve_due_at
+    from petitions as p
+    inner join calendar as r on r.calendar_date = cast(p.first_received_at as date)
+    inner join calendar as d2 on d2.is_working_day and d2.working_day_number = r.working_day_number + 2
+    inner join calendar as d5 on d5.is_working_day and d5.working_day_number = r.working_day_number + 5
+    inner join calendar as d15 on d15.is_working_day and d15.working_day_number = r.working_day_number + 15
+),
+
+publish_deadline as (
+    select
+        m.petition_id,
+        d.calendar_date + (m.resolved_at - date_trunc('day', m.resolved_at)) as publish_due_at
+    from milestones as m
+    inner join calendar as r on r.calendar_date = cast(m.resolved_at as date)
+    inner join calendar as d on d.is_working_day and d.working_day_number = r.working_day_number + 2
+),
+
+joined as (
+    select
+        p.petition_id,
+        p.unit_id,
+        p.category,
+        p.first_received_at,
+        m.refused_at,
+        m.info_requested_at,
+        m.resolved_at,
+        m.published_at,
+        dl.refuse_due_at,
+        dl.info_due_at,
+        dl.resolve_due_at,
+        pd.publish_due_at,
+        p.likes,
+        p.dislikes,
+        p.is_re_raised
+    from petitions as p
+    left join milestones as m using (petition_id)
+    left join deadlines as dl using (petition_id)
+    left join publish_deadline as pd using (petition_id)
+)
+
+select
+    *,
+    refused_at is not null or resolved_at is not null as is_handled,
+    coalesce(refused_at, resolved_at) as handled_at,
+    case
+        when refused_at is not null then refused_at <= refuse_due_at
+        when resolved_at is not null then
+            resolved_at <= resolve_due_at
+            and (info_requested_at is null or info_requested_at <= info_due_at)
+            and (published_at is null or published_at <= publish_due_at)
+    end as is_handled_on_time,
+    dislikes > likes as is_disliked
+from joined
