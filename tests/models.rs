@@ -241,6 +241,15 @@ async fn staging_dims_and_facts_match_the_simulator() {
         scalar(&conn, "select count(*) from dim_calendar where is_working_day and calendar_date between '2026-02-14' and '2026-02-22'"),
         0
     );
+    // Periods: 84 months, 28 quarters, 7 years; Q3 2026 runs July to September.
+    assert_eq!(
+        scalar(&conn, "select count(*) from dim_periods"),
+        84 + 28 + 7
+    );
+    assert_eq!(
+        scalar(&conn, "select count(*) from dim_periods where period = '2026-Q3' and starts_on = '2026-07-01' and ends_before = '2026-10-01'"),
+        1
+    );
     // Units: the tree since 2025-07 has Cục Thuế, 34 provinces and the base units.
     assert_eq!(
         scalar(

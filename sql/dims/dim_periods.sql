@@ -1,0 +1,44 @@
+{{ config(materialized='table', tags=['dims']) }}
+-- One row per reporting period (period) from 2024 to 2030: months (2026-08), quarters (2026-Q3)
+-- and years (2026), with their start and end as Vietnamese wall-clock times (end exclusive).
+
+with
+
+months as (
+    select cast(m as date) as month_start
+    from range(date '2024-01-01', date '2031-01-01', interval 1 month) as t(m)
+),
+
+periods as (
+    select
+        strftime(month_start, '%Y-%m') as period,
+        'month' as period_type,
+        month_start as starts_on,
+        cast(month_start + interval 1 month as date) as ends_before
+    from months
+    union all
+    select
+        strftime(month_start, '%Y') || '-Q' || cast(quarter(month_start) as varchar),
+        'quarter',
+        month_start,
+        cast(month_start + interval 3 month as date)
+    from months
+    where month(month_start) in (1, 4, 7, 10)
+    union all
+    select
+        strftime(month_start, '%Y'),
+        'year',
+        month_start,
+        cast(month_start + interval 1 year as date)
+    from months
+    where month(month_start) = 1
+)
+
+select
+    period,
+    period_type,
+    starts_on,
+    ends_before,
+    cast(starts_on as timestamp) as starts_at,
+    cast(ends_before as timestamp) as ends_at
+from periods
