@@ -46,7 +46,14 @@ async fn staging_dims_and_facts_match_the_simulator() {
     }
     // The staging and dims layers of the repository's sql/ folder.
     let sql = tempfile::tempdir().unwrap();
-    for layer in ["staging", "dims", "facts"] {
+    for layer in [
+        "staging",
+        "dims",
+        "facts",
+        "intermediate",
+        "index",
+        "methodology",
+    ] {
         std::fs::create_dir_all(sql.path().join(layer)).unwrap();
         copy_dir(&repo().join("sql").join(layer), &sql.path().join(layer));
     }
@@ -241,6 +248,82 @@ async fn staging_dims_and_facts_match_the_simulator() {
         scalar(&conn, "select count(*) from dim_calendar where is_working_day and calendar_date between '2026-02-14' and '2026-02-22'"),
         0
     );
+    // Roll-up: the top unit counts every dossier received in the month; a province counts its
+    // own and its base units'.
+    let all_aug = scalar(
+        &conn,
+        "select count(*) from fct_dossiers where received_at >= '2026-08-01' and received_at < '2026-09-01'",
+    );
+    assert_eq!(
+        scalar(&conn, "select denominator::bigint from int_indicator_counts where unit_id = 'CT' and period = '2026-08' and indicator = 'ONLINE_DOSSIER_SHARE'"),
+        all_aug
+    );
+    let province: String = conn
+        .query_row(
+            "select unit_id from int_indicator_counts where period = '2026-08' and indicator = 'ONLINE_DOSSIER_SHARE' and unit_id like 'TP__' order by denominator desc limit 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        scalar(&conn, &format!("select denominator::bigint from int_indicator_counts where unit_id = '{province}' and period = '2026-08' and indicator = 'ONLINE_DOSSIER_SHARE'")),
+        scalar(&conn, &format!(
+            "select count(*) from fct_dossiers f join dim_units u using (unit_id)
+             where f.received_at >= '2026-08-01' and f.received_at < '2026-09-01'
+               and (f.unit_id = '{province}' or u.parent_unit_id = '{province}')"
+        ))
+    );
+    // A quarter sums its months for receipt-based counts.
+    assert_eq!(
+        scalar(&conn, "select denominator::bigint from int_indicator_counts where unit_id = 'CT' and period = '2026-Q3' and indicator = 'ONLINE_DOSSIER_SHARE'"),
+        scalar(&conn, "select sum(denominator)::bigint from int_indicator_counts where unit_id = 'CT' and period in ('2026-07', '2026-08', '2026-09') and indicator = 'ONLINE_DOSSIER_SHARE'")
+    );
+    // The warehouse and `chiso index score` agree on the top unit's August points.
+    let mut stmt = conn
+        .prepare("select unit_id, period, indicator, numerator, denominator from int_indicator_counts where unit_id = 'CT' and period = '2026-08' order by indicator")
+        .unwrap();
+    let mut csv_text = String::from("unit_id,period,indicator,numerator,denominator\n");
+    for row in stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, f64>(4)?,
+            ))
+        })
+        .unwrap()
+    {
+        let (u, p, i, n, d) = row.unwrap();
+        csv_text.push_str(&format!("{u},{p},{i},{n},{d}\n"));
+    }
+    let scored = chiso::index::score(
+        &csv_text,
+        "counts",
+        &chiso::index::Methodologies::load(&repo().join("sql/methodology")).unwrap(),
+        None,
+    )
+    .unwrap();
+    let cli_total: f64 = scored
+        .lines()
+        .find(|l| l.contains(",TOTAL,"))
+        .unwrap()
+        .split(',')
+        .nth(6)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let wh_total: f64 = conn
+        .query_row("select sum(points) from int_indicator_points where unit_id = 'CT' and period = '2026-08'", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        (cli_total - wh_total).abs() < 1e-9,
+        "cli {cli_total} vs warehouse {wh_total}"
+    );
+    assert!((0.0..=100.0).contains(&wh_total));
+    println!("top unit, 2026-08: {all_aug} dossiers received, total {wh_total:.2} of 100; largest province {province}");
+
     // Periods: 84 months, 28 quarters, 7 years; Q3 2026 runs July to September.
     assert_eq!(
         scalar(&conn, "select count(*) from dim_periods"),

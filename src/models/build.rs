@@ -207,6 +207,12 @@ pub fn build(
             .with_context(|| format!("copying {} to start the build", published.display()))?;
     }
     let conn = duck::open(&build_file, opts.threads)?;
+    // Relative paths in models (e.g. `methodology/*.csv`) are relative to the sql/ folder.
+    let sql_abs = std::fs::canonicalize(sql_dir).unwrap_or_else(|_| sql_dir.to_path_buf());
+    conn.execute_batch(&format!(
+        "SET file_search_path = {};",
+        duck::lit(&sql_abs.display().to_string())
+    ))?;
     let mut models: Vec<ModelRun> = Vec::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     for name in &order {

@@ -1,0 +1,326 @@
+{{ config(materialized='table', tags=['index']) }}
+-- One row per unit × period × indicator: numerator and denominator of SPEC §4, counted for the
+-- unit itself and rolled up to every ancestor (sums of counts, never averages of ratios), with
+-- the methodology version in force for the period. Period attribution per indicator:
+-- receipt (dossiers received in the period), handled_or_open (ON_TIME_HANDLING), announcement
+-- (PUBLISH_*), first_receipt (petitions), as_of_now (catalogue state today).
+
+with
+
+periods as (
+    select * from {{ ref('dim_periods') }}
+),
+
+rollup as (
+    select * from {{ ref('int_units_rolled_up_by_period') }}
+),
+
+units as (
+    select * from {{ ref('dim_units') }}
+),
+
+dossiers as (
+    select * from {{ ref('fct_dossiers') }}
+),
+
+petitions as (
+    select * from {{ ref('fct_petitions') }}
+),
+
+ratings as (
+    select * from {{ ref('stg_reporting__ratings') }}
+),
+
+procedures as (
+    select * from {{ ref('stg_catalogue__procedures') }}
+),
+
+versions as (
+    select * from {{ ref('stg_portal__dossier_versions') }}
+),
+
+steps as (
+    select * from {{ ref('stg_portal__dossier_steps') }}
+),
+
+national as (
+    select * from {{ ref('stg_national_report__received') }}
+),
+
+calendar as (
+    select * from {{ ref('dim_calendar') }}
+),
+
+methodology as (
+    select * from {{ ref('methodology') }}
+),
+
+-- Dossiers ----------------------------------------------------------------------------------
+
+-- A status change reached the portal in time when the first version carrying that status was
+-- synced within 24 hours of the step that made the change.
+status_changes as (
+    select
+        s.dossier_id,
+        s.stepped_at,
+        min(v.synced_at) as first_synced_at
+    from steps as s
+    left join versions as v on v.dossier_id = s.dossier_id and v.status_code = s.status_code
+    group by s.dossier_id, s.stepped_at, s.status_code
+),
+
+dossier_rows as (
+    select
+        d.*,
+        r.rating,
+        r.has_complaint,
+        p.has_replaceable_components
+    from dossiers as d
+    left join ratings as r using (dossier_id)
+    left join procedures as p using (procedure_code)
+),
+
+received_in_period as (
+    select d.*, pe.period, pe.starts_at, pe.ends_at, ru.rollup_unit_id, ru.distance
+    from dossier_rows as d
+    inner join periods as pe on d.received_at >= pe.starts_at and d.received_at < pe.ends_at
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
+),
+
+synced_in_time as (
+    select
+        r.period,
+        r.rollup_unit_id,
+        r.dossier_id,
+        bool_and(coalesce(c.first_synced_at <= c.stepped_at + interval 24 hour, false)) as all_in_time
+    from received_in_period as r
+    left join status_changes as c
+        on c.dossier_id = r.dossier_id and c.stepped_at >= r.starts_at and c.stepped_at < r.ends_at
+    group by r.period, r.rollup_unit_id, r.dossier_id
+),
+
+receipt_counts as (
+    select
+        rollup_unit_id as unit_id,
+        period,
+        count(*) as received,
+        count(*) filter (where is_online) as online,
+        count(*) filter (where has_financial_obligation) as obligation,
+        count(*) filter (where has_financial_obligation and is_paid_online) as obligation_paid_online,
+        count(*) filter (where finished_at is not null and status_code in ('9', '10') and is_result_paper) as paper_results,
+        count(*) filter (where finished_at is not null and status_code in ('9', '10') and is_result_paper and has_electronic_result) as paper_results_electronic,
+        count(*) filter (where is_digitised) as digitised,
+        count(*) filter (where has_replaceable_components) as replaceable,
+        count(*) filter (where has_replaceable_components and has_reused_component) as replaceable_reused,
+        count(*) filter (where is_online and (has_store_component or has_electronic_result)) as online_store_linked,
+        count(*) filter (where uses_population_data) as population,
+        count(*) filter (where not (coalesce(rating = 'unsatisfied', false) or coalesce(has_complaint, false) or coalesce(is_late, false))) as not_unsatisfied
+    from received_in_period
+    group by rollup_unit_id, period
+),
+
+sync_counts as (
+    select rollup_unit_id as unit_id, period, count(*) filter (where all_in_time) as synced_in_time
+    from synced_in_time
+    group by rollup_unit_id, period
+),
+
+national_counts as (
+    select ru.rollup_unit_id as unit_id, pe.period, sum(n.received_count) as national_received
+    from national as n
+    inner join periods as pe
+        on cast(n.period || '-01' as date) >= pe.starts_on and cast(n.period || '-01' as date) < pe.ends_before
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = n.unit_id
+    group by ru.rollup_unit_id, pe.period
+),
+
+-- Handled in the period or received in it; judged at the period's end when still open.
+handling as (
+    select
+        ru.rollup_unit_id as unit_id,
+        pe.period,
+        count(*) as handled_or_open,
+        count(*) filter (
+            where (d.finished_at < pe.ends_at and not d.is_late)
+               or ((d.finished_at is null or d.finished_at >= pe.ends_at) and d.due_at >= pe.ends_at
+                   and d.supplement_count <= 1)
+        ) as on_time
+    from dossiers as d
+    inner join periods as pe
+        on (d.received_at >= pe.starts_at and d.received_at < pe.ends_at)
+        or (d.finished_at >= pe.starts_at and d.finished_at < pe.ends_at)
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
+    where not d.is_withdrawn and d.received_at is not null
+    group by ru.rollup_unit_id, pe.period
+),
+
+-- Procedures of a unit's level (Cấp Tỉnh: level 2, Cấp Cơ sở: level 3), per unit and period ---
+
+unit_periods as (
+    select distinct ru.rollup_unit_id as unit_id, ru.period, u.unit_level, u.parent_unit_id is null as is_top
+    from rollup as ru
+    inner join periods as pe on pe.period = ru.period
+    inner join units as u
+        on u.unit_id = ru.rollup_unit_id
+        and u.valid_from < pe.ends_before and (u.valid_to is null or u.valid_to >= pe.starts_on)
+),
+
+-- Each unit valid at the period's end carries the procedures of its level (Cấp Tỉnh: level 2,
+-- Cấp Cơ sở: level 3), for itself and its ancestors: a parent sums the instances below it.
+unit_procedures as (
+    select ru.rollup_unit_id as unit_id, ru.period, ru.unit_id as owner_unit_id, p.*
+    from rollup as ru
+    inner join periods as pe on pe.period = ru.period
+    inner join units as u
+        on u.unit_id = ru.unit_id
+        and u.valid_from < pe.ends_before
+        and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
+    inner join procedures as p
+        on (p.authority_level = 'Cấp Tỉnh' and u.unit_level = 2)
+        or (p.authority_level = 'Cấp Cơ sở' and u.unit_level = 3)
+),
+
+-- How each unit used each procedure in the period (its own dossiers only).
+procedure_use as (
+    select
+        r.rollup_unit_id as owner_unit_id,
+        r.period,
+        r.procedure_code,
+        bool_or(r.is_online) as has_online_dossier,
+        bool_or(r.is_paid_online) as has_paid_online,
+        bool_and(r.has_fee_list) as all_carry_fee_list
+    from received_in_period as r
+    where r.distance = 0
+    group by r.rollup_unit_id, r.period, r.procedure_code
+),
+
+procedure_counts as (
+    select
+        up.unit_id,
+        up.period,
+        count(*) as procedures,
+        count(*) filter (where up.has_all_mandatory_components) as content_full,
+        count(*) filter (where up.service_level in ('full_online', 'partly_online')) as online_services,
+        count(*) filter (where up.service_level in ('full_online', 'partly_online') and u.has_online_dossier) as online_services_used,
+        count(*) filter (where up.is_fee_bearing) as fee_bearing,
+        count(*) filter (where up.is_fee_bearing and u.has_paid_online) as fee_bearing_paid_online,
+        count(*) filter (where up.is_fee_bearing and u.all_carry_fee_list) as fee_bearing_with_list,
+        count(*) filter (where up.is_population_data_connected) as population_connected,
+        count(*) filter (where pe.period is not null) as announced,
+        count(*) filter (where pe.period is not null and ann.working_day_number + 20 <= eff.working_day_number) as announced_on_time,
+        count(*) filter (where pe.period is not null and up.posted_on is not null and post.working_day_number <= ann.working_day_number + 10) as posted_on_time
+    from unit_procedures as up
+    left join procedure_use as u
+        on u.owner_unit_id = up.owner_unit_id and u.period = up.period and u.procedure_code = up.procedure_code
+    left join periods as pe
+        on pe.period = up.period and up.announced_on >= pe.starts_on and up.announced_on < pe.ends_before
+    left join calendar as ann on ann.calendar_date = up.announced_on
+    left join calendar as eff on eff.calendar_date = up.legal_basis_effective_on
+    left join calendar as post on post.calendar_date = up.posted_on
+    group by up.unit_id, up.period
+),
+
+-- Petitions, by first receipt; judged at the period's end when still open -------------------
+
+petition_counts as (
+    select
+        ru.rollup_unit_id as unit_id,
+        pe.period,
+        count(*) as petitions,
+        count(*) filter (
+            where (p.is_handled and p.handled_at < pe.ends_at and p.is_handled_on_time)
+               or ((not p.is_handled or p.handled_at >= pe.ends_at) and p.resolve_due_at >= pe.ends_at)
+        ) as petitions_on_time,
+        count(*) filter (where p.is_handled and p.handled_at < pe.ends_at) as handled,
+        count(*) filter (
+            where p.is_handled and p.handled_at < pe.ends_at
+              and not (p.is_disliked or p.is_re_raised or not p.is_handled_on_time)
+        ) as handled_satisfied,
+        count(*) filter (where p.category = 'rules_and_procedures') as about_procedures,
+        count(*) filter (where p.category = 'staff_behaviour') as about_staff
+    from petitions as p
+    inner join periods as pe on p.first_received_at >= pe.starts_at and p.first_received_at < pe.ends_at
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = p.unit_id
+    group by ru.rollup_unit_id, pe.period
+),
+
+-- Together ----------------------------------------------------------------------------------
+
+joined as (
+    select
+        up.unit_id,
+        up.period,
+        up.is_top,
+        rc.*  exclude (unit_id, period),
+        sc.synced_in_time,
+        nc.national_received,
+        h.handled_or_open,
+        h.on_time,
+        pc.* exclude (unit_id, period),
+        pt.* exclude (unit_id, period)
+    from unit_periods as up
+    left join receipt_counts as rc on rc.unit_id = up.unit_id and rc.period = up.period
+    left join sync_counts as sc on sc.unit_id = up.unit_id and sc.period = up.period
+    left join national_counts as nc on nc.unit_id = up.unit_id and nc.period = up.period
+    left join handling as h on h.unit_id = up.unit_id and h.period = up.period
+    left join procedure_counts as pc on pc.unit_id = up.unit_id and pc.period = up.period
+    left join petition_counts as pt on pt.unit_id = up.unit_id and pt.period = up.period
+    where rc.received is not null or h.handled_or_open is not null or pt.petitions is not null
+),
+
+long as (
+    unpivot (
+        select
+            unit_id,
+            period,
+            is_top,
+            struct_pack(n := coalesce(announced_on_time, 0), d := coalesce(announced, 0)) as PUBLISH_ON_TIME,
+            struct_pack(n := coalesce(posted_on_time, 0), d := coalesce(announced, 0)) as PUBLIC_UPDATE_ON_TIME,
+            struct_pack(n := coalesce(content_full, 0), d := coalesce(procedures, 0)) as PUBLIC_CONTENT_FULL,
+            struct_pack(
+                n := coalesce(synced_in_time, 0),
+                d := greatest(coalesce(national_received, 0), coalesce(received, 0))
+            ) as DOSSIER_SYNC,
+            struct_pack(n := coalesce(on_time, 0), d := coalesce(handled_or_open, 0)) as ON_TIME_HANDLING,
+            struct_pack(n := coalesce(online_services, 0), d := coalesce(procedures, 0)) as ONLINE_SERVICE_PROVIDED,
+            struct_pack(n := coalesce(online_services_used, 0), d := coalesce(online_services, 0)) as ONLINE_SERVICE_WITH_DOSSIER,
+            struct_pack(n := coalesce(online, 0), d := coalesce(received, 0)) as ONLINE_DOSSIER_SHARE,
+            struct_pack(n := coalesce(obligation_paid_online, 0), d := coalesce(obligation, 0)) as ONLINE_PAYMENT_DOSSIER,
+            struct_pack(n := coalesce(fee_bearing_paid_online, 0), d := coalesce(fee_bearing, 0)) as ONLINE_PAYMENT_FORMALITY,
+            struct_pack(n := coalesce(fee_bearing_with_list, 0), d := coalesce(fee_bearing, 0)) as FEE_FORMALITY_WITH_DOSSIER,
+            struct_pack(n := coalesce(paper_results_electronic, 0), d := coalesce(paper_results, 0)) as ORIGINAL_RESULT_AVAILABLE,
+            struct_pack(n := coalesce(digitised, 0), d := coalesce(received, 0)) as SO_HOA_GIAY_TO_GIAI_QUYET,
+            struct_pack(n := coalesce(replaceable_reused, 0), d := coalesce(replaceable, 0)) as REUSED_DIGITIZED_DATA,
+            struct_pack(n := coalesce(online_store_linked, 0), d := coalesce(online, 0)) as SYNCED_WITH_DVCQG_PERSONAL_STORAGE,
+            struct_pack(n := coalesce(population, 0), d := coalesce(received, 0)) as CITIZEN_DATA_CONNECTED_DOSSIER,
+            struct_pack(n := coalesce(population_connected, 0), d := coalesce(procedures, 0)) as CITIZEN_DATA_CONNECTED_FORMALITY,
+            struct_pack(n := coalesce(petitions_on_time, 0), d := coalesce(petitions, 0)) as PETITION_PROCESSING_ON_TIME,
+            struct_pack(n := coalesce(handled_satisfied, 0), d := coalesce(handled, 0)) as PETITION_HANDLING_SATISFACTION,
+            struct_pack(n := coalesce(not_unsatisfied, 0), d := coalesce(received, 0)) as DOSSIER_RECEIVING_SATISFACTION,
+            struct_pack(n := coalesce(about_procedures, 0), d := coalesce(petitions, 0)) as PETITION_CLASSIFICATION_TTHC,
+            struct_pack(n := coalesce(about_staff, 0), d := coalesce(petitions, 0)) as PETITION_CLASSIFICATION_STAFF
+        from joined
+    )
+    on columns(* exclude (unit_id, period, is_top))
+    into name indicator value counts
+),
+
+-- The methodology version in force for each period: the latest effective at its first month.
+in_force as (
+    select pe.period, max_by(m.methodology, m.effective_from) as methodology
+    from periods as pe
+    inner join (select distinct methodology, effective_from from methodology) as m
+        on m.effective_from <= strftime(pe.starts_on, '%Y-%m')
+    group by pe.period
+)
+
+select
+    l.unit_id,
+    l.period,
+    l.indicator,
+    cast(l.counts.n as double) as numerator,
+    cast(l.counts.d as double) as denominator,
+    l.is_top,
+    f.methodology
+from long as l
+inner join in_force as f using (period)
