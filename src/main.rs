@@ -68,6 +68,40 @@ enum Command {
     /// The service-quality index.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Build the warehouse: run the SQL models under sql/ in dependency order into a build
+    /// file, run the data tests, and replace warehouse/chiso.duckdb only if all passed.
+    ///
+    /// Exit status: 0 published, 1 a model or a blocking test failed (the published file is
+    /// unchanged; the failed build is kept as chiso.failed.duckdb for inspection).
+    Build(BuildArgs),
+    /// Run the data tests against the published warehouse (read-only).
+    Test(TestArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// dbt-style selectors: model, model+ (and downstream), +model (and upstream), tag:name.
+    #[arg(long, num_args = 1..)]
+    select: Vec<String>,
+    /// Rebuild incremental models from scratch.
+    #[arg(long)]
+    full_refresh: bool,
+    /// DuckDB threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print the build record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Only tests reading these models (selectors as for build).
+    #[arg(long, num_args = 1..)]
+    select: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -361,6 +395,53 @@ fn select<'a>(
         .collect()
 }
 
+fn print_build(r: &chiso::models::build::BuildRecord) {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(vec!["MODEL", "MATERIALIZED", "STATUS", "ROWS", "SECONDS"]);
+    for m in &r.models {
+        t.add_row(vec![
+            m.model.clone(),
+            m.materialized.clone(),
+            m.status.clone(),
+            m.rows.map_or(String::new(), |n| n.to_string()),
+            format!("{:.2}", m.seconds),
+        ]);
+    }
+    println!("{t}");
+    for m in r.models.iter().filter(|m| m.status == "error") {
+        println!("error in {}: {}", m.model, m.error.as_deref().unwrap_or(""));
+    }
+    for x in r.tests.iter().filter(|x| x.status != "pass") {
+        println!(
+            "test {} {}: {} violating rows{}",
+            x.test,
+            x.status,
+            x.failures,
+            x.error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    let passed = r.tests.iter().filter(|x| x.status == "pass").count();
+    println!(
+        "{} models, {} of {} data tests passed, {:.1}s",
+        r.models.len(),
+        passed,
+        r.tests.len(),
+        r.seconds
+    );
+    if r.published {
+        println!("Published {}", r.published_path.display());
+    } else {
+        println!(
+            "NOT published: {} is unchanged; the failed build is kept as chiso.failed.duckdb",
+            r.published_path.display()
+        );
+    }
+}
+
 fn exit_code(reports: &[RunReport]) -> u8 {
     if reports.iter().any(|r| r.outcome == Outcome::Failed) {
         EXIT_FAILED
@@ -637,6 +718,67 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 exit_code(&result.reports)
             })
+        }
+        Command::Build(a) => {
+            let (project, jobs) = demo::load_project_or_embedded(&cli.config)?;
+            let warehouse = warehouse_dir(&cli.dir, &project);
+            let sql_dir = project.root.join("sql");
+            if !sql_dir.is_dir() {
+                anyhow::bail!(
+                    "{} not found: run chiso build from the project folder",
+                    sql_dir.display()
+                );
+            }
+            let opts = chiso::models::build::BuildOptions {
+                select: a.select,
+                full_refresh: a.full_refresh,
+                threads: a.threads,
+            };
+            let record = tokio::task::spawn_blocking(move || {
+                chiso::models::build::build(&warehouse, &sql_dir, &jobs, &opts)
+            })
+            .await??;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&record)?);
+            } else {
+                print_build(&record);
+            }
+            Ok(if record.published {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            })
+        }
+        Command::Test(a) => {
+            let (project, jobs) = demo::load_project_or_embedded(&cli.config)?;
+            let warehouse = warehouse_dir(&cli.dir, &project);
+            let sql_dir = project.root.join("sql");
+            let tests = tokio::task::spawn_blocking(move || {
+                chiso::models::build::test_published(&warehouse, &sql_dir, &jobs, &a.select)
+            })
+            .await??;
+            let failed = tests
+                .iter()
+                .filter(|t| t.status == "fail" || t.status == "error")
+                .count();
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&tests)?);
+            } else {
+                for t in tests.iter().filter(|t| t.status != "pass") {
+                    println!(
+                        "{:<5} {} ({} rows){}",
+                        t.status,
+                        t.test,
+                        t.failures,
+                        t.error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+                println!("{} passed, {} failed", tests.len() - failed, failed);
+            }
+            Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILED })
         }
         Command::Index(IndexCommand::Score(a)) => {
             let (text, name) = if a.counts.as_os_str() == "-" {

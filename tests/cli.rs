@@ -75,6 +75,42 @@ fn demo_runs_every_feed_and_reconciles() {
             .starts_with("202609"),
         "{dossiers}"
     );
+
+    // Build the warehouse from what the demo landed, with the repository's models, then test it.
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chiso.toml");
+    let wh = dir.path().join("wh");
+    let b = chiso()
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(&wh)
+        .arg("build")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&b.stdout);
+    assert!(
+        b.status.success(),
+        "build failed: {out}\n{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(
+        out.contains("Published") && out.contains("int_indicator_points"),
+        "{out}"
+    );
+    assert!(wh.join("chiso.duckdb").exists());
+    let t = chiso()
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(&wh)
+        .arg("test")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&t.stdout);
+    assert!(
+        t.status.success() && out.contains(" passed, 0 failed"),
+        "{out}"
+    );
 }
 
 #[test]
