@@ -67,6 +67,51 @@ pub struct DemoResult {
     pub dossiers_in_world: usize,
 }
 
+/// One line of the demo's ranking.
+#[derive(Debug, Clone)]
+pub struct RankRow {
+    pub period: String,
+    pub status: String,
+    pub unit_name: String,
+    pub scores: [f64; 7],
+}
+
+/// The latest month's provincial ranking from the published warehouse, best first.
+pub fn latest_ranking(warehouse: &Path, n: usize) -> anyhow::Result<Vec<RankRow>> {
+    let conn = duckdb::Connection::open_with_flags(
+        crate::models::build::published_path(warehouse),
+        duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
+    )?;
+    conn.execute_batch(crate::duck::SAFE_SETTINGS)?;
+    let mut stmt = conn.prepare(
+        "SELECT period, status, unit_name, ckmb, tdgq, clgq, tttt, mdsh, mdhl, total
+         FROM mart_index_unit_period
+         WHERE period_type = 'month' AND unit_level = 2
+           AND period = (SELECT max(period) FROM mart_index_unit_period WHERE period_type = 'month')
+         ORDER BY total DESC, unit_name
+         LIMIT ?",
+    )?;
+    let rows = stmt
+        .query_map([n as i64], |r| {
+            Ok(RankRow {
+                period: r.get(0)?,
+                status: r.get(1)?,
+                unit_name: r.get(2)?,
+                scores: [
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ],
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// Runs the demo: simulator up, every enabled job once, simulator down.
 pub async fn run(
     mut project: ProjectConfig,

@@ -662,6 +662,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Demo(a) => {
             let (project, jobs) = demo::load_project_or_embedded(&cli.config)?;
             let warehouse = warehouse_dir(&cli.dir, &project);
+            let sql_dir = project.root.join("sql");
+            let build_jobs = jobs.clone();
             let cfg = a.world.config(0.0)?;
             println!(
                 "chiso demo: simulator (seed {}, {} dossiers per working day, {} to {}) on 127.0.0.1, warehouse {}",
@@ -707,6 +709,58 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         r.totals.rows_quarantined,
                         r.totals.rows_skipped
                     );
+                }
+            }
+            // Build the warehouse and show the latest month's ranking, when the project has models.
+            if sql_dir.is_dir() && mismatched.is_empty() {
+                let (w, s, j) = (warehouse.clone(), sql_dir.clone(), build_jobs);
+                let record = tokio::task::spawn_blocking(move || {
+                    chiso::models::build::build(
+                        &w,
+                        &s,
+                        &j,
+                        &chiso::models::build::BuildOptions::default(),
+                    )
+                })
+                .await??;
+                let passed = record.tests.iter().filter(|t| t.status == "pass").count();
+                println!(
+                    "\nBuilt the warehouse: {} models, {} of {} data tests passed, {:.1}s{}",
+                    record.models.len(),
+                    passed,
+                    record.tests.len(),
+                    record.seconds,
+                    if record.published {
+                        format!(" -> {}", record.published_path.display())
+                    } else {
+                        " (NOT published)".into()
+                    }
+                );
+                if record.published {
+                    let rows = demo::latest_ranking(&warehouse, 10)?;
+                    if let Some(first) = rows.first() {
+                        println!(
+                            "\nService-quality index, {} ({}), provinces, top {}:",
+                            first.period,
+                            first.status,
+                            rows.len()
+                        );
+                        println!(
+                            "{:>3}  {:<28} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
+                            "#", "UNIT", "CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL", "TOTAL"
+                        );
+                        for (i, r) in rows.iter().enumerate() {
+                            let s = r.scores;
+                            println!(
+                                "{:>3}  {:<28} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.2}",
+                                i + 1, r.unit_name, s[0], s[1], s[2], s[3], s[4], s[5], s[6]
+                            );
+                        }
+                    }
+                } else {
+                    for m in record.models.iter().filter(|m| m.status == "error") {
+                        println!("error in {}: {}", m.model, m.error.as_deref().unwrap_or(""));
+                    }
                 }
             }
             println!(

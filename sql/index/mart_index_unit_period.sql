@@ -1,0 +1,86 @@
+{{ config(materialized='table', tags=['index', 'mart']) }}
+-- One row per unit × period (unit_id, period): the six group scores and the total, the rank
+-- among the units sharing a parent, the change from the previous period of the same type, and
+-- what the figure rests on (methodology, data watermark, status, when computed). BI tools and
+-- publication read this mart; it holds no personal data.
+
+with
+
+points as (
+    select * from {{ ref('int_indicator_points') }}
+),
+
+periods as (
+    select * from {{ ref('dim_periods') }}
+),
+
+units as (
+    select * from {{ ref('dim_units') }}
+),
+
+versions as (
+    select * from {{ ref('stg_portal__dossier_versions') }}
+),
+
+watermark as (
+    select max(synced_at) as data_watermark from versions
+),
+
+groups as (
+    select
+        unit_id,
+        period,
+        any_value(methodology) as methodology,
+        coalesce(sum(points) filter (where group_code = 'CKMB'), 0) as ckmb,
+        coalesce(sum(points) filter (where group_code = 'TDGQ'), 0) as tdgq,
+        coalesce(sum(points) filter (where group_code = 'CLGQ'), 0) as clgq,
+        coalesce(sum(points) filter (where group_code = 'TTTT'), 0) as tttt,
+        coalesce(sum(points) filter (where group_code = 'MDSH'), 0) as mdsh,
+        coalesce(sum(points) filter (where group_code = 'MDHL'), 0) as mdhl,
+        coalesce(sum(points), 0) as total
+    from points
+    group by unit_id, period
+),
+
+described as (
+    select
+        g.*,
+        pe.period_type,
+        pe.starts_at,
+        pe.ends_at,
+        u.unit_name,
+        u.unit_level,
+        u.parent_unit_id
+    from groups as g
+    inner join periods as pe using (period)
+    inner join units as u
+        on u.unit_id = g.unit_id
+        and u.valid_from < pe.ends_before
+        and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
+)
+
+select
+    d.unit_id,
+    d.unit_name,
+    d.unit_level,
+    d.parent_unit_id,
+    d.period,
+    d.period_type,
+    d.ckmb,
+    d.tdgq,
+    d.clgq,
+    d.tttt,
+    d.mdsh,
+    d.mdhl,
+    d.total,
+    rank() over (partition by d.period, d.parent_unit_id order by d.total desc) as rank_among_siblings,
+    d.total - lag(d.total) over (partition by d.unit_id, d.period_type order by d.starts_at) as change_from_previous,
+    -- Final once the data has moved ten days past the period's end (the grace window for late
+    -- syncs); provisional before.
+    case when w.data_watermark >= d.ends_at + interval 10 day then 'final' else 'provisional' end as status,
+    d.methodology,
+    w.data_watermark,
+    -- Vietnamese wall-clock time (UTC+7 all year; the bundled DuckDB has no time zones).
+    cast(get_current_timestamp() as timestamp) + interval 7 hour as computed_at
+from described as d
+cross join watermark as w
