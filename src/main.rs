@@ -712,6 +712,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             // Build the warehouse and show the latest month's ranking, when the project has models.
+            let mut build_failed = false;
             if sql_dir.is_dir() && mismatched.is_empty() {
                 let (w, s, j) = (warehouse.clone(), sql_dir.clone(), build_jobs);
                 let record = tokio::task::spawn_blocking(move || {
@@ -736,6 +737,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         " (NOT published)".into()
                     }
                 );
+                build_failed = !record.published;
                 if record.published {
                     let rows = demo::latest_ranking(&warehouse, 10)?;
                     if let Some(first) = rows.first() {
@@ -767,7 +769,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 "\nNext: chiso status --dir {d}   |   duckdb -c \"SELECT TrangThaiHoSo, count(*) FROM read_parquet('{d}/lake/portal/dossiers/*/*.parquet', hive_partitioning=true) GROUP BY 1 ORDER BY 1\"",
                 d = warehouse.display()
             );
-            Ok(if !mismatched.is_empty() {
+            Ok(if !mismatched.is_empty() || build_failed {
                 EXIT_FAILED
             } else {
                 exit_code(&result.reports)

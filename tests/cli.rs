@@ -79,11 +79,12 @@ fn demo_runs_every_feed_and_reconciles() {
     // Build the warehouse from what the demo landed, with the repository's models, then test it.
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chiso.toml");
     let wh = dir.path().join("wh");
+    // A relative --dir, as a newcomer types it.
     let b = chiso()
+        .current_dir(dir.path())
         .arg("--config")
         .arg(&config)
-        .arg("--dir")
-        .arg(&wh)
+        .args(["--dir", "wh"])
         .arg("build")
         .output()
         .unwrap();

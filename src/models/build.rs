@@ -194,6 +194,11 @@ pub fn build(
         .map_err(|e| anyhow::anyhow!(e))?;
     let order = project.order(&selected).map_err(|e| anyhow::anyhow!(e))?;
     std::fs::create_dir_all(warehouse)?;
+    // Lake paths in the SQL are absolute: relative ones would resolve against the
+    // file_search_path set below, not the current folder.
+    let warehouse_abs = std::fs::canonicalize(warehouse)
+        .with_context(|| format!("resolving {}", warehouse.display()))?;
+    let warehouse = warehouse_abs.as_path();
     let state = JobState::new(warehouse, "_build");
     let _lock = state.lock().context("another build is running")?;
 
