@@ -32,7 +32,7 @@ fn scalar(conn: &duckdb::Connection, sql: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn staging_dims_and_facts_match_the_simulator() {
+async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
     let sim = start_sim(small_world(31, 50.0), Faults::none()).await;
     let (_, jobs) = project_for(&sim.base_url());
     let wh = tempfile::tempdir().unwrap();
@@ -44,19 +44,9 @@ async fn staging_dims_and_facts_match_the_simulator() {
     for job in &jobs {
         run_job(&ctx, job).await.unwrap();
     }
-    // The staging and dims layers of the repository's sql/ folder.
+    // The repository's sql/ folder, as a project would have it.
     let sql = tempfile::tempdir().unwrap();
-    for layer in [
-        "staging",
-        "dims",
-        "facts",
-        "intermediate",
-        "index",
-        "methodology",
-    ] {
-        std::fs::create_dir_all(sql.path().join(layer)).unwrap();
-        copy_dir(&repo().join("sql").join(layer), &sql.path().join(layer));
-    }
+    copy_dir(&repo().join("sql"), sql.path());
     let w = wh.path().to_path_buf();
     let s = sql.path().to_path_buf();
     let jobs2 = jobs.clone();
@@ -323,6 +313,18 @@ async fn staging_dims_and_facts_match_the_simulator() {
     );
     assert!((0.0..=100.0).contains(&wh_total));
     println!("top unit, 2026-08: {all_aug} dossiers received, total {wh_total:.2} of 100; largest province {province}");
+
+    // Drill-down: every late dossier is listed once, most with the step that was open at due.
+    assert_eq!(
+        scalar(&conn, "select count(*) from drill_late_dossiers"),
+        scalar(&conn, "select count(*) from fct_dossiers where is_late")
+    );
+    assert!(
+        scalar(
+            &conn,
+            "select count(*) from drill_late_dossiers where officer_name is not null"
+        ) > 0
+    );
 
     // Periods: 84 months, 28 quarters, 7 years; Q3 2026 runs July to September.
     assert_eq!(
