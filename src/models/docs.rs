@@ -131,9 +131,11 @@ pub type Loaded = (Vec<(PathBuf, ModelDoc)>, Vec<GenericTest>);
 
 /// Reads every `*.yml` under `dir` (except `dbt_project.yml`): model docs and their tests.
 pub fn load(dir: &Path) -> Result<Loaded, Vec<String>> {
-    let mut files = Vec::new();
-    collect(dir, &mut files).map_err(|e| vec![format!("{}: {e}", dir.display())])?;
-    files.sort();
+    let files: Vec<PathBuf> = super::files_with_extension(dir, "yml")
+        .map_err(|e| vec![format!("{}: {e}", dir.display())])?
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "dbt_project.yml"))
+        .collect();
     let mut docs = Vec::new();
     let mut tests = Vec::new();
     let mut errors = Vec::new();
@@ -179,25 +181,6 @@ pub fn load(dir: &Path) -> Result<Loaded, Vec<String>> {
     } else {
         Err(errors)
     }
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for e in rd {
-        let p = e?.path();
-        if p.is_dir() {
-            collect(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "yml")
-            && p.file_name().is_some_and(|n| n != "dbt_project.yml")
-        {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// Parses a generic test's SQL as a model template (it holds `ref()` calls).

@@ -10,3 +10,29 @@ pub mod build;
 pub mod docs;
 pub mod project;
 pub mod template;
+
+use std::path::{Path, PathBuf};
+
+/// Files below `dir` whose extension is `ext`, sorted; a missing folder has none.
+pub(crate) fn files_with_extension(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for e in rd {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(&p, ext, out)?;
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, ext, &mut out)?;
+    out.sort();
+    Ok(out)
+}

@@ -44,29 +44,11 @@ pub struct Project {
     pub tests: Vec<DataTest>,
 }
 
-fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for e in rd {
-        let p = e?.path();
-        if p.is_dir() {
-            sql_files(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "sql") {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 impl Project {
     /// Reads every model and test under `sql_dir`; all problems are returned together.
     pub fn load(sql_dir: &Path) -> Result<Project, Vec<String>> {
-        let mut files = Vec::new();
-        sql_files(sql_dir, &mut files).map_err(|e| vec![format!("{}: {e}", sql_dir.display())])?;
-        files.sort();
+        let files = super::files_with_extension(sql_dir, "sql")
+            .map_err(|e| vec![format!("{}: {e}", sql_dir.display())])?;
         let tests_dir = sql_dir.join("tests");
         let mut p = Project::default();
         let mut errors = Vec::new();
