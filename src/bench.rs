@@ -64,7 +64,7 @@ fn dir_size(dir: &Path) -> (u64, u64) {
 
 /// The dossier job of the built-in project, turned into a file job over `input`.
 pub fn dossier_file_job(input: &Path, threads: usize) -> anyhow::Result<JobConfig> {
-    let (_, jobs) = crate::demo::load_project_or_embedded(Path::new("/nonexistent/chiso.toml"))?;
+    let (_, jobs) = crate::demo::embedded_project()?;
     let mut job = jobs
         .into_iter()
         .find(|j| j.name == "dossiers")

@@ -41,6 +41,11 @@ pub fn load_project_or_embedded(
         let jobs = config::load_jobs(&project.jobs_dir, &project)?;
         return Ok((project, jobs));
     }
+    embedded_project()
+}
+
+/// The project files built into the binary.
+pub fn embedded_project() -> anyhow::Result<(ProjectConfig, Vec<config::JobConfig>)> {
     let project =
         ProjectConfig::parse(Path::new("<built-in>/chiso.toml"), EMBEDDED_PROJECT, &|k| {
             std::env::var(k).ok()

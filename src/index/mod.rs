@@ -6,7 +6,6 @@
 //! in the SQL file, never here.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -58,26 +57,40 @@ pub struct Methodologies {
 impl Methodologies {
     /// Reads every `*.csv` in `dir`, or the built-in versions if `dir` does not exist.
     pub fn load(dir: &Path) -> anyhow::Result<Methodologies> {
-        let mut files: Vec<(String, String)> = Vec::new();
-        if dir.is_dir() {
-            let mut paths: Vec<_> = std::fs::read_dir(dir)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-                .collect();
-            paths.sort();
-            for p in paths {
-                let text = std::fs::read_to_string(&p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                files.push((p.display().to_string(), text));
-            }
-        } else {
-            for (name, text) in EMBEDDED_METHODOLOGIES {
-                files.push((
-                    format!("<built-in>/sql/methodology/{name}"),
-                    text.to_string(),
-                ));
-            }
+        if !dir.is_dir() {
+            return Self::embedded();
         }
+        let mut paths: Vec<_> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+            .collect();
+        paths.sort();
+        let mut files = Vec::new();
+        for p in paths {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            files.push((p.display().to_string(), text));
+        }
+        Self::parse(files)
+    }
+
+    /// The versions built into the binary.
+    pub fn embedded() -> anyhow::Result<Methodologies> {
+        Self::parse(
+            EMBEDDED_METHODOLOGIES
+                .iter()
+                .map(|(name, text)| {
+                    (
+                        format!("<built-in>/sql/methodology/{name}"),
+                        text.to_string(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Parses (file name, CSV text) pairs and checks them.
+    fn parse(files: Vec<(String, String)>) -> anyhow::Result<Methodologies> {
         let mut rules = Vec::new();
         for (name, text) in files {
             let mut r = csv::Reader::from_reader(text.as_bytes());
@@ -532,8 +545,9 @@ pub fn score(
             &num(Some(total_max)),
         ])?;
     }
-    let body = String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
-    let _ = write!(out, "{body}");
+    out.push_str(&String::from_utf8(
+        w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?);
     Ok(out)
 }
 

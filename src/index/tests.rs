@@ -3,7 +3,7 @@
 use super::*;
 
 fn methodologies() -> Methodologies {
-    Methodologies::load(Path::new("/nonexistent")).unwrap()
+    Methodologies::embedded().unwrap()
 }
 
 /// Parses the output into (unit, period, indicator) → (numerator, denominator, ratio, points, max).
