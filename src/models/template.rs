@@ -1,6 +1,6 @@
 //! The subset of dbt's Jinja that chiso models use, parsed without a template engine:
 //! `{{ ref('model') }}`, `{{ source('feed', 'dataset') }}`, `{{ config(…) }}`, `{{ this }}`,
-//! `{% if is_incremental() %} … {% endif %}` and `{# comments #}`. Anything else is an error
+//! `{% if is_incremental() %} … {% else %} … {% endif %}` and `{# comments #}`. Anything else is an error
 //! naming the file and line, so a model that parses here means the same under dbt-duckdb.
 //!
 //! Owns parsing and rendering of one file's text; knows nothing of DuckDB or the graph.
@@ -23,8 +23,9 @@ pub enum Segment {
     Ref(String),
     Source(String, String),
     This,
-    /// Included only when the model is built incrementally on top of an existing table.
-    IfIncremental(Vec<Segment>),
+    /// The first branch when the model is built incrementally on top of an existing table,
+    /// the second (`{% else %}`, maybe empty) otherwise.
+    IfIncremental(Vec<Segment>, Vec<Segment>),
 }
 
 /// A parsed model file.
@@ -107,8 +108,9 @@ pub trait Resolve {
 fn walk(segs: &[Segment], f: &mut dyn FnMut(&Segment)) {
     for s in segs {
         f(s);
-        if let Segment::IfIncremental(inner) = s {
-            walk(inner, f);
+        if let Segment::IfIncremental(then, other) = s {
+            walk(then, f);
+            walk(other, f);
         }
     }
 }
@@ -120,10 +122,9 @@ fn render_into(segs: &[Segment], r: &dyn Resolve, incremental: bool, out: &mut S
             Segment::Ref(m) => out.push_str(&r.model(m)),
             Segment::Source(a, b) => out.push_str(&r.source(a, b)),
             Segment::This => out.push_str(&r.this()),
-            Segment::IfIncremental(inner) => {
-                if incremental {
-                    render_into(inner, r, incremental, out)
-                }
+            Segment::IfIncremental(then, other) => {
+                let branch = if incremental { then } else { other };
+                render_into(branch, r, incremental, out)
             }
         }
     }
@@ -140,8 +141,9 @@ fn line_of(text: &str, pos: usize) -> usize {
 /// Parses a model's text.
 pub fn parse(text: &str) -> Result<Parsed, TemplateError> {
     let mut parsed = Parsed::default();
-    // Stack of open `if is_incremental()` blocks: each holds the segments before it.
-    let mut stack: Vec<(Vec<Segment>, usize)> = Vec::new();
+    // Stack of open `if is_incremental()` blocks: each holds the segments before it, where it
+    // started, and its first branch once `{% else %}` was seen.
+    let mut stack: Vec<(Vec<Segment>, usize, Option<Vec<Segment>>)> = Vec::new();
     let mut current: Vec<Segment> = Vec::new();
     let mut pos = 0;
     let err = |at: usize, message: String| TemplateError {
@@ -208,26 +210,35 @@ pub fn parse(text: &str) -> Result<Parsed, TemplateError> {
                 let compact: String = inner.split_whitespace().collect::<Vec<_>>().join(" ");
                 match compact.as_str() {
                     "if is_incremental()" => {
-                        stack.push((std::mem::take(&mut current), start));
+                        stack.push((std::mem::take(&mut current), start, None));
                     }
+                    "else" => match stack.last_mut() {
+                        Some((_, _, then @ None)) => *then = Some(std::mem::take(&mut current)),
+                        Some(_) => return Err(err(start, "a second {% else %} in one {% if %}".into())),
+                        None => return Err(err(start, "{% else %} without {% if is_incremental() %}".into())),
+                    },
                     "endif" => {
-                        let Some((mut outer, _)) = stack.pop() else {
+                        let Some((mut outer, _, then)) = stack.pop() else {
                             return Err(err(start, "{% endif %} without {% if is_incremental() %}".into()));
                         };
-                        outer.push(Segment::IfIncremental(std::mem::take(&mut current)));
+                        let last = std::mem::take(&mut current);
+                        outer.push(match then {
+                            Some(then) => Segment::IfIncremental(then, last),
+                            None => Segment::IfIncremental(last, Vec::new()),
+                        });
                         current = outer;
                     }
                     other => {
                         return Err(err(
                             start,
-                            format!("unsupported template tag {{% {other} %}}: only {{% if is_incremental() %}} … {{% endif %}}"),
+                            format!("unsupported template tag {{% {other} %}}: only {{% if is_incremental() %}} … {{% else %}} … {{% endif %}}"),
                         ))
                     }
                 }
             }
         }
     }
-    if let Some((_, at)) = stack.last() {
+    if let Some((_, at, _)) = stack.last() {
         return Err(err(
             *at,
             "{% if is_incremental() %} is never closed with {% endif %}".into(),
@@ -348,6 +359,18 @@ mod tests {
         assert!(!full.contains("where t >"));
         let inc = p.render(&R, true);
         assert!(inc.contains("where t > (select max(t) from main.me)"));
+    }
+
+    #[test]
+    fn else_branch_renders_on_full_builds_only() {
+        let p =
+            parse("a {% if is_incremental() %}inc {{ this }}{% else %}full{% endif %} b").unwrap();
+        assert_eq!(p.render(&R, true), "a inc main.me b");
+        assert_eq!(p.render(&R, false), "a full b");
+        let e = parse("x\n{% else %}").unwrap_err();
+        assert!(e.message.contains("without"), "{e}");
+        let e = parse("{% if is_incremental() %}a{% else %}b\n{% else %}c{% endif %}").unwrap_err();
+        assert_eq!(e.line, 2);
     }
 
     #[test]
