@@ -89,6 +89,10 @@ struct BuildArgs {
     /// DuckDB threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// DuckDB memory limit for the build, e.g. 3GB (it spills to disk beyond it); default
+    /// DuckDB's (80% of RAM).
+    #[arg(long)]
+    memory_limit: Option<String>,
     /// Print the build record as JSON.
     #[arg(long)]
     json: bool,
@@ -265,6 +269,51 @@ enum BenchCommand {
     /// One engine of `bench ingest` (run by it in a child process).
     #[command(hide = true)]
     IngestOnce(BenchOnceArgs),
+    /// Warehouse build time and peak memory on a lake of simulated dossiers: full build, then
+    /// an incremental build after a batch of changed dossiers, optionally dbt-duckdb on the
+    /// same models and lake.
+    Build(BenchBuildArgs),
+    /// One build of `bench build` (run by it in a child process).
+    #[command(hide = true)]
+    BuildOnce(BenchBuildOnceArgs),
+}
+
+#[derive(Args)]
+struct BenchBuildArgs {
+    /// Dossiers in the lake (each has several versions and steps).
+    #[arg(long, default_value_t = 1_000_000)]
+    dossiers: u64,
+    /// DuckDB threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Folder for the prepared lake (reused between runs) and the runs.
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Dossiers changed before the incremental build.
+    #[arg(long, default_value_t = 10_000)]
+    changed: u64,
+    /// DuckDB memory limit of every build.
+    #[arg(long, default_value = "3GB")]
+    memory_limit: String,
+    /// Also run `dbt build` with dbt-duckdb from this executable (e.g. .venv/bin/dbt).
+    #[arg(long)]
+    dbt: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchBuildOnceArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    sql: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long)]
+    memory_limit: String,
+    #[arg(long)]
+    full_refresh: bool,
 }
 
 #[derive(Args)]
@@ -789,6 +838,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 select: a.select,
                 full_refresh: a.full_refresh,
                 threads: a.threads,
+                memory_limit: a.memory_limit,
             };
             let record = tokio::task::spawn_blocking(move || {
                 chiso::models::build::build(&warehouse, &sql_dir, &jobs, &opts)
@@ -869,6 +919,35 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 duckdb_memory_limit: a.duckdb_memory_limit,
             };
             tokio::task::spawn_blocking(move || bench::ingest(&opts)).await??;
+            Ok(EXIT_OK)
+        }
+        Command::Bench(BenchCommand::Build(a)) => {
+            let (project, _) = demo::load_project_or_embedded(&cli.config)?;
+            let opts = bench::build::BuildBench {
+                dossiers: a.dossiers,
+                seed: a.seed,
+                threads: a.threads,
+                work_dir: a.work_dir,
+                changed: a.changed,
+                memory_limit: a.memory_limit,
+                sql_dir: project.root.join("sql"),
+                dbt: a.dbt,
+            };
+            bench::build::run(&opts).await?;
+            Ok(EXIT_OK)
+        }
+        Command::Bench(BenchCommand::BuildOnce(a)) => {
+            let m = tokio::task::spawn_blocking(move || {
+                bench::build::measure_build(
+                    &a.dir,
+                    &a.sql,
+                    a.threads,
+                    &a.memory_limit,
+                    a.full_refresh,
+                )
+            })
+            .await??;
+            println!("{}", serde_json::to_string(&m)?);
             Ok(EXIT_OK)
         }
         Command::Bench(BenchCommand::IngestOnce(a)) => {

@@ -6,6 +6,8 @@
 //! The chiso side is the product path: a `protocol = "file"` job landing the file through
 //! `pull::run_job` (decode, validate, quarantine, Parquet, fsync, commit).
 
+pub mod build;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

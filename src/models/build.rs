@@ -30,6 +30,9 @@ pub struct BuildOptions {
     pub full_refresh: bool,
     /// DuckDB threads (0: DuckDB's default).
     pub threads: usize,
+    /// DuckDB's `memory_limit` for the build (e.g. `3GB`); DuckDB spills to disk beyond it.
+    /// `None`: DuckDB's default (80% of RAM).
+    pub memory_limit: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,7 +90,7 @@ impl Resolve for Relations<'_> {
     fn source(&self, feed: &str, dataset: &str) -> String {
         match self.jobs.iter().find(|j| j.dataset.feed == feed && j.dataset.name == dataset) {
             Some(j) => format!(
-                "read_parquet({}, hive_partitioning = true, hive_types_autocast = false, union_by_name = true)",
+                "read_parquet({}, hive_partitioning = true, hive_types_autocast = false, union_by_name = true, filename = true, file_row_number = true)",
                 duck::lit(&crate::lake::dataset_glob(self.warehouse, &j.dataset))
             ),
             // Rendered into SQL that fails with this message if it is ever run.
@@ -218,6 +221,10 @@ pub fn build(
         "SET file_search_path = {};",
         duck::lit(&sql_abs.display().to_string())
     ))?;
+    if let Some(limit) = &opts.memory_limit {
+        conn.execute_batch(&format!("SET memory_limit = {};", duck::lit(limit)))
+            .with_context(|| format!("memory limit {limit:?}"))?;
+    }
     let mut models: Vec<ModelRun> = Vec::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     for name in &order {

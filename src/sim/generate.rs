@@ -64,6 +64,9 @@ impl Outputs {
     }
 }
 
+/// Dossiers received per (unit index, month `YYYY-MM`): what the national report counts.
+pub type ReceivedCounts = BTreeMap<(usize, String), u64>;
+
 /// Writes the world of `config` to `out`, with at most `max_dossiers` dossiers if given.
 pub fn generate(
     config: &SimConfig,
@@ -71,6 +74,34 @@ pub fn generate(
     max_dossiers: Option<u64>,
     threads: usize,
 ) -> std::io::Result<Manifest> {
+    let (manifest, counts) = generate_days(
+        config,
+        out,
+        config.from,
+        config.now.date(),
+        max_dossiers,
+        threads,
+    )?;
+    write_snapshots(config, out, counts)?;
+    std::fs::write(
+        out.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).expect("serialises"),
+    )?;
+    Ok(manifest)
+}
+
+/// Writes the record feeds of the days `first..=last` (dossiers submitted and petitions
+/// raised on those days, with every version visible at `config.now`) to `out`, and returns
+/// the dossiers received per unit and month. A day's records do not depend on the window, so
+/// consecutive windows together give the same records as one window over all the days.
+pub fn generate_days(
+    config: &SimConfig,
+    out: &Path,
+    first: NaiveDate,
+    last: NaiveDate,
+    max_dossiers: Option<u64>,
+    threads: usize,
+) -> std::io::Result<(Manifest, ReceivedCounts)> {
     let setting = Setting::new(config.seed, config.per_day, config.petition_ratio);
     let names: [(&'static str, &str); 5] = [
         ("dossiers", "portal/dossiers.ndjson"),
@@ -89,18 +120,18 @@ pub fn generate(
         files,
         manifest: Manifest {
             seed: config.seed,
-            from: config.from.to_string(),
+            from: first.to_string(),
             now: world::ts(config.now),
             ..Default::default()
         },
     };
     let now = secs(config.now);
-    let mut counts: BTreeMap<(usize, String), u64> = BTreeMap::new();
+    let mut counts = ReceivedCounts::new();
     // Days with their dossier counts, cut at `max_dossiers`.
     let mut days: Vec<(NaiveDate, u32)> = Vec::new();
     let mut total = 0u64;
-    let mut d = config.from;
-    while d <= config.now.date() {
+    let mut d = first;
+    while d <= last.min(config.now.date()) {
         let mut n = setting.dossiers_on(d) as u64;
         if let Some(m) = max_dossiers {
             n = n.min(m.saturating_sub(total));
@@ -156,23 +187,18 @@ pub fn generate(
     for (_, mut w) in std::mem::take(&mut o.files) {
         w.flush()?;
     }
-    // Snapshots come from a world with no dossiers (they do not depend on them), and the
-    // national report from the counts above.
-    let empty = World {
-        config: config.clone(),
-        setting: Setting::new(config.seed, 0.0, 0.0),
-        logs: BTreeMap::new(),
-        national: counts
-            .into_iter()
-            .map(|((unit, period), received)| NationalRow {
-                visible_at: 0,
-                unit: setting.registry.units[unit].id.clone(),
-                period,
-                received,
-                reported_on: config.now.date(),
-            })
-            .collect(),
-    };
+    Ok((o.manifest, counts))
+}
+
+/// Writes the snapshot files (catalogue, units, calendar, and the national report of `counts`)
+/// to `out`. Snapshots come from a world with no dossiers: only the national report depends
+/// on them.
+pub fn write_snapshots(
+    config: &SimConfig,
+    out: &Path,
+    counts: ReceivedCounts,
+) -> std::io::Result<()> {
+    let empty = snapshot_world(config, counts);
     let snapshots: [(&str, String); 4] = [
         (
             "catalogue/procedures.json",
@@ -190,9 +216,29 @@ pub fn generate(
         std::fs::create_dir_all(p.parent().expect("has parent"))?;
         std::fs::write(p, body)?;
     }
-    std::fs::write(
-        out.join("manifest.json"),
-        serde_json::to_vec_pretty(&o.manifest).expect("serialises"),
-    )?;
-    Ok(o.manifest)
+    Ok(())
+}
+
+/// A world with the registry, catalogue and calendar of `config`, no record feeds, and the
+/// national report of `counts`: what a snapshot-only simulator serves.
+pub fn snapshot_world(config: &SimConfig, counts: ReceivedCounts) -> World {
+    let setting = Setting::new(config.seed, config.per_day, config.petition_ratio);
+    World {
+        config: config.clone(),
+        setting: Setting::new(config.seed, 0.0, 0.0),
+        logs: super::SimFeed::ALL
+            .iter()
+            .map(|f| (*f, Vec::new()))
+            .collect(),
+        national: counts
+            .into_iter()
+            .map(|((unit, period), received)| NationalRow {
+                visible_at: 0,
+                unit: setting.registry.units[unit].id.clone(),
+                period,
+                received,
+                reported_on: config.now.date(),
+            })
+            .collect(),
+    }
 }
