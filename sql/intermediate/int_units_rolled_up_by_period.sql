@@ -1,8 +1,9 @@
 {{ config(materialized='table', tags=['index']) }}
--- One row per period × unit × roll-up unit: every unit active during the period, mapped to the
--- unit that carries its records at the period's end (following successors across a
--- reorganisation; the first successor when there are several) and to that unit's ancestors
--- in the tree valid at the period's end. A period keeps the structure of its own time.
+-- One row per period × unit × roll-up unit: every unit that existed by the period's end (a
+-- dissolved unit's dossiers can still finish after it ended), mapped to the unit that carries
+-- its records at the period's end (following successors across a reorganisation; the first
+-- successor when there are several) and to that unit's ancestors in the tree valid at the
+-- period's end. A period keeps the structure of its own time.
 
 with recursive
 
@@ -19,7 +20,7 @@ active as (
     select p.period, p.last_day, u.unit_id
     from periods as p
     inner join units as u
-        on u.valid_from <= p.last_day and (u.valid_to is null or u.valid_to >= p.starts_on)
+        on u.valid_from <= p.last_day
 ),
 
 chain(period, last_day, unit_id, carrier_id, depth) as (
