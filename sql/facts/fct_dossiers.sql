@@ -1,17 +1,82 @@
-{{ config(materialized='table', tags=['facts']) }}
+{{ config(materialized='incremental', unique_key='dossier_id', tags=['facts']) }}
 -- One row per dossier (dossier_id) with the attributes the index counts: effective due time,
 -- when and how handling ended, supplements, lateness, fees and online payment, results,
--- digitisation and national-database use. Period attribution is left to the index models.
+-- digitisation, national-database use, rating, and whether its status changes reached the
+-- portal in time. Period attribution is left to the index models.
+--
+-- Incremental: a dossier is recomputed when its current version, its steps, its status syncs
+-- or its rating landed since the last build (`source_loaded_at`), and every dossier whose due
+-- time comes from the catalogue's statutory limit when the catalogue or calendar changed.
 
 with
 
-dossiers as (
+{% if is_incremental() %}
+watermark as (
+    select max(source_loaded_at) as loaded_at from {{ this }}
+),
+
+changed as materialized (
+    select dossier_id from {{ ref('stg_portal__dossiers') }}
+    where loaded_at >= (select loaded_at from watermark)
+    union
+    select dossier_id from {{ ref('stg_portal__dossier_steps') }}
+    where loaded_at >= (select loaded_at from watermark)
+    union
+    select dossier_id from {{ ref('stg_portal__dossier_status_syncs') }}
+    where loaded_at >= (select loaded_at from watermark)
+    union
+    select dossier_id from {{ ref('stg_reporting__ratings') }}
+    where loaded_at >= (select loaded_at from watermark)
+    union
+    -- A new catalogue snapshot changes its procedures' attributes (result on paper,
+    -- statutory time limit); a new calendar changes statutory due times.
+    select dossier_id from {{ this }}
+    where procedure_code in (
+        select procedure_code from {{ ref('stg_catalogue__procedures') }}
+        where loaded_at >= (select loaded_at from watermark)
+    )
+    union
+    select dossier_id from {{ this }}
+    where due_source = 'statutory'
+      and (select max(loaded_at) from {{ ref('stg_calendar__days') }}) >= (select loaded_at from watermark)
+),
+
+dossiers as not materialized (
+    select * from {{ ref('stg_portal__dossiers') }}
+    where dossier_id in (select dossier_id from changed)
+),
+
+steps as not materialized (
+    select * from {{ ref('stg_portal__dossier_steps') }}
+    where dossier_id in (select dossier_id from changed)
+),
+
+status_syncs as not materialized (
+    select * from {{ ref('stg_portal__dossier_status_syncs') }}
+    where dossier_id in (select dossier_id from changed)
+),
+
+ratings as not materialized (
+    select * from {{ ref('stg_reporting__ratings') }}
+    where dossier_id in (select dossier_id from changed)
+),
+{% else %}
+dossiers as not materialized (
     select * from {{ ref('stg_portal__dossiers') }}
 ),
 
-steps as (
+steps as not materialized (
     select * from {{ ref('stg_portal__dossier_steps') }}
 ),
+
+status_syncs as not materialized (
+    select * from {{ ref('stg_portal__dossier_status_syncs') }}
+),
+
+ratings as not materialized (
+    select * from {{ ref('stg_reporting__ratings') }}
+),
+{% endif %}
 
 procedures as (
     select * from {{ ref('stg_catalogue__procedures') }}
@@ -19,6 +84,25 @@ procedures as (
 
 calendar as (
     select * from {{ ref('dim_calendar') }}
+),
+
+-- DOSSIER_SYNC: a status change (a processing step) reached the portal in time when the first
+-- version carrying its status was received within 24 hours of the step.
+sync_checks as (
+    select
+        s.dossier_id,
+        count(*) as status_changes,
+        min(s.stepped_at) filter (
+            where ss.first_synced_at is null or ss.first_synced_at > s.stepped_at + interval 24 hour
+        ) as first_late_sync_change_at,
+        max(s.loaded_at) as loaded_at
+    from steps as s
+    left join status_syncs as ss on ss.dossier_id = s.dossier_id and ss.status_code = s.status_code
+    group by s.dossier_id
+),
+
+syncs_loaded as (
+    select dossier_id, max(loaded_at) as loaded_at from status_syncs group by dossier_id
 ),
 
 -- Processing stopped (status 8) carries no date of its own; its step does.
@@ -131,8 +215,25 @@ select
     x.has_store_component,
     x.uses_population_data,
 
-    e.synced_at
+    -- sync and rating
+    coalesce(sc.status_changes, 0) as status_changes,
+    sc.first_late_sync_change_at,
+    r.rating,
+    coalesce(r.has_complaint, false) as has_complaint,
+
+    e.synced_at,
+    e.lake_file,
+    e.lake_row,
+    greatest(
+        e.loaded_at,
+        sc.loaded_at,
+        sl.loaded_at,
+        r.loaded_at
+    ) as source_loaded_at
 from ended as e
 inner join decoded as x using (dossier_id)
 left join statutory_due as sd using (dossier_id)
+left join sync_checks as sc using (dossier_id)
+left join syncs_loaded as sl using (dossier_id)
+left join ratings as r using (dossier_id)
 left join procedures as p on p.procedure_code = e.procedure_code

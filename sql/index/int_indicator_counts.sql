@@ -19,7 +19,7 @@ units as (
     select * from {{ ref('dim_units') }}
 ),
 
-dossiers as (
+dossiers as not materialized (
     select * from {{ ref('fct_dossiers') }}
 ),
 
@@ -27,20 +27,8 @@ petitions as (
     select * from {{ ref('fct_petitions') }}
 ),
 
-ratings as (
-    select * from {{ ref('stg_reporting__ratings') }}
-),
-
 procedures as (
     select * from {{ ref('stg_catalogue__procedures') }}
-),
-
-versions as (
-    select * from {{ ref('stg_portal__dossier_versions') }}
-),
-
-steps as (
-    select * from {{ ref('stg_portal__dossier_steps') }}
 ),
 
 national as (
@@ -56,73 +44,120 @@ methodology as (
 ),
 
 -- Dossiers ----------------------------------------------------------------------------------
+-- Each dossier is read once, into small tables keyed by unit and month (received, finished,
+-- due, first late sync). A period of any type is then a range of months: "received in the
+-- period" is a month between its first and last; "finished before its end" is a finished
+-- month before the month after it; and so on. Counts for quarters and years are therefore
+-- exactly the counts of the rule, not sums of monthly ratios.
 
--- A status change reached the portal in time when the first version carrying that status was
--- synced within 24 hours of the step that made the change.
-status_changes as (
+-- Receipt-attributed counts, per unit, month received and procedure.
+receipt_base as (
     select
-        s.dossier_id,
-        s.stepped_at,
-        min(v.synced_at) as first_synced_at
-    from steps as s
-    left join versions as v on v.dossier_id = s.dossier_id and v.status_code = s.status_code
-    group by s.dossier_id, s.stepped_at, s.status_code
-),
-
-dossier_rows as (
-    select
-        d.*,
-        r.rating,
-        r.has_complaint,
-        p.has_replaceable_components
-    from dossiers as d
-    left join ratings as r using (dossier_id)
-    left join procedures as p using (procedure_code)
-),
-
-received_in_period as (
-    select d.*, pe.period, pe.starts_at, pe.ends_at, ru.rollup_unit_id, ru.distance
-    from dossier_rows as d
-    inner join periods as pe on d.received_at >= pe.starts_at and d.received_at < pe.ends_at
-    inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
-),
-
-synced_in_time as (
-    select
-        r.period,
-        r.rollup_unit_id,
-        r.dossier_id,
-        bool_and(coalesce(c.first_synced_at <= c.stepped_at + interval 24 hour, false)) as all_in_time
-    from received_in_period as r
-    left join status_changes as c
-        on c.dossier_id = r.dossier_id and c.stepped_at >= r.starts_at and c.stepped_at < r.ends_at
-    group by r.period, r.rollup_unit_id, r.dossier_id
-),
-
-receipt_counts as (
-    select
-        rollup_unit_id as unit_id,
-        period,
+        unit_id,
+        cast(date_trunc('month', received_at) as date) as month,
+        procedure_code,
         count(*) as received,
         count(*) filter (where is_online) as online,
         count(*) filter (where has_financial_obligation) as obligation,
         count(*) filter (where has_financial_obligation and is_paid_online) as obligation_paid_online,
-        count(*) filter (where finished_at is not null and status_code in ('9', '10') and is_result_paper) as paper_results,
-        count(*) filter (where finished_at is not null and status_code in ('9', '10') and is_result_paper and has_electronic_result) as paper_results_electronic,
+        count(*) filter (where finished_at is not null and status_code in ('9', '10')) as with_result,
+        count(*) filter (where finished_at is not null and status_code in ('9', '10') and has_electronic_result) as with_result_electronic,
         count(*) filter (where is_digitised) as digitised,
-        count(*) filter (where has_replaceable_components) as replaceable,
-        count(*) filter (where has_replaceable_components and has_reused_component) as replaceable_reused,
+        count(*) filter (where has_reused_component) as reused,
         count(*) filter (where is_online and (has_store_component or has_electronic_result)) as online_store_linked,
         count(*) filter (where uses_population_data) as population,
-        count(*) filter (where not (coalesce(rating = 'unsatisfied', false) or coalesce(has_complaint, false) or coalesce(is_late, false))) as not_unsatisfied
-    from received_in_period
-    group by rollup_unit_id, period
+        count(*) filter (where not (coalesce(rating = 'unsatisfied', false) or has_complaint or coalesce(is_late, false))) as not_unsatisfied,
+        count(*) filter (where is_paid_online) as paid_online,
+        count(*) filter (where has_fee_list) as with_fee_list
+    from dossiers
+    where received_at is not null
+    group by all
+),
+
+-- DOSSIER_SYNC: a dossier received in the period counts when it has status changes and every
+-- change up to the period's end reached the portal within 24 hours.
+sync_base as (
+    select
+        unit_id,
+        cast(date_trunc('month', received_at) as date) as month,
+        cast(date_trunc('month', first_late_sync_change_at) as date) as late_month,
+        count(*) as dossiers
+    from dossiers
+    where received_at is not null and status_changes > 0
+    group by all
+),
+
+-- ON_TIME_HANDLING: dossiers received or finished in the period (withdrawn ones excluded);
+-- on time if finished by its end and not late, or still open at its end with the due time
+-- after it and at most one supplement.
+handling_base as (
+    select
+        unit_id,
+        cast(date_trunc('month', received_at) as date) as received_month,
+        cast(date_trunc('month', finished_at) as date) as finished_month,
+        cast(date_trunc('month', due_at) as date) as due_month,
+        coalesce(is_late, false) as is_late,
+        supplement_count <= 1 as at_most_one_supplement,
+        count(*) as dossiers
+    from dossiers
+    where not is_withdrawn and received_at is not null
+    group by all
+),
+
+receipt_by_period as (
+    select
+        b.unit_id,
+        pe.period,
+        b.procedure_code,
+        sum(b.received) as received,
+        sum(b.online) as online,
+        sum(b.obligation) as obligation,
+        sum(b.obligation_paid_online) as obligation_paid_online,
+        sum(b.with_result) as with_result,
+        sum(b.with_result_electronic) as with_result_electronic,
+        sum(b.digitised) as digitised,
+        sum(b.reused) as reused,
+        sum(b.online_store_linked) as online_store_linked,
+        sum(b.population) as population,
+        sum(b.not_unsatisfied) as not_unsatisfied,
+        sum(b.paid_online) as paid_online,
+        sum(b.with_fee_list) as with_fee_list
+    from receipt_base as b
+    inner join periods as pe on b.month >= pe.starts_on and b.month < pe.ends_before
+    group by all
+),
+
+receipt_counts as (
+    select
+        ru.rollup_unit_id as unit_id,
+        r.period,
+        sum(r.received) as received,
+        sum(r.online) as online,
+        sum(r.obligation) as obligation,
+        sum(r.obligation_paid_online) as obligation_paid_online,
+        sum(r.with_result) filter (where p.is_result_paper) as paper_results,
+        sum(r.with_result_electronic) filter (where p.is_result_paper) as paper_results_electronic,
+        sum(r.digitised) as digitised,
+        sum(r.received) filter (where p.has_replaceable_components) as replaceable,
+        sum(r.reused) filter (where p.has_replaceable_components) as replaceable_reused,
+        sum(r.online_store_linked) as online_store_linked,
+        sum(r.population) as population,
+        sum(r.not_unsatisfied) as not_unsatisfied
+    from receipt_by_period as r
+    inner join rollup as ru on ru.period = r.period and ru.unit_id = r.unit_id
+    left join procedures as p on p.procedure_code = r.procedure_code
+    group by all
 ),
 
 sync_counts as (
-    select rollup_unit_id as unit_id, period, count(*) filter (where all_in_time) as synced_in_time
-    from synced_in_time
-    group by rollup_unit_id, period
+    select
+        ru.rollup_unit_id as unit_id,
+        pe.period,
+        sum(b.dossiers) filter (where b.late_month is null or b.late_month >= pe.ends_before) as synced_in_time
+    from sync_base as b
+    inner join periods as pe on b.month >= pe.starts_on and b.month < pe.ends_before
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = b.unit_id
+    group by all
 ),
 
 national_counts as (
@@ -134,24 +169,22 @@ national_counts as (
     group by ru.rollup_unit_id, pe.period
 ),
 
--- Handled in the period or received in it; judged at the period's end when still open.
 handling as (
     select
         ru.rollup_unit_id as unit_id,
         pe.period,
-        count(*) as handled_or_open,
-        count(*) filter (
-            where (d.finished_at < pe.ends_at and not d.is_late)
-               or ((d.finished_at is null or d.finished_at >= pe.ends_at) and d.due_at >= pe.ends_at
-                   and d.supplement_count <= 1)
-        ) as on_time
-    from dossiers as d
+        sum(b.dossiers) as handled_or_open,
+        coalesce(sum(b.dossiers) filter (
+            where (b.finished_month < pe.ends_before and not b.is_late)
+               or ((b.finished_month is null or b.finished_month >= pe.ends_before)
+                   and b.due_month >= pe.ends_before and b.at_most_one_supplement)
+        ), 0) as on_time
+    from handling_base as b
     inner join periods as pe
-        on (d.received_at >= pe.starts_at and d.received_at < pe.ends_at)
-        or (d.finished_at >= pe.starts_at and d.finished_at < pe.ends_at)
-    inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
-    where not d.is_withdrawn and d.received_at is not null
-    group by ru.rollup_unit_id, pe.period
+        on (b.received_month >= pe.starts_on and b.received_month < pe.ends_before)
+        or (b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before)
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = b.unit_id
+    group by all
 ),
 
 -- Procedures of a unit's level (Cấp Tỉnh: level 2, Cấp Cơ sở: level 3), per unit and period ---
@@ -183,15 +216,15 @@ unit_procedures as (
 -- How each unit used each procedure in the period (its own dossiers only).
 procedure_use as (
     select
-        r.rollup_unit_id as owner_unit_id,
+        ru.rollup_unit_id as owner_unit_id,
         r.period,
         r.procedure_code,
-        bool_or(r.is_online) as has_online_dossier,
-        bool_or(r.is_paid_online) as has_paid_online,
-        bool_and(r.has_fee_list) as all_carry_fee_list
-    from received_in_period as r
-    where r.distance = 0
-    group by r.rollup_unit_id, r.period, r.procedure_code
+        sum(r.online) > 0 as has_online_dossier,
+        sum(r.paid_online) > 0 as has_paid_online,
+        sum(r.with_fee_list) = sum(r.received) as all_carry_fee_list
+    from receipt_by_period as r
+    inner join rollup as ru on ru.period = r.period and ru.unit_id = r.unit_id and ru.distance = 0
+    group by all
 ),
 
 procedure_counts as (

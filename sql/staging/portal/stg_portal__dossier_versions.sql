@@ -1,8 +1,7 @@
-{{ config(materialized='table', tags=['staging']) }}
+{{ config(materialized='view', tags=['staging']) }}
 -- One row per dossier version (dossier_id, synced_at): the status each version carried and
--- when the portal received it, a resent version counted once. DOSSIER_SYNC judges from it
--- whether each status change reached the portal in time. (A second staging model on the
--- dossiers dataset: stg_portal__dossiers keeps only the current version.)
+-- when the portal received it, a resent version counted once. For drill-down (which versions
+-- reached the portal, and when); the index reads stg_portal__dossier_status_syncs.
 
 with
 

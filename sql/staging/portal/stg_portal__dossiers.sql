@@ -1,4 +1,4 @@
-{{ config(materialized='table', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging']) }}
 -- One row per dossier (dossier_id): its current version.
 --
 -- The portal re-sends a dossier on every change, late and out of order: a version synced late
@@ -7,11 +7,95 @@
 -- times (submitted, received, supplement asked and answered, processed, returned, refused),
 -- then whether the online payment had been made, then the status's place in the workflow,
 -- and only then by arrival.
+--
+-- The winner is chosen on narrow columns (dossier, ordering key, lake file and row), and only
+-- the winners' full rows are read and decoded. Incremental: only versions landed since the
+-- last build are read; they compete with the current winner of their dossier, and a dossier
+-- whose current version did not change is left as it is. `lake_file` and `lake_row` name the
+-- record behind each row.
 
 with
 
-source as (
+source as not materialized (
     select * from {{ source('portal', 'dossiers') }}
+    {% if is_incremental() %}
+    -- Landing is ordered (one writer per dataset), so everything below the newest loaded_at
+    -- already kept was seen by an earlier build; equal stamps are read again (idempotent).
+    where _ingested_at >= (select max(loaded_at) from {{ this }})
+    {% endif %}
+),
+
+-- The ordering key of each version, on narrow columns. NULLs sort lowest, as NULLS LAST does
+-- in a descending order.
+versions as (
+    select
+        MaHoSo as dossier_id,
+        filename as lake_file,
+        file_row_number as lake_row,
+        coalesce(greatest(
+            NgayNopHoSo,
+            NgayTiepNhan,
+            NgayKetThucXuLy,
+            NgayTra,
+            NgayTuChoi,
+            case when DanhSachHoSoBoSung is not null and DanhSachHoSoBoSung <> '[]' then strptime(
+                nullif(list_max(list_transform(
+                    from_json(DanhSachHoSoBoSung, '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR"}]'),
+                    lambda s: greatest(s.NgayBoSung, coalesce(s.NgayTiepNhanBoSung, s.NgayBoSung))
+                )), ''),
+                '%Y%m%d%H%M%S'
+            ) end
+        ), timestamp '0001-01-01') as state_at,
+        coalesce(DuocThanhToanTrucTuyen = 1, false) as is_paid_online,
+        case TrangThaiHoSo
+            when '1' then 1
+            when '2' then 2
+            when '4' then 3
+            when '5' then 4
+            when '6' then 5
+            when '10' then 7
+            else 6
+        end as workflow_rank,
+        coalesce(ThoiDiemDongBo, timestamp '0001-01-01') as synced_at,
+        _ingested_at as loaded_at
+    from source
+),
+
+candidates as (
+    select * from versions
+    {% if is_incremental() %}
+    union all by name
+    select
+        t.dossier_id,
+        t.lake_file,
+        t.lake_row,
+        t.state_at,
+        coalesce(t.is_paid_online, false) as is_paid_online,
+        t.workflow_rank,
+        coalesce(t.synced_at, timestamp '0001-01-01') as synced_at,
+        t.loaded_at
+    from {{ this }} as t
+    where t.dossier_id in (select dossier_id from versions)
+    {% endif %}
+),
+
+winners as (
+    select
+        dossier_id,
+        arg_max(
+            struct_pack(lake_file := lake_file, lake_row := lake_row, state_at := state_at, workflow_rank := workflow_rank),
+            struct_pack(s := state_at, p := is_paid_online, w := workflow_rank, t := synced_at, l := loaded_at)
+        ) as w
+    from candidates
+    group by dossier_id
+),
+
+-- Full rows of the winners that are new versions (a kept current version is not re-read).
+chosen as (
+    select s.*, w.w.state_at, w.w.workflow_rank
+    from source as s
+    inner join winners as w
+        on w.w.lake_file = s.filename and w.w.lake_row = s.file_row_number
 ),
 
 renamed as (
@@ -71,41 +155,13 @@ renamed as (
         DanhSachGiayToKetQua as results_json,
         DSKetNoiCSDL as national_db_links_json,
 
-        _ingested_at as loaded_at,
-
-        -- ordering of versions
-        greatest(
-            NgayNopHoSo,
-            NgayTiepNhan,
-            NgayKetThucXuLy,
-            NgayTra,
-            NgayTuChoi,
-            strptime(
-                nullif(list_max(list_transform(
-                    from_json(DanhSachHoSoBoSung, '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR"}]'),
-                    lambda s: greatest(s.NgayBoSung, coalesce(s.NgayTiepNhanBoSung, s.NgayBoSung))
-                )), ''),
-                '%Y%m%d%H%M%S'
-            )
-        ) as state_at,
-        case TrangThaiHoSo
-            when '1' then 1
-            when '2' then 2
-            when '4' then 3
-            when '5' then 4
-            when '6' then 5
-            when '10' then 7
-            else 6
-        end as workflow_rank
-    from source
-),
-
-current_version as (
-    select * from renamed
-    qualify row_number() over (
-        partition by dossier_id
-        order by state_at desc, is_paid_online desc, workflow_rank desc, synced_at desc, loaded_at desc
-    ) = 1
+        -- ordering and lineage
+        state_at,
+        workflow_rank,
+        filename as lake_file,
+        file_row_number as lake_row,
+        _ingested_at as loaded_at
+    from chosen
 )
 
-select * exclude (state_at, workflow_rank) from current_version
+select * from renamed

@@ -1,0 +1,1042 @@
+//! Golden test of the warehouse: a dataset written by hand, landed by the real jobs (NDJSON
+//! feeds as `file` jobs, snapshots over HTTP from 127.0.0.1), built with the repository's
+//! `sql/`, and every indicator's numerator and denominator checked against values worked out
+//! by hand below, for months, a quarter and the year, at every level of the tree.
+//!
+//! The world (2026):
+//! - Units: CT (top) > P1 (province) > A, B (base). A is reorganised into C on 2026-07-01
+//!   (A valid to 06-30, successor C): from July, and for Q3 and the year, A's dossiers and
+//!   petitions count under C.
+//! - Calendar: 04-30 and 05-01 are holidays (the only ones given).
+//! - Procedures: X (Cấp Cơ sở, full online, result on paper, fee-bearing, population data,
+//!   replaceable components, 3 working days, announced 03-02, effective 04-01 = 22 working
+//!   days later, posted 03-10) and Y (Cấp Tỉnh, not online, no fee, 6 of 7 components,
+//!   announced in 2025).
+//! - National report: A received 6 in 2026-03 (one dossier never synced), B 1.
+//!
+//! Dossiers (all procedure X):
+//! | id  | unit | received    | channel | due              | end                 | notes |
+//! |-----|------|-------------|---------|------------------|---------------------|-------|
+//! | D1  | A    | 03-05 09:00 | online  | 03-10 09:00      | processed 03-09, returned | fee 50,000 paid online, e-result, digitised, reused + store component, population; rated satisfied |
+//! | D2  | A    | 03-20 08:00 (Fri) | in person | none: statutory 3 wd = 03-25 08:00 | processed 03-26: late | status 9 synced 03-28 (> 24 h): DOSSIER_SYNC fails from March |
+//! | D3  | A    | 03-30 14:00 | online  | 04-03 14:00      | processed 04-02     | one supplement; fee 30,000 not paid online; rated unsatisfied |
+//! | D4  | A    | 02-10 09:00 | online  | 02-20 09:00      | processed 03-02, returned 03-03 | two supplements: late; e-result, digitised, population |
+//! | D5  | A    | 03-12 09:00 | in person | 03-20          | withdrawn 03-13     | out of ON_TIME_HANDLING |
+//! | D6  | B    | 03-16 10:00 | in person | 04-15 10:00    | open                | status 4 step never synced |
+//! | D7  | B    | 01-15 10:00 | online  | 01-20 10:00      | processed 01-19     | fee list with 0 (no obligation), e-result, population; rated with a complaint |
+//! | D8  | C    | 07-06 09:00 | online  | 07-10 09:00      | processed 07-08, returned | fee 20,000 paid online, e-result, digitised |
+//! | D9  | A    | 06-29 08:00 | in person | 07-03 08:00    | processed 07-02     | received by A, finished after A became C |
+//! | D10 | B    | 04-28 10:00 (Tue) | in person | none: 3 wd over the 04-30/05-01 holidays = 05-05 10:00 | processed 05-04: on time | |
+//!
+//! Petitions: PK1 (A, procedures, 03-03, resolved 03-10, published 03-11: on time), PK2 (B,
+//! staff, 03-25, open: resolve due 04-15), PK3 (A, other, 02-02, refused 02-06 after the 2-day
+//! deadline 02-04: late).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use axum::routing::get;
+use chiso::config::{FileParams, JobConfig, Protocol, Threads};
+use chiso::models::build::{build, published_path, BuildOptions};
+use chiso::pull::{run_job, RunContext};
+use common::*;
+use serde_json::{json, Value};
+
+const X: &str = "1.000001";
+const Y: &str = "1.000002";
+
+/// The indicators in the order of the expectation strings below.
+const INDICATORS: [&str; 22] = [
+    "PUBLISH_ON_TIME",
+    "PUBLIC_UPDATE_ON_TIME",
+    "PUBLIC_CONTENT_FULL",
+    "DOSSIER_SYNC",
+    "ON_TIME_HANDLING",
+    "ONLINE_SERVICE_PROVIDED",
+    "ONLINE_SERVICE_WITH_DOSSIER",
+    "ONLINE_DOSSIER_SHARE",
+    "ONLINE_PAYMENT_DOSSIER",
+    "ONLINE_PAYMENT_FORMALITY",
+    "FEE_FORMALITY_WITH_DOSSIER",
+    "ORIGINAL_RESULT_AVAILABLE",
+    "SO_HOA_GIAY_TO_GIAI_QUYET",
+    "REUSED_DIGITIZED_DATA",
+    "SYNCED_WITH_DVCQG_PERSONAL_STORAGE",
+    "CITIZEN_DATA_CONNECTED_DOSSIER",
+    "CITIZEN_DATA_CONNECTED_FORMALITY",
+    "PETITION_PROCESSING_ON_TIME",
+    "PETITION_HANDLING_SATISFACTION",
+    "DOSSIER_RECEIVING_SATISFACTION",
+    "PETITION_CLASSIFICATION_TTHC",
+    "PETITION_CLASSIFICATION_STAFF",
+];
+
+/// Numerator/denominator of every indicator, in `INDICATORS` order, worked out by hand from the
+/// table above. Reasoning for the less obvious ones is next to each row.
+fn expected() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        // A, March: received D1 D2 D3 D5 (4), online D1 D3. SYNC: D2 late; national 6 > 4.
+        // ON_TIME: D1 yes, D2 late, D3 open at the end within due (one supplement), D4
+        // finished in March but late; D5 withdrawn is out. Results: D1 D2 D3 finished with a
+        // paper result, D1 electronic. Fee list not on every dossier of X (D2): 0/1.
+        // Satisfaction: D2 late, D3 unsatisfied. PK1 handled on time.
+        ("A", "2026-03", "1/1 1/1 1/1 3/6 2/4 1/1 1/1 2/4 1/2 1/1 0/1 1/3 1/4 1/4 1/2 1/4 1/1 1/1 1/1 2/4 1/1 0/1"),
+        // B, March: D6 only (in person, open, status 4 never synced). No obligation, no
+        // finished dossier, no online dossier: zero denominators. PK2 open, within its due.
+        ("B", "2026-03", "1/1 1/1 1/1 0/1 1/1 1/1 0/1 0/1 0/0 0/1 0/1 0/0 0/1 0/1 0/0 0/1 1/1 1/1 0/0 1/1 0/1 1/1"),
+        // P1, March: A + B, plus its own procedure Y (not online, 6 components, no fee, not
+        // connected, announced in 2025). SYNC denominator max(6 + 1, 5) = 7.
+        ("P1", "2026-03", "2/2 2/2 2/3 3/7 3/5 2/3 1/2 2/5 1/2 1/2 0/2 1/3 1/5 1/5 1/2 1/5 2/3 2/2 1/1 3/5 1/2 1/2"),
+        ("CT", "2026-03", "2/2 2/2 2/3 3/7 3/5 2/3 1/2 2/5 1/2 1/2 0/2 1/3 1/5 1/5 1/2 1/5 2/3 2/2 1/1 3/5 1/2 1/2"),
+        // A, Q1: D4 (February) joins: online 3, results D1 D2 D3 D4, electronic D1 D4,
+        // digitised D1 D4, store-linked D1 (store) D4 (e-result) of 3 online. SYNC 4 of
+        // max(6, 5). ON_TIME as in March (D4 counted once). PK3 refused late.
+        ("A", "2026-Q1", "1/1 1/1 1/1 4/6 2/4 1/1 1/1 3/5 1/2 1/1 0/1 2/4 2/5 1/5 2/3 2/5 1/1 1/2 1/2 2/5 1/2 0/2"),
+        // B, Q1: D7 (January) joins D6. D7 has a fee list of 0: no obligation (0/0). D7 is
+        // rated with a complaint. SYNC max(1, 2) = 2, D7 in time.
+        ("B", "2026-Q1", "1/1 1/1 1/1 1/2 2/2 1/1 1/1 1/2 0/0 0/1 0/1 1/1 0/2 0/2 1/1 1/2 1/1 1/1 0/0 1/2 0/1 1/1"),
+        ("P1", "2026-Q1", "2/2 2/2 2/3 5/7 4/6 2/3 2/2 4/7 1/2 1/2 0/2 3/5 2/7 1/7 3/4 3/7 2/3 2/3 1/2 3/7 1/3 1/3"),
+        // C, year: the tree at 12-31 has C, not A; A's dossiers D1-D5, D9 and petitions PK1,
+        // PK3 count under C, with D8. Only C carries procedure X (A ended). SYNC 6 of
+        // max(6, 7). ON_TIME: D1 D3 D9 D8 of D1 D2 D3 D4 D9 D8.
+        ("C", "2026", "1/1 1/1 1/1 6/7 4/6 1/1 1/1 4/7 2/3 1/1 0/1 3/6 3/7 1/7 3/4 2/7 1/1 1/2 1/2 4/7 1/2 0/2"),
+        // B, year: D6 D7 D10. D6 open at the year's end past its due: not on time. D10's
+        // statutory due skips the holidays (05-05), so finishing 05-04 is on time. PK2 open
+        // past its due at the year's end.
+        ("B", "2026", "1/1 1/1 1/1 2/3 2/3 1/1 1/1 1/3 0/0 0/1 0/1 1/2 0/3 0/3 1/1 1/3 1/1 0/1 0/0 2/3 0/1 1/1"),
+        ("P1", "2026", "2/2 2/2 2/3 8/10 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 6/10 1/3 1/3"),
+        ("CT", "2026", "2/2 2/2 2/3 8/10 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 6/10 1/3 1/3"),
+        // C, July: D8 received; D9 (A's) finished in July counts under C for handling.
+        ("C", "2026-07", "0/0 0/0 1/1 1/1 2/2 1/1 1/1 1/1 1/1 1/1 1/1 1/1 1/1 0/1 1/1 0/1 1/1 0/0 0/0 1/1 0/0 0/0"),
+        // B, May: nothing received (zero denominators everywhere), D10 finished on time.
+        ("B", "2026-05", "0/0 0/0 1/1 0/0 1/1 1/1 0/1 0/0 0/0 0/1 0/1 0/0 0/0 0/0 0/0 0/0 1/1 0/0 0/0 0/0 0/0 0/0"),
+    ]
+}
+
+fn ts(s: &str) -> String {
+    // "03-05 09:00" → "20260305090000"
+    let (md, hm) = s.split_once(' ').unwrap();
+    format!("2026{}{}00", md.replace('-', ""), hm.replace(':', ""))
+}
+
+/// One dossier: the fields every version shares, then its versions as (status, extra fields,
+/// synced at) and its processing steps as (status, at).
+struct Dossier {
+    id: &'static str,
+    unit: &'static str,
+    base: Value,
+    versions: Vec<(&'static str, Value, &'static str)>,
+    steps: Vec<(&'static str, &'static str)>,
+}
+
+fn components(digitised: u8, reused: u8, store: u8) -> Value {
+    json!([{"MaThanhPhanHoSo": "1.000001.TP1", "DuocSoHoa": digitised, "DuocTaiSuDung": reused, "DuocLayTuKhoDMQG": store}])
+}
+
+fn result_link(n: u32) -> Value {
+    json!([{"MaGiayToKetQua": format!("KQ{n}"), "DuongDanTepTinKetQua": format!("https://kq.example/{n}.pdf")}])
+}
+
+fn base(
+    channel: &str,
+    submitted: &str,
+    received: &str,
+    due: Option<&str>,
+    fees: Value,
+    paid: u8,
+    digitised: u8,
+    comps: Value,
+    population: bool,
+) -> Value {
+    let mut v = json!({
+        "MaTTHC": X,
+        "TenTTHC": "Thủ tục X",
+        "MaLinhVuc": "DKT",
+        "KenhThucHien": channel,
+        "ChuHoSo": "Người nộp",
+        "SoGiayToChuHoSo": "000000000000",
+        "LoaiDoiTuong": "1",
+        "NgayNopHoSo": ts(submitted),
+        "NgayTiepNhan": ts(received),
+        "HoSoCoThanhPhanSoHoa": digitised,
+        "DuocThanhToanTrucTuyen": paid,
+        "TaiLieuNop": comps,
+        "DanhSachLePhi": fees,
+        "DanhSachHoSoBoSung": [],
+        "DanhSachGiayToKetQua": [],
+        "DSKetNoiCSDL": if population { json!([{"MaCSDL": "CSDLQGDC"}]) } else { json!([]) },
+    });
+    if let Some(d) = due {
+        v["NgayHenTra"] = json!(ts(d));
+    }
+    v
+}
+
+fn dossiers() -> Vec<Dossier> {
+    let fee = |g: u64| json!([{"MaPhiLePhi": "L1", "Gia": g}]);
+    let supp1 = json!([{"NgayBoSung": ts("03-31 10:00")}]);
+    let supp1_done =
+        json!([{"NgayBoSung": ts("03-31 10:00"), "NgayTiepNhanBoSung": ts("04-01 09:00")}]);
+    let d4_s1 = json!({"NgayBoSung": ts("02-11 10:00")});
+    let d4_s1_done =
+        json!({"NgayBoSung": ts("02-11 10:00"), "NgayTiepNhanBoSung": ts("02-12 09:00")});
+    let d4_s2 = json!({"NgayBoSung": ts("02-13 10:00")});
+    let d4_s2_done =
+        json!({"NgayBoSung": ts("02-13 10:00"), "NgayTiepNhanBoSung": ts("02-16 09:00")});
+    vec![
+        Dossier {
+            id: "D1",
+            unit: "A",
+            base: base(
+                "2",
+                "03-05 08:30",
+                "03-05 09:00",
+                Some("03-10 09:00"),
+                fee(50_000),
+                1,
+                1,
+                components(1, 1, 1),
+                true,
+            ),
+            versions: vec![
+                ("2", json!({}), "03-05 09:30"),
+                ("4", json!({}), "03-05 10:30"),
+                (
+                    "9",
+                    json!({"NgayKetThucXuLy": ts("03-09 10:00")}),
+                    "03-09 11:00",
+                ),
+                (
+                    "10",
+                    json!({"NgayKetThucXuLy": ts("03-09 10:00"), "NgayTra": ts("03-09 15:00"), "DanhSachGiayToKetQua": result_link(1)}),
+                    "03-09 15:30",
+                ),
+            ],
+            steps: vec![
+                ("2", "03-05 09:00"),
+                ("4", "03-05 10:00"),
+                ("9", "03-09 10:00"),
+                ("10", "03-09 15:00"),
+            ],
+        },
+        Dossier {
+            id: "D2",
+            unit: "A",
+            base: base(
+                "1",
+                "03-20 07:30",
+                "03-20 08:00",
+                None,
+                json!([]),
+                0,
+                0,
+                components(0, 0, 0),
+                false,
+            ),
+            versions: vec![
+                ("2", json!({}), "03-20 08:10"),
+                (
+                    "9",
+                    json!({"NgayKetThucXuLy": ts("03-26 09:00")}),
+                    "03-28 10:00",
+                ),
+            ],
+            steps: vec![("2", "03-20 08:00"), ("9", "03-26 09:00")],
+        },
+        Dossier {
+            id: "D3",
+            unit: "A",
+            base: base(
+                "2",
+                "03-30 13:00",
+                "03-30 14:00",
+                Some("04-03 14:00"),
+                fee(30_000),
+                0,
+                0,
+                components(0, 0, 0),
+                false,
+            ),
+            versions: vec![
+                ("2", json!({}), "03-30 14:30"),
+                ("5", json!({"DanhSachHoSoBoSung": supp1}), "03-31 10:20"),
+                (
+                    "4",
+                    json!({"DanhSachHoSoBoSung": supp1_done}),
+                    "04-01 09:05",
+                ),
+                (
+                    "9",
+                    json!({"DanhSachHoSoBoSung": supp1_done, "NgayKetThucXuLy": ts("04-02 16:00")}),
+                    "04-02 16:10",
+                ),
+            ],
+            steps: vec![
+                ("2", "03-30 14:00"),
+                ("5", "03-31 10:00"),
+                ("4", "04-01 09:00"),
+                ("9", "04-02 16:00"),
+            ],
+        },
+        Dossier {
+            id: "D4",
+            unit: "A",
+            base: base(
+                "2",
+                "02-10 08:30",
+                "02-10 09:00",
+                Some("02-20 09:00"),
+                json!([]),
+                0,
+                1,
+                components(1, 0, 0),
+                true,
+            ),
+            versions: vec![
+                ("2", json!({}), "02-10 09:30"),
+                ("5", json!({"DanhSachHoSoBoSung": [d4_s1]}), "02-11 10:30"),
+                (
+                    "4",
+                    json!({"DanhSachHoSoBoSung": [d4_s1_done]}),
+                    "02-12 09:30",
+                ),
+                (
+                    "5",
+                    json!({"DanhSachHoSoBoSung": [d4_s1_done, d4_s2]}),
+                    "02-13 10:15",
+                ),
+                (
+                    "4",
+                    json!({"DanhSachHoSoBoSung": [d4_s1_done, d4_s2_done]}),
+                    "02-16 09:10",
+                ),
+                (
+                    "9",
+                    json!({"DanhSachHoSoBoSung": [d4_s1_done, d4_s2_done], "NgayKetThucXuLy": ts("03-02 10:00")}),
+                    "03-02 10:30",
+                ),
+                (
+                    "10",
+                    json!({"DanhSachHoSoBoSung": [d4_s1_done, d4_s2_done], "NgayKetThucXuLy": ts("03-02 10:00"), "NgayTra": ts("03-03 10:00"), "DanhSachGiayToKetQua": result_link(4)}),
+                    "03-03 10:20",
+                ),
+            ],
+            steps: vec![
+                ("2", "02-10 09:00"),
+                ("5", "02-11 10:00"),
+                ("4", "02-12 09:00"),
+                ("5", "02-13 10:00"),
+                ("4", "02-16 09:00"),
+                ("9", "03-02 10:00"),
+                ("10", "03-03 10:00"),
+            ],
+        },
+        Dossier {
+            id: "D5",
+            unit: "A",
+            base: base(
+                "1",
+                "03-12 08:30",
+                "03-12 09:00",
+                Some("03-20 09:00"),
+                json!([]),
+                0,
+                0,
+                components(0, 0, 0),
+                false,
+            ),
+            versions: vec![
+                ("2", json!({}), "03-12 09:20"),
+                ("7", json!({}), "03-13 09:15"),
+            ],
+            steps: vec![("2", "03-12 09:00"), ("7", "03-13 09:00")],
+        },
+        Dossier {
+            id: "D6",
+            unit: "B",
+            base: base(
+                "1",
+                "03-16 09:30",
+                "03-16 10:00",
+                Some("04-15 10:00"),
+                json!([]),
+                0,
+                0,
+                components(0, 0, 0),
+                false,
+            ),
+            versions: vec![("2", json!({}), "03-16 10:05")],
+            steps: vec![("2", "03-16 10:00"), ("4", "03-17 09:00")],
+        },
+        Dossier {
+            id: "D7",
+            unit: "B",
+            base: base(
+                "2",
+                "01-15 09:30",
+                "01-15 10:00",
+                Some("01-20 10:00"),
+                fee(0),
+                0,
+                0,
+                components(0, 0, 0),
+                true,
+            ),
+            versions: vec![
+                ("2", json!({}), "01-15 10:10"),
+                (
+                    "9",
+                    json!({"NgayKetThucXuLy": ts("01-19 11:00"), "DanhSachGiayToKetQua": result_link(7)}),
+                    "01-19 11:30",
+                ),
+            ],
+            steps: vec![("2", "01-15 10:00"), ("9", "01-19 11:00")],
+        },
+        Dossier {
+            id: "D8",
+            unit: "C",
+            base: base(
+                "2",
+                "07-06 08:30",
+                "07-06 09:00",
+                Some("07-10 09:00"),
+                fee(20_000),
+                1,
+                1,
+                components(1, 0, 0),
+                false,
+            ),
+            versions: vec![
+                ("2", json!({}), "07-06 09:30"),
+                (
+                    "9",
+                    json!({"NgayKetThucXuLy": ts("07-08 09:00")}),
+                    "07-08 09:30",
+                ),
+                (
+                    "10",
+                    json!({"NgayKetThucXuLy": ts("07-08 09:00"), "NgayTra": ts("07-08 14:00"), "DanhSachGiayToKetQua": result_link(8)}),
+                    "07-08 14:30",
+                ),
+            ],
+            steps: vec![
+                ("2", "07-06 09:00"),
+                ("9", "07-08 09:00"),
+                ("10", "07-08 14:00"),
+            ],
+        },
+        Dossier {
+            id: "D9",
+            unit: "A",
+            base: base(
+                "1",
+                "06-29 07:30",
+                "06-29 08:00",
+                Some("07-03 08:00"),
+                json!([]),
+                0,
+                0,
+                components(0, 0, 0),
+                false,
+            ),
+            versions: vec![
+                ("2", json!({}), "06-29 08:10"),
+                (
+                    "9",
+                    json!({"NgayKetThucXuLy": ts("07-02 10:00")}),
+                    "07-02 10:10",
+                ),
+            ],
+            steps: vec![("2", "06-29 08:00"), ("9", "07-02 10:00")],
+        },
+        Dossier {
+            id: "D10",
+            unit: "B",
+            base: base(
+                "1",
+                "04-28 09:30",
+                "04-28 10:00",
+                None,
+                json!([]),
+                0,
+                0,
+                components(0, 0, 0),
+                false,
+            ),
+            versions: vec![
+                ("2", json!({}), "04-28 10:10"),
+                (
+                    "9",
+                    json!({"NgayKetThucXuLy": ts("05-04 15:00")}),
+                    "05-04 15:20",
+                ),
+            ],
+            steps: vec![("2", "04-28 10:00"), ("9", "05-04 15:00")],
+        },
+    ]
+}
+
+fn ndjson(values: &[Value]) -> String {
+    values.iter().map(|v| format!("{v}\n")).collect()
+}
+
+fn version_lines(ds: &[Dossier]) -> String {
+    let mut out = Vec::new();
+    for d in ds {
+        for (status, extra, synced) in &d.versions {
+            let mut v = d.base.clone();
+            v["MaHoSo"] = json!(d.id);
+            v["DonViXuLy"] = json!(d.unit);
+            v["TrangThaiHoSo"] = json!(status);
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v["ThoiDiemDongBo"] = json!(ts(synced));
+            out.push(v);
+        }
+    }
+    ndjson(&out)
+}
+
+fn step_lines(ds: &[Dossier]) -> String {
+    let mut out = Vec::new();
+    for d in ds {
+        for (status, at) in &d.steps {
+            out.push(json!({
+                "MaHoSo": d.id, "NguoiXuLy": "Cán bộ", "ChucDanh": "Chuyên viên",
+                "ThoiDiemXuLy": ts(at), "PhongBanXuLy": "Một cửa", "NoiDungXuLy": "Xử lý",
+                "TrangThai": status, "NgayBatDau": ts(at), "NgayKetThucTheoQuyDinh": ts(at),
+            }));
+        }
+    }
+    ndjson(&out)
+}
+
+fn snapshots() -> BTreeMap<&'static str, String> {
+    let unit =
+        |id: &str, level: u8, parent: Option<&str>, from: &str, to: Option<&str>, succ: &[&str]| {
+            json!({"MaDonVi": id, "TenDonVi": format!("Đơn vị {id}"), "CapDonVi": level,
+               "LoaiDonVi": "X", "MaDonViCha": parent, "HieuLucTu": from, "HieuLucDen": to,
+               "MaDonViKeThua": succ})
+        };
+    let units = json!([
+        unit("CT", 1, None, "20240101", None, &[]),
+        unit("P1", 2, Some("CT"), "20240101", None, &[]),
+        unit("A", 3, Some("P1"), "20240101", Some("20260630"), &["C"]),
+        unit("B", 3, Some("P1"), "20240101", None, &[]),
+        unit("C", 3, Some("P1"), "20260701", None, &[]),
+    ]);
+    let catalogue = json!([
+        {"MaTTHC": X, "TENTTHC": "Thủ tục X", "MaLinhVuc": "DKT", "LINHVUC": "Đăng ký thuế",
+         "CAPTHUCHIEN": "Cấp Cơ sở", "MucDoDVC": "TOAN_TRINH", "DuDieuKienToanTrinh": 1,
+         "KetQuaLaGiay": 1, "ThoiHanGiaiQuyet": 3, "CoNghiaVuTaiChinh": 1,
+         "PhiLePhi": [{"SOTIEN": 50000, "KenhThucHien": "2"}], "SoQuyetDinhCongBo": "1/QĐ",
+         "NgayQuyetDinhCongBo": "20260302", "NgayHieuLucCanCu": "20260401",
+         "NgayDangTaiCSDLQG": "20260310", "SoThanhPhanBatBuocDayDu": 7, "KetNoiCSDLDanCu": 1,
+         "CoThanhPhanThayTheBangDuLieu": 1},
+        {"MaTTHC": Y, "TENTTHC": "Thủ tục Y", "MaLinhVuc": "MG", "LINHVUC": "Miễn giảm",
+         "CAPTHUCHIEN": "Cấp Tỉnh", "MucDoDVC": "KHONG", "DuDieuKienToanTrinh": 0,
+         "KetQuaLaGiay": 0, "ThoiHanGiaiQuyet": 5, "CoNghiaVuTaiChinh": 0, "PhiLePhi": [],
+         "SoQuyetDinhCongBo": "2/QĐ", "NgayQuyetDinhCongBo": "20250105",
+         "NgayHieuLucCanCu": "20250201", "NgayDangTaiCSDLQG": "20250110",
+         "SoThanhPhanBatBuocDayDu": 6, "KetNoiCSDLDanCu": 0, "CoThanhPhanThayTheBangDuLieu": 0}
+    ]);
+    BTreeMap::from([
+        ("/registry/units.json", units.to_string()),
+        ("/catalogue/procedures.json", catalogue.to_string()),
+        (
+            "/calendar/days.csv",
+            "Ngay,LoaiNgay,TenNgay\n2026-04-30,NGAY_NGHI,Giải phóng miền Nam\n2026-05-01,NGAY_NGHI,Quốc tế Lao động\n".to_string(),
+        ),
+        (
+            "/reports/national/received.csv",
+            "MaDonVi,KyBaoCao,SoHoSoTiepNhan,NgayBaoCao\nA,2026-03,6,2026-04-03\nB,2026-03,1,2026-04-03\n".to_string(),
+        ),
+    ])
+}
+
+fn feed_files(dir: &Path) {
+    let ds = dossiers();
+    let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    w("dossiers.ndjson", version_lines(&ds));
+    w("dossier_steps.ndjson", step_lines(&ds));
+    w(
+        "payments.ndjson",
+        ndjson(&[
+            json!({"MaHoSo": "D1", "MaThamChieu": "TT1", "SoTien": 50000,
+                        "TrangThaiThanhToan": "1", "KenhThanhToan": "PAYGOV",
+                        "ThoiGianCapNhat": ts("03-05 10:00")}),
+        ]),
+    );
+    w(
+        "ratings.ndjson",
+        ndjson(&[
+            json!({"MaHoSo": "D1", "MaDonVi": "A", "MucDoHaiLong": "2", "CoKhieuNai": 0, "ThoiGianDanhGia": ts("03-09 16:00")}),
+            json!({"MaHoSo": "D3", "MaDonVi": "A", "MucDoHaiLong": "3", "CoKhieuNai": 0, "ThoiGianDanhGia": ts("04-02 17:00")}),
+            json!({"MaHoSo": "D7", "MaDonVi": "B", "MucDoHaiLong": "1", "CoKhieuNai": 1, "ThoiGianDanhGia": ts("01-19 12:00")}),
+        ]),
+    );
+    let hist = |steps: &[(&str, &str)]| -> Value {
+        Value::Array(
+            steps
+                .iter()
+                .map(|(s, t)| json!({"TrangThai": s, "ThoiDiem": ts(t)}))
+                .collect(),
+        )
+    };
+    w(
+        "petitions.ndjson",
+        ndjson(&[
+            json!({"MaPAKN": "PK1", "MaDonVi": "A", "PhanLoai": "1", "TieuDe": "Thủ tục", "NguoiGui": "Người gửi",
+                   "NgayTiepNhan": ts("03-03 09:00"), "TrangThai": "DA_CONG_KHAI",
+                   "LichSuXuLy": hist(&[("MOI", "03-03 09:00"), ("DA_GIAI_QUYET", "03-10 10:00"), ("DA_CONG_KHAI", "03-11 10:00")]),
+                   "SoLuotThich": 2, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts("03-11 10:00")}),
+            json!({"MaPAKN": "PK2", "MaDonVi": "B", "PhanLoai": "2", "TieuDe": "Thái độ", "NguoiGui": "Người gửi",
+                   "NgayTiepNhan": ts("03-25 10:00"), "TrangThai": "MOI",
+                   "LichSuXuLy": hist(&[("MOI", "03-25 10:00")]),
+                   "SoLuotThich": 0, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts("03-25 10:00")}),
+            json!({"MaPAKN": "PK3", "MaDonVi": "A", "PhanLoai": "3", "TieuDe": "Khác", "NguoiGui": "Người gửi",
+                   "NgayTiepNhan": ts("02-02 09:00"), "TrangThai": "TU_CHOI",
+                   "LichSuXuLy": hist(&[("MOI", "02-02 09:00"), ("TU_CHOI", "02-06 09:00")]),
+                   "SoLuotThich": 0, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts("02-06 09:00")}),
+        ]),
+    );
+}
+
+/// The repository's jobs: record feeds read from `dir` (`file` jobs), snapshots from `url`.
+fn golden_jobs(url: &str, dir: &Path) -> Vec<JobConfig> {
+    let (_, jobs) = project_for(url);
+    jobs.into_iter()
+        .map(|mut j| {
+            let file = match j.name.as_str() {
+                "dossiers" | "dossier_steps" | "payments" | "ratings" | "petitions" => {
+                    Some(format!("{}.ndjson", j.name))
+                }
+                _ => None,
+            };
+            if let Some(f) = file {
+                j.protocol = Protocol::File(FileParams {
+                    glob: dir.join(f).display().to_string(),
+                    threads: Threads(1),
+                });
+                j.source = None;
+            }
+            j
+        })
+        .collect()
+}
+
+async fn land_all(warehouse: &Path, jobs: &[JobConfig]) {
+    let ctx = RunContext {
+        warehouse: warehouse.to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    for job in jobs {
+        let r = run_job(&ctx, job).await.unwrap();
+        assert!(r.error.is_none(), "{}: {:?}", job.name, r.error);
+        assert_eq!(r.totals.rows_quarantined, 0, "{}", job.name);
+    }
+}
+
+async fn build_now(warehouse: &Path, jobs: &[JobConfig], full_refresh: bool) {
+    let (w, j) = (warehouse.to_path_buf(), jobs.to_vec());
+    let record = tokio::task::spawn_blocking(move || {
+        build(
+            &w,
+            &repo().join("sql"),
+            &j,
+            &BuildOptions {
+                full_refresh,
+                ..BuildOptions::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let bad: Vec<_> = record.models.iter().filter(|m| m.status != "ok").collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+    let failing: Vec<_> = record.tests.iter().filter(|t| t.status != "pass").collect();
+    assert!(failing.is_empty(), "{failing:#?}");
+    assert!(record.published);
+}
+
+fn open(warehouse: &Path) -> duckdb::Connection {
+    duckdb::Connection::open_with_flags(
+        published_path(warehouse),
+        duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// `n/d` of every indicator of a unit and period, in `INDICATORS` order.
+fn counts_of(conn: &duckdb::Connection, unit: &str, period: &str) -> String {
+    let mut got = Vec::new();
+    for ind in INDICATORS {
+        let r: Result<(f64, f64), _> = conn.query_row(
+            "SELECT numerator, denominator FROM mart_index_indicator WHERE unit_id = ? AND period = ? AND indicator = ?",
+            [unit, period, ind],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        );
+        got.push(match r {
+            Ok((n, d)) => format!("{n}/{d}"),
+            Err(e) => format!("missing({e})"),
+        });
+    }
+    got.join(" ")
+}
+
+async fn serve_snapshots() -> (String, tokio::task::JoinHandle<()>) {
+    let mut app = axum::Router::new();
+    for (path, body) in snapshots() {
+        app = app.route(path, get(move || async move { body }));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_indicator_matches_the_hand_worked_values() {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    build_now(wh.path(), &jobs, false).await;
+    let conn = open(wh.path());
+
+    // Facts worked out by hand: the statutory due times (one across the April holidays),
+    // lateness, supplements, and the first late sync.
+    let fact = |id: &str| -> Vec<String> {
+        conn.query_row(
+            "SELECT strftime(due_at, '%Y-%m-%d %H:%M'), due_source, coalesce(strftime(finished_at, '%Y-%m-%d %H:%M'), '-'), \
+                    coalesce(cast(is_late as varchar), '-'), supplement_count::varchar, \
+                    coalesce(strftime(first_late_sync_change_at, '%Y-%m-%d %H:%M'), '-'), status \
+             FROM fct_dossiers WHERE dossier_id = ?",
+            [id],
+            |r| (0..7).map(|i| r.get::<_, String>(i)).collect(),
+        )
+        .unwrap()
+    };
+    let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        fact("D2"),
+        f(&[
+            "2026-03-25 08:00",
+            "statutory",
+            "2026-03-26 09:00",
+            "true",
+            "0",
+            "2026-03-26 09:00",
+            "processed"
+        ])
+    );
+    assert_eq!(
+        fact("D10"),
+        f(&[
+            "2026-05-05 10:00",
+            "statutory",
+            "2026-05-04 15:00",
+            "false",
+            "0",
+            "-",
+            "processed"
+        ])
+    );
+    assert_eq!(
+        fact("D4"),
+        f(&[
+            "2026-02-20 09:00",
+            "portal",
+            "2026-03-02 10:00",
+            "true",
+            "2",
+            "-",
+            "result_returned"
+        ])
+    );
+    assert_eq!(
+        fact("D3"),
+        f(&[
+            "2026-04-03 14:00",
+            "portal",
+            "2026-04-02 16:00",
+            "false",
+            "1",
+            "-",
+            "processed"
+        ])
+    );
+    assert_eq!(
+        fact("D5"),
+        f(&[
+            "2026-03-20 09:00",
+            "portal",
+            "-",
+            "-",
+            "0",
+            "-",
+            "withdrawn"
+        ])
+    );
+    assert_eq!(
+        fact("D6"),
+        f(&[
+            "2026-04-15 10:00",
+            "portal",
+            "-",
+            "-",
+            "0",
+            "2026-03-17 09:00",
+            "received"
+        ])
+    );
+
+    let mut wrong = Vec::new();
+    for (unit, period, want) in expected() {
+        let want: Vec<String> = want
+            .split_whitespace()
+            .map(|nd| {
+                let (n, d) = nd.split_once('/').unwrap();
+                format!(
+                    "{}/{}",
+                    n.parse::<f64>().unwrap(),
+                    d.parse::<f64>().unwrap()
+                )
+            })
+            .collect();
+        let got = counts_of(&conn, unit, period);
+        for ((ind, w), g) in INDICATORS.iter().zip(&want).zip(got.split(' ')) {
+            if w != g {
+                wrong.push(format!("{unit} {period} {ind}: expected {w}, got {g}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} values differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+
+    // Points, groups and total of A in March, by hand (points = min(max, max × ratio / target)):
+    // CKMB 6 + 4 + 2 + 6×3/6 = 15; TDGQ 20×2/4 = 10; CLGQ 0 (ONLINE_SERVICE_PROVIDED only at
+    // the top) + 4 + 6×(2/4)/0.5 = 10; TTTT 6×1/2 + min(2, 2/0.8) + 0 = 5; MDSH 6×1/3 + 4×1/4
+    // + 2 (certified copies: not applicable to tax units) + 2×(1/4)/0.8 + 4×1/2 + 2×1/4 + 2 =
+    // 10.125; MDHL 6 + 6 + 6×(2/4)/0.9 = 15.333…; total 65.4583….
+    let (ckmb, tdgq, clgq, tttt, mdsh, mdhl, total): (f64, f64, f64, f64, f64, f64, f64) = conn
+        .query_row(
+            "SELECT ckmb, tdgq, clgq, tttt, mdsh, mdhl, total FROM mart_index_unit_period WHERE unit_id = 'A' AND period = '2026-03'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+        )
+        .unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    assert!(close(ckmb, 15.0), "ckmb {ckmb}");
+    assert!(close(tdgq, 10.0), "tdgq {tdgq}");
+    assert!(close(clgq, 10.0), "clgq {clgq}");
+    assert!(close(tttt, 5.0), "tttt {tttt}");
+    assert!(close(mdsh, 10.125), "mdsh {mdsh}");
+    assert!(close(mdhl, 12.0 + 6.0 * 0.5 / 0.9), "mdhl {mdhl}");
+    assert!(
+        close(
+            total,
+            15.0 + 10.0 + 10.0 + 5.0 + 10.125 + 12.0 + 6.0 * 0.5 / 0.9
+        ),
+        "total {total}"
+    );
+    drop(conn);
+    server.abort();
+}
+
+/// Rows of a query, every column as text, for comparing two warehouses.
+fn rows(conn: &duckdb::Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM ({sql})"))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut q = stmt.query([]).unwrap();
+    while let Some(r) = q.next().unwrap() {
+        let cols = r.as_ref().column_count();
+        let line: Vec<String> = (0..cols)
+            .map(|i| {
+                r.get::<_, Option<String>>(i)
+                    .unwrap()
+                    .unwrap_or_else(|| "∅".into())
+            })
+            .collect();
+        out.push(line.join("|"));
+    }
+    out
+}
+
+const COMPARED: [(&str, &str); 4] = [
+    (
+        "mart_index_indicator",
+        "SELECT * FROM mart_index_indicator ORDER BY ALL",
+    ),
+    (
+        "mart_index_unit_period",
+        "SELECT * EXCLUDE (computed_at) FROM mart_index_unit_period ORDER BY ALL",
+    ),
+    (
+        "fct_dossiers",
+        "SELECT * EXCLUDE (lake_file, source_loaded_at) FROM fct_dossiers ORDER BY ALL",
+    ),
+    (
+        "stg_portal__dossier_steps",
+        "SELECT * EXCLUDE (loaded_at) FROM stg_portal__dossier_steps ORDER BY ALL",
+    ),
+];
+
+/// A second batch: D6 finishes late in April, an older version of D1 arrives out of order,
+/// D8 is rated unsatisfied, and a new dossier D11 is received by C in August.
+fn second_batch(dir: &Path) {
+    let d6 = base(
+        "1",
+        "03-16 09:30",
+        "03-16 10:00",
+        Some("04-15 10:00"),
+        json!([]),
+        0,
+        0,
+        components(0, 0, 0),
+        false,
+    );
+    let mut d6v = d6.clone();
+    for (k, v) in [
+        ("MaHoSo", json!("D6")),
+        ("DonViXuLy", json!("B")),
+        ("TrangThaiHoSo", json!("9")),
+        ("NgayKetThucXuLy", json!(ts("04-20 10:00"))),
+        ("ThoiDiemDongBo", json!(ts("04-20 10:30"))),
+    ] {
+        d6v[k] = v;
+    }
+    let d1 = base(
+        "2",
+        "03-05 08:30",
+        "03-05 09:00",
+        Some("03-10 09:00"),
+        json!([{"MaPhiLePhi": "L1", "Gia": 50000}]),
+        1,
+        1,
+        components(1, 1, 1),
+        true,
+    );
+    let mut d1_late = d1.clone();
+    for (k, v) in [
+        ("MaHoSo", json!("D1")),
+        ("DonViXuLy", json!("A")),
+        ("TrangThaiHoSo", json!("4")),
+        ("ThoiDiemDongBo", json!(ts("04-01 08:00"))),
+    ] {
+        d1_late[k] = v;
+    }
+    let mut d11 = base(
+        "2",
+        "08-03 08:30",
+        "08-03 09:00",
+        Some("08-07 09:00"),
+        json!([]),
+        0,
+        0,
+        components(0, 0, 0),
+        false,
+    );
+    for (k, v) in [
+        ("MaHoSo", json!("D11")),
+        ("DonViXuLy", json!("C")),
+        ("TrangThaiHoSo", json!("2")),
+        ("ThoiDiemDongBo", json!(ts("08-03 09:10"))),
+    ] {
+        d11[k] = v;
+    }
+    let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    w("dossiers.ndjson", ndjson(&[d6v, d1_late, d11]));
+    w(
+        "dossier_steps.ndjson",
+        ndjson(&[
+            json!({"MaHoSo": "D6", "NguoiXuLy": "Cán bộ", "ChucDanh": "Chuyên viên", "ThoiDiemXuLy": ts("04-20 10:00"),
+                   "PhongBanXuLy": "Một cửa", "NoiDungXuLy": "Xử lý", "TrangThai": "9",
+                   "NgayBatDau": ts("04-20 10:00"), "NgayKetThucTheoQuyDinh": ts("04-20 10:00")}),
+            json!({"MaHoSo": "D11", "NguoiXuLy": "Cán bộ", "ChucDanh": "Chuyên viên", "ThoiDiemXuLy": ts("08-03 09:00"),
+                   "PhongBanXuLy": "Một cửa", "NoiDungXuLy": "Tiếp nhận", "TrangThai": "2",
+                   "NgayBatDau": ts("08-03 09:00"), "NgayKetThucTheoQuyDinh": ts("08-03 09:00")}),
+        ]),
+    );
+    w(
+        "ratings.ndjson",
+        ndjson(&[
+            json!({"MaHoSo": "D8", "MaDonVi": "C", "MucDoHaiLong": "3", "CoKhieuNai": 0, "ThoiGianDanhGia": ts("07-09 10:00")}),
+        ]),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_build_equals_a_full_build() {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    // `inc` is built after each batch, incrementally the second time; `full` lands both
+    // batches and builds once, from scratch.
+    let inc = tempfile::tempdir().unwrap();
+    let full = tempfile::tempdir().unwrap();
+    land_all(inc.path(), &jobs).await;
+    land_all(full.path(), &jobs).await;
+    build_now(inc.path(), &jobs, false).await;
+    {
+        let conn = open(inc.path());
+        assert_eq!(
+            counts_of(&conn, "B", "2026-04").split(' ').nth(4),
+            Some("1/1")
+        );
+    }
+    second_batch(input.path());
+    land_all(inc.path(), &jobs).await;
+    land_all(full.path(), &jobs).await;
+    build_now(inc.path(), &jobs, false).await;
+    build_now(full.path(), &jobs, true).await;
+    let (a, b) = (open(inc.path()), open(full.path()));
+    for (name, sql) in COMPARED {
+        let (x, y) = (rows(&a, sql), rows(&b, sql));
+        assert!(!x.is_empty(), "{name} is empty");
+        let only_inc: Vec<_> = x.iter().filter(|r| !y.contains(r)).collect();
+        let only_full: Vec<_> = y.iter().filter(|r| !x.contains(r)).collect();
+        assert!(
+            only_inc.is_empty() && only_full.is_empty(),
+            "{name}: incremental and full builds differ\nonly incremental: {only_inc:#?}\nonly full: {only_full:#?}"
+        );
+    }
+    // By hand: in April, B handled D6 (finished 04-20, after its due 04-15: late) and D10
+    // (received 04-28, open at the end with due 05-05): 1 of 2 on time. March is unchanged
+    // (D6 was open at March's end within its due). D1's late-arriving older version does
+    // not replace its current one; D8's new rating makes it unsatisfied in July.
+    assert_eq!(counts_of(&a, "B", "2026-04").split(' ').nth(4), Some("1/2"));
+    assert_eq!(counts_of(&a, "B", "2026-03").split(' ').nth(4), Some("1/1"));
+    let d1: String = a
+        .query_row(
+            "SELECT status FROM fct_dossiers WHERE dossier_id = 'D1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(d1, "result_returned");
+    assert_eq!(
+        counts_of(&a, "C", "2026-07").split(' ').nth(19),
+        Some("0/1")
+    );
+    assert_eq!(counts_of(&a, "C", "2026-08").split(' ').nth(7), Some("1/1"));
+    server.abort();
+}
