@@ -5,40 +5,52 @@
 -- portal in time. Period attribution is left to the index models.
 --
 -- Incremental: a dossier is recomputed when its current version, its steps, its status syncs
--- or its rating landed since the last build (`source_loaded_at`), and every dossier whose due
--- time comes from the catalogue's statutory limit when the catalogue or calendar changed.
+-- or its rating landed since the last build (`*_loaded_at`), every dossier of a procedure
+-- when a new catalogue snapshot lands, and every dossier whose due time comes from the
+-- statutory limit when a new calendar lands.
 
 with
 
 {% if is_incremental() %}
+-- What the last build had seen of each input: landing is ordered within a dataset, not
+-- across datasets, so each input has its own watermark.
 watermark as (
-    select max(source_loaded_at) as loaded_at from {{ this }}
+    select
+        coalesce(max(version_loaded_at), timestamp '0001-01-01') as versions,
+        coalesce(max(steps_loaded_at), timestamp '0001-01-01') as steps,
+        coalesce(max(syncs_loaded_at), timestamp '0001-01-01') as syncs,
+        coalesce(max(rating_loaded_at), timestamp '0001-01-01') as ratings,
+        coalesce(max(catalogue_loaded_at), timestamp '0001-01-01') as catalogue,
+        coalesce(max(calendar_loaded_at), timestamp '0001-01-01') as calendar
+    from {{ this }}
 ),
 
+-- Rows landed at the watermark itself are taken again (idempotent); a snapshot is new only
+-- when strictly newer, or every build would recompute its dossiers.
 changed as materialized (
     select dossier_id from {{ ref('stg_portal__dossiers') }}
-    where loaded_at >= (select loaded_at from watermark)
+    where loaded_at >= (select versions from watermark)
     union
     select dossier_id from {{ ref('stg_portal__dossier_steps') }}
-    where loaded_at >= (select loaded_at from watermark)
+    where loaded_at >= (select steps from watermark)
     union
     select dossier_id from {{ ref('stg_portal__dossier_status_syncs') }}
-    where loaded_at >= (select loaded_at from watermark)
+    where loaded_at >= (select syncs from watermark)
     union
     select dossier_id from {{ ref('stg_reporting__ratings') }}
-    where loaded_at >= (select loaded_at from watermark)
+    where loaded_at >= (select ratings from watermark)
     union
     -- A new catalogue snapshot changes its procedures' attributes (result on paper,
     -- statutory time limit); a new calendar changes statutory due times.
     select dossier_id from {{ this }}
     where procedure_code in (
         select procedure_code from {{ ref('stg_catalogue__procedures') }}
-        where loaded_at >= (select loaded_at from watermark)
+        where loaded_at > (select catalogue from watermark)
     )
     union
     select dossier_id from {{ this }}
     where due_source = 'statutory'
-      and (select max(loaded_at) from {{ ref('stg_calendar__days') }}) >= (select loaded_at from watermark)
+      and (select max(loaded_at) from {{ ref('stg_calendar__days') }}) > (select calendar from watermark)
 ),
 
 dossiers as not materialized (
@@ -224,12 +236,14 @@ select
     e.synced_at,
     e.lake_file,
     e.lake_row,
-    greatest(
-        e.loaded_at,
-        sc.loaded_at,
-        sl.loaded_at,
-        r.loaded_at
-    ) as source_loaded_at
+
+    -- landing times of the inputs behind the row (the incremental build's watermarks)
+    e.loaded_at as version_loaded_at,
+    sc.loaded_at as steps_loaded_at,
+    sl.loaded_at as syncs_loaded_at,
+    r.loaded_at as rating_loaded_at,
+    p.loaded_at as catalogue_loaded_at,
+    (select max(loaded_at) from {{ ref('stg_calendar__days') }}) as calendar_loaded_at
 from ended as e
 inner join decoded as x using (dossier_id)
 left join statutory_due as sd using (dossier_id)

@@ -1,0 +1,112 @@
+{{ config(materialized='view', tags=['drilldown']) }}
+-- One row per unit × period × dossier indicator × dossier in its denominator (unit_id, period,
+-- indicator, dossier_id), with whether the dossier is in the numerator: the records behind
+-- every dossier count of int_indicator_counts, by the same rules, at every level of the tree.
+-- A view: filter it by unit and period. DOSSIER_SYNC's denominator is the larger of these
+-- dossiers and the national report's count, which has no records to list.
+
+with
+
+periods as (
+    select * from {{ ref('dim_periods') }}
+),
+
+rollup as (
+    select * from {{ ref('int_units_rolled_up_by_period') }}
+),
+
+dossiers as not materialized (
+    select * from {{ ref('fct_dossiers') }}
+),
+
+procedures as (
+    select * from {{ ref('stg_catalogue__procedures') }}
+),
+
+received as not materialized (
+    select
+        ru.rollup_unit_id as rollup_unit_id,
+        pe.period,
+        pe.ends_at,
+        d.*,
+        coalesce(p.is_result_paper, false) as is_procedure_result_paper,
+        coalesce(p.has_replaceable_components, false) as is_procedure_replaceable
+    from dossiers as d
+    inner join periods as pe on d.received_at >= pe.starts_at and d.received_at < pe.ends_at
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
+    left join procedures as p on p.procedure_code = d.procedure_code
+),
+
+handled as (
+    select
+        ru.rollup_unit_id,
+        pe.period,
+        d.dossier_id,
+        coalesce(
+            (d.finished_at < pe.ends_at and not d.is_late)
+            or ((d.finished_at is null or d.finished_at >= pe.ends_at) and d.due_at >= pe.ends_at
+                and d.supplement_count <= 1),
+            false
+        ) as in_numerator
+    from dossiers as d
+    inner join periods as pe
+        on (d.received_at >= pe.starts_at and d.received_at < pe.ends_at)
+        or (d.finished_at >= pe.starts_at and d.finished_at < pe.ends_at)
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
+    where not d.is_withdrawn and d.received_at is not null
+),
+
+listed as (
+    select rollup_unit_id, period, 'DOSSIER_SYNC' as indicator, dossier_id,
+        status_changes > 0 and (first_late_sync_change_at is null or first_late_sync_change_at >= ends_at) as in_numerator
+    from received
+    union all
+    select rollup_unit_id, period, 'ON_TIME_HANDLING', dossier_id, in_numerator
+    from handled
+    union all
+    select rollup_unit_id, period, 'ONLINE_DOSSIER_SHARE', dossier_id, coalesce(is_online, false)
+    from received
+    union all
+    select rollup_unit_id, period, 'ONLINE_PAYMENT_DOSSIER', dossier_id, coalesce(is_paid_online, false)
+    from received
+    where has_financial_obligation
+    union all
+    select rollup_unit_id, period, 'ORIGINAL_RESULT_AVAILABLE', dossier_id, has_electronic_result
+    from received
+    where finished_at is not null and status_code in ('9', '10') and is_procedure_result_paper
+    union all
+    select rollup_unit_id, period, 'SO_HOA_GIAY_TO_GIAI_QUYET', dossier_id, coalesce(is_digitised, false)
+    from received
+    union all
+    select rollup_unit_id, period, 'REUSED_DIGITIZED_DATA', dossier_id, has_reused_component
+    from received
+    where is_procedure_replaceable
+    union all
+    select rollup_unit_id, period, 'SYNCED_WITH_DVCQG_PERSONAL_STORAGE', dossier_id, has_store_component or has_electronic_result
+    from received
+    where is_online
+    union all
+    select rollup_unit_id, period, 'CITIZEN_DATA_CONNECTED_DOSSIER', dossier_id, uses_population_data
+    from received
+    union all
+    select rollup_unit_id, period, 'DOSSIER_RECEIVING_SATISFACTION', dossier_id,
+        not (coalesce(rating = 'unsatisfied', false) or has_complaint or coalesce(is_late, false))
+    from received
+)
+
+select
+    l.rollup_unit_id as unit_id,
+    l.period,
+    l.indicator,
+    l.dossier_id,
+    l.in_numerator,
+    d.unit_id as handling_unit_id,
+    d.procedure_code,
+    d.received_at,
+    d.due_at,
+    d.finished_at,
+    d.status,
+    d.lake_file,
+    d.lake_row
+from listed as l
+inner join dossiers as d using (dossier_id)

@@ -1,0 +1,60 @@
+{{ config(materialized='view', tags=['drilldown']) }}
+-- One row per unit × period × petition indicator × petition in its denominator (unit_id,
+-- period, indicator, petition_id), with whether it is in the numerator: the records behind
+-- every petition count of int_indicator_counts, at every level of the tree. A view.
+
+with
+
+periods as (
+    select * from {{ ref('dim_periods') }}
+),
+
+rollup as (
+    select * from {{ ref('int_units_rolled_up_by_period') }}
+),
+
+petitions as (
+    select * from {{ ref('fct_petitions') }}
+),
+
+raised as not materialized (
+    select ru.rollup_unit_id, pe.period, pe.ends_at, p.*
+    from petitions as p
+    inner join periods as pe on p.first_received_at >= pe.starts_at and p.first_received_at < pe.ends_at
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = p.unit_id
+),
+
+listed as (
+    select rollup_unit_id, period, 'PETITION_PROCESSING_ON_TIME' as indicator, petition_id,
+        coalesce(
+            (is_handled and handled_at < ends_at and is_handled_on_time)
+            or ((not is_handled or handled_at >= ends_at) and resolve_due_at >= ends_at),
+            false
+        ) as in_numerator
+    from raised
+    union all
+    select rollup_unit_id, period, 'PETITION_HANDLING_SATISFACTION', petition_id,
+        not (is_disliked or is_re_raised or not is_handled_on_time)
+    from raised
+    where is_handled and handled_at < ends_at
+    union all
+    select rollup_unit_id, period, 'PETITION_CLASSIFICATION_TTHC', petition_id, category = 'rules_and_procedures'
+    from raised
+    union all
+    select rollup_unit_id, period, 'PETITION_CLASSIFICATION_STAFF', petition_id, category = 'staff_behaviour'
+    from raised
+)
+
+select
+    l.rollup_unit_id as unit_id,
+    l.period,
+    l.indicator,
+    l.petition_id,
+    l.in_numerator,
+    p.unit_id as handling_unit_id,
+    p.category,
+    p.first_received_at,
+    p.handled_at,
+    p.resolve_due_at
+from listed as l
+inner join petitions as p using (petition_id)
