@@ -68,6 +68,9 @@ pub struct BuildRecord {
     /// The build file replaced `chiso.duckdb`.
     pub published: bool,
     pub published_path: PathBuf,
+    /// What the build file started as: `spare` (the file published before the current one),
+    /// `copy` (of the published file: the spare was missing or held by a reader) or `empty`.
+    pub started_from: String,
 }
 
 impl BuildRecord {
@@ -181,6 +184,62 @@ fn materialize(
     Ok(Some(rows as u64))
 }
 
+/// Opens the file a build writes into. Preferably the spare: the file published before the
+/// current one, which the last build kept. It is one build behind (incremental models catch
+/// up by their own watermarks, tables and views are rebuilt) and costs no copy, but it can
+/// only be taken when no reader still has it open: DuckDB then refuses the write lock and the
+/// build starts from a copy of the published file instead, as it does when there is no spare.
+fn start_build_file(
+    published: &Path,
+    spare: &Path,
+    build_file: &Path,
+    threads: usize,
+) -> anyhow::Result<(duck::Connection, &'static str)> {
+    if published.exists()
+        && spare.exists()
+        && !has_locks(spare)
+        && std::fs::rename(spare, build_file).is_ok()
+    {
+        match duck::open(build_file, threads) {
+            Ok(conn) => return Ok((conn, "spare")),
+            Err(e) => {
+                tracing::info!(error = %e, "The spare is in use by a reader; copying the published file.");
+                let _ = std::fs::rename(build_file, spare);
+            }
+        }
+    }
+    let from = if published.exists() {
+        std::fs::copy(published, build_file)
+            .with_context(|| format!("copying {} to start the build", published.display()))?;
+        "copy"
+    } else {
+        "empty"
+    };
+    Ok((duck::open(build_file, threads)?, from))
+}
+
+/// Whether any process (this one included) holds a lock on `path`, by `/proc/locks`: a DuckDB
+/// reader keeps a lock on its file for as long as it is open. DuckDB's own refusal to open a
+/// locked file does not see readers in this same process, so this is checked first. When the
+/// answer is unknown, the file counts as locked.
+fn has_locks(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
+        return true;
+    };
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return true;
+    };
+    // `1: POSIX  ADVISORY  READ 1234 fd:01:5678 0 EOF`: the sixth field is major:minor:inode.
+    locks.lines().any(|l| {
+        l.split_whitespace()
+            .find(|f| f.matches(':').count() == 2)
+            .and_then(|f| f.rsplit(':').next())
+            .and_then(|i| i.parse::<u64>().ok())
+            == Some(ino)
+    })
+}
+
 /// Builds the selected models and publishes the result if everything passed.
 pub fn build(
     warehouse: &Path,
@@ -210,11 +269,9 @@ pub fn build(
     for stale in [build_file.clone(), warehouse.join("chiso.build.duckdb.wal")] {
         let _ = std::fs::remove_file(stale);
     }
-    if published.exists() {
-        std::fs::copy(&published, &build_file)
-            .with_context(|| format!("copying {} to start the build", published.display()))?;
-    }
-    let conn = duck::open(&build_file, opts.threads)?;
+    let spare = warehouse.join("chiso.spare.duckdb");
+    let (conn, started_from) = start_build_file(&published, &spare, &build_file, opts.threads)?;
+    tracing::info!(build_id = %build_id, started_from, "Build started.");
     // Relative paths in models (e.g. `methodology/*.csv`) are relative to the sql/ folder.
     let sql_abs = std::fs::canonicalize(sql_dir).unwrap_or_else(|_| sql_dir.to_path_buf());
     conn.execute_batch(&format!(
@@ -292,6 +349,7 @@ pub fn build(
         tests,
         published: false,
         published_path: published.clone(),
+        started_from: started_from.to_string(),
     };
     record.finished_at = time::now_rfc3339();
     record.seconds = t0.elapsed().as_secs_f64();
@@ -301,6 +359,13 @@ pub fn build(
     drop(conn);
     if ok {
         std::fs::File::open(&build_file)?.sync_all()?;
+        // The file being replaced stays as the spare the next build starts from (a second
+        // name for it, so that `chiso.duckdb` never goes missing).
+        let _ = std::fs::remove_file(&spare);
+        if published.exists() {
+            std::fs::hard_link(&published, &spare)
+                .with_context(|| format!("keeping {} as the spare", published.display()))?;
+        }
         std::fs::rename(&build_file, &published)
             .with_context(|| format!("publishing {}", published.display()))?;
         sync_dir(warehouse)?;
@@ -439,6 +504,129 @@ mod tests {
     use super::super::project::tests::write;
     use super::*;
 
+    /// A read-only DuckDB connection held by another process: this test binary, run on the
+    /// ignored `hold_reader` below. POSIX locks are per process, so a reader in the building
+    /// process itself would not show.
+    struct Reader {
+        child: std::process::Child,
+        out: std::io::BufReader<std::process::ChildStdout>,
+    }
+
+    impl Reader {
+        fn start(db: &Path) -> Reader {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "models::build::tests::hold_reader",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env("CHISO_HOLD_DB", db)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = std::io::BufReader::new(child.stdout.take().unwrap());
+            Reader { child, out }
+        }
+
+        /// Asks the reader to count the rows of `c` in the view it opened.
+        fn count(&mut self) -> i64 {
+            use std::io::{BufRead, Write};
+            writeln!(self.child.stdin.as_mut().unwrap(), "count").unwrap();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                assert!(
+                    self.out.read_line(&mut line).unwrap() > 0,
+                    "the reader exited"
+                );
+                // The first answer follows libtest's `test … ` on the same line.
+                if let Some(n) = line
+                    .trim()
+                    .rsplit("rows ")
+                    .next()
+                    .filter(|_| line.contains("rows "))
+                {
+                    return n.parse().unwrap();
+                }
+            }
+        }
+
+        fn stop(mut self) {
+            drop(self.child.stdin.take());
+            assert!(self.child.wait().unwrap().success());
+        }
+    }
+
+    /// Not a test on its own: the reader process of `Reader`.
+    #[test]
+    #[ignore]
+    fn hold_reader() {
+        use std::io::{BufRead, Write};
+        let Ok(db) = std::env::var("CHISO_HOLD_DB") else {
+            return;
+        };
+        let conn = duckdb::Connection::open_with_flags(
+            &db,
+            duckdb::Config::default()
+                .access_mode(duckdb::AccessMode::ReadOnly)
+                .unwrap(),
+        )
+        .unwrap();
+        for line in std::io::stdin().lock().lines() {
+            if line.unwrap() == "count" {
+                let n: i64 = conn
+                    .query_row("select count(*) from c", [], |r| r.get(0))
+                    .unwrap();
+                println!("rows {n}");
+                std::io::stdout().flush().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn builds_start_from_the_spare_when_no_reader_holds_it() {
+        let wh = tempfile::tempdir().unwrap();
+        let sql = tempfile::tempdir().unwrap();
+        write(
+            sql.path(),
+            "src.sql",
+            "{{ config(materialized='table') }} select range as x from range(3)",
+        );
+        // Appends the rows of src not yet kept: after any number of builds, one row per x.
+        write(
+            sql.path(),
+            "inc.sql",
+            "{{ config(materialized='incremental', unique_key='x') }} select x from {{ ref('src') }} {% if is_incremental() %} where x > (select max(x) from {{ this }}) {% endif %}",
+        );
+        let froms: Vec<String> = (0..4)
+            .map(|i| {
+                write(
+                    sql.path(),
+                    "src.sql",
+                    &format!(
+                        "{{{{ config(materialized='table') }}}} select range as x from range({})",
+                        3 + i
+                    ),
+                );
+                let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+                assert!(r.published, "{r:?}");
+                r.started_from
+            })
+            .collect();
+        assert_eq!(froms, vec!["empty", "copy", "spare", "spare"]);
+        let conn = duckdb::Connection::open(published_path(wh.path())).unwrap();
+        let (n, d): (i64, i64) = conn
+            .query_row("select count(*), count(distinct x) from inc", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((n, d), (6, 6), "the spare, one build behind, caught up");
+    }
+
     #[test]
     fn builds_publish_atomically_and_failures_keep_the_old_file() {
         let wh = tempfile::tempdir().unwrap();
@@ -470,23 +658,15 @@ mod tests {
         );
         assert_eq!(r.tests[0].status, "pass");
 
-        // A reader opened on the published file keeps its view across the next build.
-        let reader = duckdb::Connection::open_with_flags(
-            published_path(wh.path()),
-            duckdb::Config::default()
-                .access_mode(duckdb::AccessMode::ReadOnly)
-                .unwrap(),
-        )
-        .unwrap();
-        let n = |c: &duckdb::Connection, t: &str| -> i64 {
-            c.query_row(&format!("select count(*) from {t}"), [], |r| r.get(0))
-                .unwrap()
-        };
-        assert_eq!(n(&reader, "c"), 5);
+        // A reader in another process (as a BI tool would be) opened on the published file
+        // keeps its view across the next builds, and they never wait for it.
+        let mut reader = Reader::start(&published_path(wh.path()));
+        assert_eq!(reader.count(), 5);
 
         // The incremental model only reprocesses x >= 3 and keeps the rest.
         let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
         assert!(r.published, "{r:?}");
+        assert_eq!(r.started_from, "copy");
         assert_eq!(
             r.models.iter().find(|m| m.model == "c").unwrap().rows,
             Some(5)
@@ -501,10 +681,13 @@ mod tests {
         let before = std::fs::read(published_path(wh.path())).unwrap();
         let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
         assert!(!r.published);
+        // The spare is the file the reader holds: it is not written to.
+        assert_eq!(r.started_from, "copy");
         assert_eq!(r.tests[0].status, "fail");
         assert_eq!(r.tests[0].failures, 5);
         assert_eq!(std::fs::read(published_path(wh.path())).unwrap(), before);
-        assert_eq!(n(&reader, "c"), 5, "the old reader still works");
+        assert_eq!(reader.count(), 5, "the old reader still works");
+        reader.stop();
 
         // A broken model fails, its children are skipped, nothing is published.
         write(

@@ -1,10 +1,14 @@
-{{ config(materialized='table', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='payment_ref', tags=['staging']) }}
 -- One row per payment reference (payment_ref): its latest status by ThoiGianCapNhat.
+-- Incremental: records landed since the last build compete with the kept row of their key.
 
 with
 
-source as (
+source as not materialized (
     select * from {{ source('payments', 'payments') }}
+    {% if is_incremental() %}
+    where _ingested_at >= (select max(loaded_at) from {{ this }})
+    {% endif %}
 ),
 
 renamed as (
@@ -22,6 +26,10 @@ renamed as (
         ThoiGianCapNhat as updated_at,
         _ingested_at as loaded_at
     from source
+    {% if is_incremental() %}
+    union all by name
+    select * from {{ this }} where payment_ref in (select MaThamChieu from source)
+    {% endif %}
 ),
 
 latest as (

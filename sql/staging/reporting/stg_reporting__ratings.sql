@@ -1,10 +1,14 @@
-{{ config(materialized='table', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging']) }}
 -- One row per rated dossier (dossier_id): the latest rating.
+-- Incremental: records landed since the last build compete with the kept row of their key.
 
 with
 
-source as (
+source as not materialized (
     select * from {{ source('reporting', 'ratings') }}
+    {% if is_incremental() %}
+    where _ingested_at >= (select max(loaded_at) from {{ this }})
+    {% endif %}
 ),
 
 renamed as (
@@ -20,6 +24,10 @@ renamed as (
         ThoiGianDanhGia as rated_at,
         _ingested_at as loaded_at
     from source
+    {% if is_incremental() %}
+    union all by name
+    select * from {{ this }} where dossier_id in (select MaHoSo from source)
+    {% endif %}
 ),
 
 latest as (
