@@ -18,12 +18,12 @@ units as (
     select * from {{ ref('dim_units') }}
 ),
 
-versions as (
-    select * from {{ ref('stg_portal__dossier_versions') }}
+dossiers as (
+    select * from {{ ref('stg_portal__dossiers') }}
 ),
 
 watermark as (
-    select max(synced_at) as data_watermark from versions
+    select max(synced_at) as data_watermark from dossiers
 ),
 
 groups as (

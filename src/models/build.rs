@@ -278,6 +278,9 @@ pub fn build(
         "SET file_search_path = {};",
         duck::lit(&sql_abs.display().to_string())
     ))?;
+    // Tables have no row order (every model orders what it needs); not keeping the order of
+    // inserts lets DuckDB write in parallel.
+    conn.execute_batch("SET preserve_insertion_order = false;")?;
     if let Some(limit) = &opts.memory_limit {
         conn.execute_batch(&format!("SET memory_limit = {};", duck::lit(limit)))
             .with_context(|| format!("memory limit {limit:?}"))?;

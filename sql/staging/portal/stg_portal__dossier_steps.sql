@@ -32,35 +32,8 @@ renamed as (
 ),
 
 deduplicated as (
-    select
-        dossier_id,
-        stepped_at,
-        status_code,
-        arg_min(
-            struct_pack(
-                officer_name := officer_name,
-                officer_title := officer_title,
-                department := department,
-                action := action,
-                started_at := started_at,
-                due_at := due_at
-            ),
-            loaded_at
-        ) as s,
-        min(loaded_at) as loaded_at
-    from renamed
-    group by dossier_id, stepped_at, status_code
+    select * from renamed
+    qualify row_number() over (partition by dossier_id, stepped_at, status_code order by loaded_at) = 1
 )
 
-select
-    dossier_id,
-    s.officer_name,
-    s.officer_title,
-    stepped_at,
-    s.department,
-    s.action,
-    status_code,
-    s.started_at,
-    s.due_at,
-    loaded_at
-from deduplicated
+select * from deduplicated

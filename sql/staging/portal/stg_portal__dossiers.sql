@@ -8,8 +8,8 @@
 -- then whether the online payment had been made, then the status's place in the workflow,
 -- and only then by arrival.
 --
--- The winner is chosen on narrow columns (dossier, ordering key, lake file and row), and only
--- the winners' full rows are read and decoded. Incremental: only versions landed since the
+-- The winner is chosen on narrow columns (dossier, ordering key, lake file (its hash) and row),
+-- and only the winners' full rows are read and decoded. Incremental: only versions landed since the
 -- last build are read; they compete with the current winner of their dossier, and a dossier
 -- whose current version did not change is left as it is. `lake_file` and `lake_row` name the
 -- record behind each row.
@@ -83,7 +83,7 @@ winners as (
     select
         dossier_id,
         arg_max(
-            struct_pack(lake_file := lake_file, lake_row := lake_row, state_at := state_at, workflow_rank := workflow_rank),
+            struct_pack(file_hash := hash(lake_file), lake_row := lake_row, state_at := state_at, workflow_rank := workflow_rank),
             struct_pack(s := state_at, p := is_paid_online, w := workflow_rank, t := synced_at, l := loaded_at)
         ) as w
     from candidates
@@ -95,7 +95,7 @@ chosen as (
     select s.*, w.w.state_at, w.w.workflow_rank
     from source as s
     inner join winners as w
-        on w.w.lake_file = s.filename and w.w.lake_row = s.file_row_number
+        on w.w.file_hash = hash(s.filename) and w.w.lake_row = s.file_row_number
 ),
 
 renamed as (
