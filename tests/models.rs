@@ -175,6 +175,30 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
         scalar(&conn, "select count(*) from fct_dossiers"),
         distinct_keys(SimFeed::Dossiers)
     );
+    // …and one row per distinct dossier of the lake, each pointing at the lake record of its
+    // current version (same dossier, same status).
+    let lake_dossiers = format!(
+        "read_parquet('{}/lake/portal/dossiers/*/*.parquet', hive_partitioning = true, union_by_name = true, filename = true, file_row_number = true)",
+        wh.path().display()
+    );
+    assert_eq!(
+        scalar(&conn, "select count(*) from fct_dossiers"),
+        scalar(
+            &conn,
+            &format!("select count(distinct MaHoSo) from {lake_dossiers}")
+        )
+    );
+    assert_eq!(
+        scalar(
+            &conn,
+            &format!(
+                "select count(*) from fct_dossiers as f
+                 left join {lake_dossiers} as l on l.filename = f.lake_file and l.file_row_number = f.lake_row
+                 where l.MaHoSo is distinct from f.dossier_id or l.TrangThaiHoSo is distinct from f.status_code"
+            )
+        ),
+        0
+    );
     assert_eq!(
         scalar(&conn, "select count(*) from fct_dossiers where status_code in ('3', '9', '10') and finished_at is null"),
         0
@@ -375,6 +399,10 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
     // Drill-down: every late dossier is listed once, most with the step that was open at due.
     assert_eq!(
         scalar(&conn, "select count(*) from drill_late_dossiers"),
+        scalar(&conn, "select count(*) from fct_dossiers where is_late")
+    );
+    assert_eq!(
+        scalar(&conn, "select count(distinct dossier_id) from drill_late_dossiers where dossier_id is not null"),
         scalar(&conn, "select count(*) from fct_dossiers where is_late")
     );
     assert!(

@@ -1,4 +1,16 @@
-{{ config(materialized='incremental', unique_key='dossier_id', tags=['facts']) }}
+{{ config(
+    materialized='incremental',
+    unique_key='dossier_id',
+    tags=['facts'],
+    pre_hook=[
+        "{% if is_incremental() %}SET VARIABLE fct_dossiers_versions = (SELECT coalesce(max(version_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
+        "{% if is_incremental() %}SET VARIABLE fct_dossiers_steps = (SELECT coalesce(max(steps_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
+        "{% if is_incremental() %}SET VARIABLE fct_dossiers_syncs = (SELECT coalesce(max(syncs_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
+        "{% if is_incremental() %}SET VARIABLE fct_dossiers_ratings = (SELECT coalesce(max(rating_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
+        "{% if is_incremental() %}SET VARIABLE fct_dossiers_catalogue = (SELECT coalesce(max(catalogue_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
+        "{% if is_incremental() %}SET VARIABLE fct_dossiers_calendar = (SELECT coalesce(max(calendar_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}"
+    ]
+) }}
 -- One row per dossier (dossier_id) with the attributes the index counts: effective due time,
 -- when and how handling ended, supplements, lateness, fees and online payment, results,
 -- digitisation, national-database use, rating, and whether its status changes reached the
@@ -12,45 +24,35 @@
 with
 
 {% if is_incremental() %}
--- What the last build had seen of each input: landing is ordered within a dataset, not
--- across datasets, so each input has its own watermark.
-watermark as (
-    select
-        coalesce(max(version_loaded_at), timestamp '0001-01-01') as versions,
-        coalesce(max(steps_loaded_at), timestamp '0001-01-01') as steps,
-        coalesce(max(syncs_loaded_at), timestamp '0001-01-01') as syncs,
-        coalesce(max(rating_loaded_at), timestamp '0001-01-01') as ratings,
-        coalesce(max(catalogue_loaded_at), timestamp '0001-01-01') as catalogue,
-        coalesce(max(calendar_loaded_at), timestamp '0001-01-01') as calendar
-    from {{ this }}
-),
-
+-- What the last build had seen of each input (set by the pre_hooks, so that the filters are
+-- constants DuckDB can prune with): landing is ordered within a dataset, not across
+-- datasets, so each input has its own watermark.
 -- Rows landed at the watermark itself are taken again (idempotent); a snapshot is new only
 -- when strictly newer, or every build would recompute its dossiers.
 changed as materialized (
     select dossier_id from {{ ref('stg_portal__dossiers') }}
-    where loaded_at >= (select versions from watermark)
+    where loaded_at >= getvariable('fct_dossiers_versions')
     union
     select dossier_id from {{ ref('stg_portal__dossier_steps') }}
-    where loaded_at >= (select steps from watermark)
+    where loaded_at >= getvariable('fct_dossiers_steps')
     union
     select dossier_id from {{ ref('stg_portal__dossier_status_syncs') }}
-    where loaded_at >= (select syncs from watermark)
+    where loaded_at >= getvariable('fct_dossiers_syncs')
     union
     select dossier_id from {{ ref('stg_reporting__ratings') }}
-    where loaded_at >= (select ratings from watermark)
+    where loaded_at >= getvariable('fct_dossiers_ratings')
     union
     -- A new catalogue snapshot changes its procedures' attributes (result on paper,
     -- statutory time limit); a new calendar changes statutory due times.
     select dossier_id from {{ this }}
     where procedure_code in (
         select procedure_code from {{ ref('stg_catalogue__procedures') }}
-        where loaded_at > (select catalogue from watermark)
+        where loaded_at > getvariable('fct_dossiers_catalogue')
     )
     union
     select dossier_id from {{ this }}
     where due_source = 'statutory'
-      and (select max(loaded_at) from {{ ref('stg_calendar__days') }}) > (select calendar from watermark)
+      and (select max(loaded_at) from {{ ref('stg_calendar__days') }}) > getvariable('fct_dossiers_calendar')
 ),
 
 dossiers as not materialized (

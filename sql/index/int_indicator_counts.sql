@@ -7,25 +7,8 @@
 
 with
 
-data_span as (
-    select min(received_at) as t from {{ ref('fct_dossiers') }}
-    union all
-    select max(greatest(received_at, coalesce(finished_at, received_at))) from {{ ref('fct_dossiers') }}
-    union all
-    select min(first_received_at) from {{ ref('fct_petitions') }}
-    union all
-    select max(first_received_at) from {{ ref('fct_petitions') }}
-    union all
-    select cast(min(period) || '-01' as timestamp) from {{ ref('stg_national_report__received') }}
-    union all
-    select cast(max(period) || '-01' as timestamp) from {{ ref('stg_national_report__received') }}
-),
-
--- Only the periods the data reaches (from the first to the last month with a dossier received
--- or finished, a petition or a national report row): the calendar of periods runs to 2030.
 periods as (
     select * from {{ ref('dim_periods') }}
-    where ends_at > (select min(t) from data_span) and starts_at <= (select max(t) from data_span)
 ),
 
 rollup as (

@@ -393,22 +393,33 @@ fn run_dbt(opts: &BuildBench, dbt: &Path, run: &Path) -> anyhow::Result<BuildMea
         .find_map(|l| l.strip_prefix("chiso-bench-maxrss-kb="))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    // `Done. PASS=… WARN=… ERROR=… SKIP=… TOTAL=…`
-    let pass = stdout
-        .lines()
-        .rev()
-        .find_map(|l| l.split("PASS=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    // dbt's own record: per node, its kind, status and execution time.
+    let results: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("target/run_results.json")).context("dbt's run_results.json")?,
+    )?;
+    let (mut models, mut tests, mut passed, mut models_s, mut tests_s) = (0, 0, 0, 0.0, 0.0);
+    for r in results["results"].as_array().into_iter().flatten() {
+        let id = r["unique_id"].as_str().unwrap_or("");
+        let secs = r["execution_time"].as_f64().unwrap_or(0.0);
+        if id.starts_with("model.") {
+            models += 1;
+            models_s += secs;
+        } else if id.starts_with("test.") {
+            tests += 1;
+            tests_s += secs;
+            if r["status"] == "pass" {
+                passed += 1;
+            }
+        }
+    }
     Ok(BuildMeasurement {
         label: "dbt-duckdb full".into(),
         seconds,
-        models_seconds: 0.0,
-        tests_seconds: 0.0,
-        models: 0,
-        tests: 0,
-        tests_passed: pass,
+        models_seconds: models_s,
+        tests_seconds: tests_s,
+        models,
+        tests,
+        tests_passed: passed,
         peak_rss_bytes: peak_kb * 1024,
         published: true,
         slowest: vec![],

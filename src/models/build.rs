@@ -149,6 +149,21 @@ fn materialize(
         conn.execute_batch(&format!("CREATE OR REPLACE TABLE {} AS {sql}", q(name)))?;
         Ok(())
     };
+    // dbt's `pre_hook`: statements run before the model, rendered like it (e.g. `SET VARIABLE`
+    // a watermark, so that the model's filter is a constant DuckDB can push into the scan).
+    let incremental =
+        m.materialized == Materialized::Incremental && !full_refresh && table_exists(conn, name)?;
+    let mut hooks = m.parsed.config_list("pre_hook");
+    hooks.extend(m.parsed.config_list("pre-hook"));
+    for hook in hooks {
+        let sql = super::template::parse(&hook)
+            .map_err(|e| anyhow::anyhow!("pre_hook of {name}: {e}"))?
+            .render(rel, incremental);
+        if !sql.trim().is_empty() {
+            conn.execute_batch(&sql)
+                .with_context(|| format!("pre_hook of {name}: {sql}"))?;
+        }
+    }
     match m.materialized {
         Materialized::View => {
             let sql = m.parsed.render(rel, false);
@@ -162,7 +177,7 @@ fn materialize(
                 .parsed
                 .config_str("unique_key")
                 .context("incremental models need unique_key")?;
-            if full_refresh || !table_exists(conn, name)? {
+            if !incremental {
                 create_table(m.parsed.render(rel, false))?;
             } else {
                 let sql = m.parsed.render(rel, true);
@@ -312,6 +327,14 @@ pub fn build(
             jobs,
             this: name.clone(),
         };
+        // CHISO_PROFILE_DIR=dir: DuckDB's query profile of each model's statements, as JSON.
+        if let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") {
+            let file = Path::new(&dir).join(format!("{name}.json"));
+            conn.execute_batch(&format!(
+                "PRAGMA enable_profiling = 'json'; PRAGMA profiling_output = {};",
+                duck::lit(&file.display().to_string())
+            ))?;
+        }
         let t = Instant::now();
         let result = materialize(&conn, &project, name, &rel, opts.full_refresh);
         let seconds = t.elapsed().as_secs_f64();

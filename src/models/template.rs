@@ -1,5 +1,6 @@
 //! The subset of dbt's Jinja that chiso models use, parsed without a template engine:
-//! `{{ ref('model') }}`, `{{ source('feed', 'dataset') }}`, `{{ config(…) }}`, `{{ this }}`,
+//! `{{ ref('model') }}`, `{{ source('feed', 'dataset') }}`, `{{ config(…) }}` (its `pre_hook`
+//! strings are templates too), `{{ this }}`,
 //! `{% if is_incremental() %} … {% else %} … {% endif %}` and `{# comments #}`. Anything else is an error
 //! naming the file and line, so a model that parses here means the same under dbt-duckdb.
 //!
@@ -170,7 +171,14 @@ pub fn parse(text: &str) -> Result<Parsed, TemplateError> {
             _ => "#}",
         };
         let inner_start = start + 2;
-        let Some(end) = text[inner_start..].find(close) else {
+        // `}}` inside a quoted string (a hook in `config(pre_hook="… {{ this }} …")`) does not
+        // close the expression.
+        let found = if marker == "{{" {
+            find_unquoted(&text[inner_start..], close)
+        } else {
+            text[inner_start..].find(close)
+        };
+        let Some(end) = found else {
             return Err(err(start, format!("{marker} is never closed with {close}")));
         };
         let inner = text[inner_start..inner_start + end]
@@ -305,16 +313,33 @@ fn arg_str(a: &str) -> Result<String, String> {
     Err(format!("{a} must be a quoted string"))
 }
 
+/// The first `pat` in `text` outside single- or double-quoted strings.
+fn find_unquoted(text: &str, pat: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if text[i..].starts_with(pat) => return Some(i),
+            None => {}
+        }
+    }
+    None
+}
+
 fn config_value(v: &str) -> Result<ConfigValue, String> {
     match v {
         "true" | "True" => return Ok(ConfigValue::Bool(true)),
         "false" | "False" => return Ok(ConfigValue::Bool(false)),
         _ => {}
     }
-    if let Some(inner) = v.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
-        let items = inner
-            .split(',')
-            .map(str::trim)
+    if v.starts_with('[') && v.ends_with(']') {
+        // Items split like call arguments: commas inside quotes do not split.
+        let (_, items) = call(&format!("list({})", &v[1..v.len() - 1]))?;
+        let items = items
+            .iter()
+            .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(arg_str)
             .collect::<Result<Vec<_>, _>>()?;
@@ -359,6 +384,23 @@ mod tests {
         assert!(!full.contains("where t >"));
         let inc = p.render(&R, true);
         assert!(inc.contains("where t > (select max(t) from main.me)"));
+    }
+
+    #[test]
+    fn hooks_may_hold_templates_and_commas() {
+        let p = parse(
+            "{{ config(materialized='incremental', unique_key='k', pre_hook=[\"{% if is_incremental() %}SET VARIABLE a = (SELECT coalesce(max(t), 0) FROM {{ this }}){% endif %}\", 'SELECT 1']) }}select 1",
+        )
+        .unwrap();
+        let hooks = p.config_list("pre_hook");
+        assert_eq!(hooks.len(), 2, "{hooks:?}");
+        let h = parse(&hooks[0]).unwrap();
+        assert_eq!(
+            h.render(&R, true),
+            "SET VARIABLE a = (SELECT coalesce(max(t), 0) FROM main.me)"
+        );
+        assert_eq!(h.render(&R, false), "");
+        assert_eq!(p.render(&R, true), "select 1");
     }
 
     #[test]

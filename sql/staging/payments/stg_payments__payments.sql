@@ -1,4 +1,5 @@
-{{ config(materialized='incremental', unique_key='payment_ref', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='payment_ref', tags=['staging'],
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_payments__payments_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
 -- One row per payment reference (payment_ref): its latest status by ThoiGianCapNhat.
 -- Incremental: records landed since the last build compete with the kept row of their key.
 
@@ -7,7 +8,7 @@ with
 source as not materialized (
     select * from {{ source('payments', 'payments') }}
     {% if is_incremental() %}
-    where _ingested_at >= (select max(loaded_at) from {{ this }})
+    where _ingested_at >= getvariable('stg_payments__payments_since')
     {% endif %}
 ),
 

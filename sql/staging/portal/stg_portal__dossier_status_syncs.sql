@@ -1,4 +1,5 @@
-{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossier_status_syncs_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
 -- One row per dossier and status it ever carried (dossier_id, status_code): when the portal
 -- first received a version with that status. DOSSIER_SYNC compares it with the time of the
 -- processing step that made the change. Incremental: the dossiers with versions landed since
@@ -10,7 +11,7 @@ source as not materialized (
     select MaHoSo, TrangThaiHoSo, ThoiDiemDongBo, _ingested_at
     from {{ source('portal', 'dossiers') }}
     {% if is_incremental() %}
-    where _ingested_at >= (select max(loaded_at) from {{ this }})
+    where _ingested_at >= getvariable('stg_portal__dossier_status_syncs_since')
     {% endif %}
 ),
 

@@ -1,4 +1,5 @@
-{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossier_steps_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
 -- One row per processing step (dossier_id, stepped_at, status_code). The feed is append-only;
 -- a step pulled twice appears once (the first landed copy). Incremental: the steps of dossiers
 -- with steps landed since the last build are rebuilt from the new records and the kept ones.
@@ -8,7 +9,7 @@ with
 source as not materialized (
     select * from {{ source('portal', 'dossier_steps') }}
     {% if is_incremental() %}
-    where _ingested_at >= (select max(loaded_at) from {{ this }})
+    where _ingested_at >= getvariable('stg_portal__dossier_steps_since')
     {% endif %}
 ),
 

@@ -1,4 +1,5 @@
-{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossiers_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
 -- One row per dossier (dossier_id): its current version.
 --
 -- The portal re-sends a dossier on every change, late and out of order: a version synced late
@@ -21,7 +22,7 @@ source as not materialized (
     {% if is_incremental() %}
     -- Landing is ordered (one writer per dataset), so everything below the newest loaded_at
     -- already kept was seen by an earlier build; equal stamps are read again (idempotent).
-    where _ingested_at >= (select max(loaded_at) from {{ this }})
+    where _ingested_at >= getvariable('stg_portal__dossiers_since')
     {% endif %}
 ),
 

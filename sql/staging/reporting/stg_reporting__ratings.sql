@@ -1,4 +1,5 @@
-{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_reporting__ratings_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
 -- One row per rated dossier (dossier_id): the latest rating.
 -- Incremental: records landed since the last build compete with the kept row of their key.
 
@@ -7,7 +8,7 @@ with
 source as not materialized (
     select * from {{ source('reporting', 'ratings') }}
     {% if is_incremental() %}
-    where _ingested_at >= (select max(loaded_at) from {{ this }})
+    where _ingested_at >= getvariable('stg_reporting__ratings_since')
     {% endif %}
 ),
 
