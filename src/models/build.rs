@@ -173,18 +173,34 @@ fn materialize(
         }
         Materialized::Table => create_table(m.parsed.render(rel, false))?,
         Materialized::Incremental => {
-            let key = m
-                .parsed
-                .config_str("unique_key")
-                .context("incremental models need unique_key")?;
             if !incremental {
                 create_table(m.parsed.render(rel, false))?;
             } else {
                 let sql = m.parsed.render(rel, true);
                 let tmp = format!("__chiso_new_{name}");
+                // delete+insert: the new rows replace the kept rows of the same unique key (one
+                // column or several); append: the new rows are added.
+                let keys = m.parsed.config_list("unique_key");
+                let delete = match m.parsed.config_str("incremental_strategy") {
+                    Some("append") => String::new(),
+                    _ => format!(
+                        "DELETE FROM {n} USING {t} WHERE {on};",
+                        n = q(name),
+                        t = q(&tmp),
+                        on = keys
+                            .iter()
+                            .map(|k| format!(
+                                "{n}.{k} IS NOT DISTINCT FROM {t}.{k}",
+                                n = q(name),
+                                t = q(&tmp)
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    ),
+                };
                 conn.execute_batch(&format!(
                     "CREATE OR REPLACE TEMP TABLE {t} AS {sql};
-                     DELETE FROM {n} WHERE ({key}) IN (SELECT {key} FROM {t});
+                     {delete}
                      INSERT INTO {n} BY NAME SELECT * FROM {t};
                      DROP TABLE {t};",
                     t = q(&tmp),

@@ -94,13 +94,21 @@ impl Project {
                     continue;
                 }
             };
-            if materialized == Materialized::Incremental
-                && parsed.config_str("unique_key").is_none()
-            {
-                errors.push(format!(
-                    "{}: an incremental model needs config(unique_key='…')",
-                    path.display()
-                ));
+            if materialized == Materialized::Incremental {
+                match parsed.config_str("incremental_strategy").unwrap_or("delete+insert") {
+                    "append" => {}
+                    "delete+insert" if parsed.config_list("unique_key").is_empty() => {
+                        errors.push(format!(
+                            "{}: an incremental model needs config(unique_key='…') (or incremental_strategy='append')",
+                            path.display()
+                        ))
+                    }
+                    "delete+insert" => {}
+                    other => errors.push(format!(
+                        "{}: incremental_strategy={other:?}: expected delete+insert or append",
+                        path.display()
+                    )),
+                }
             }
             if let Some(other) = p.models.get(&name) {
                 errors.push(format!(
@@ -351,5 +359,38 @@ pub(crate) mod tests {
         std::fs::remove_file(d.path().join("c.sql")).unwrap();
         let e = Project::load(d.path()).unwrap_err();
         assert!(e[0].contains("cycle: a -> b -> a"), "{e:?}");
+    }
+
+    #[test]
+    fn incremental_models_need_a_key_or_append() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "a.sql",
+            "{{ config(materialized='incremental') }} select 1 as x",
+        );
+        write(d.path(), "b.sql", "{{ config(materialized='incremental', incremental_strategy='merge', unique_key='x') }} select 1 as x");
+        write(
+            d.path(),
+            "c.sql",
+            "{{ config(materialized='incremental', incremental_strategy='append') }} select 1 as x",
+        );
+        write(
+            d.path(),
+            "e.sql",
+            "{{ config(materialized='incremental', unique_key=['x', 'y']) }} select 1 as x, 2 as y",
+        );
+        let e = Project::load(d.path()).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("a.sql") && m.contains("needs config(unique_key")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("b.sql") && m.contains("\"merge\"")),
+            "{e:?}"
+        );
     }
 }

@@ -1,9 +1,10 @@
-{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
+{{ config(materialized='incremental', unique_key=['dossier_id', 'status_code'], tags=['staging'],
     pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossier_status_syncs_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
 -- One row per dossier and status it ever carried (dossier_id, status_code): when the portal
 -- first received a version with that status. DOSSIER_SYNC compares it with the time of the
--- processing step that made the change. Incremental: the dossiers with versions landed since
--- the last build are recomputed from the new versions and the kept rows (a minimum merges).
+-- processing step that made the change. Incremental: the versions landed since the last build
+-- add the (dossier, status) pairs not kept yet and replace those whose first receive time
+-- they move earlier.
 
 with
 
@@ -15,25 +16,22 @@ source as not materialized (
     {% endif %}
 ),
 
-versions as (
+firsts as (
     select
         MaHoSo as dossier_id,
         TrangThaiHoSo as status_code,
-        ThoiDiemDongBo as synced_at,
-        _ingested_at as loaded_at
+        min(ThoiDiemDongBo) as first_synced_at,
+        max(_ingested_at) as loaded_at
     from source
-    {% if is_incremental() %}
-    union all by name
-    select dossier_id, status_code, first_synced_at as synced_at, loaded_at
-    from {{ this }}
-    where dossier_id in (select MaHoSo from source)
-    {% endif %}
+    group by MaHoSo, TrangThaiHoSo
 )
 
-select
-    dossier_id,
-    status_code,
-    min(synced_at) as first_synced_at,
-    max(loaded_at) as loaded_at
-from versions
-group by dossier_id, status_code
+{% if is_incremental() %}
+select f.*
+from firsts as f
+left join {{ this }} as t
+    on t.dossier_id = f.dossier_id and t.status_code is not distinct from f.status_code
+where t.dossier_id is null or f.first_synced_at < t.first_synced_at
+{% else %}
+select * from firsts
+{% endif %}

@@ -1,8 +1,8 @@
-{{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
+{{ config(materialized='incremental', incremental_strategy='append', tags=['staging'],
     pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossier_steps_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
 -- One row per processing step (dossier_id, stepped_at, status_code). The feed is append-only;
--- a step pulled twice appears once (the first landed copy). Incremental: the steps of dossiers
--- with steps landed since the last build are rebuilt from the new records and the kept ones.
+-- a step pulled twice appears once (the first landed copy). Incremental (append): the steps
+-- landed since the last build that are not kept yet are added.
 
 with
 
@@ -26,10 +26,6 @@ renamed as (
         NgayKetThucTheoQuyDinh as due_at,
         _ingested_at as loaded_at
     from source
-    {% if is_incremental() %}
-    union all by name
-    select * from {{ this }} where dossier_id in (select MaHoSo from source)
-    {% endif %}
 ),
 
 deduplicated as (
@@ -37,4 +33,10 @@ deduplicated as (
     qualify row_number() over (partition by dossier_id, stepped_at, status_code order by loaded_at) = 1
 )
 
-select * from deduplicated
+select d.* from deduplicated as d
+{% if is_incremental() %}
+anti join {{ this }} as t
+    on t.dossier_id = d.dossier_id
+    and t.stepped_at is not distinct from d.stepped_at
+    and t.status_code is not distinct from d.status_code
+{% endif %}
