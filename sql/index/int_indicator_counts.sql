@@ -187,7 +187,40 @@ handling as (
     group by all
 ),
 
+-- Petitions, by first receipt; judged at the period's end when still open -------------------
+
+petition_counts as (
+    select
+        ru.rollup_unit_id as unit_id,
+        pe.period,
+        count(*) as petitions,
+        count(*) filter (
+            where (p.is_handled and p.handled_at < pe.ends_at and p.is_handled_on_time)
+               or ((not p.is_handled or p.handled_at >= pe.ends_at) and p.resolve_due_at >= pe.ends_at)
+        ) as petitions_on_time,
+        count(*) filter (where p.is_handled and p.handled_at < pe.ends_at) as handled,
+        count(*) filter (
+            where p.is_handled and p.handled_at < pe.ends_at
+              and not (p.is_disliked or p.is_re_raised or not p.is_handled_on_time)
+        ) as handled_satisfied,
+        count(*) filter (where p.category = 'rules_and_procedures') as about_procedures,
+        count(*) filter (where p.category = 'staff_behaviour') as about_staff
+    from petitions as p
+    inner join periods as pe on p.first_received_at >= pe.starts_at and p.first_received_at < pe.ends_at
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = p.unit_id
+    group by ru.rollup_unit_id, pe.period
+),
+
 -- Procedures of a unit's level (Cấp Tỉnh: level 2, Cấp Cơ sở: level 3), per unit and period ---
+
+-- Units and periods with dossiers received or handled, or petitions: the rows of the result.
+active as (
+    select unit_id, period from receipt_counts
+    union
+    select unit_id, period from handling
+    union
+    select unit_id, period from petition_counts
+),
 
 unit_periods as (
     select distinct ru.rollup_unit_id as unit_id, ru.period, u.unit_level, u.parent_unit_id is null as is_top
@@ -209,8 +242,9 @@ unit_procedures as (
         and u.valid_from < pe.ends_before
         and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
     inner join procedures as p
-        on (p.authority_level = 'Cấp Tỉnh' and u.unit_level = 2)
-        or (p.authority_level = 'Cấp Cơ sở' and u.unit_level = 3)
+        on p.authority_level = case u.unit_level when 2 then 'Cấp Tỉnh' when 3 then 'Cấp Cơ sở' end
+    -- only where there is something to score (the calendar of periods runs to 2030)
+    semi join active as a on a.unit_id = ru.rollup_unit_id and a.period = ru.period
 ),
 
 -- How each unit used each procedure in the period (its own dossiers only).
@@ -251,30 +285,6 @@ procedure_counts as (
     left join calendar as eff on eff.calendar_date = up.legal_basis_effective_on
     left join calendar as post on post.calendar_date = up.posted_on
     group by up.unit_id, up.period
-),
-
--- Petitions, by first receipt; judged at the period's end when still open -------------------
-
-petition_counts as (
-    select
-        ru.rollup_unit_id as unit_id,
-        pe.period,
-        count(*) as petitions,
-        count(*) filter (
-            where (p.is_handled and p.handled_at < pe.ends_at and p.is_handled_on_time)
-               or ((not p.is_handled or p.handled_at >= pe.ends_at) and p.resolve_due_at >= pe.ends_at)
-        ) as petitions_on_time,
-        count(*) filter (where p.is_handled and p.handled_at < pe.ends_at) as handled,
-        count(*) filter (
-            where p.is_handled and p.handled_at < pe.ends_at
-              and not (p.is_disliked or p.is_re_raised or not p.is_handled_on_time)
-        ) as handled_satisfied,
-        count(*) filter (where p.category = 'rules_and_procedures') as about_procedures,
-        count(*) filter (where p.category = 'staff_behaviour') as about_staff
-    from petitions as p
-    inner join periods as pe on p.first_received_at >= pe.starts_at and p.first_received_at < pe.ends_at
-    inner join rollup as ru on ru.period = pe.period and ru.unit_id = p.unit_id
-    group by ru.rollup_unit_id, pe.period
 ),
 
 -- Together ----------------------------------------------------------------------------------
