@@ -78,7 +78,15 @@ pub fn test_sql(model: &str, column: &str, spec: &TestSpec) -> Result<(String, S
         }
         TestSpec::Configured(_) => return Err("a test is a name or a map with one entry".into()),
     };
-    let arg = |name: &str| args.and_then(|a| a.get(name));
+    // dbt 1.10 nests a generic test's arguments under `arguments:`; older projects put them
+    // beside the test's name. Both are read.
+    let arg = |name: &str| {
+        args.and_then(|a| {
+            a.get("arguments")
+                .and_then(|x| x.get(name))
+                .or_else(|| a.get(name))
+        })
+    };
     let sql = match kind {
         "unique" => {
             format!("select {c} from {m} where {c} is not null group by {c} having count(*) > 1")
@@ -211,5 +219,11 @@ mod tests {
         assert!(test_sql("m", "x", &TestSpec::Name("uniq".into()))
             .unwrap_err()
             .contains("unknown test"));
+        // dbt 1.10's form: arguments nested under `arguments:`.
+        let spec: Vec<TestSpec> =
+            serde_norway::from_str("- accepted_values:\n    arguments:\n      values: [a, b]\n")
+                .unwrap();
+        let (_, sql) = test_sql("m", "x", &spec[0]).unwrap();
+        assert!(sql.ends_with("not in ('a', 'b')"), "{sql}");
     }
 }
