@@ -905,47 +905,32 @@ const COMPARED: [(&str, &str); 4] = [
 /// A second batch: D6 finishes late in April, an older version of D1 arrives out of order,
 /// D8 is rated unsatisfied, and a new dossier D11 is received by C in August.
 fn second_batch(dir: &Path) {
-    let d6 = base(
-        "1",
-        "03-16 09:30",
-        "03-16 10:00",
-        Some("04-15 10:00"),
-        json!([]),
-        0,
-        0,
-        components(0, 0, 0),
-        false,
+    let ds = dossiers();
+    let version = |id: &str, fields: &[(&str, Value)]| {
+        let d = ds.iter().find(|d| d.id == id).unwrap();
+        let mut v = d.base.clone();
+        v["MaHoSo"] = json!(d.id);
+        v["DonViXuLy"] = json!(d.unit);
+        for (k, x) in fields {
+            v[*k] = x.clone();
+        }
+        v
+    };
+    let d6v = version(
+        "D6",
+        &[
+            ("TrangThaiHoSo", json!("9")),
+            ("NgayKetThucXuLy", json!(ts("04-20 10:00"))),
+            ("ThoiDiemDongBo", json!(ts("04-20 10:30"))),
+        ],
     );
-    let mut d6v = d6.clone();
-    for (k, v) in [
-        ("MaHoSo", json!("D6")),
-        ("DonViXuLy", json!("B")),
-        ("TrangThaiHoSo", json!("9")),
-        ("NgayKetThucXuLy", json!(ts("04-20 10:00"))),
-        ("ThoiDiemDongBo", json!(ts("04-20 10:30"))),
-    ] {
-        d6v[k] = v;
-    }
-    let d1 = base(
-        "2",
-        "03-05 08:30",
-        "03-05 09:00",
-        Some("03-10 09:00"),
-        json!([{"MaPhiLePhi": "L1", "Gia": 50000}]),
-        1,
-        1,
-        components(1, 1, 1),
-        true,
+    let d1_late = version(
+        "D1",
+        &[
+            ("TrangThaiHoSo", json!("4")),
+            ("ThoiDiemDongBo", json!(ts("04-01 08:00"))),
+        ],
     );
-    let mut d1_late = d1.clone();
-    for (k, v) in [
-        ("MaHoSo", json!("D1")),
-        ("DonViXuLy", json!("A")),
-        ("TrangThaiHoSo", json!("4")),
-        ("ThoiDiemDongBo", json!(ts("04-01 08:00"))),
-    ] {
-        d1_late[k] = v;
-    }
     let mut d11 = base(
         "2",
         "08-03 08:30",

@@ -24,7 +24,8 @@ use anyhow::{bail, Context};
 use chrono::{Datelike, Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FileParams, JobConfig, Protocol, Secret, Threads};
+use super::file_job;
+use crate::config::{JobConfig, Protocol, Secret};
 use crate::duck;
 use crate::models::build::{build, BuildOptions};
 use crate::pull::{self, RunContext};
@@ -108,21 +109,6 @@ pub fn measure_build(
         published: record.published,
         slowest,
     })
-}
-
-/// A job of the built-in project turned into a `file` job over `input`.
-fn file_job(name: &str, input: &Path, threads: usize) -> anyhow::Result<JobConfig> {
-    let (_, jobs) = crate::demo::embedded_project()?;
-    let mut job = jobs
-        .into_iter()
-        .find(|j| j.name == name)
-        .with_context(|| format!("the built-in project has a {name} job"))?;
-    job.protocol = Protocol::File(FileParams {
-        glob: input.display().to_string(),
-        threads: Threads(threads as u64),
-    });
-    job.source = None;
-    Ok(job)
 }
 
 async fn land(ctx: &RunContext, job: &JobConfig) -> anyhow::Result<u64> {

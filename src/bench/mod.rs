@@ -64,18 +64,25 @@ fn dir_size(dir: &Path) -> (u64, u64) {
     (bytes, files)
 }
 
-/// The dossier job of the built-in project, turned into a file job over `input`.
-pub fn dossier_file_job(input: &Path, threads: usize) -> anyhow::Result<JobConfig> {
+/// A job of the built-in project turned into a `file` job over `input` (the real decode,
+/// quarantine, Parquet and commit path, with local NDJSON instead of HTTP).
+pub fn file_job(name: &str, input: &Path, threads: usize) -> anyhow::Result<JobConfig> {
     let (_, jobs) = crate::demo::embedded_project()?;
     let mut job = jobs
         .into_iter()
-        .find(|j| j.name == "dossiers")
-        .context("the built-in project has a dossiers job")?;
+        .find(|j| j.name == name)
+        .with_context(|| format!("the built-in project has a {name} job"))?;
     job.protocol = Protocol::File(FileParams {
         glob: input.display().to_string(),
         threads: Threads(threads as u64),
     });
     job.source = None;
+    Ok(job)
+}
+
+/// The dossier job of the built-in project, turned into a file job over `input`.
+pub fn dossier_file_job(input: &Path, threads: usize) -> anyhow::Result<JobConfig> {
+    let mut job = file_job("dossiers", input, threads)?;
     job.name = "bench_dossiers".into();
     Ok(job)
 }
