@@ -18,9 +18,9 @@
 //! | id  | unit | received    | channel | due              | end                 | notes |
 //! |-----|------|-------------|---------|------------------|---------------------|-------|
 //! | D1  | A    | 03-05 09:00 | online  | 03-10 09:00      | processed 03-09, returned | fee 50,000 paid online, e-result, digitised, reused + store component, population; rated satisfied |
-//! | D2  | A    | 03-20 08:00 (Fri) | in person | none: statutory 3 wd = 03-25 08:00 | processed 03-26: late | status 9 synced 03-28 (> 24 h): DOSSIER_SYNC fails from March |
+//! | D2  | A    | 03-20 08:00 (Fri) | in person | none: statutory 3 wd = 03-25 08:00 | processed 03-26: late | status 9 synced 03-28 (> 24 h): DOSSIER_SYNC fails in March, Q1 and the year |
 //! | D3  | A    | 03-30 14:00 | online  | 04-03 14:00      | processed 04-02     | one supplement; fee 30,000 not paid online; rated unsatisfied |
-//! | D4  | A    | 02-10 09:00 | online  | 02-20 09:00      | processed 03-02, returned 03-03 | two supplements: late; e-result, digitised, population |
+//! | D4  | A    | 02-10 09:00 | online  | 02-20 09:00      | processed 03-02, returned 03-03 | two supplements: late; e-result, digitised, population; registration step 01-30 never synced (late in January, Q1, the year; not in February) |
 //! | D5  | A    | 03-12 09:00 | in person | 03-20          | withdrawn 03-13     | out of ON_TIME_HANDLING |
 //! | D6  | B    | 03-16 10:00 | in person | 04-15 10:00    | open                | status 4 step never synced |
 //! | D7  | B    | 01-15 10:00 | online  | 01-20 10:00      | processed 01-19     | fee list with 0 (no obligation), e-result, population; rated with a complaint |
@@ -91,23 +91,24 @@ fn expected() -> Vec<(&'static str, &'static str, &'static str)> {
         ("P1", "2026-03", "2/2 2/2 2/3 3/7 3/5 2/3 1/2 2/5 1/2 1/2 0/2 1/3 1/5 1/5 1/2 1/5 2/3 2/2 1/1 3/5 1/2 1/2"),
         ("CT", "2026-03", "2/2 2/2 2/3 3/7 3/5 2/3 1/2 2/5 1/2 1/2 0/2 1/3 1/5 1/5 1/2 1/5 2/3 2/2 1/1 3/5 1/2 1/2"),
         // A, Q1: D4 (February) joins: online 3, results D1 D2 D3 D4, electronic D1 D4,
-        // digitised D1 D4, store-linked D1 (store) D4 (e-result) of 3 online. SYNC 4 of
-        // max(6, 5). ON_TIME as in March (D4 counted once). PK3 refused late.
-        ("A", "2026-Q1", "1/1 1/1 1/1 4/6 2/4 1/1 1/1 3/5 1/2 1/1 0/1 2/4 2/5 1/5 2/3 2/5 1/1 1/2 1/2 2/5 1/2 0/2"),
+        // digitised D1 D4, store-linked D1 (store) D4 (e-result) of 3 online. SYNC 3 of
+        // max(6, 5): D2 late in March, D4's January registration late inside Q1. ON_TIME as
+        // in March (D4 counted once). PK3 refused late.
+        ("A", "2026-Q1", "1/1 1/1 1/1 3/6 2/4 1/1 1/1 3/5 1/2 1/1 0/1 2/4 2/5 1/5 2/3 2/5 1/1 1/2 1/2 2/5 1/2 0/2"),
         // B, Q1: D7 (January) joins D6. D7 has a fee list of 0: no obligation (0/0). D7 is
         // rated with a complaint. SYNC max(1, 2) = 2, D7 in time.
         ("B", "2026-Q1", "1/1 1/1 1/1 1/2 2/2 1/1 1/1 1/2 0/0 0/1 0/1 1/1 0/2 0/2 1/1 1/2 1/1 1/1 0/0 1/2 0/1 1/1"),
-        ("P1", "2026-Q1", "2/2 2/2 2/3 5/7 4/6 2/3 2/2 4/7 1/2 1/2 0/2 3/5 2/7 1/7 3/4 3/7 2/3 2/3 1/2 3/7 1/3 1/3"),
+        ("P1", "2026-Q1", "2/2 2/2 2/3 4/7 4/6 2/3 2/2 4/7 1/2 1/2 0/2 3/5 2/7 1/7 3/4 3/7 2/3 2/3 1/2 3/7 1/3 1/3"),
         // C, year: the tree at 12-31 has C, not A; A's dossiers D1-D5, D9 and petitions PK1,
-        // PK3 count under C, with D8. Only C carries procedure X (A ended). SYNC 6 of
-        // max(6, 7). ON_TIME: D1 D3 D9 D8 of D1 D2 D3 D4 D9 D8.
-        ("C", "2026", "1/1 1/1 1/1 6/7 4/6 1/1 1/1 4/7 2/3 1/1 0/1 3/6 3/7 1/7 3/4 2/7 1/1 1/2 1/2 4/7 1/2 0/2"),
+        // PK3 count under C, with D8. Only C carries procedure X (A ended). SYNC 5 of
+        // max(6, 7) (D2 and D4 late). ON_TIME: D1 D3 D9 D8 of D1 D2 D3 D4 D9 D8.
+        ("C", "2026", "1/1 1/1 1/1 5/7 4/6 1/1 1/1 4/7 2/3 1/1 0/1 3/6 3/7 1/7 3/4 2/7 1/1 1/2 1/2 4/7 1/2 0/2"),
         // B, year: D6 D7 D10. D6 open at the year's end past its due: not on time. D10's
         // statutory due skips the holidays (05-05), so finishing 05-04 is on time. PK2 open
         // past its due at the year's end.
         ("B", "2026", "1/1 1/1 1/1 2/3 2/3 1/1 1/1 1/3 0/0 0/1 0/1 1/2 0/3 0/3 1/1 1/3 1/1 0/1 0/0 2/3 0/1 1/1"),
-        ("P1", "2026", "2/2 2/2 2/3 8/10 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 6/10 1/3 1/3"),
-        ("CT", "2026", "2/2 2/2 2/3 8/10 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 6/10 1/3 1/3"),
+        ("P1", "2026", "2/2 2/2 2/3 7/10 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 6/10 1/3 1/3"),
+        ("CT", "2026", "2/2 2/2 2/3 7/10 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 6/10 1/3 1/3"),
         // C, July: D8 received; D9 (A's) finished in July counts under C for handling.
         ("C", "2026-07", "0/0 0/0 1/1 1/1 2/2 1/1 1/1 1/1 1/1 1/1 1/1 1/1 1/1 0/1 1/1 0/1 1/1 0/0 0/0 1/1 0/0 0/0"),
         // B, May: nothing received (zero denominators everywhere), D10 finished on time.
@@ -326,7 +327,10 @@ fn dossiers() -> Vec<Dossier> {
                     "03-03 10:20",
                 ),
             ],
+            // The registration (status 1) on 01-30 never reached the portal with that status:
+            // a late change in January, outside February (its receipt month) but inside Q1.
             steps: vec![
+                ("1", "01-30 10:00"),
                 ("2", "02-10 09:00"),
                 ("5", "02-11 10:00"),
                 ("4", "02-12 09:00"),
@@ -764,7 +768,7 @@ async fn every_indicator_matches_the_hand_worked_values() {
             "2026-03-02 10:00",
             "true",
             "2",
-            "-",
+            "2026-01-30 10:00",
             "result_returned"
         ])
     );
@@ -831,6 +835,27 @@ async fn every_indicator_matches_the_hand_worked_values() {
         wrong.len(),
         wrong.join("\n")
     );
+
+    // DOSSIER_SYNC counts the changes inside the period only: D4's late January registration
+    // does not fail its receipt month, February (no national report there: 1 of 1).
+    assert_eq!(
+        counts_of(&conn, "A", "2026-02").split(' ').nth(3),
+        Some("1/1")
+    );
+
+    // The drill-down views list exactly the dossiers and petitions behind every count.
+    let mismatches = drill_mismatches(&conn);
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    let mut stmt = conn
+        .prepare("SELECT dossier_id FROM drill_indicator_dossiers WHERE unit_id = 'A' AND period = '2026-03' AND indicator = 'ON_TIME_HANDLING' AND NOT in_numerator ORDER BY 1")
+        .unwrap();
+    let late_in_march: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(late_in_march, vec!["D2", "D4"]);
+    drop(stmt);
 
     // Points, groups and total of A in March, by hand (points = min(max, max × ratio / target)):
     // CKMB 6 + 4 + 2 + 6×3/6 = 15; TDGQ 20×2/4 = 10; CLGQ 0 (ONLINE_SERVICE_PROVIDED only at

@@ -27,6 +27,7 @@ received as not materialized (
     select
         ru.rollup_unit_id as rollup_unit_id,
         pe.period,
+        pe.period_type,
         pe.ends_at,
         d.*,
         coalesce(p.is_result_paper, false) as is_procedure_result_paper,
@@ -58,7 +59,11 @@ handled as (
 
 listed as (
     select rollup_unit_id, period, 'DOSSIER_SYNC' as indicator, dossier_id,
-        status_changes > 0 and (first_late_sync_change_at is null or first_late_sync_change_at >= ends_at) as in_numerator
+        case period_type
+            when 'month' then is_synced_in_receipt_month
+            when 'quarter' then is_synced_in_receipt_quarter
+            else is_synced_in_receipt_year
+        end as in_numerator
     from received
     union all
     select rollup_unit_id, period, 'ON_TIME_HANDLING', dossier_id, in_numerator

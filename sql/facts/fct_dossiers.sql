@@ -102,17 +102,34 @@ calendar as (
 
 -- DOSSIER_SYNC: a status change (a processing step) reached the portal in time when the first
 -- version carrying its status was received within 24 hours of the step.
-sync_checks as (
+-- SPEC: a dossier is synced on time for a period when every status change in the period was.
+-- The periods that count a dossier are those holding its receipt: its month, quarter and
+-- year; so each gets a flag: some change inside it, and none of those late.
+checked_changes as (
     select
         s.dossier_id,
-        count(*) as status_changes,
-        min(s.stepped_at) filter (
-            where ss.first_synced_at is null or ss.first_synced_at > s.stepped_at + interval 24 hour
-        ) as first_late_sync_change_at,
-        max(s.loaded_at) as loaded_at
+        s.stepped_at,
+        s.loaded_at,
+        ss.first_synced_at is null or ss.first_synced_at > s.stepped_at + interval 24 hour as is_late,
+        date_trunc('month', s.stepped_at) = date_trunc('month', d.received_at) as in_receipt_month,
+        date_trunc('quarter', s.stepped_at) = date_trunc('quarter', d.received_at) as in_receipt_quarter,
+        date_trunc('year', s.stepped_at) = date_trunc('year', d.received_at) as in_receipt_year
     from steps as s
+    inner join dossiers as d on d.dossier_id = s.dossier_id
     left join status_syncs as ss on ss.dossier_id = s.dossier_id and ss.status_code = s.status_code
-    group by s.dossier_id
+),
+
+sync_checks as (
+    select
+        dossier_id,
+        count(*) as status_changes,
+        min(stepped_at) filter (where is_late) as first_late_sync_change_at,
+        bool_or(in_receipt_month) and not bool_or(in_receipt_month and is_late) as is_synced_in_receipt_month,
+        bool_or(in_receipt_quarter) and not bool_or(in_receipt_quarter and is_late) as is_synced_in_receipt_quarter,
+        bool_or(in_receipt_year) and not bool_or(in_receipt_year and is_late) as is_synced_in_receipt_year,
+        max(loaded_at) as loaded_at
+    from checked_changes
+    group by dossier_id
 ),
 
 syncs_loaded as (
@@ -232,6 +249,9 @@ select
     -- sync and rating
     coalesce(sc.status_changes, 0) as status_changes,
     sc.first_late_sync_change_at,
+    coalesce(sc.is_synced_in_receipt_month, false) as is_synced_in_receipt_month,
+    coalesce(sc.is_synced_in_receipt_quarter, false) as is_synced_in_receipt_quarter,
+    coalesce(sc.is_synced_in_receipt_year, false) as is_synced_in_receipt_year,
     r.rating,
     coalesce(r.has_complaint, false) as has_complaint,
 

@@ -74,16 +74,18 @@ receipt_base as (
     group by all
 ),
 
--- DOSSIER_SYNC: a dossier received in the period counts when it has status changes and every
--- change up to the period's end reached the portal within 24 hours.
+-- DOSSIER_SYNC: a dossier received in the period counts when it had status changes in the
+-- period and every one reached the portal within 24 hours (flags per receipt period in
+-- fct_dossiers).
 sync_base as (
     select
         unit_id,
         cast(date_trunc('month', received_at) as date) as month,
-        cast(date_trunc('month', first_late_sync_change_at) as date) as late_month,
-        count(*) as dossiers
+        count(*) filter (where is_synced_in_receipt_month) as synced_month,
+        count(*) filter (where is_synced_in_receipt_quarter) as synced_quarter,
+        count(*) filter (where is_synced_in_receipt_year) as synced_year
     from dossiers
-    where received_at is not null and status_changes > 0
+    where received_at is not null
     group by all
 ),
 
@@ -153,7 +155,11 @@ sync_counts as (
     select
         ru.rollup_unit_id as unit_id,
         pe.period,
-        sum(b.dossiers) filter (where b.late_month is null or b.late_month >= pe.ends_before) as synced_in_time
+        sum(case pe.period_type
+            when 'month' then b.synced_month
+            when 'quarter' then b.synced_quarter
+            else b.synced_year
+        end) as synced_in_time
     from sync_base as b
     inner join periods as pe on b.month >= pe.starts_on and b.month < pe.ends_before
     inner join rollup as ru on ru.period = pe.period and ru.unit_id = b.unit_id
