@@ -836,6 +836,39 @@ async fn every_indicator_matches_the_hand_worked_values() {
         wrong.join("\n")
     );
 
+    // Shown, not scored: average handling time in working days over the dossiers finished in
+    // the period, and the in-person and postal shares of dossiers received. A in March: D1
+    // 03-05 (Thu) → 03-09 (Mon) 2, D2 03-20 (Fri) → 03-26 (Thu) 4, D4 02-10 (Tue) → 03-02
+    // (Mon) 14: 20 over 3; in person D2, D5 of 4. C over the year adds D3 (03-30 → 04-02: 3),
+    // D9 (06-29 → 07-02: 3), D8 (07-06 → 07-08: 2): 28 over 6; in person D2, D5, D9 of 7.
+    // B in May: D10 04-28 (Tue) → 05-04 (Mon), the 04-30 and 05-01 holidays and the weekend
+    // skipped: 2 over 1; nothing received.
+    let measures = |unit: &str, period: &str| -> Vec<String> {
+        ["AVERAGE_HANDLING_DAYS", "CHANNEL_SHARE_IN_PERSON", "CHANNEL_SHARE_POSTAL"]
+            .iter()
+            .map(|ind| {
+                conn.query_row(
+                    "SELECT numerator || '/' || denominator || ' ' || coalesce(points::varchar, '-') FROM mart_index_indicator WHERE unit_id = ? AND period = ? AND indicator = ?",
+                    [unit, period, ind],
+                    |r| r.get::<_, String>(0),
+                )
+                .unwrap_or_else(|e| format!("missing {ind}: {e}"))
+            })
+            .collect()
+    };
+    assert_eq!(
+        measures("A", "2026-03"),
+        vec!["20.0/3.0 -", "2.0/4.0 -", "0.0/4.0 -"]
+    );
+    assert_eq!(
+        measures("C", "2026"),
+        vec!["28.0/6.0 -", "3.0/7.0 -", "0.0/7.0 -"]
+    );
+    assert_eq!(
+        measures("B", "2026-05"),
+        vec!["2.0/1.0 -", "0.0/0.0 -", "0.0/0.0 -"]
+    );
+
     // DOSSIER_SYNC counts the changes inside the period only: D4's late January registration
     // does not fail its receipt month, February (no national report there: 1 of 1).
     assert_eq!(

@@ -94,6 +94,12 @@ listed as (
     select rollup_unit_id, period, 'CITIZEN_DATA_CONNECTED_DOSSIER', dossier_id, uses_population_data
     from received
     union all
+    select rollup_unit_id, period, 'CHANNEL_SHARE_IN_PERSON', dossier_id, coalesce(channel = 'in_person', false)
+    from received
+    union all
+    select rollup_unit_id, period, 'CHANNEL_SHARE_POSTAL', dossier_id, coalesce(channel = 'postal', false)
+    from received
+    union all
     select rollup_unit_id, period, 'DOSSIER_RECEIVING_SATISFACTION', dossier_id,
         not (coalesce(rating = 'unsatisfied', false) or has_complaint or coalesce(is_late, false))
     from received

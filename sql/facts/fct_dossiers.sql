@@ -226,6 +226,7 @@ select
 
     -- handling
     x.supplement_count,
+    fin_day.working_day_number - rec_day.working_day_number as handling_working_days,
     case
         when e.finished_at is null then null
         when x.supplement_count > 1 then true
@@ -273,3 +274,5 @@ left join sync_checks as sc using (dossier_id)
 left join syncs_loaded as sl using (dossier_id)
 left join ratings as r using (dossier_id)
 left join procedures as p on p.procedure_code = e.procedure_code
+left join calendar as rec_day on rec_day.calendar_date = cast(e.received_at as date)
+left join calendar as fin_day on fin_day.calendar_date = cast(e.finished_at as date)

@@ -58,6 +58,8 @@ receipt_base as (
         procedure_code,
         count(*) as received,
         count(*) filter (where is_online) as online,
+        count(*) filter (where channel = 'in_person') as in_person,
+        count(*) filter (where channel = 'postal') as postal,
         count(*) filter (where has_financial_obligation) as obligation,
         count(*) filter (where has_financial_obligation and is_paid_online) as obligation_paid_online,
         count(*) filter (where finished_at is not null and status_code in ('9', '10')) as with_result,
@@ -100,7 +102,9 @@ handling_base as (
         cast(date_trunc('month', due_at) as date) as due_month,
         coalesce(is_late, false) as is_late,
         supplement_count <= 1 as at_most_one_supplement,
-        count(*) as dossiers
+        count(*) as dossiers,
+        count(finished_at) as finished,
+        coalesce(sum(handling_working_days), 0) as handling_working_days
     from dossiers
     where not is_withdrawn and received_at is not null
     group by all
@@ -113,6 +117,8 @@ receipt_by_period as (
         b.procedure_code,
         sum(b.received) as received,
         sum(b.online) as online,
+        sum(b.in_person) as in_person,
+        sum(b.postal) as postal,
         sum(b.obligation) as obligation,
         sum(b.obligation_paid_online) as obligation_paid_online,
         sum(b.with_result) as with_result,
@@ -135,6 +141,8 @@ receipt_counts as (
         r.period,
         sum(r.received) as received,
         sum(r.online) as online,
+        sum(r.in_person) as in_person,
+        sum(r.postal) as postal,
         sum(r.obligation) as obligation,
         sum(r.obligation_paid_online) as obligation_paid_online,
         sum(r.with_result) filter (where p.is_result_paper) as paper_results,
@@ -184,7 +192,14 @@ handling as (
             where (b.finished_month < pe.ends_before and not b.is_late)
                or ((b.finished_month is null or b.finished_month >= pe.ends_before)
                    and b.due_month >= pe.ends_before and b.at_most_one_supplement)
-        ), 0) as on_time
+        ), 0) as on_time,
+        -- AVERAGE_HANDLING_DAYS (shown, not scored): dossiers finished in the period
+        sum(b.finished) filter (
+            where b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before
+        ) as finished,
+        sum(b.handling_working_days) filter (
+            where b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before
+        ) as handling_working_days
     from handling_base as b
     inner join periods as pe
         on (b.received_month >= pe.starts_on and b.received_month < pe.ends_before)
@@ -305,6 +320,8 @@ joined as (
         nc.national_received,
         h.handled_or_open,
         h.on_time,
+        h.finished,
+        h.handling_working_days,
         pc.* exclude (unit_id, period),
         pt.* exclude (unit_id, period)
     from unit_periods as up
@@ -347,7 +364,10 @@ long as (
             struct_pack(n := coalesce(handled_satisfied, 0), d := coalesce(handled, 0)) as PETITION_HANDLING_SATISFACTION,
             struct_pack(n := coalesce(not_unsatisfied, 0), d := coalesce(received, 0)) as DOSSIER_RECEIVING_SATISFACTION,
             struct_pack(n := coalesce(about_procedures, 0), d := coalesce(petitions, 0)) as PETITION_CLASSIFICATION_TTHC,
-            struct_pack(n := coalesce(about_staff, 0), d := coalesce(petitions, 0)) as PETITION_CLASSIFICATION_STAFF
+            struct_pack(n := coalesce(about_staff, 0), d := coalesce(petitions, 0)) as PETITION_CLASSIFICATION_STAFF,
+            struct_pack(n := coalesce(handling_working_days, 0), d := coalesce(finished, 0)) as AVERAGE_HANDLING_DAYS,
+            struct_pack(n := coalesce(in_person, 0), d := coalesce(received, 0)) as CHANNEL_SHARE_IN_PERSON,
+            struct_pack(n := coalesce(postal, 0), d := coalesce(received, 0)) as CHANNEL_SHARE_POSTAL
         from joined
     )
     on columns(* exclude (unit_id, period, is_top))
