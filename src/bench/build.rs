@@ -29,9 +29,9 @@ use crate::config::{JobConfig, Protocol, Secret};
 use crate::duck;
 use crate::models::build::{build, BuildOptions};
 use crate::pull::{self, RunContext};
-use crate::sim::generate::{generate_days, per_day_for, snapshot_world, ReceivedCounts};
+use crate::sim::faults::Faults;
+use crate::sim::generate::{generate_days, snapshot_world, ReceivedCounts};
 use crate::sim::server::{self, SimState};
-use crate::sim::{faults::Faults, SimConfig};
 
 /// Options of `chiso bench build`.
 pub struct BuildBench {
@@ -44,7 +44,7 @@ pub struct BuildBench {
     /// DuckDB memory limit of the builds (chiso and dbt alike).
     pub memory_limit: String,
     pub sql_dir: PathBuf,
-    /// Also run dbt-duckdb (`dbt` from `dbt_bin`).
+    /// Also run `dbt build` with this dbt executable (dbt-duckdb installed beside it).
     pub dbt: Option<PathBuf>,
 }
 
@@ -126,21 +126,6 @@ async fn land(ctx: &RunContext, job: &JobConfig) -> anyhow::Result<u64> {
     Ok(report.totals.rows_landed)
 }
 
-fn sim_config(opts: &BuildBench) -> SimConfig {
-    let now = NaiveDate::from_ymd_opt(2026, 11, 27)
-        .and_then(|d| d.and_hms_opt(12, 0, 0))
-        .expect("valid");
-    let from = NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid");
-    SimConfig {
-        seed: opts.seed,
-        per_day: per_day_for(opts.dossiers, from, now.date()),
-        from,
-        now,
-        speed: 0.0,
-        ..SimConfig::default()
-    }
-}
-
 /// The prepared lake for `opts` (generated and landed on first use).
 pub async fn prepare_lake(opts: &BuildBench) -> anyhow::Result<PathBuf> {
     let lake = opts
@@ -152,7 +137,7 @@ pub async fn prepare_lake(opts: &BuildBench) -> anyhow::Result<PathBuf> {
     }
     let _ = std::fs::remove_dir_all(&lake);
     std::fs::create_dir_all(&lake)?;
-    let config = sim_config(opts);
+    let config = super::sim_config(opts.dossiers, opts.seed);
     let ctx = RunContext {
         warehouse: lake.clone(),
         project_root: PathBuf::from("/"),
@@ -285,30 +270,9 @@ fn write_changes(run: &Path, out: &Path, n: u64, seed: u64) -> anyhow::Result<u6
 }
 
 fn run_child(args: &[String]) -> anyhow::Result<BuildMeasurement> {
-    let exe = std::env::current_exe()?;
-    let output = Command::new(exe)
-        .args(args)
-        .output()
-        .context("running the build child")?;
-    if !output.status.success() {
-        bail!(
-            "the build child failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    serde_json::from_slice(
-        output
-            .stdout
-            .split(|b| *b == b'\n')
-            .rfind(|l| l.starts_with(b"{"))
-            .unwrap_or(b"{}"),
-    )
-    .with_context(|| {
-        format!(
-            "reading the build measurement: {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    let mut child = Command::new(std::env::current_exe()?);
+    child.args(args);
+    super::child_measurement(child, "build")
 }
 
 fn child_args(opts: &BuildBench, run: &Path, full: bool) -> Vec<String> {

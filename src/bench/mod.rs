@@ -64,6 +64,53 @@ fn dir_size(dir: &Path) -> (u64, u64) {
     (bytes, files)
 }
 
+/// The frozen simulated world both benchmarks generate from: 2026-01-01 to 2026-11-27 noon,
+/// about `dossiers` dossiers spread over its working days.
+pub fn sim_config(dossiers: u64, seed: u64) -> SimConfig {
+    let now = chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
+        .and_then(|d| d.and_hms_opt(12, 0, 0))
+        .expect("valid");
+    let from = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid");
+    SimConfig {
+        seed,
+        per_day: sim::generate::per_day_for(dossiers, from, now.date()),
+        from,
+        now,
+        speed: 0.0,
+        ..SimConfig::default()
+    }
+}
+
+/// Runs a benchmark child process (this executable) and reads the measurement it prints as
+/// its last JSON line, so that each measurement has its own process and peak memory.
+pub fn child_measurement<T: serde::de::DeserializeOwned>(
+    mut child: Command,
+    what: &str,
+) -> anyhow::Result<T> {
+    let output = child
+        .output()
+        .with_context(|| format!("running the {what} child"))?;
+    if !output.status.success() {
+        bail!(
+            "the {what} run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(
+        output
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| l.starts_with(b"{"))
+            .unwrap_or(b"{}"),
+    )
+    .with_context(|| {
+        format!(
+            "reading the {what} measurement: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
 /// A job of the built-in project turned into a `file` job over `input` (the real decode,
 /// quarantine, Parquet and commit path, with local NDJSON instead of HTTP).
 pub fn file_job(name: &str, input: &Path, threads: usize) -> anyhow::Result<JobConfig> {
@@ -189,18 +236,7 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
             opts.dossiers,
             input_dir.display()
         );
-        let now = chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
-            .and_then(|d| d.and_hms_opt(12, 0, 0))
-            .expect("valid");
-        let from = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid");
-        let config = SimConfig {
-            seed: opts.seed,
-            per_day: sim::generate::per_day_for(opts.dossiers, from, now.date()),
-            from,
-            now,
-            speed: 0.0,
-            ..SimConfig::default()
-        };
+        let config = sim_config(opts.dossiers, opts.seed);
         sim::generate::generate(
             &config,
             &input_dir,
@@ -219,7 +255,8 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
         std::fs::create_dir_all(&out)?;
         // Both engines read the file warm from the page cache: read it once first.
         std::io::copy(&mut std::fs::File::open(&input)?, &mut std::io::sink())?;
-        let output = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        child
             .args([
                 "bench",
                 "ingest-once",
@@ -232,28 +269,8 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
             .arg(&input)
             .arg("--out")
             .arg(&out)
-            .args(["--duckdb-memory-limit", &opts.duckdb_memory_limit])
-            .output()
-            .with_context(|| format!("running the {engine} child"))?;
-        if !output.status.success() {
-            bail!(
-                "the {engine} run failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let m: Measurement = serde_json::from_slice(
-            output
-                .stdout
-                .split(|b| *b == b'\n')
-                .rfind(|l| l.starts_with(b"{"))
-                .unwrap_or(b"{}"),
-        )
-        .with_context(|| {
-            format!(
-                "reading the {engine} measurement: {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })?;
+            .args(["--duckdb-memory-limit", &opts.duckdb_memory_limit]);
+        let m: Measurement = child_measurement(child, engine)?;
         results.push((m, out));
     }
     // Both must have landed the same rows.
