@@ -952,7 +952,7 @@ const COMPARED: [(&str, &str); 4] = [
     ),
     (
         "fct_dossiers",
-        "SELECT * EXCLUDE (lake_file, version_loaded_at, steps_loaded_at, syncs_loaded_at, rating_loaded_at, catalogue_loaded_at, calendar_loaded_at) FROM fct_dossiers ORDER BY ALL",
+        "SELECT * EXCLUDE (lake_file, version_loaded_at, steps_loaded_at, rating_loaded_at, catalogue_loaded_at, calendar_loaded_at) FROM fct_dossiers ORDER BY ALL",
     ),
     (
         "stg_portal__dossier_steps",

@@ -5,7 +5,6 @@
     pre_hook=[
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_versions = (SELECT coalesce(max(version_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_steps = (SELECT coalesce(max(steps_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
-        "{% if is_incremental() %}SET VARIABLE fct_dossiers_syncs = (SELECT coalesce(max(syncs_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_ratings = (SELECT coalesce(max(rating_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_catalogue = (SELECT coalesce(max(catalogue_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_calendar = (SELECT coalesce(max(calendar_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}"
@@ -16,10 +15,14 @@
 -- digitisation, national-database use, rating, and whether its status changes reached the
 -- portal in time. Period attribution is left to the index models.
 --
--- Incremental: a dossier is recomputed when its current version, its steps, its status syncs
--- or its rating landed since the last build (`*_loaded_at`), every dossier of a procedure
--- when a new catalogue snapshot lands, and every dossier whose due time comes from the
--- statutory limit when a new calendar lands.
+-- The processing steps are summarised per dossier straight from the lake (tens of millions
+-- of rows are never copied into the warehouse): when processing stopped, and whether each
+-- status change reached the portal in time. A step landed twice changes none of these.
+--
+-- Incremental: a dossier is recomputed when any version of it (current or not: a late one
+-- moves a status's first receive time), its steps or its rating landed since the last build
+-- (`*_loaded_at`), every dossier of a procedure when a new catalogue snapshot lands, and
+-- every dossier whose due time comes from the statutory limit when a new calendar lands.
 
 with
 
@@ -33,11 +36,8 @@ changed as materialized (
     select dossier_id from {{ ref('stg_portal__dossiers') }}
     where loaded_at >= getvariable('fct_dossiers_versions')
     union
-    select dossier_id from {{ ref('stg_portal__dossier_steps') }}
-    where loaded_at >= getvariable('fct_dossiers_steps')
-    union
-    select dossier_id from {{ ref('stg_portal__dossier_status_syncs') }}
-    where loaded_at >= getvariable('fct_dossiers_syncs')
+    select MaHoSo as dossier_id from {{ source('portal', 'dossier_steps') }}
+    where _ingested_at >= getvariable('fct_dossiers_steps')
     union
     select dossier_id from {{ ref('stg_reporting__ratings') }}
     where loaded_at >= getvariable('fct_dossiers_ratings')
@@ -60,14 +60,10 @@ dossiers as not materialized (
     where dossier_id in (select dossier_id from changed)
 ),
 
-steps as not materialized (
-    select * from {{ ref('stg_portal__dossier_steps') }}
-    where dossier_id in (select dossier_id from changed)
-),
-
-status_syncs as not materialized (
-    select * from {{ ref('stg_portal__dossier_status_syncs') }}
-    where dossier_id in (select dossier_id from changed)
+step_records as not materialized (
+    select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
+    from {{ source('portal', 'dossier_steps') }}
+    where MaHoSo in (select dossier_id from changed)
 ),
 
 ratings as not materialized (
@@ -79,12 +75,9 @@ dossiers as not materialized (
     select * from {{ ref('stg_portal__dossiers') }}
 ),
 
-steps as not materialized (
-    select * from {{ ref('stg_portal__dossier_steps') }}
-),
-
-status_syncs as not materialized (
-    select * from {{ ref('stg_portal__dossier_status_syncs') }}
+step_records as not materialized (
+    select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
+    from {{ source('portal', 'dossier_steps') }}
 ),
 
 ratings as not materialized (
@@ -107,69 +100,46 @@ calendar as (
 -- year; so each gets a flag: some change inside it, and none of those late.
 checked_changes as (
     select
-        s.dossier_id,
-        s.stepped_at,
-        s.loaded_at,
-        ss.first_synced_at is null or ss.first_synced_at > s.stepped_at + interval 24 hour as is_late,
-        date_trunc('month', s.stepped_at) = date_trunc('month', d.received_at) as in_receipt_month,
-        date_trunc('quarter', s.stepped_at) = date_trunc('quarter', d.received_at) as in_receipt_quarter,
-        date_trunc('year', s.stepped_at) = date_trunc('year', d.received_at) as in_receipt_year
-    from steps as s
-    inner join dossiers as d on d.dossier_id = s.dossier_id
-    left join status_syncs as ss on ss.dossier_id = s.dossier_id and ss.status_code = s.status_code
+        s.MaHoSo as dossier_id,
+        s.ThoiDiemXuLy as stepped_at,
+        s.TrangThai as status_code,
+        s._ingested_at as loaded_at,
+        coalesce(
+            case s.TrangThai
+                when '1' then d.registered_first_synced_at
+                when '2' then d.received_first_synced_at
+                when '3' then d.not_accepted_first_synced_at
+                when '4' then d.processing_first_synced_at
+                when '5' then d.supplement_requested_first_synced_at
+                when '6' then d.financial_obligation_requested_first_synced_at
+                when '7' then d.withdrawn_first_synced_at
+                when '8' then d.processing_stopped_first_synced_at
+                when '9' then d.processed_first_synced_at
+                when '10' then d.result_returned_first_synced_at
+            end > s.ThoiDiemXuLy + interval 24 hour,
+            true
+        ) as is_late,
+        date_trunc('month', s.ThoiDiemXuLy) = date_trunc('month', d.received_at) as in_receipt_month,
+        date_trunc('quarter', s.ThoiDiemXuLy) = date_trunc('quarter', d.received_at) as in_receipt_quarter,
+        date_trunc('year', s.ThoiDiemXuLy) = date_trunc('year', d.received_at) as in_receipt_year
+    from step_records as s
+    inner join dossiers as d on d.dossier_id = s.MaHoSo
 ),
 
-sync_checks as (
+step_summary as (
     select
         dossier_id,
-        count(*) as status_changes,
+        min(stepped_at) as first_status_change_at,
+        max(stepped_at) as last_status_change_at,
         min(stepped_at) filter (where is_late) as first_late_sync_change_at,
         bool_or(in_receipt_month) and not bool_or(in_receipt_month and is_late) as is_synced_in_receipt_month,
         bool_or(in_receipt_quarter) and not bool_or(in_receipt_quarter and is_late) as is_synced_in_receipt_quarter,
         bool_or(in_receipt_year) and not bool_or(in_receipt_year and is_late) as is_synced_in_receipt_year,
+        -- Processing stopped (status 8) carries no date of its own; its step does.
+        min(stepped_at) filter (where status_code = '8') as stopped_at,
         max(loaded_at) as loaded_at
     from checked_changes
     group by dossier_id
-),
-
-syncs_loaded as (
-    select dossier_id, max(loaded_at) as loaded_at from status_syncs group by dossier_id
-),
-
--- Processing stopped (status 8) carries no date of its own; its step does.
-stopped as (
-    select dossier_id, min(stepped_at) as stopped_at
-    from steps
-    where status_code = '8'
-    group by dossier_id
-),
-
--- Lists decoded once.
-decoded as (
-    select
-        dossier_id,
-        coalesce(json_array_length(supplements_json), 0) as supplement_count,
-        coalesce(json_array_length(fees_json), 0) > 0 as has_fee_list,
-        coalesce(list_sum(list_transform(
-            from_json(fees_json, '[{"Gia":"BIGINT"}]'), lambda f: coalesce(f.Gia, 0)
-        )), 0) as fee_total_vnd,
-        coalesce(list_bool_or(list_transform(
-            from_json(results_json, '[{"DuongDanTepTinKetQua":"VARCHAR"}]'),
-            lambda r: coalesce(r.DuongDanTepTinKetQua, '') <> ''
-        )), false) as has_electronic_result,
-        coalesce(list_bool_or(list_transform(
-            from_json(components_json, '[{"DuocTaiSuDung":"INTEGER"}]'),
-            lambda c: coalesce(c.DuocTaiSuDung, 0) in (1, 2)
-        )), false) as has_reused_component,
-        coalesce(list_bool_or(list_transform(
-            from_json(components_json, '[{"DuocLayTuKhoDMQG":"INTEGER"}]'),
-            lambda c: coalesce(c.DuocLayTuKhoDMQG, 0) = 1
-        )), false) as has_store_component,
-        coalesce(list_bool_or(list_transform(
-            from_json(national_db_links_json, '[{"MaCSDL":"VARCHAR"}]'),
-            lambda l: l.MaCSDL = 'CSDLQGDC'
-        )), false) as uses_population_data
-    from dossiers
 ),
 
 -- Without NgayHenTra the procedure's statutory time limit applies, in working days.
@@ -189,11 +159,12 @@ statutory_due as (
 ended as (
     select
         d.*,
-        s.stopped_at,
+        s.* exclude (dossier_id, loaded_at),
+        s.loaded_at as steps_loaded_at,
         -- The first of processed, result returned, stopped or refused.
         least(d.processed_at, d.returned_at, s.stopped_at, d.refused_at) as finished_at
     from dossiers as d
-    left join stopped as s using (dossier_id)
+    left join step_summary as s using (dossier_id)
 )
 
 select
@@ -225,34 +196,35 @@ select
     end as finish_kind,
 
     -- handling
-    x.supplement_count,
+    e.supplement_count,
     fin_day.working_day_number - rec_day.working_day_number as handling_working_days,
     case
         when e.finished_at is null then null
-        when x.supplement_count > 1 then true
+        when e.supplement_count > 1 then true
         else e.finished_at > coalesce(e.due_at, sd.due_at)
     end as is_late,
 
     -- fees and payment
-    x.has_fee_list,
-    x.fee_total_vnd,
-    x.fee_total_vnd > 0 as has_financial_obligation,
+    e.has_fee_list,
+    e.fee_total_vnd,
+    e.fee_total_vnd > 0 as has_financial_obligation,
     e.is_paid_online,
 
     -- results and digitisation
-    x.has_electronic_result,
+    e.has_electronic_result,
     p.is_result_paper,
     e.is_digitised,
-    x.has_reused_component,
-    x.has_store_component,
-    x.uses_population_data,
+    e.has_reused_component,
+    e.has_store_component,
+    e.uses_population_data,
 
     -- sync and rating
-    coalesce(sc.status_changes, 0) as status_changes,
-    sc.first_late_sync_change_at,
-    coalesce(sc.is_synced_in_receipt_month, false) as is_synced_in_receipt_month,
-    coalesce(sc.is_synced_in_receipt_quarter, false) as is_synced_in_receipt_quarter,
-    coalesce(sc.is_synced_in_receipt_year, false) as is_synced_in_receipt_year,
+    e.first_status_change_at,
+    e.last_status_change_at,
+    e.first_late_sync_change_at,
+    coalesce(e.is_synced_in_receipt_month, false) as is_synced_in_receipt_month,
+    coalesce(e.is_synced_in_receipt_quarter, false) as is_synced_in_receipt_quarter,
+    coalesce(e.is_synced_in_receipt_year, false) as is_synced_in_receipt_year,
     r.rating,
     coalesce(r.has_complaint, false) as has_complaint,
 
@@ -262,16 +234,12 @@ select
 
     -- landing times of the inputs behind the row (the incremental build's watermarks)
     e.loaded_at as version_loaded_at,
-    sc.loaded_at as steps_loaded_at,
-    sl.loaded_at as syncs_loaded_at,
+    e.steps_loaded_at,
     r.loaded_at as rating_loaded_at,
     p.loaded_at as catalogue_loaded_at,
     (select max(loaded_at) from {{ ref('stg_calendar__days') }}) as calendar_loaded_at
 from ended as e
-inner join decoded as x using (dossier_id)
 left join statutory_due as sd using (dossier_id)
-left join sync_checks as sc using (dossier_id)
-left join syncs_loaded as sl using (dossier_id)
 left join ratings as r using (dossier_id)
 left join procedures as p on p.procedure_code = e.procedure_code
 left join calendar as rec_day on rec_day.calendar_date = cast(e.received_at as date)

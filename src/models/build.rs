@@ -345,6 +345,9 @@ pub fn build(
         };
         // CHISO_PROFILE_DIR=dir: DuckDB's query profile of each model's statements, as JSON.
         if let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") {
+            // DuckDB fails every later statement without a message when it cannot write there.
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("CHISO_PROFILE_DIR={}", Path::new(&dir).display()))?;
             let file = Path::new(&dir).join(format!("{name}.json"));
             conn.execute_batch(&format!(
                 "PRAGMA enable_profiling = 'json'; PRAGMA profiling_output = {};",

@@ -1,16 +1,15 @@
-{{ config(materialized='incremental', incremental_strategy='append', tags=['staging'],
-    pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossier_steps_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
+{{ config(materialized='view', tags=['staging']) }}
 -- One row per processing step (dossier_id, stepped_at, status_code). The feed is append-only;
--- a step pulled twice appears once (the first landed copy). Incremental (append): the steps
--- landed since the last build that are not kept yet are added.
+-- a step pulled twice appears once (the first landed copy).
+--
+-- A view: the steps are read from the lake when asked for (drill-downs: who held a late
+-- dossier). The index does not need them one by one: fct_dossiers summarises each dossier's
+-- steps straight from the lake, where a repeated step changes nothing it computes.
 
 with
 
-source as not materialized (
+source as (
     select * from {{ source('portal', 'dossier_steps') }}
-    {% if is_incremental() %}
-    where _ingested_at >= getvariable('stg_portal__dossier_steps_since')
-    {% endif %}
 ),
 
 renamed as (
@@ -33,10 +32,4 @@ deduplicated as (
     qualify row_number() over (partition by dossier_id, stepped_at, status_code order by loaded_at) = 1
 )
 
-select d.* from deduplicated as d
-{% if is_incremental() %}
-anti join {{ this }} as t
-    on t.dossier_id = d.dossier_id
-    and t.stepped_at is not distinct from d.stepped_at
-    and t.status_code is not distinct from d.status_code
-{% endif %}
+select * from deduplicated

@@ -1,6 +1,7 @@
 {{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
     pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossiers_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
--- One row per dossier (dossier_id): its current version.
+-- One row per dossier (dossier_id): its current version, typed and decoded, and when the
+-- portal first received each status the dossier carried.
 --
 -- The portal re-sends a dossier on every change, late and out of order: a version synced late
 -- can arrive (ThoiDiemDongBo) after a newer one, so arrival order alone would make statuses go
@@ -9,11 +10,15 @@
 -- then whether the online payment had been made, then the status's place in the workflow,
 -- and only then by arrival.
 --
--- The winner is chosen on narrow columns (dossier, ordering key, lake file (its hash) and row),
--- and only the winners' full rows are read and decoded. Incremental: only versions landed since the
--- last build are read; they compete with the current winner of their dossier, and a dossier
--- whose current version did not change is left as it is. `lake_file` and `lake_row` name the
--- record behind each row.
+-- All versions are read once, on narrow columns: the winner per dossier (its lake file, by
+-- hash, and row) and the first receive time of each status (DOSSIER_SYNC compares them with
+-- the processing steps). Only the winners' full rows are then read and decoded; the JSON
+-- lists are decoded here into the attributes the index counts and not kept as text (the
+-- record stays in the lake: `lake_file`, `lake_row`, and the versions view).
+--
+-- Incremental: only versions landed since the last build are read. They compete with the kept
+-- current version of their dossier and move its first receive times earlier; a dossier whose
+-- current version did not change keeps its row, with the receive times updated.
 
 with
 
@@ -58,7 +63,17 @@ versions as (
             else 6
         end as workflow_rank,
         coalesce(ThoiDiemDongBo, timestamp '0001-01-01') as synced_at,
-        _ingested_at as loaded_at
+        _ingested_at as loaded_at,
+        case when TrangThaiHoSo = '1' then ThoiDiemDongBo end as registered_first_synced_at,
+        case when TrangThaiHoSo = '2' then ThoiDiemDongBo end as received_first_synced_at,
+        case when TrangThaiHoSo = '3' then ThoiDiemDongBo end as not_accepted_first_synced_at,
+        case when TrangThaiHoSo = '4' then ThoiDiemDongBo end as processing_first_synced_at,
+        case when TrangThaiHoSo = '5' then ThoiDiemDongBo end as supplement_requested_first_synced_at,
+        case when TrangThaiHoSo = '6' then ThoiDiemDongBo end as financial_obligation_requested_first_synced_at,
+        case when TrangThaiHoSo = '7' then ThoiDiemDongBo end as withdrawn_first_synced_at,
+        case when TrangThaiHoSo = '8' then ThoiDiemDongBo end as processing_stopped_first_synced_at,
+        case when TrangThaiHoSo = '9' then ThoiDiemDongBo end as processed_first_synced_at,
+        case when TrangThaiHoSo = '10' then ThoiDiemDongBo end as result_returned_first_synced_at
     from source
 ),
 
@@ -74,7 +89,17 @@ candidates as (
         coalesce(t.is_paid_online, false) as is_paid_online,
         t.workflow_rank,
         coalesce(t.synced_at, timestamp '0001-01-01') as synced_at,
-        t.loaded_at
+        t.version_loaded_at as loaded_at,
+        t.registered_first_synced_at,
+        t.received_first_synced_at,
+        t.not_accepted_first_synced_at,
+        t.processing_first_synced_at,
+        t.supplement_requested_first_synced_at,
+        t.financial_obligation_requested_first_synced_at,
+        t.withdrawn_first_synced_at,
+        t.processing_stopped_first_synced_at,
+        t.processed_first_synced_at,
+        t.result_returned_first_synced_at
     from {{ this }} as t
     where t.dossier_id in (select dossier_id from versions)
     {% endif %}
@@ -84,19 +109,53 @@ winners as (
     select
         dossier_id,
         arg_max(
-            struct_pack(file_hash := hash(lake_file), lake_row := lake_row, state_at := state_at, workflow_rank := workflow_rank),
+            struct_pack(file_hash := hash(lake_file), lake_row := lake_row, state_at := state_at, workflow_rank := workflow_rank, loaded_at := loaded_at),
             struct_pack(s := state_at, p := is_paid_online, w := workflow_rank, t := synced_at, l := loaded_at)
-        ) as w
+        ) as w,
+        min(registered_first_synced_at) as registered_first_synced_at,
+        min(received_first_synced_at) as received_first_synced_at,
+        min(not_accepted_first_synced_at) as not_accepted_first_synced_at,
+        min(processing_first_synced_at) as processing_first_synced_at,
+        min(supplement_requested_first_synced_at) as supplement_requested_first_synced_at,
+        min(financial_obligation_requested_first_synced_at) as financial_obligation_requested_first_synced_at,
+        min(withdrawn_first_synced_at) as withdrawn_first_synced_at,
+        min(processing_stopped_first_synced_at) as processing_stopped_first_synced_at,
+        min(processed_first_synced_at) as processed_first_synced_at,
+        min(result_returned_first_synced_at) as result_returned_first_synced_at,
+        max(loaded_at) as loaded_at
     from candidates
     group by dossier_id
 ),
 
--- Full rows of the winners that are new versions (a kept current version is not re-read).
+{% if is_incremental() %}
+-- Kept current versions that stay current: their rows are kept, with the receive times moved.
+kept as (
+    select
+        t.* exclude (
+            registered_first_synced_at, received_first_synced_at, not_accepted_first_synced_at,
+            processing_first_synced_at, supplement_requested_first_synced_at,
+            financial_obligation_requested_first_synced_at, withdrawn_first_synced_at,
+            processing_stopped_first_synced_at, processed_first_synced_at,
+            result_returned_first_synced_at, loaded_at
+        ),
+        w.* exclude (dossier_id, w)
+    from {{ this }} as t
+    inner join winners as w
+        on w.dossier_id = t.dossier_id
+        and w.w.file_hash = hash(t.lake_file)
+        and w.w.lake_row = t.lake_row
+),
+{% endif %}
+
+-- Full rows of the winners that are new versions.
 chosen as (
-    select s.*, w.w.state_at, w.w.workflow_rank
+    select s.*, w.* exclude (dossier_id)
     from source as s
     inner join winners as w
         on w.w.file_hash = hash(s.filename) and w.w.lake_row = s.file_row_number
+    {% if is_incremental() %}
+    where w.dossier_id not in (select dossier_id from kept)
+    {% endif %}
 ),
 
 renamed as (
@@ -104,13 +163,10 @@ renamed as (
         -- ids
         MaHoSo as dossier_id,
         MaTTHC as procedure_code,
-        TenTTHC as procedure_name,
         MaLinhVuc as field_code,
         DonViXuLy as unit_id,
 
-        -- applicant (personal: never published)
-        ChuHoSo as owner_name,
-        SoGiayToChuHoSo as owner_id_number,
+        -- applicant (the applicant's name and papers stay in the lake record)
         case LoaiDoiTuong
             when '1' then 'citizen'
             when '2' then 'business'
@@ -147,22 +203,57 @@ renamed as (
         NgayTuChoi as refused_at,
         ThoiDiemDongBo as synced_at,
 
-        -- flags and lists (JSON text)
+        -- flags
         HoSoCoThanhPhanSoHoa = 1 as is_digitised,
         DuocThanhToanTrucTuyen = 1 as is_paid_online,
-        TaiLieuNop as components_json,
-        DanhSachLePhi as fees_json,
-        DanhSachHoSoBoSung as supplements_json,
-        DanhSachGiayToKetQua as results_json,
-        DSKetNoiCSDL as national_db_links_json,
+
+        -- the JSON lists, decoded
+        coalesce(json_array_length(DanhSachHoSoBoSung), 0) as supplement_count,
+        coalesce(json_array_length(DanhSachLePhi), 0) > 0 as has_fee_list,
+        coalesce(list_sum(list_transform(
+            from_json(DanhSachLePhi, '[{"Gia":"BIGINT"}]'), lambda f: coalesce(f.Gia, 0)
+        )), 0) as fee_total_vnd,
+        coalesce(list_bool_or(list_transform(
+            from_json(DanhSachGiayToKetQua, '[{"DuongDanTepTinKetQua":"VARCHAR"}]'),
+            lambda r: coalesce(r.DuongDanTepTinKetQua, '') <> ''
+        )), false) as has_electronic_result,
+        coalesce(list_bool_or(list_transform(
+            from_json(TaiLieuNop, '[{"DuocTaiSuDung":"INTEGER"}]'),
+            lambda c: coalesce(c.DuocTaiSuDung, 0) in (1, 2)
+        )), false) as has_reused_component,
+        coalesce(list_bool_or(list_transform(
+            from_json(TaiLieuNop, '[{"DuocLayTuKhoDMQG":"INTEGER"}]'),
+            lambda c: coalesce(c.DuocLayTuKhoDMQG, 0) = 1
+        )), false) as has_store_component,
+        coalesce(list_bool_or(list_transform(
+            from_json(DSKetNoiCSDL, '[{"MaCSDL":"VARCHAR"}]'),
+            lambda l: l.MaCSDL = 'CSDLQGDC'
+        )), false) as uses_population_data,
+
+        -- when the portal first received each status
+        registered_first_synced_at,
+        received_first_synced_at,
+        not_accepted_first_synced_at,
+        processing_first_synced_at,
+        supplement_requested_first_synced_at,
+        financial_obligation_requested_first_synced_at,
+        withdrawn_first_synced_at,
+        processing_stopped_first_synced_at,
+        processed_first_synced_at,
+        result_returned_first_synced_at,
 
         -- ordering and lineage
-        state_at,
-        workflow_rank,
+        w.state_at,
+        w.workflow_rank,
         filename as lake_file,
         file_row_number as lake_row,
-        _ingested_at as loaded_at
+        _ingested_at as version_loaded_at,
+        loaded_at
     from chosen
 )
 
 select * from renamed
+{% if is_incremental() %}
+union all by name
+select * from kept
+{% endif %}
