@@ -31,14 +31,16 @@ source as not materialized (
     {% endif %}
 ),
 
--- The ordering key of each version, on narrow columns. NULLs sort lowest, as NULLS LAST does
--- in a descending order.
+-- The ordering key of each version, on narrow columns, packed into one HUGEINT so that
+-- choosing the winner is a max over fixed-size values: from the top, the state time (seconds
+-- since 0001-01-01, 36 bits), online payment (1 bit), workflow rank (3 bits), the portal's
+-- receive time (seconds, 36 bits) and the landing time (milliseconds, 50 bits). NULL times
+-- count as 0001-01-01 (lowest). The lake file (its hash) and row locate the winner.
 versions as (
     select
         MaHoSo as dossier_id,
-        filename as lake_file,
-        file_row_number as lake_row,
-        coalesce(greatest(
+        (hash(filename)::uhugeint << 64) + file_row_number::uhugeint as locator,
+        ((epoch_ms(coalesce(greatest(
             NgayNopHoSo,
             NgayTiepNhan,
             NgayKetThucXuLy,
@@ -51,9 +53,9 @@ versions as (
                 )), ''),
                 '%Y%m%d%H%M%S'
             ) end
-        ), timestamp '0001-01-01') as state_at,
-        coalesce(DuocThanhToanTrucTuyen = 1, false) as is_paid_online,
-        case TrangThaiHoSo
+        ), timestamp '0001-01-01')) // 1000 + 62135596800)::hugeint << 90)
+        + (coalesce(DuocThanhToanTrucTuyen = 1, false)::int::hugeint << 89)
+        + ((case TrangThaiHoSo
             when '1' then 1
             when '2' then 2
             when '4' then 3
@@ -61,8 +63,9 @@ versions as (
             when '6' then 5
             when '10' then 7
             else 6
-        end as workflow_rank,
-        coalesce(ThoiDiemDongBo, timestamp '0001-01-01') as synced_at,
+        end)::hugeint << 86)
+        + ((epoch_ms(coalesce(ThoiDiemDongBo, timestamp '0001-01-01')) // 1000 + 62135596800)::hugeint << 50)
+        + (epoch_ms(_ingested_at) + 62135596800000)::hugeint as version_key,
         _ingested_at as loaded_at,
         case when TrangThaiHoSo = '1' then ThoiDiemDongBo end as registered_first_synced_at,
         case when TrangThaiHoSo = '2' then ThoiDiemDongBo end as received_first_synced_at,
@@ -83,12 +86,8 @@ candidates as (
     union all by name
     select
         t.dossier_id,
-        t.lake_file,
-        t.lake_row,
-        t.state_at,
-        coalesce(t.is_paid_online, false) as is_paid_online,
-        t.workflow_rank,
-        coalesce(t.synced_at, timestamp '0001-01-01') as synced_at,
+        (hash(t.lake_file)::uhugeint << 64) + t.lake_row::uhugeint as locator,
+        t.version_key,
         t.version_loaded_at as loaded_at,
         t.registered_first_synced_at,
         t.received_first_synced_at,
@@ -108,10 +107,8 @@ candidates as (
 winners as (
     select
         dossier_id,
-        arg_max(
-            struct_pack(file_hash := hash(lake_file), lake_row := lake_row, state_at := state_at, workflow_rank := workflow_rank, loaded_at := loaded_at),
-            struct_pack(s := state_at, p := is_paid_online, w := workflow_rank, t := synced_at, l := loaded_at)
-        ) as w,
+        arg_max(locator, version_key) as locator,
+        max(version_key) as version_key,
         min(registered_first_synced_at) as registered_first_synced_at,
         min(received_first_synced_at) as received_first_synced_at,
         min(not_accepted_first_synced_at) as not_accepted_first_synced_at,
@@ -138,21 +135,20 @@ kept as (
             processing_stopped_first_synced_at, processed_first_synced_at,
             result_returned_first_synced_at, loaded_at
         ),
-        w.* exclude (dossier_id, w)
+        w.* exclude (dossier_id, locator, version_key)
     from {{ this }} as t
     inner join winners as w
         on w.dossier_id = t.dossier_id
-        and w.w.file_hash = hash(t.lake_file)
-        and w.w.lake_row = t.lake_row
+        and w.locator = (hash(t.lake_file)::uhugeint << 64) + t.lake_row::uhugeint
 ),
 {% endif %}
 
 -- Full rows of the winners that are new versions.
 chosen as (
-    select s.*, w.* exclude (dossier_id)
+    select s.*, w.* exclude (dossier_id, locator)
     from source as s
     inner join winners as w
-        on w.w.file_hash = hash(s.filename) and w.w.lake_row = s.file_row_number
+        on w.locator = (hash(s.filename)::uhugeint << 64) + s.file_row_number::uhugeint
     {% if is_incremental() %}
     where w.dossier_id not in (select dossier_id from kept)
     {% endif %}
@@ -207,27 +203,21 @@ renamed as (
         HoSoCoThanhPhanSoHoa = 1 as is_digitised,
         DuocThanhToanTrucTuyen = 1 as is_paid_online,
 
-        -- the JSON lists, decoded
+        -- the JSON lists, decoded (each parsed once, in `chosen`)
         coalesce(json_array_length(DanhSachHoSoBoSung), 0) as supplement_count,
-        coalesce(json_array_length(DanhSachLePhi), 0) > 0 as has_fee_list,
-        coalesce(list_sum(list_transform(
-            from_json(DanhSachLePhi, '[{"Gia":"BIGINT"}]'), lambda f: coalesce(f.Gia, 0)
-        )), 0) as fee_total_vnd,
+        coalesce(len(fees), 0) > 0 as has_fee_list,
+        coalesce(list_sum(list_transform(fees, lambda f: coalesce(f.Gia, 0))), 0) as fee_total_vnd,
         coalesce(list_bool_or(list_transform(
-            from_json(DanhSachGiayToKetQua, '[{"DuongDanTepTinKetQua":"VARCHAR"}]'),
-            lambda r: coalesce(r.DuongDanTepTinKetQua, '') <> ''
+            results, lambda r: coalesce(r.DuongDanTepTinKetQua, '') <> ''
         )), false) as has_electronic_result,
         coalesce(list_bool_or(list_transform(
-            from_json(TaiLieuNop, '[{"DuocTaiSuDung":"INTEGER"}]'),
-            lambda c: coalesce(c.DuocTaiSuDung, 0) in (1, 2)
+            components, lambda c: coalesce(c.DuocTaiSuDung, 0) in (1, 2)
         )), false) as has_reused_component,
         coalesce(list_bool_or(list_transform(
-            from_json(TaiLieuNop, '[{"DuocLayTuKhoDMQG":"INTEGER"}]'),
-            lambda c: coalesce(c.DuocLayTuKhoDMQG, 0) = 1
+            components, lambda c: coalesce(c.DuocLayTuKhoDMQG, 0) = 1
         )), false) as has_store_component,
         coalesce(list_bool_or(list_transform(
-            from_json(DSKetNoiCSDL, '[{"MaCSDL":"VARCHAR"}]'),
-            lambda l: l.MaCSDL = 'CSDLQGDC'
+            national_db_links, lambda l: l.MaCSDL = 'CSDLQGDC'
         )), false) as uses_population_data,
 
         -- when the portal first received each status
@@ -242,14 +232,23 @@ renamed as (
         processed_first_synced_at,
         result_returned_first_synced_at,
 
-        -- ordering and lineage
-        w.state_at,
-        w.workflow_rank,
+        -- ordering and lineage: the key's top bits give back the state time and workflow rank
+        make_timestamp(((version_key >> 90)::bigint - 62135596800) * 1000000) as state_at,
+        ((version_key >> 86) & 7)::integer as workflow_rank,
+        version_key,
         filename as lake_file,
         file_row_number as lake_row,
         _ingested_at as version_loaded_at,
         loaded_at
-    from chosen
+    from (
+        select
+            *,
+            from_json(DanhSachLePhi, '[{"Gia":"BIGINT"}]') as fees,
+            from_json(DanhSachGiayToKetQua, '[{"DuongDanTepTinKetQua":"VARCHAR"}]') as results,
+            from_json(TaiLieuNop, '[{"DuocTaiSuDung":"INTEGER","DuocLayTuKhoDMQG":"INTEGER"}]') as components,
+            from_json(DSKetNoiCSDL, '[{"MaCSDL":"VARCHAR"}]') as national_db_links
+        from chosen
+    )
 )
 
 select * from renamed
