@@ -30,17 +30,18 @@ with
 -- What the last build had seen of each input (set by the pre_hooks, so that the filters are
 -- constants DuckDB can prune with): landing is ordered within a dataset, not across
 -- datasets, so each input has its own watermark.
--- Rows landed at the watermark itself are taken again (idempotent); a snapshot is new only
--- when strictly newer, or every build would recompute its dossiers.
+-- Rows stamped at the watermark itself were seen (a landing is stamped after the previous one
+-- committed); a stamp is shared by a whole chunk of a landing, so taking equal stamps again
+-- would redo that chunk at every build.
 changed as materialized (
     select dossier_id from {{ ref('stg_portal__dossiers') }}
-    where loaded_at >= getvariable('fct_dossiers_versions')
+    where loaded_at > getvariable('fct_dossiers_versions')
     union
     select MaHoSo as dossier_id from {{ source('portal', 'dossier_steps') }}
-    where _ingested_at >= getvariable('fct_dossiers_steps')
+    where _ingested_at > getvariable('fct_dossiers_steps')
     union
     select dossier_id from {{ ref('stg_reporting__ratings') }}
-    where loaded_at >= getvariable('fct_dossiers_ratings')
+    where loaded_at > getvariable('fct_dossiers_ratings')
     union
     -- A new catalogue snapshot changes its procedures' attributes (result on paper,
     -- statutory time limit); a new calendar changes statutory due times.

@@ -55,6 +55,11 @@ pub struct TestRun {
     pub failures: u64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// `all` rows of the models it reads, or only the `new` rows an incremental model wrote
+    /// (the kept rows passed the same test in the build that made them).
+    pub rows_checked: String,
+    /// SHA-256 of the test's SQL over all rows: a changed test is run over all rows again.
+    pub sql_sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,11 +89,16 @@ pub struct Relations<'a> {
     pub warehouse: &'a Path,
     pub jobs: &'a [JobConfig],
     pub this: String,
+    /// Models read as only the rows this build wrote (tests narrowed to new rows).
+    pub narrowed: Option<&'a BTreeSet<String>>,
 }
 
 impl Resolve for Relations<'_> {
     fn model(&self, name: &str) -> String {
-        format!("\"{name}\"")
+        match self.narrowed {
+            Some(n) if n.contains(name) => format!("temp.\"{}\"", new_rows_table(name)),
+            _ => format!("\"{name}\""),
+        }
     }
     fn source(&self, feed: &str, dataset: &str) -> String {
         match self.jobs.iter().find(|j| j.dataset.feed == feed && j.dataset.name == dataset) {
@@ -103,6 +113,12 @@ impl Resolve for Relations<'_> {
     fn this(&self) -> String {
         format!("\"{}\"", self.this)
     }
+}
+
+/// The temporary table holding the rows an incremental model wrote in this build; it lives
+/// until the build's connection closes (never in the file).
+fn new_rows_table(model: &str) -> String {
+    format!("__chiso_new_{model}")
 }
 
 pub fn published_path(warehouse: &Path) -> PathBuf {
@@ -141,7 +157,7 @@ fn materialize(
     name: &str,
     rel: &Relations<'_>,
     full_refresh: bool,
-) -> anyhow::Result<Option<u64>> {
+) -> anyhow::Result<Option<Materialization>> {
     let m = &project.models[name];
     let q = |s: &str| format!("\"{s}\"");
     let create_table = |sql: String| -> anyhow::Result<()> {
@@ -177,7 +193,7 @@ fn materialize(
                 create_table(m.parsed.render(rel, false))?;
             } else {
                 let sql = m.parsed.render(rel, true);
-                let tmp = format!("__chiso_new_{name}");
+                let tmp = new_rows_table(name);
                 // delete+insert: the new rows replace the kept rows of the same unique key (one
                 // column or several); append: the new rows are added.
                 let keys = m.parsed.config_list("unique_key");
@@ -198,11 +214,11 @@ fn materialize(
                             .join(" AND ")
                     ),
                 };
+                // The new rows stay in the temporary table for the data tests.
                 conn.execute_batch(&format!(
                     "CREATE OR REPLACE TEMP TABLE {t} AS {sql};
                      {delete}
-                     INSERT INTO {n} BY NAME SELECT * FROM {t};
-                     DROP TABLE {t};",
+                     INSERT INTO {n} BY NAME SELECT * FROM {t};",
                     t = q(&tmp),
                     n = q(name),
                 ))?;
@@ -212,7 +228,16 @@ fn materialize(
     let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", q(name)), [], |r| {
         r.get(0)
     })?;
-    Ok(Some(rows as u64))
+    Ok(Some(Materialization {
+        rows: rows as u64,
+        incremental,
+    }))
+}
+
+struct Materialization {
+    rows: u64,
+    /// Built incrementally: its new rows are in `new_rows_table(model)`.
+    incremental: bool,
 }
 
 /// Opens the file a build writes into. Preferably the spare: the file published before the
@@ -316,8 +341,10 @@ pub fn build(
         conn.execute_batch(&format!("SET memory_limit = {};", duck::lit(limit)))
             .with_context(|| format!("memory limit {limit:?}"))?;
     }
+    let passed_before = tests_passed_in(&conn)?;
     let mut models: Vec<ModelRun> = Vec::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut built_incrementally: BTreeSet<String> = BTreeSet::new();
     for name in &order {
         let m = &project.models[name];
         let materialized = match m.materialized {
@@ -342,6 +369,7 @@ pub fn build(
             warehouse,
             jobs,
             this: name.clone(),
+            narrowed: None,
         };
         // CHISO_PROFILE_DIR=dir: DuckDB's query profile of each model's statements, as JSON.
         if let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") {
@@ -358,14 +386,19 @@ pub fn build(
         let result = materialize(&conn, &project, name, &rel, opts.full_refresh);
         let seconds = t.elapsed().as_secs_f64();
         match result {
-            Ok(rows) => models.push(ModelRun {
-                model: name.clone(),
-                materialized,
-                status: "ok".into(),
-                rows,
-                seconds,
-                error: None,
-            }),
+            Ok(made) => {
+                if made.as_ref().is_some_and(|m| m.incremental) {
+                    built_incrementally.insert(name.clone());
+                }
+                models.push(ModelRun {
+                    model: name.clone(),
+                    materialized,
+                    status: "ok".into(),
+                    rows: made.map(|m| m.rows),
+                    seconds,
+                    error: None,
+                })
+            }
             Err(e) => {
                 failed.insert(name.clone());
                 tracing::error!(model = %name, file = %m.path.display(), error = %e, "Model failed.");
@@ -380,7 +413,20 @@ pub fn build(
             }
         }
     }
-    let tests = run_tests(&conn, &project, warehouse, jobs, &selected, &failed)?;
+    let narrowing = Narrowing {
+        built_incrementally: &built_incrementally,
+        passed_before: &passed_before,
+    };
+    let tests = run_tests(
+        &conn,
+        &project,
+        warehouse,
+        jobs,
+        &selected,
+        &failed,
+        Some(&narrowing),
+    )?;
+    record_tests_passed(&conn, &tests)?;
     let blocking = tests
         .iter()
         .any(|t| t.status == "fail" || t.status == "error");
@@ -426,6 +472,70 @@ pub fn build(
     Ok(record)
 }
 
+/// What lets a build check only the rows it wrote: the models built incrementally, and the
+/// tests (name and SQL) the starting file's rows passed when it was built.
+struct Narrowing<'a> {
+    built_incrementally: &'a BTreeSet<String>,
+    passed_before: &'a BTreeSet<(String, String)>,
+}
+
+impl Narrowing<'_> {
+    /// Whether `t` needs to read only the new rows of its model: the kept rows passed the same
+    /// test (same SQL) in the build that made the starting file, and the test is about single
+    /// rows (`not_null`, `accepted_values`), or about the key a delete+insert model replaces
+    /// rows by (`unique`: the rows it replaced are gone, so only the new rows can collide).
+    /// `relationships` always reads everything: its parent may have lost rows.
+    fn narrows(&self, project: &Project, t: &super::project::DataTest, full_sql: &str) -> bool {
+        let Some(on) = &t.on else { return false };
+        if !self.built_incrementally.contains(&on.model)
+            || !self
+                .passed_before
+                .contains(&(t.name.clone(), sql_digest(full_sql)))
+        {
+            return false;
+        }
+        let m = &project.models[&on.model];
+        match on.kind.as_str() {
+            "not_null" | "accepted_values" => true,
+            "unique" => {
+                m.parsed
+                    .config_str("incremental_strategy")
+                    .unwrap_or("delete+insert")
+                    == "delete+insert"
+                    && m.parsed.config_list("unique_key") == [on.column.clone()]
+            }
+            _ => false,
+        }
+    }
+}
+
+fn sql_digest(sql: &str) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(sql.as_bytes()))
+}
+
+/// The tests the rows of this file passed when it was built (none for a new file).
+fn tests_passed_in(conn: &duck::Connection) -> anyhow::Result<BTreeSet<(String, String)>> {
+    if !table_exists(conn, "_chiso_tests_passed")? {
+        return Ok(BTreeSet::new());
+    }
+    let mut stmt = conn.prepare("SELECT test, sql_sha256 FROM _chiso_tests_passed")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records which tests the file's rows pass, for the next build's narrowed tests.
+fn record_tests_passed(conn: &duck::Connection, tests: &[TestRun]) -> anyhow::Result<()> {
+    conn.execute_batch(
+        "CREATE OR REPLACE TABLE _chiso_tests_passed (test VARCHAR, sql_sha256 VARCHAR);",
+    )?;
+    let mut insert = conn.prepare("INSERT INTO _chiso_tests_passed VALUES (?, ?)")?;
+    for t in tests.iter().filter(|t| t.status == "pass") {
+        insert.execute(duckdb::params![t.test, t.sql_sha256])?;
+    }
+    Ok(())
+}
+
 fn run_tests(
     conn: &duck::Connection,
     project: &Project,
@@ -433,6 +543,7 @@ fn run_tests(
     jobs: &[JobConfig],
     selected: &BTreeSet<String>,
     failed: &BTreeSet<String>,
+    narrowing: Option<&Narrowing<'_>>,
 ) -> anyhow::Result<Vec<TestRun>> {
     let mut out = Vec::new();
     for t in &project.tests {
@@ -441,12 +552,20 @@ fn run_tests(
         if !refs.iter().any(|r| selected.contains(r)) || refs.iter().any(|r| failed.contains(r)) {
             continue;
         }
-        let rel = Relations {
+        let mut rel = Relations {
             warehouse,
             jobs,
             this: t.name.clone(),
+            narrowed: None,
         };
-        let sql = t.parsed.render(&rel, false);
+        let full_sql = t.parsed.render(&rel, false);
+        let narrowed = narrowing.is_some_and(|n| n.narrows(project, t, &full_sql));
+        let sql = if narrowed {
+            rel.narrowed = narrowing.map(|n| n.built_incrementally);
+            t.parsed.render(&rel, false)
+        } else {
+            full_sql.clone()
+        };
         let t0 = Instant::now();
         let res: Result<i64, _> =
             conn.query_row(&format!("SELECT count(*) FROM ({sql})"), [], |r| r.get(0));
@@ -467,6 +586,8 @@ fn run_tests(
             failures,
             seconds,
             error,
+            rows_checked: if narrowed { "new" } else { "all" }.into(),
+            sql_sha256: sql_digest(&full_sql),
         });
     }
     Ok(out)
@@ -541,6 +662,7 @@ pub fn test_published(
         jobs,
         &selected,
         &BTreeSet::new(),
+        None,
     )
 }
 
@@ -670,6 +792,94 @@ mod tests {
             })
             .unwrap();
         assert_eq!((n, d), (6, 6), "the spare, one build behind, caught up");
+    }
+
+    #[test]
+    fn tests_on_an_incremental_model_check_only_its_new_rows_once_the_kept_rows_passed() {
+        let wh = tempfile::tempdir().unwrap();
+        let sql = tempfile::tempdir().unwrap();
+        // `src` stands in for the lake: each build appends the next rows.
+        write(
+            sql.path(),
+            "src.sql",
+            "{{ config(materialized='table') }} select * from read_csv('rows.csv')",
+        );
+        write(
+            sql.path(),
+            "m.sql",
+            "{{ config(materialized='incremental', unique_key='k') }} select k, v, w from {{ ref('src') }} \
+             {% if is_incremental() %} where k > (select max(k) from {{ this }}) {% endif %}",
+        );
+        let yml = |values: &str| {
+            format!(
+                "version: 2\nmodels:\n  - name: m\n    description: One row per k.\n    columns:\n      - name: k\n        description: key\n        data_tests: [unique, not_null]\n      - name: v\n        description: value\n        data_tests:\n          - accepted_values:\n              arguments:\n                values: [{values}]\n      - name: w\n        description: other\n        data_tests: [unique]\n"
+            )
+        };
+        write(sql.path(), "m.yml", &yml("a, b"));
+        write(sql.path(), "rows.csv", "k,v,w\n1,a,1\n2,b,2\n");
+        let checked = |r: &BuildRecord| -> Vec<(String, String, String)> {
+            r.tests
+                .iter()
+                .map(|t| (t.test.clone(), t.rows_checked.clone(), t.status.clone()))
+                .collect()
+        };
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(r.published, "{r:?}");
+        assert!(checked(&r)
+            .iter()
+            .all(|(_, rows, st)| rows == "all" && st == "pass"));
+
+        // Incremental: row-wise tests and the uniqueness of the replaced key read the new
+        // rows; `unique` on another column still reads all of them.
+        write(sql.path(), "rows.csv", "k,v,w\n1,a,1\n2,b,2\n3,a,3\n");
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(r.published, "{r:?}");
+        let c = checked(&r);
+        let rows_of = |c: &[(String, String, String)], name: &str| {
+            c.iter().find(|t| t.0 == name).unwrap().1.clone()
+        };
+        assert_eq!(rows_of(&c, "unique_m_k"), "new");
+        assert_eq!(rows_of(&c, "not_null_m_k"), "new");
+        assert_eq!(rows_of(&c, "accepted_values_m_v"), "new");
+        assert_eq!(rows_of(&c, "unique_m_w"), "all");
+
+        // A bad new row still fails its test.
+        write(
+            sql.path(),
+            "rows.csv",
+            "k,v,w\n1,a,1\n2,b,2\n3,a,3\n4,z,4\n",
+        );
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(!r.published);
+        let t = r
+            .tests
+            .iter()
+            .find(|t| t.test == "accepted_values_m_v")
+            .unwrap();
+        assert_eq!(
+            (t.rows_checked.as_str(), t.status.as_str(), t.failures),
+            ("new", "fail", 1)
+        );
+
+        // A changed test reads every row again, kept ones included: `b` (row 2) is no longer
+        // accepted.
+        write(
+            sql.path(),
+            "rows.csv",
+            "k,v,w\n1,a,1\n2,b,2\n3,a,3\n4,a,4\n",
+        );
+        write(sql.path(), "m.yml", &yml("a"));
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(!r.published);
+        let t = r
+            .tests
+            .iter()
+            .find(|t| t.test == "accepted_values_m_v")
+            .unwrap();
+        assert_eq!(
+            (t.rows_checked.as_str(), t.status.as_str(), t.failures),
+            ("all", "fail", 1)
+        );
     }
 
     #[test]

@@ -51,6 +51,16 @@ pub struct GenericTest {
     pub name: String,
     pub file: PathBuf,
     pub sql: String,
+    /// What it checks: the test (`unique`, `not_null`, …), the model and the column.
+    pub on: TestedColumn,
+}
+
+/// The generic test, model and column behind a test from a `.yml` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestedColumn {
+    pub kind: String,
+    pub model: String,
+    pub column: String,
 }
 
 fn ident(s: &str) -> String {
@@ -168,6 +178,14 @@ pub fn load(dir: &Path) -> Result<Loaded, Vec<String>> {
                 for spec in &col.data_tests {
                     match test_sql(&m.name, &col.name, spec) {
                         Ok((name, sql)) => tests.push(GenericTest {
+                            on: TestedColumn {
+                                kind: name
+                                    .strip_suffix(&format!("_{}_{}", m.name, col.name))
+                                    .unwrap_or(&name)
+                                    .to_string(),
+                                model: m.name.clone(),
+                                column: col.name.clone(),
+                            },
                             name,
                             file: path.clone(),
                             sql,

@@ -36,6 +36,8 @@ pub struct DataTest {
     pub parsed: Parsed,
     /// `error` (blocks the swap) or `warn`.
     pub severity: String,
+    /// For a generic test from a `.yml` file: what it checks.
+    pub on: Option<super::docs::TestedColumn>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -79,6 +81,7 @@ impl Project {
                     path,
                     parsed,
                     severity,
+                    on: None,
                 });
                 continue;
             }
@@ -152,6 +155,7 @@ impl Project {
                             path: g.file,
                             parsed,
                             severity: "error".into(),
+                            on: Some(g.on),
                         }),
                         Err(e) => errors.push(e),
                     }

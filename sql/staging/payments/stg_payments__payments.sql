@@ -8,7 +8,7 @@ with
 source as not materialized (
     select * from {{ source('payments', 'payments') }}
     {% if is_incremental() %}
-    where _ingested_at >= getvariable('stg_payments__payments_since')
+    where _ingested_at > getvariable('stg_payments__payments_since')
     {% endif %}
 ),
 

@@ -25,9 +25,11 @@ with
 source as not materialized (
     select * from {{ source('portal', 'dossiers') }}
     {% if is_incremental() %}
-    -- Landing is ordered (one writer per dataset), so everything below the newest loaded_at
-    -- already kept was seen by an earlier build; equal stamps are read again (idempotent).
-    where _ingested_at >= getvariable('stg_portal__dossiers_since')
+    -- Landing is ordered (one writer per dataset, each landing stamped after the previous one
+    -- committed), so everything up to the newest loaded_at already kept was seen by an
+    -- earlier build. A stamp is shared by a whole chunk of a landing: reading equal stamps
+    -- again would redo that chunk at every build.
+    where _ingested_at > getvariable('stg_portal__dossiers_since')
     {% endif %}
 ),
 

@@ -8,7 +8,7 @@ with
 source as not materialized (
     select * from {{ source('reporting', 'ratings') }}
     {% if is_incremental() %}
-    where _ingested_at >= getvariable('stg_reporting__ratings_since')
+    where _ingested_at > getvariable('stg_reporting__ratings_since')
     {% endif %}
 ),
 
