@@ -56,7 +56,7 @@ changed as materialized (
       and (select max(loaded_at) from {{ ref('stg_calendar__days') }}) > getvariable('fct_dossiers_calendar')
 ),
 
-dossiers as not materialized (
+dossiers as materialized (
     select * from {{ ref('stg_portal__dossiers') }}
     where dossier_id in (select dossier_id from changed)
 ),

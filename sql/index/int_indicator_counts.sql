@@ -70,24 +70,21 @@ receipt_base as (
         count(*) filter (where uses_population_data) as population,
         count(*) filter (where not (coalesce(rating = 'unsatisfied', false) or has_complaint or coalesce(is_late, false))) as not_unsatisfied,
         count(*) filter (where is_paid_online) as paid_online,
-        count(*) filter (where has_fee_list) as with_fee_list
-    from dossiers
-    where received_at is not null
-    group by all
-),
-
--- DOSSIER_SYNC: a dossier received in the period counts when it had status changes in the
--- period and every one reached the portal within 24 hours (flags per receipt period in
--- fct_dossiers).
-sync_base as (
-    select
-        unit_id,
-        cast(date_trunc('month', received_at) as date) as month,
+        count(*) filter (where has_fee_list) as with_fee_list,
+        -- DOSSIER_SYNC: a dossier received in the period counts when it had status changes
+        -- in the period and every one reached the portal within 24 hours (flags per receipt
+        -- period in fct_dossiers).
         count(*) filter (where is_synced_in_receipt_month) as synced_month,
         count(*) filter (where is_synced_in_receipt_quarter) as synced_quarter,
         count(*) filter (where is_synced_in_receipt_year) as synced_year
     from dossiers
     where received_at is not null
+    group by all
+),
+
+sync_base as (
+    select unit_id, month, sum(synced_month) as synced_month, sum(synced_quarter) as synced_quarter, sum(synced_year) as synced_year
+    from receipt_base
     group by all
 ),
 

@@ -82,6 +82,14 @@ versions as (
     from source
 ),
 
+{% if is_incremental() %}
+-- The kept rows of the dossiers with new versions, read once (one pass over the table).
+kept_rows as materialized (
+    select * from {{ this }}
+    where dossier_id in (select dossier_id from versions)
+),
+{% endif %}
+
 candidates as (
     select * from versions
     {% if is_incremental() %}
@@ -101,8 +109,7 @@ candidates as (
         t.processing_stopped_first_synced_at,
         t.processed_first_synced_at,
         t.result_returned_first_synced_at
-    from {{ this }} as t
-    where t.dossier_id in (select dossier_id from versions)
+    from kept_rows as t
     {% endif %}
 ),
 
@@ -138,7 +145,7 @@ kept as (
             result_returned_first_synced_at, loaded_at
         ),
         w.* exclude (dossier_id, locator, version_key)
-    from {{ this }} as t
+    from kept_rows as t
     inner join winners as w
         on w.dossier_id = t.dossier_id
         and w.locator = (hash(t.lake_file)::uhugeint << 64) + t.lake_row::uhugeint
