@@ -952,7 +952,7 @@ const COMPARED: [(&str, &str); 4] = [
     ),
     (
         "fct_dossiers",
-        "SELECT * EXCLUDE (lake_file, version_loaded_at, steps_loaded_at, rating_loaded_at, catalogue_loaded_at, calendar_loaded_at) FROM fct_dossiers ORDER BY ALL",
+        "SELECT * EXCLUDE (lake_file, version_loaded_at, steps_loaded_at, rating_loaded_at, catalogue_loaded_at, calendar_loaded_at, built_at) FROM fct_dossiers ORDER BY ALL",
     ),
     (
         "stg_portal__dossier_steps",
@@ -989,6 +989,16 @@ fn second_batch(dir: &Path) {
             ("ThoiDiemDongBo", json!(ts("04-01 08:00"))),
         ],
     );
+    // A correction: D10's receipt was keyed in late; its receipt moves from April to May.
+    let d10_fixed = version(
+        "D10",
+        &[
+            ("TrangThaiHoSo", json!("9")),
+            ("NgayTiepNhan", json!(ts("05-04 08:00"))),
+            ("NgayKetThucXuLy", json!(ts("05-04 15:00"))),
+            ("ThoiDiemDongBo", json!(ts("05-05 09:00"))),
+        ],
+    );
     let mut d11 = base(
         "2",
         "08-03 08:30",
@@ -1009,7 +1019,7 @@ fn second_batch(dir: &Path) {
         d11[k] = v;
     }
     let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
-    w("dossiers.ndjson", ndjson(&[d6v, d1_late, d11]));
+    w("dossiers.ndjson", ndjson(&[d6v, d1_late, d10_fixed, d11]));
     w(
         "dossier_steps.ndjson",
         ndjson(&[
@@ -1065,11 +1075,21 @@ async fn an_incremental_build_equals_a_full_build() {
             "{name}: incremental and full builds differ\nonly incremental: {only_inc:#?}\nonly full: {only_full:#?}"
         );
     }
-    // By hand: in April, B handled D6 (finished 04-20, after its due 04-15: late) and D10
-    // (received 04-28, open at the end with due 05-05): 1 of 2 on time. March is unchanged
-    // (D6 was open at March's end within its due). D1's late-arriving older version does
-    // not replace its current one; D8's new rating makes it unsatisfied in July.
-    assert_eq!(counts_of(&a, "B", "2026-04").split(' ').nth(4), Some("1/2"));
+    // By hand: in April, B handled D6 (finished 04-20, after its due 04-15: late). D10 was
+    // received 04-28 and open at April's end within its due, so it counted for April too (on
+    // time), but its receipt is now corrected to 05-04: it leaves April, 0 of 1. Nothing else rebuilt points at April: the incremental
+    // index finds the month by its dossier count alone. March is unchanged (D6 was open at
+    // March's end within its due). D1's late-arriving older version does not replace its
+    // current one; D8's new rating makes it unsatisfied in July.
+    assert_eq!(counts_of(&a, "B", "2026-04").split(' ').nth(4), Some("0/1"));
+    let d10: String = a
+        .query_row(
+            "SELECT strftime(received_at, '%m-%d %H:%M') FROM fct_dossiers WHERE dossier_id = 'D10'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(d10, "05-04 08:00");
     assert_eq!(counts_of(&a, "B", "2026-03").split(' ').nth(4), Some("1/1"));
     let d1: String = a
         .query_row(

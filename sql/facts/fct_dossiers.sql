@@ -238,7 +238,9 @@ select
     e.steps_loaded_at,
     r.loaded_at as rating_loaded_at,
     p.loaded_at as catalogue_loaded_at,
-    (select max(loaded_at) from {{ ref('stg_calendar__days') }}) as calendar_loaded_at
+    (select max(loaded_at) from {{ ref('stg_calendar__days') }}) as calendar_loaded_at,
+    -- when this row was computed (the index's per-month counts rebuild the months it touches)
+    now() as built_at
 from ended as e
 left join statutory_due as sd using (dossier_id)
 left join ratings as r using (dossier_id)

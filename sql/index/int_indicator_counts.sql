@@ -19,10 +19,6 @@ units as (
     select * from {{ ref('dim_units') }}
 ),
 
-dossiers as not materialized (
-    select * from {{ ref('fct_dossiers') }}
-),
-
 petitions as (
     select * from {{ ref('fct_petitions') }}
 ),
@@ -50,36 +46,9 @@ methodology as (
 -- month before the month after it; and so on. Counts for quarters and years are therefore
 -- exactly the counts of the rule, not sums of monthly ratios.
 
--- Receipt-attributed counts, per unit, month received and procedure.
+-- Receipt-attributed counts, per unit, month received and procedure (DOSSIER_SYNC included).
 receipt_base as (
-    select
-        unit_id,
-        cast(date_trunc('month', received_at) as date) as month,
-        procedure_code,
-        count(*) as received,
-        count(*) filter (where is_online) as online,
-        count(*) filter (where channel = 'in_person') as in_person,
-        count(*) filter (where channel = 'postal') as postal,
-        count(*) filter (where has_financial_obligation) as obligation,
-        count(*) filter (where has_financial_obligation and is_paid_online) as obligation_paid_online,
-        count(*) filter (where finished_at is not null and status_code in ('9', '10')) as with_result,
-        count(*) filter (where finished_at is not null and status_code in ('9', '10') and has_electronic_result) as with_result_electronic,
-        count(*) filter (where is_digitised) as digitised,
-        count(*) filter (where has_reused_component) as reused,
-        count(*) filter (where is_online and (has_store_component or has_electronic_result)) as online_store_linked,
-        count(*) filter (where uses_population_data) as population,
-        count(*) filter (where not (coalesce(rating = 'unsatisfied', false) or has_complaint or coalesce(is_late, false))) as not_unsatisfied,
-        count(*) filter (where is_paid_online) as paid_online,
-        count(*) filter (where has_fee_list) as with_fee_list,
-        -- DOSSIER_SYNC: a dossier received in the period counts when it had status changes
-        -- in the period and every one reached the portal within 24 hours (flags per receipt
-        -- period in fct_dossiers).
-        count(*) filter (where is_synced_in_receipt_month) as synced_month,
-        count(*) filter (where is_synced_in_receipt_quarter) as synced_quarter,
-        count(*) filter (where is_synced_in_receipt_year) as synced_year
-    from dossiers
-    where received_at is not null
-    group by all
+    select * from {{ ref('int_dossier_receipts_by_month') }}
 ),
 
 sync_base as (
@@ -88,23 +57,9 @@ sync_base as (
     group by all
 ),
 
--- ON_TIME_HANDLING: dossiers received or finished in the period (withdrawn ones excluded);
--- on time if finished by its end and not late, or still open at its end with the due time
--- after it and at most one supplement.
+-- ON_TIME_HANDLING and AVERAGE_HANDLING_DAYS, per unit and months received, finished, due.
 handling_base as (
-    select
-        unit_id,
-        cast(date_trunc('month', received_at) as date) as received_month,
-        cast(date_trunc('month', finished_at) as date) as finished_month,
-        cast(date_trunc('month', due_at) as date) as due_month,
-        coalesce(is_late, false) as is_late,
-        supplement_count <= 1 as at_most_one_supplement,
-        count(*) as dossiers,
-        count(finished_at) as finished,
-        coalesce(sum(handling_working_days), 0) as handling_working_days
-    from dossiers
-    where not is_withdrawn and received_at is not null
-    group by all
+    select * from {{ ref('int_dossier_handling_by_month') }}
 ),
 
 receipt_by_period as (

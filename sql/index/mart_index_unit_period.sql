@@ -31,15 +31,21 @@ groups as (
         unit_id,
         period,
         any_value(methodology) as methodology,
-        coalesce(sum(points) filter (where group_code = 'CKMB'), 0) as ckmb,
-        coalesce(sum(points) filter (where group_code = 'TDGQ'), 0) as tdgq,
-        coalesce(sum(points) filter (where group_code = 'CLGQ'), 0) as clgq,
-        coalesce(sum(points) filter (where group_code = 'TTTT'), 0) as tttt,
-        coalesce(sum(points) filter (where group_code = 'MDSH'), 0) as mdsh,
-        coalesce(sum(points) filter (where group_code = 'MDHL'), 0) as mdhl,
-        coalesce(sum(points), 0) as total
+        coalesce(sum(points order by indicator) filter (where group_code = 'CKMB'), 0) as ckmb,
+        coalesce(sum(points order by indicator) filter (where group_code = 'TDGQ'), 0) as tdgq,
+        coalesce(sum(points order by indicator) filter (where group_code = 'CLGQ'), 0) as clgq,
+        coalesce(sum(points order by indicator) filter (where group_code = 'TTTT'), 0) as tttt,
+        coalesce(sum(points order by indicator) filter (where group_code = 'MDSH'), 0) as mdsh,
+        coalesce(sum(points order by indicator) filter (where group_code = 'MDHL'), 0) as mdhl,
     from points
     group by unit_id, period
+),
+
+-- Sums of doubles in a fixed order (indicator, then group as the methodology lists them), so
+-- that a total is the same number at every build, whatever order the rows were read in.
+totalled as (
+    select *, ckmb + tdgq + clgq + tttt + mdsh + mdhl as total
+    from groups
 ),
 
 described as (
@@ -51,7 +57,7 @@ described as (
         u.unit_name,
         u.unit_level,
         u.parent_unit_id
-    from groups as g
+    from totalled as g
     inner join periods as pe using (period)
     inner join units as u
         on u.unit_id = g.unit_id

@@ -1,0 +1,78 @@
+{{ config(materialized='incremental', unique_key='received_month', tags=['index'],
+    pre_hook="{% if is_incremental() %}SET VARIABLE int_dossier_handling_by_month_since = (SELECT max(facts_built_at) FROM {{ this }}){% endif %}") }}
+-- One row per unit × month received × month finished × month due × lateness × at most one
+-- supplement: the not-withdrawn dossiers behind ON_TIME_HANDLING and AVERAGE_HANDLING_DAYS.
+-- A period counts the dossiers received or finished in it; on time if finished by its end and
+-- not late, or still open at its end with the due time after it and at most one supplement.
+--
+-- Incremental, by month of receipt (every row belongs to one; a row without a unit marks a month
+-- left empty): the months recomputed are
+-- those of the dossiers fct_dossiers rebuilt since this model last read it (`built_at`), and
+-- any month whose number of dossiers no longer matches what is kept here: a dossier whose
+-- receipt time moved leaves a month that nothing rebuilt points at, and only that count
+-- shows it (a dossier that moved in, or a new one, makes the month rebuilt anyway).
+
+with
+
+facts as not materialized (
+    select * from {{ ref('fct_dossiers') }}
+),
+
+{% if is_incremental() %}
+months as materialized (
+    select cast(date_trunc('month', received_at) as date) as month
+    from facts
+    where built_at > getvariable('int_dossier_handling_by_month_since') and received_at is not null
+    union
+    select coalesce(f.month, k.month) as month
+    from (
+        select cast(date_trunc('month', received_at) as date) as month, count(*) as dossiers
+        from facts
+        where received_at is not null and not is_withdrawn
+        group by all
+    ) as f
+    full join (
+        select received_month as month, sum(dossiers) as dossiers from {{ this }} group by all
+    ) as k on k.month = f.month
+    where coalesce(f.dossiers, 0) <> coalesce(k.dossiers, 0)
+),
+
+dossiers as not materialized (
+    select * from facts
+    where cast(date_trunc('month', received_at) as date) in (select month from months)
+),
+{% else %}
+dossiers as not materialized (
+    select * from facts
+),
+{% endif %}
+
+counted as (
+    select
+        unit_id,
+        cast(date_trunc('month', received_at) as date) as received_month,
+        cast(date_trunc('month', finished_at) as date) as finished_month,
+        cast(date_trunc('month', due_at) as date) as due_month,
+        coalesce(is_late, false) as is_late,
+        supplement_count <= 1 as at_most_one_supplement,
+        count(*) as dossiers,
+        count(finished_at) as finished,
+        coalesce(sum(handling_working_days), 0) as handling_working_days
+    from dossiers
+    where not is_withdrawn and received_at is not null
+    group by all
+)
+
+select *, (select max(built_at) from facts) as facts_built_at
+from counted
+{% if is_incremental() %}
+-- A recomputed month left without dossiers gets one row with no unit and zero counts, so that
+-- the rows it had are replaced (delete+insert replaces the months present in the new rows).
+union all by name
+select
+    m.month as received_month,
+    0 as dossiers,
+    (select max(built_at) from facts) as facts_built_at
+from months as m
+where m.month not in (select received_month from counted)
+{% endif %}

@@ -1,0 +1,93 @@
+{{ config(materialized='incremental', unique_key='month', tags=['index'],
+    pre_hook="{% if is_incremental() %}SET VARIABLE int_dossier_receipts_by_month_since = (SELECT max(facts_built_at) FROM {{ this }}){% endif %}") }}
+-- One row per unit × month of receipt × procedure (unit_id, month, procedure_code): the
+-- receipt-attributed dossier counts the index sums over the months of a period.
+-- DOSSIER_SYNC counts are here too: a dossier counts for its receipt month, quarter and year
+-- (flags per receipt period in fct_dossiers).
+--
+-- Incremental, by month of receipt (every row belongs to one; a row without a unit marks a month
+-- left empty): the months recomputed are
+-- those of the dossiers fct_dossiers rebuilt since this model last read it (`built_at`), and
+-- any month whose number of dossiers no longer matches what is kept here: a dossier whose
+-- receipt time moved leaves a month that nothing rebuilt points at, and only that count
+-- shows it (a dossier that moved in, or a new one, makes the month rebuilt anyway).
+
+with
+
+facts as not materialized (
+    select * from {{ ref('fct_dossiers') }}
+),
+
+{% if is_incremental() %}
+months as materialized (
+    select cast(date_trunc('month', received_at) as date) as month
+    from facts
+    where built_at > getvariable('int_dossier_receipts_by_month_since') and received_at is not null
+    union
+    select coalesce(f.month, k.month) as month
+    from (
+        select cast(date_trunc('month', received_at) as date) as month, count(*) as dossiers
+        from facts
+        where received_at is not null
+        group by all
+    ) as f
+    full join (
+        select month as month, sum(received) as dossiers from {{ this }} group by all
+    ) as k on k.month = f.month
+    where coalesce(f.dossiers, 0) <> coalesce(k.dossiers, 0)
+),
+
+dossiers as not materialized (
+    select * from facts
+    where cast(date_trunc('month', received_at) as date) in (select month from months)
+),
+{% else %}
+dossiers as not materialized (
+    select * from facts
+),
+{% endif %}
+
+counted as (
+    select
+        unit_id,
+        cast(date_trunc('month', received_at) as date) as month,
+        procedure_code,
+        count(*) as received,
+        count(*) filter (where is_online) as online,
+        count(*) filter (where channel = 'in_person') as in_person,
+        count(*) filter (where channel = 'postal') as postal,
+        count(*) filter (where has_financial_obligation) as obligation,
+        count(*) filter (where has_financial_obligation and is_paid_online) as obligation_paid_online,
+        count(*) filter (where finished_at is not null and status_code in ('9', '10')) as with_result,
+        count(*) filter (where finished_at is not null and status_code in ('9', '10') and has_electronic_result) as with_result_electronic,
+        count(*) filter (where is_digitised) as digitised,
+        count(*) filter (where has_reused_component) as reused,
+        count(*) filter (where is_online and (has_store_component or has_electronic_result)) as online_store_linked,
+        count(*) filter (where uses_population_data) as population,
+        count(*) filter (where not (coalesce(rating = 'unsatisfied', false) or has_complaint or coalesce(is_late, false))) as not_unsatisfied,
+        count(*) filter (where is_paid_online) as paid_online,
+        count(*) filter (where has_fee_list) as with_fee_list,
+        -- DOSSIER_SYNC: a dossier received in the period counts when it had status changes
+        -- in the period and every one reached the portal within 24 hours (flags per receipt
+        -- period in fct_dossiers).
+        count(*) filter (where is_synced_in_receipt_month) as synced_month,
+        count(*) filter (where is_synced_in_receipt_quarter) as synced_quarter,
+        count(*) filter (where is_synced_in_receipt_year) as synced_year
+    from dossiers
+    where received_at is not null
+    group by all
+)
+
+select *, (select max(built_at) from facts) as facts_built_at
+from counted
+{% if is_incremental() %}
+-- A recomputed month left without dossiers gets one row with no unit and zero counts, so that
+-- the rows it had are replaced (delete+insert replaces the months present in the new rows).
+union all by name
+select
+    m.month as month,
+    0 as received,
+    (select max(built_at) from facts) as facts_built_at
+from months as m
+where m.month not in (select month from counted)
+{% endif %}
