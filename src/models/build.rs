@@ -197,18 +197,22 @@ fn materialize(
                 // delete+insert: the new rows replace the kept rows of the same unique key (one
                 // column or several); append: the new rows are added.
                 let keys = m.parsed.config_list("unique_key");
+                // The key need not be unique among the new rows (a model can replace whole
+                // months, as dbt's delete+insert allows): the keys are deduplicated first, or
+                // the delete would join every kept row to every new row of its key.
                 let delete = match m.parsed.config_str("incremental_strategy") {
                     Some("append") => String::new(),
                     _ => format!(
-                        "DELETE FROM {n} USING {t} WHERE {on};",
+                        "DELETE FROM {n} USING (SELECT DISTINCT {cols} FROM {t}) AS __keys WHERE {on};",
                         n = q(name),
                         t = q(&tmp),
+                        cols = keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", "),
                         on = keys
                             .iter()
                             .map(|k| format!(
-                                "{n}.{k} IS NOT DISTINCT FROM {t}.{k}",
+                                "{n}.{k} IS NOT DISTINCT FROM __keys.{k}",
                                 n = q(name),
-                                t = q(&tmp)
+                                k = q(k)
                             ))
                             .collect::<Vec<_>>()
                             .join(" AND ")
