@@ -1,11 +1,16 @@
-{{ config(materialized='table', tags=['staging']) }}
+{{ config(materialized='incremental', unique_key='petition_id', tags=['staging'],
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_reporting__petitions_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
 -- One row per petition (petition_id): its latest version by NgayCapNhat. Each version carries
 -- the whole status history so far, so the latest one is complete.
+-- Incremental: records landed since the last build compete with the kept row of their key.
 
 with
 
-source as (
+source as not materialized (
     select * from {{ source('reporting', 'petitions') }}
+    {% if is_incremental() %}
+    where _ingested_at > getvariable('stg_reporting__petitions_since')
+    {% endif %}
 ),
 
 renamed as (
@@ -28,6 +33,10 @@ renamed as (
         NgayCapNhat as updated_at,
         _ingested_at as loaded_at
     from source
+    {% if is_incremental() %}
+    union all by name
+    select * from {{ this }} where petition_id in (select MaPAKN from source)
+    {% endif %}
 ),
 
 latest as (
