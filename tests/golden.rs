@@ -649,11 +649,16 @@ async fn land_all(warehouse: &Path, jobs: &[JobConfig]) {
 }
 
 async fn build_now(warehouse: &Path, jobs: &[JobConfig], full_refresh: bool) {
-    let (w, j) = (warehouse.to_path_buf(), jobs.to_vec());
+    build_from(warehouse, &repo().join("sql"), jobs, full_refresh).await
+}
+
+/// A build of the models in `sql` (the repository's, or a changed copy).
+async fn build_from(warehouse: &Path, sql: &Path, jobs: &[JobConfig], full_refresh: bool) {
+    let (w, sql, j) = (warehouse.to_path_buf(), sql.to_path_buf(), jobs.to_vec());
     let record = tokio::task::spawn_blocking(move || {
         build(
             &w,
-            &repo().join("sql"),
+            &sql,
             &j,
             &BuildOptions {
                 full_refresh,
@@ -1104,5 +1109,77 @@ async fn an_incremental_build_equals_a_full_build() {
         Some("0/1")
     );
     assert_eq!(counts_of(&a, "C", "2026-08").split(' ').nth(7), Some("1/1"));
+    server.abort();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// DOSSIER_SYNC's sync window is a methodology parameter (SPEC §4). D2's status 9 (step 03-26
+/// 09:00) first reached the portal 03-28 10:00: 49 hours. Under the 24 hours of dvcqg-2026 A's
+/// March is 3 of 6; with a 50-hour window D2 is in time and March is 4 of 6. An incremental
+/// build picks the new window up (the months counted under the old one are recounted) and
+/// equals a full build.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sync_window_comes_from_the_methodology() {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    let inc = tempfile::tempdir().unwrap();
+    let full = tempfile::tempdir().unwrap();
+    land_all(inc.path(), &jobs).await;
+    land_all(full.path(), &jobs).await;
+    build_now(inc.path(), &jobs, false).await;
+    assert_eq!(
+        counts_of(&open(inc.path()), "A", "2026-03")
+            .split(' ')
+            .nth(3),
+        Some("3/6")
+    );
+
+    let sql = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("sql"), sql.path());
+    let csv = sql.path().join("methodology/dvcqg-2026.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let changed: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.contains(",DOSSIER_SYNC,") {
+                l.strip_suffix(",24")
+                    .expect("DOSSIER_SYNC's window is 24")
+                    .to_string()
+                    + ",50"
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&csv, changed.join("\n") + "\n").unwrap();
+    build_from(inc.path(), sql.path(), &jobs, false).await;
+    build_from(full.path(), sql.path(), &jobs, true).await;
+    let (a, b) = (open(inc.path()), open(full.path()));
+    assert_eq!(counts_of(&a, "A", "2026-03").split(' ').nth(3), Some("4/6"));
+    let d2: bool = a
+        .query_row(
+            "SELECT in_numerator FROM drill_indicator_dossiers WHERE unit_id = 'A' AND period = '2026-03' AND indicator = 'DOSSIER_SYNC' AND dossier_id = 'D2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(d2);
+    let sql = "SELECT * FROM mart_index_indicator ORDER BY ALL";
+    assert_eq!(rows(&a, sql), rows(&b, sql));
+    let mismatches = drill_mismatches(&a);
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     server.abort();
 }

@@ -30,11 +30,13 @@ received as not materialized (
         pe.period_type,
         pe.ends_at,
         d.*,
+        mp.sync_window_hours,
         coalesce(p.is_result_paper, false) as is_procedure_result_paper,
         coalesce(p.has_replaceable_components, false) as is_procedure_replaceable
     from dossiers as d
     inner join periods as pe on d.received_at >= pe.starts_at and d.received_at < pe.ends_at
     inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
+    inner join {{ ref('int_methodology_by_period') }} as mp on mp.period = pe.period
     left join procedures as p on p.procedure_code = d.procedure_code
 ),
 
@@ -59,11 +61,11 @@ handled as (
 
 listed as (
     select rollup_unit_id, period, 'DOSSIER_SYNC' as indicator, dossier_id,
-        case period_type
-            when 'month' then is_synced_in_receipt_month
-            when 'quarter' then is_synced_in_receipt_quarter
-            else is_synced_in_receipt_year
-        end as in_numerator
+        coalesce(case period_type
+            when 'month' then sync_delay_hours_in_receipt_month
+            when 'quarter' then sync_delay_hours_in_receipt_quarter
+            else sync_delay_hours_in_receipt_year
+        end <= sync_window_hours, false) as in_numerator
     from received
     union all
     select rollup_unit_id, period, 'ON_TIME_HANDLING', dossier_id, in_numerator

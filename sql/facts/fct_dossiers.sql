@@ -94,11 +94,13 @@ calendar as (
     select * from {{ ref('dim_calendar') }}
 ),
 
--- DOSSIER_SYNC: a status change (a processing step) reached the portal in time when the first
--- version carrying its status was received within 24 hours of the step.
--- SPEC: a dossier is synced on time for a period when every status change in the period was.
--- The periods that count a dossier are those holding its receipt: its month, quarter and
--- year; so each gets a flag: some change inside it, and none of those late.
+-- DOSSIER_SYNC: a status change (a processing step) reached the portal when the first version
+-- carrying its status was received; its delay is the time between the two (infinite if that
+-- status never arrived). SPEC: a dossier is synced on time for a period when every status
+-- change in the period reached the portal within the methodology's sync window. The periods
+-- that count a dossier are those holding its receipt (its month, quarter and year), so the
+-- fact keeps the longest delay among the changes inside each; the index compares it with the
+-- window of the methodology in force for the period (the fact is the same under any window).
 checked_changes as (
     select
         s.MaHoSo as dossier_id,
@@ -106,20 +108,24 @@ checked_changes as (
         s.TrangThai as status_code,
         s._ingested_at as loaded_at,
         coalesce(
-            case s.TrangThai
-                when '1' then d.registered_first_synced_at
-                when '2' then d.received_first_synced_at
-                when '3' then d.not_accepted_first_synced_at
-                when '4' then d.processing_first_synced_at
-                when '5' then d.supplement_requested_first_synced_at
-                when '6' then d.financial_obligation_requested_first_synced_at
-                when '7' then d.withdrawn_first_synced_at
-                when '8' then d.processing_stopped_first_synced_at
-                when '9' then d.processed_first_synced_at
-                when '10' then d.result_returned_first_synced_at
-            end > s.ThoiDiemXuLy + interval 24 hour,
-            true
-        ) as is_late,
+            date_diff(
+                'second',
+                s.ThoiDiemXuLy,
+                case s.TrangThai
+                    when '1' then d.registered_first_synced_at
+                    when '2' then d.received_first_synced_at
+                    when '3' then d.not_accepted_first_synced_at
+                    when '4' then d.processing_first_synced_at
+                    when '5' then d.supplement_requested_first_synced_at
+                    when '6' then d.financial_obligation_requested_first_synced_at
+                    when '7' then d.withdrawn_first_synced_at
+                    when '8' then d.processing_stopped_first_synced_at
+                    when '9' then d.processed_first_synced_at
+                    when '10' then d.result_returned_first_synced_at
+                end
+            ) / 3600.0,
+            'infinity'::double
+        ) as delay_hours,
         date_trunc('month', s.ThoiDiemXuLy) = date_trunc('month', d.received_at) as in_receipt_month,
         date_trunc('quarter', s.ThoiDiemXuLy) = date_trunc('quarter', d.received_at) as in_receipt_quarter,
         date_trunc('year', s.ThoiDiemXuLy) = date_trunc('year', d.received_at) as in_receipt_year
@@ -132,10 +138,11 @@ step_summary as (
         dossier_id,
         min(stepped_at) as first_status_change_at,
         max(stepped_at) as last_status_change_at,
-        min(stepped_at) filter (where is_late) as first_late_sync_change_at,
-        bool_or(in_receipt_month) and not bool_or(in_receipt_month and is_late) as is_synced_in_receipt_month,
-        bool_or(in_receipt_quarter) and not bool_or(in_receipt_quarter and is_late) as is_synced_in_receipt_quarter,
-        bool_or(in_receipt_year) and not bool_or(in_receipt_year and is_late) as is_synced_in_receipt_year,
+        -- informative: the first change later than SPEC's default window of 24 hours
+        min(stepped_at) filter (where delay_hours > 24) as first_late_sync_change_at,
+        max(delay_hours) filter (where in_receipt_month) as sync_delay_hours_in_receipt_month,
+        max(delay_hours) filter (where in_receipt_quarter) as sync_delay_hours_in_receipt_quarter,
+        max(delay_hours) filter (where in_receipt_year) as sync_delay_hours_in_receipt_year,
         -- Processing stopped (status 8) carries no date of its own; its step does.
         min(stepped_at) filter (where status_code = '8') as stopped_at,
         max(loaded_at) as loaded_at
@@ -223,9 +230,9 @@ select
     e.first_status_change_at,
     e.last_status_change_at,
     e.first_late_sync_change_at,
-    coalesce(e.is_synced_in_receipt_month, false) as is_synced_in_receipt_month,
-    coalesce(e.is_synced_in_receipt_quarter, false) as is_synced_in_receipt_quarter,
-    coalesce(e.is_synced_in_receipt_year, false) as is_synced_in_receipt_year,
+    e.sync_delay_hours_in_receipt_month,
+    e.sync_delay_hours_in_receipt_quarter,
+    e.sync_delay_hours_in_receipt_year,
     r.rating,
     coalesce(r.has_complaint, false) as has_complaint,
 

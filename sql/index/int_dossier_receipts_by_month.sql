@@ -18,6 +18,22 @@ facts as not materialized (
     select * from {{ ref('fct_dossiers') }}
 ),
 
+-- DOSSIER_SYNC's sync window for a dossier received in each month: that of the methodology in
+-- force for the month, for its quarter and for its year (each period judged by its own).
+windows as (
+    select
+        pe.starts_on as month,
+        mm.sync_window_hours as window_month,
+        mq.sync_window_hours as window_quarter,
+        my.sync_window_hours as window_year
+    from {{ ref('dim_periods') }} as pe
+    inner join {{ ref('int_methodology_by_period') }} as mm on mm.period = pe.period
+    inner join {{ ref('int_methodology_by_period') }} as mq
+        on mq.period = strftime(pe.starts_on, '%Y') || '-Q' || cast(quarter(pe.starts_on) as varchar)
+    inner join {{ ref('int_methodology_by_period') }} as my on my.period = strftime(pe.starts_on, '%Y')
+    where pe.period_type = 'month'
+),
+
 {% if is_incremental() %}
 months as materialized (
     select cast(date_trunc('month', received_at) as date) as month
@@ -35,6 +51,17 @@ months as materialized (
         select month as month, sum(received) as dossiers from {{ this }} group by all
     ) as k on k.month = f.month
     where coalesce(f.dossiers, 0) <> coalesce(k.dossiers, 0)
+    union
+    -- months counted under a sync window that is no longer the one in force
+    select k.month
+    from (
+        select distinct month, sync_window_hours_month, sync_window_hours_quarter, sync_window_hours_year
+        from {{ this }}
+    ) as k
+    left join windows as w on w.month = k.month
+    where k.sync_window_hours_month is distinct from w.window_month
+       or k.sync_window_hours_quarter is distinct from w.window_quarter
+       or k.sync_window_hours_year is distinct from w.window_year
 ),
 
 dossiers as not materialized (
@@ -68,18 +95,25 @@ counted as (
         count(*) filter (where is_paid_online) as paid_online,
         count(*) filter (where has_fee_list) as with_fee_list,
         -- DOSSIER_SYNC: a dossier received in the period counts when it had status changes
-        -- in the period and every one reached the portal within 24 hours (flags per receipt
-        -- period in fct_dossiers).
-        count(*) filter (where is_synced_in_receipt_month) as synced_month,
-        count(*) filter (where is_synced_in_receipt_quarter) as synced_quarter,
-        count(*) filter (where is_synced_in_receipt_year) as synced_year
-    from dossiers
-    where received_at is not null
+        -- in the period and every one reached the portal within the sync window (the longest
+        -- delay per receipt period is in fct_dossiers).
+        count(*) filter (where sync_delay_hours_in_receipt_month <= w.window_month) as synced_month,
+        count(*) filter (where sync_delay_hours_in_receipt_quarter <= w.window_quarter) as synced_quarter,
+        count(*) filter (where sync_delay_hours_in_receipt_year <= w.window_year) as synced_year
+    from dossiers as d
+    inner join windows as w on w.month = cast(date_trunc('month', d.received_at) as date)
+    where d.received_at is not null
     group by all
 )
 
-select *, (select max(built_at) from facts) as facts_built_at
-from counted
+select
+    c.*,
+    w.window_month as sync_window_hours_month,
+    w.window_quarter as sync_window_hours_quarter,
+    w.window_year as sync_window_hours_year,
+    (select max(built_at) from facts) as facts_built_at
+from counted as c
+left join windows as w on w.month = c.month
 {% if is_incremental() %}
 -- A recomputed month left without dossiers gets one row with no unit and zero counts, so that
 -- the rows it had are replaced (delete+insert replaces the months present in the new rows).
@@ -87,7 +121,11 @@ union all by name
 select
     m.month as month,
     0 as received,
+    w.window_month as sync_window_hours_month,
+    w.window_quarter as sync_window_hours_quarter,
+    w.window_year as sync_window_hours_year,
     (select max(built_at) from facts) as facts_built_at
 from months as m
+left join windows as w on w.month = m.month
 where m.month not in (select month from counted)
 {% endif %}

@@ -35,10 +35,6 @@ calendar as (
     select * from {{ ref('dim_calendar') }}
 ),
 
-methodology as (
-    select * from {{ ref('methodology') }}
-),
-
 -- Dossiers ----------------------------------------------------------------------------------
 -- Each dossier is read once, into small tables keyed by unit and month (received, finished,
 -- due, first late sync). A period of any type is then a range of months: "received in the
@@ -326,13 +322,9 @@ long as (
     into name indicator value counts
 ),
 
--- The methodology version in force for each period: the latest effective at its first month.
+-- The methodology version in force for each period.
 in_force as (
-    select pe.period, max_by(m.methodology, m.effective_from) as methodology
-    from periods as pe
-    inner join (select distinct methodology, effective_from from methodology) as m
-        on m.effective_from <= strftime(pe.starts_on, '%Y-%m')
-    group by pe.period
+    select * from {{ ref('int_methodology_by_period') }}
 )
 
 select

@@ -2,7 +2,10 @@
 -- One row per methodology version × indicator, read from the versioned files in
 -- sql/methodology/ (the build sets DuckDB's file_search_path to the sql/ folder).
 
-select *
+select
+    * exclude (window_hours),
+    -- DOSSIER_SYNC's sync window in hours; SPEC §4's default, 24, when the cell is empty.
+    case when indicator = 'DOSSIER_SYNC' then coalesce(window_hours, 24) end as window_hours
 from read_csv(
     'methodology/*.csv',
     header = true,
@@ -11,6 +14,6 @@ from read_csv(
         'group_name': 'VARCHAR', 'group_max': 'DOUBLE', 'indicator': 'VARCHAR',
         'max_points': 'DOUBLE', 'target': 'DOUBLE', 'zero_denominator': 'VARCHAR',
         'applies_to': 'VARCHAR', 'period_attribution': 'VARCHAR', 'scored': 'BOOLEAN',
-        'numerator': 'VARCHAR', 'denominator': 'VARCHAR'
+        'numerator': 'VARCHAR', 'denominator': 'VARCHAR', 'window_hours': 'DOUBLE'
     }
 )

@@ -46,6 +46,10 @@ pub struct IndicatorRule {
     pub scored: bool,
     pub numerator: String,
     pub denominator: String,
+    /// DOSSIER_SYNC's sync window: a status change counts as synced in time when it reached
+    /// the portal within this many hours (SPEC §4: a parameter, default 24, which an empty
+    /// cell means). Empty for every other indicator.
+    pub window_hours: Option<f64>,
 }
 
 /// All methodology versions.
@@ -173,6 +177,14 @@ fn validate_rule(r: &IndicatorRule) -> anyhow::Result<()> {
             r.max_points,
             r.group_max
         );
+    }
+    match (r.indicator.as_str(), r.window_hours) {
+        ("DOSSIER_SYNC", Some(h)) if !(h > 0.0 && h.fract() == 0.0) => {
+            bail!("window_hours {h}: the sync window is a whole number of hours above 0")
+        }
+        ("DOSSIER_SYNC", _) => {}
+        (_, Some(_)) => bail!("window_hours is DOSSIER_SYNC's parameter only"),
+        (_, None) => {}
     }
     if Period::parse(&r.effective_from).is_none_or(|p| !matches!(p, Period::Month(..))) {
         bail!(

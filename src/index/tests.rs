@@ -203,3 +203,42 @@ fn methodology_file_is_complete() {
     let total: f64 = rules.iter().map(|r| r.max_points).sum();
     assert_eq!(total, 100.0);
 }
+
+#[test]
+fn the_sync_window_is_dossier_syncs_parameter() {
+    let m = methodologies();
+    let sync = m
+        .rules_of("dvcqg-2026")
+        .into_iter()
+        .find(|r| r.indicator == "DOSSIER_SYNC")
+        .unwrap();
+    assert_eq!(sync.window_hours, Some(24.0));
+    let text = include_str!("../../sql/methodology/dvcqg-2026.csv");
+    let with = |from: &str, to: &str| {
+        let changed = text.replacen(from, to, 1);
+        assert_ne!(changed, text, "{from:?} is in the file");
+        Methodologies::parse(vec![("m.csv".into(), changed)])
+            .err()
+            .map(|e| format!("{e:#}"))
+    };
+    // Another indicator with a window, a window of 0 or of part of an hour: named errors.
+    let online = ",ONLINE_DOSSIER_SHARE,";
+    let line = text.lines().find(|l| l.contains(online)).unwrap();
+    let e = with(line, &format!("{line}12")).unwrap();
+    assert!(
+        e.contains("m.csv:") && e.contains("DOSSIER_SYNC's parameter only"),
+        "{e}"
+    );
+    let sync_line = text.lines().find(|l| l.contains(",DOSSIER_SYNC,")).unwrap();
+    let zero = sync_line.strip_suffix(",24").unwrap().to_string() + ",0";
+    assert!(with(sync_line, &zero)
+        .unwrap()
+        .contains("whole number of hours"));
+    let part = sync_line.strip_suffix(",24").unwrap().to_string() + ",1.5";
+    assert!(with(sync_line, &part)
+        .unwrap()
+        .contains("whole number of hours"));
+    // Empty: SPEC's default (24, applied where the window is used).
+    let empty = sync_line.strip_suffix(",24").unwrap().to_string() + ",";
+    assert_eq!(with(sync_line, &empty), None);
+}
