@@ -64,9 +64,11 @@ months as materialized (
        or k.sync_window_hours_year is distinct from w.window_year
 ),
 
+-- A filter against the (few) months as a list, not a semi join: DuckDB 2.0.0 built the join's
+-- hash table on the 10 M facts (2.4 s, 1.3 GB more memory).
 dossiers as not materialized (
     select * from facts
-    where cast(date_trunc('month', received_at) as date) in (select month from months)
+    where list_contains((select list(month) from months), cast(date_trunc('month', received_at) as date))
 ),
 {% else %}
 dossiers as not materialized (
