@@ -341,6 +341,11 @@ pub fn build(
     // Tables have no row order (every model orders what it needs); not keeping the order of
     // inserts lets DuckDB write in parallel.
     conn.execute_batch("SET preserve_insertion_order = false;")?;
+    // One checkpoint, at the end of the build (before the swap), instead of one whenever the
+    // write-ahead log passes DuckDB's 16 MB default: mid-build checkpoints rewrote tables the
+    // build was still changing (1 M-dossier incremental build: 4.5 s -> 3.8 s; the model that
+    // crossed the threshold took 1.8 s instead of 0.14 s).
+    conn.execute_batch("SET checkpoint_threshold = '8GB';")?;
     if let Some(limit) = &opts.memory_limit {
         conn.execute_batch(&format!("SET memory_limit = {};", duck::lit(limit)))
             .with_context(|| format!("memory limit {limit:?}"))?;
