@@ -1044,19 +1044,46 @@ fn second_batch(dir: &Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_incremental_build_equals_a_full_build() {
+/// The golden data landed in two warehouses: `inc` built once (the tests build it again,
+/// incrementally), `full` not built yet (the tests build it once, from scratch, to compare).
+struct TwoWarehouses {
+    server: tokio::task::JoinHandle<()>,
+    input: tempfile::TempDir,
+    jobs: Vec<JobConfig>,
+    inc: tempfile::TempDir,
+    full: tempfile::TempDir,
+}
+
+async fn two_warehouses() -> TwoWarehouses {
     let (url, server) = serve_snapshots().await;
     let input = tempfile::tempdir().unwrap();
     feed_files(input.path());
     let jobs = golden_jobs(&url, input.path());
-    // `inc` is built after each batch, incrementally the second time; `full` lands both
-    // batches and builds once, from scratch.
     let inc = tempfile::tempdir().unwrap();
     let full = tempfile::tempdir().unwrap();
     land_all(inc.path(), &jobs).await;
     land_all(full.path(), &jobs).await;
     build_now(inc.path(), &jobs, false).await;
+    TwoWarehouses {
+        server,
+        input,
+        jobs,
+        inc,
+        full,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_build_equals_a_full_build() {
+    // `inc` is built after each batch, incrementally the second time; `full` lands both
+    // batches and builds once, from scratch.
+    let TwoWarehouses {
+        server,
+        input,
+        jobs,
+        inc,
+        full,
+    } = two_warehouses().await;
     {
         let conn = open(inc.path());
         assert_eq!(
@@ -1131,15 +1158,13 @@ fn copy_dir(from: &Path, to: &Path) {
 /// equals a full build.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sync_window_comes_from_the_methodology() {
-    let (url, server) = serve_snapshots().await;
-    let input = tempfile::tempdir().unwrap();
-    feed_files(input.path());
-    let jobs = golden_jobs(&url, input.path());
-    let inc = tempfile::tempdir().unwrap();
-    let full = tempfile::tempdir().unwrap();
-    land_all(inc.path(), &jobs).await;
-    land_all(full.path(), &jobs).await;
-    build_now(inc.path(), &jobs, false).await;
+    let TwoWarehouses {
+        server,
+        input: _input,
+        jobs,
+        inc,
+        full,
+    } = two_warehouses().await;
     assert_eq!(
         counts_of(&open(inc.path()), "A", "2026-03")
             .split(' ')
