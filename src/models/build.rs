@@ -8,7 +8,7 @@
 //! `_state/builds/<id>.json`, and the tables `_chiso_builds` / `_chiso_model_runs` in the
 //! published file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -44,6 +44,11 @@ pub struct ModelRun {
     pub rows: Option<u64>,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Why an incremental model was rebuilt from scratch although its table was kept: its SQL
+    /// changed since the starting file was built, or that of a model upstream did (kept rows
+    /// were computed by other SQL), or the file does not say which SQL built it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuilt_because: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -351,6 +356,7 @@ pub fn build(
             .with_context(|| format!("memory limit {limit:?}"))?;
     }
     let passed_before = tests_passed_in(&conn)?;
+    let rebuild = stale_models(&conn, &project)?;
     let mut models: Vec<ModelRun> = Vec::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     let mut built_incrementally: BTreeSet<String> = BTreeSet::new();
@@ -371,6 +377,7 @@ pub fn build(
                 rows: None,
                 seconds: 0.0,
                 error: Some(format!("upstream model {up} failed")),
+                rebuilt_because: None,
             });
             continue;
         }
@@ -392,7 +399,21 @@ pub fn build(
             ))?;
         }
         let t = Instant::now();
-        let result = materialize(&conn, &project, name, &rel, opts.full_refresh);
+        let because = rebuild.get(name).filter(|_| {
+            !opts.full_refresh
+                && m.materialized == Materialized::Incremental
+                && table_exists(&conn, name).unwrap_or(false)
+        });
+        if let Some(why) = because {
+            tracing::info!(model = %name, why = %why, "Rebuilding an incremental model from scratch.");
+        }
+        let result = materialize(
+            &conn,
+            &project,
+            name,
+            &rel,
+            opts.full_refresh || because.is_some(),
+        );
         let seconds = t.elapsed().as_secs_f64();
         match result {
             Ok(made) => {
@@ -406,6 +427,7 @@ pub fn build(
                     rows: made.map(|m| m.rows),
                     seconds,
                     error: None,
+                    rebuilt_because: because.cloned(),
                 })
             }
             Err(e) => {
@@ -418,6 +440,7 @@ pub fn build(
                     rows: None,
                     seconds,
                     error: Some(format!("{}: {e}", m.path.display())),
+                    rebuilt_because: because.cloned(),
                 });
             }
         }
@@ -436,6 +459,7 @@ pub fn build(
         Some(&narrowing),
     )?;
     record_tests_passed(&conn, &tests)?;
+    record_model_sql(&conn, &project, &models)?;
     let blocking = tests
         .iter()
         .any(|t| t.status == "fail" || t.status == "error");
@@ -479,6 +503,71 @@ pub fn build(
         &serde_json::to_vec_pretty(&record)?,
     )?;
     Ok(record)
+}
+
+/// SHA-256 of a model's file: the SQL (and config) that built its table.
+fn model_digest(m: &super::project::Model) -> String {
+    sql_digest(&std::fs::read_to_string(&m.path).unwrap_or_default())
+}
+
+/// The models whose kept rows were computed by other SQL than the current files, with why:
+/// a model whose file changed since the starting file was built, and everything downstream
+/// of it (dbt's `state:modified+`). A file that does not record its models' SQL (built before
+/// chiso recorded it) makes every model stale. Incremental models among them are rebuilt
+/// from scratch; tables and views are rebuilt anyway.
+fn stale_models(
+    conn: &duck::Connection,
+    project: &Project,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if !table_exists(conn, "_chiso_model_sql")? {
+        for name in project.models.keys() {
+            out.insert(
+                name.clone(),
+                "the warehouse does not record which SQL built it".to_string(),
+            );
+        }
+        return Ok(out);
+    }
+    let mut stmt = conn.prepare("SELECT model, sql_sha256 FROM _chiso_model_sql")?;
+    let stored: BTreeMap<String, String> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (name, m) in &project.models {
+        if stored.get(name).is_some_and(|h| *h != model_digest(m)) {
+            for down in project
+                .select(&[format!("{name}+")])
+                .map_err(|e| anyhow::anyhow!(e))?
+            {
+                let why = if down == *name {
+                    "its SQL changed".to_string()
+                } else {
+                    format!("the SQL of {name}, upstream, changed")
+                };
+                out.entry(down).or_insert(why);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Records the SQL each model was built with (its file's digest), for the next build.
+fn record_model_sql(
+    conn: &duck::Connection,
+    project: &Project,
+    models: &[ModelRun],
+) -> anyhow::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _chiso_model_sql (model VARCHAR, sql_sha256 VARCHAR);",
+    )?;
+    for run in models.iter().filter(|r| r.status == "ok") {
+        conn.execute("DELETE FROM _chiso_model_sql WHERE model = ?", [&run.model])?;
+        conn.execute(
+            "INSERT INTO _chiso_model_sql VALUES (?, ?)",
+            [&run.model, &model_digest(&project.models[&run.model])],
+        )?;
+    }
+    Ok(())
 }
 
 /// What lets a build check only the rows it wrote: the models built incrementally, and the
@@ -881,6 +970,74 @@ mod tests {
         let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
         assert!(!r.published);
         assert_eq!(accepted_values(&r), ("all".into(), "fail".into(), 1));
+    }
+
+    #[test]
+    fn an_incremental_model_whose_sql_changed_is_rebuilt_with_what_depends_on_it() {
+        let wh = tempfile::tempdir().unwrap();
+        let sql = tempfile::tempdir().unwrap();
+        write(
+            sql.path(),
+            "a.sql",
+            "{{ config(materialized='table') }} select range as x from range(5)",
+        );
+        let inc = |name: &str, body: &str| {
+            write(
+                sql.path(),
+                &format!("{name}.sql"),
+                &format!(
+                    "{{{{ config(materialized='incremental', unique_key='x') }}}} {body} \
+                     {{% if is_incremental() %}} where x > (select max(x) from {{{{ this }}}}) {{% endif %}}"
+                ),
+            )
+        };
+        inc("b", "select x, x * 10 as y from {{ ref('a') }}");
+        inc("c", "select * from {{ ref('b') }}");
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(r.published, "{r:?}");
+        let why = |r: &BuildRecord, m: &str| {
+            r.models
+                .iter()
+                .find(|x| x.model == m)
+                .unwrap()
+                .rebuilt_because
+                .clone()
+        };
+        // Unchanged: incremental, nothing rebuilt.
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(r.published, "{r:?}");
+        assert_eq!((why(&r, "b"), why(&r, "c")), (None, None));
+
+        // b gains a column: its kept rows (and c's, made from them) were computed by other SQL.
+        // Incrementally, b would only add new rows (none here) and c would fail on the new
+        // column; both are rebuilt from scratch.
+        inc(
+            "b",
+            "select x, x * 10 as y, x * 100 as z from {{ ref('a') }}",
+        );
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(r.published, "{r:?}");
+        assert_eq!(why(&r, "b").as_deref(), Some("its SQL changed"));
+        assert_eq!(
+            why(&r, "c").as_deref(),
+            Some("the SQL of b, upstream, changed")
+        );
+        let conn = duck::open(&published_path(wh.path()), 1).unwrap();
+        let z: i64 = conn
+            .query_row("SELECT sum(z) FROM c", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(z, 1000);
+        drop(conn);
+
+        // A warehouse that does not say which SQL built it (made before chiso recorded it; no
+        // spare, so the build starts from a copy of it).
+        let conn = duck::open(&published_path(wh.path()), 1).unwrap();
+        conn.execute_batch("DROP TABLE _chiso_model_sql").unwrap();
+        drop(conn);
+        std::fs::remove_file(wh.path().join("chiso.spare.duckdb")).unwrap();
+        let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(r.published, "{r:?}");
+        assert!(why(&r, "c").unwrap().contains("does not record"));
     }
 
     #[test]
