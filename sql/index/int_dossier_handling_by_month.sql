@@ -63,18 +63,19 @@ counted as (
     from dossiers
     where not is_withdrawn and received_at is not null
     group by all
+),
+
+-- A recomputed month left without dossiers gets one row with no unit and zero counts, so that
+-- the rows it had are replaced (delete+insert replaces the months present in the new rows).
+with_empty_months as (
+    select * from counted
+    {% if is_incremental() %}
+    union all by name
+    select m.month as received_month, 0 as dossiers
+    from months as m
+    where m.month not in (select received_month from counted)
+    {% endif %}
 )
 
 select *, (select max(built_at) from facts) as facts_built_at
-from counted
-{% if is_incremental() %}
--- A recomputed month left without dossiers gets one row with no unit and zero counts, so that
--- the rows it had are replaced (delete+insert replaces the months present in the new rows).
-union all by name
-select
-    m.month as received_month,
-    0 as dossiers,
-    (select max(built_at) from facts) as facts_built_at
-from months as m
-where m.month not in (select received_month from counted)
-{% endif %}
+from with_empty_months

@@ -106,6 +106,18 @@ counted as (
     inner join windows as w on w.month = cast(date_trunc('month', d.received_at) as date)
     where d.received_at is not null
     group by all
+),
+
+-- A recomputed month left without dossiers gets one row with no unit and zero counts, so that
+-- the rows it had are replaced (delete+insert replaces the months present in the new rows).
+with_empty_months as (
+    select * from counted
+    {% if is_incremental() %}
+    union all by name
+    select m.month, 0 as received
+    from months as m
+    where m.month not in (select month from counted)
+    {% endif %}
 )
 
 select
@@ -114,20 +126,5 @@ select
     w.window_quarter as sync_window_hours_quarter,
     w.window_year as sync_window_hours_year,
     (select max(built_at) from facts) as facts_built_at
-from counted as c
+from with_empty_months as c
 left join windows as w on w.month = c.month
-{% if is_incremental() %}
--- A recomputed month left without dossiers gets one row with no unit and zero counts, so that
--- the rows it had are replaced (delete+insert replaces the months present in the new rows).
-union all by name
-select
-    m.month as month,
-    0 as received,
-    w.window_month as sync_window_hours_month,
-    w.window_quarter as sync_window_hours_quarter,
-    w.window_year as sync_window_hours_year,
-    (select max(built_at) from facts) as facts_built_at
-from months as m
-left join windows as w on w.month = m.month
-where m.month not in (select month from counted)
-{% endif %}

@@ -505,11 +505,6 @@ pub fn build(
     Ok(record)
 }
 
-/// SHA-256 of a model's file: the SQL (and config) that built its table.
-fn model_digest(m: &super::project::Model) -> String {
-    sql_digest(&std::fs::read_to_string(&m.path).unwrap_or_default())
-}
-
 /// The models whose kept rows were computed by other SQL than the current files, with why:
 /// a model whose file changed since the starting file was built, and everything downstream
 /// of it (dbt's `state:modified+`). A file that does not record its models' SQL (built before
@@ -534,7 +529,7 @@ fn stale_models(
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
         .collect::<Result<_, _>>()?;
     for (name, m) in &project.models {
-        if stored.get(name).is_some_and(|h| *h != model_digest(m)) {
+        if stored.get(name).is_some_and(|h| *h != m.sql_sha256) {
             for down in project
                 .select(&[format!("{name}+")])
                 .map_err(|e| anyhow::anyhow!(e))?
@@ -564,7 +559,7 @@ fn record_model_sql(
         conn.execute("DELETE FROM _chiso_model_sql WHERE model = ?", [&run.model])?;
         conn.execute(
             "INSERT INTO _chiso_model_sql VALUES (?, ?)",
-            [&run.model, &model_digest(&project.models[&run.model])],
+            [&run.model, &project.models[&run.model].sql_sha256],
         )?;
     }
     Ok(())

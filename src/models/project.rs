@@ -24,6 +24,8 @@ pub struct Model {
     pub materialized: Materialized,
     pub tags: Vec<String>,
     pub refs: Vec<String>,
+    /// SHA-256 of the file: the SQL (and config) that builds the table, recorded with it.
+    pub sql_sha256: String,
     /// From the `.yml` beside the model: the grain and every column.
     pub doc: Option<super::docs::ModelDoc>,
 }
@@ -132,6 +134,10 @@ impl Project {
                     materialized,
                     tags,
                     refs,
+                    sql_sha256: {
+                        use sha2::Digest;
+                        format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+                    },
                     doc: None,
                 },
             );
