@@ -208,7 +208,7 @@ fn materialize(
                 let delete = match m.parsed.config_str("incremental_strategy") {
                     Some("append") => String::new(),
                     _ => format!(
-                        "DELETE FROM {n} USING (SELECT DISTINCT {cols} FROM {t}) AS __keys WHERE {on};",
+                        "DELETE FROM {n} USING (SELECT DISTINCT {cols} FROM {t}) AS __keys WHERE {on}",
                         n = q(name),
                         t = q(&tmp),
                         cols = keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", "),
@@ -223,14 +223,29 @@ fn materialize(
                             .join(" AND ")
                     ),
                 };
-                // The new rows stay in the temporary table for the data tests.
-                conn.execute_batch(&format!(
-                    "CREATE OR REPLACE TEMP TABLE {t} AS {sql};
-                     {delete}
-                     INSERT INTO {n} BY NAME SELECT * FROM {t};",
-                    t = q(&tmp),
-                    n = q(name),
-                ))?;
+                // The new rows stay in the temporary table for the data tests. Each statement
+                // gets its own profile (CHISO_PROFILE_DIR keeps the last statement's only).
+                let statements = [
+                    (
+                        "new",
+                        format!("CREATE OR REPLACE TEMP TABLE {} AS {sql}", q(&tmp)),
+                    ),
+                    ("delete", delete),
+                    (
+                        "insert",
+                        format!("INSERT INTO {} BY NAME SELECT * FROM {}", q(name), q(&tmp)),
+                    ),
+                ];
+                for (step, sql) in statements.iter().filter(|(_, s)| !s.is_empty()) {
+                    if let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") {
+                        let file = Path::new(&dir).join(format!("{name}.{step}.json"));
+                        conn.execute_batch(&format!(
+                            "PRAGMA profiling_output = {};",
+                            duck::lit(&file.display().to_string())
+                        ))?;
+                    }
+                    conn.execute_batch(sql)?;
+                }
             }
         }
     }
