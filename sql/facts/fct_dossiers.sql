@@ -56,9 +56,13 @@ changed as materialized (
       and (select max(loaded_at) from {{ ref('stg_calendar__days') }}) > getvariable('fct_dossiers_calendar')
 ),
 
+-- Found on the key column, fetched by row id (as staging's kept rows).
 dossiers as materialized (
     select * from {{ ref('stg_portal__dossiers') }}
-    where dossier_id in (select dossier_id from changed)
+    where rowid in (
+        select rowid from {{ ref('stg_portal__dossiers') }}
+        where dossier_id in (select dossier_id from changed)
+    )
 ),
 
 step_records as not materialized (

@@ -83,10 +83,19 @@ versions as (
 ),
 
 {% if is_incremental() %}
--- The kept rows of the dossiers with new versions, read once (one pass over the table).
+-- The kept rows of the dossiers with new versions, read once: found on the key column alone,
+-- then fetched by row id (filtering every column of the table by the key decompressed all of
+-- them for millions of rows to keep thousands).
+new_ids as materialized (
+    select distinct MaHoSo as dossier_id from source
+),
+
 kept_rows as materialized (
     select * from {{ this }}
-    where dossier_id in (select dossier_id from versions)
+    where rowid in (
+        select rowid from {{ this }}
+        where dossier_id in (select dossier_id from new_ids)
+    )
 ),
 {% endif %}
 
