@@ -12,7 +12,10 @@
 //! 3. Full build (`--full-refresh`, no published warehouse), in a child process so that peak
 //!    memory is its own; then a batch of changed dossiers (new versions of dossiers received
 //!    in the last 30 days: open ones finish, the others are re-sent) landed by the dossiers
-//!    job; then an incremental build.
+//!    job; then an incremental build. Between the two, a build with nothing new, as the
+//!    schedule's previous run: the first build after a full one has no spare file and copies
+//!    the published one (measured and printed too); the measured incremental build then starts
+//!    from the spare, as scheduled builds do.
 //! 4. With `--dbt`: `dbt build` of the same `sql/` folder with dbt-duckdb, same threads and
 //!    memory limit, on the same lake.
 
@@ -60,6 +63,8 @@ pub struct BuildMeasurement {
     pub tests_passed: usize,
     pub peak_rss_bytes: u64,
     pub published: bool,
+    /// What the build file started as (`empty`, `copy`, `spare`; dbt: empty).
+    pub started_from: String,
     /// The slowest models, `name seconds`.
     pub slowest: Vec<(String, f64)>,
 }
@@ -107,6 +112,7 @@ pub fn measure_build(
         tests_passed: record.tests.iter().filter(|t| t.status == "pass").count(),
         peak_rss_bytes: super::peak_rss_bytes(),
         published: record.published,
+        started_from: record.started_from.clone(),
         slowest,
     })
 }
@@ -372,6 +378,7 @@ fn run_dbt(opts: &BuildBench, dbt: &Path, run: &Path) -> anyhow::Result<BuildMea
         tests_passed: passed,
         peak_rss_bytes: peak_kb * 1024,
         published: true,
+        started_from: "empty".into(),
         slowest: vec![],
     })
 }
@@ -395,6 +402,12 @@ pub async fn run(opts: &BuildBench) -> anyhow::Result<Vec<BuildMeasurement>> {
     let mut out = Vec::new();
     eprintln!("Full build ...");
     out.push(run_child(&child_args(opts, &run, true))?);
+    // The schedule's previous build: nothing new, and no spare yet, so it copies the published
+    // file. It leaves the full build's file as the spare the measured build starts from.
+    eprintln!("Incremental build with nothing new ...");
+    let mut idle = run_child(&child_args(opts, &run, false))?;
+    idle.label = "incremental, nothing new".into();
+    out.push(idle);
     let changes = opts.work_dir.join("changes.ndjson");
     let changed = write_changes(&run, &changes, opts.changed, opts.seed)?;
     let ctx = RunContext {
@@ -442,9 +455,10 @@ fn print_table(opts: &BuildBench, ms: &[BuildMeasurement]) {
     if let Some(full) = ms.first() {
         for m in &ms[1..] {
             println!(
-                "{}: {:.1}% of the full build's time",
+                "{}: {:.1}% of the full build's time (build file started as: {})",
                 m.label,
-                100.0 * m.seconds / full.seconds
+                100.0 * m.seconds / full.seconds,
+                m.started_from
             );
         }
         for m in ms {
