@@ -202,16 +202,54 @@ unit_periods as (
 
 -- Each unit valid at the period's end carries the procedures of its level (Cấp Tỉnh: level 2,
 -- Cấp Cơ sở: level 3), for itself and its ancestors: a parent sums the instances below it.
-unit_procedures as (
-    select ru.rollup_unit_id as unit_id, ru.period, ru.unit_id as owner_unit_id, p.*
+-- What a procedure contributes depends on the level and period alone, except the three counts
+-- of how the unit used it (online dossiers, online payment, fee lists): those are counted per
+-- unit from its dossiers, the rest once per level and period and multiplied by the units.
+level_procedures as (
+    select
+        case p.authority_level when 'Cấp Tỉnh' then 2 when 'Cấp Cơ sở' then 3 end as unit_level,
+        pe.period,
+        p.procedure_code,
+        p.has_all_mandatory_components,
+        p.service_level in ('full_online', 'partly_online') as is_online_service,
+        p.is_fee_bearing,
+        p.is_population_data_connected,
+        coalesce(p.announced_on >= pe.starts_on and p.announced_on < pe.ends_before, false) as is_announced,
+        ann.working_day_number + 20 <= eff.working_day_number as is_announced_on_time,
+        p.posted_on is not null and post.working_day_number <= ann.working_day_number + 10 as is_posted_on_time
+    from procedures as p
+    cross join periods as pe
+    left join calendar as ann on ann.calendar_date = p.announced_on
+    left join calendar as eff on eff.calendar_date = p.legal_basis_effective_on
+    left join calendar as post on post.calendar_date = p.posted_on
+    where p.authority_level in ('Cấp Tỉnh', 'Cấp Cơ sở')
+),
+
+level_counts as (
+    select
+        unit_level,
+        period,
+        count(*) as procedures,
+        count(*) filter (where has_all_mandatory_components) as content_full,
+        count(*) filter (where is_online_service) as online_services,
+        count(*) filter (where is_fee_bearing) as fee_bearing,
+        count(*) filter (where is_population_data_connected) as population_connected,
+        count(*) filter (where is_announced) as announced,
+        count(*) filter (where is_announced and is_announced_on_time) as announced_on_time,
+        count(*) filter (where is_announced and is_posted_on_time) as posted_on_time
+    from level_procedures
+    group by all
+),
+
+-- The units valid at the period's end below (or equal to) each unit with something to score.
+owners as (
+    select ru.rollup_unit_id as unit_id, ru.period, ru.unit_id as owner_unit_id, u.unit_level
     from rollup as ru
     inner join periods as pe on pe.period = ru.period
     inner join units as u
         on u.unit_id = ru.unit_id
         and u.valid_from < pe.ends_before
         and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
-    inner join procedures as p
-        on p.authority_level = case u.unit_level when 2 then 'Cấp Tỉnh' when 3 then 'Cấp Cơ sở' end
     -- only where there is something to score (the calendar of periods runs to 2030)
     semi join active as a on a.unit_id = ru.rollup_unit_id and a.period = ru.period
 ),
@@ -230,30 +268,44 @@ procedure_use as (
     group by all
 ),
 
+-- Per owner: the procedures of its level it used.
+owner_use as (
+    select
+        o.unit_id,
+        o.period,
+        count(*) filter (where lp.is_online_service and pu.has_online_dossier) as online_services_used,
+        count(*) filter (where lp.is_fee_bearing and pu.has_paid_online) as fee_bearing_paid_online,
+        count(*) filter (where lp.is_fee_bearing and pu.all_carry_fee_list) as fee_bearing_with_list
+    from owners as o
+    inner join procedure_use as pu on pu.owner_unit_id = o.owner_unit_id and pu.period = o.period
+    inner join level_procedures as lp
+        on lp.unit_level = o.unit_level and lp.period = o.period and lp.procedure_code = pu.procedure_code
+    group by o.unit_id, o.period
+),
+
 procedure_counts as (
     select
-        up.unit_id,
-        up.period,
-        count(*) as procedures,
-        count(*) filter (where up.has_all_mandatory_components) as content_full,
-        count(*) filter (where up.service_level in ('full_online', 'partly_online')) as online_services,
-        count(*) filter (where up.service_level in ('full_online', 'partly_online') and u.has_online_dossier) as online_services_used,
-        count(*) filter (where up.is_fee_bearing) as fee_bearing,
-        count(*) filter (where up.is_fee_bearing and u.has_paid_online) as fee_bearing_paid_online,
-        count(*) filter (where up.is_fee_bearing and u.all_carry_fee_list) as fee_bearing_with_list,
-        count(*) filter (where up.is_population_data_connected) as population_connected,
-        count(*) filter (where pe.period is not null) as announced,
-        count(*) filter (where pe.period is not null and ann.working_day_number + 20 <= eff.working_day_number) as announced_on_time,
-        count(*) filter (where pe.period is not null and up.posted_on is not null and post.working_day_number <= ann.working_day_number + 10) as posted_on_time
-    from unit_procedures as up
-    left join procedure_use as u
-        on u.owner_unit_id = up.owner_unit_id and u.period = up.period and u.procedure_code = up.procedure_code
-    left join periods as pe
-        on pe.period = up.period and up.announced_on >= pe.starts_on and up.announced_on < pe.ends_before
-    left join calendar as ann on ann.calendar_date = up.announced_on
-    left join calendar as eff on eff.calendar_date = up.legal_basis_effective_on
-    left join calendar as post on post.calendar_date = up.posted_on
-    group by up.unit_id, up.period
+        c.*,
+        coalesce(u.online_services_used, 0) as online_services_used,
+        coalesce(u.fee_bearing_paid_online, 0) as fee_bearing_paid_online,
+        coalesce(u.fee_bearing_with_list, 0) as fee_bearing_with_list
+    from (
+        select
+            o.unit_id,
+            o.period,
+            sum(lc.procedures)::bigint as procedures,
+            sum(lc.content_full)::bigint as content_full,
+            sum(lc.online_services)::bigint as online_services,
+            sum(lc.fee_bearing)::bigint as fee_bearing,
+            sum(lc.population_connected)::bigint as population_connected,
+            sum(lc.announced)::bigint as announced,
+            sum(lc.announced_on_time)::bigint as announced_on_time,
+            sum(lc.posted_on_time)::bigint as posted_on_time
+        from owners as o
+        inner join level_counts as lc on lc.unit_level = o.unit_level and lc.period = o.period
+        group by o.unit_id, o.period
+    ) as c
+    left join owner_use as u on u.unit_id = c.unit_id and u.period = c.period
 ),
 
 -- Together ----------------------------------------------------------------------------------
