@@ -873,6 +873,34 @@ async fn every_indicator_matches_the_hand_worked_values() {
         measures("B", "2026-05"),
         vec!["2.0/1.0 -", "0.0/0.0 -", "0.0/0.0 -"]
     );
+    // The average handling time per procedure: every dossier is of X, so X carries the same
+    // days and dossiers as above (A in March 20 over 3, C over the year 28 over 6, B in May 2
+    // over 1), at the parent too (P1 in March: A's 20 over 3, B finished nothing), and Y,
+    // never used, has no row.
+    let by_procedure = |unit: &str, period: &str| -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT procedure_code || ' ' || handling_working_days || '/' || finished || ' ' || round(average_handling_days, 4) \
+                 FROM mart_handling_time_by_procedure WHERE unit_id = ? AND period = ? ORDER BY procedure_code",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([unit, period], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        rows
+    };
+    assert_eq!(
+        by_procedure("A", "2026-03"),
+        vec![format!("{X} 20/3 6.6667")]
+    );
+    assert_eq!(by_procedure("C", "2026"), vec![format!("{X} 28/6 4.6667")]);
+    assert_eq!(by_procedure("B", "2026-05"), vec![format!("{X} 2/1 2.0")]);
+    assert_eq!(
+        by_procedure("P1", "2026-03"),
+        vec![format!("{X} 20/3 6.6667")]
+    );
 
     // DOSSIER_SYNC counts the changes inside the period only: D4's late January registration
     // does not fail its receipt month, February (no national report there: 1 of 1).
@@ -946,7 +974,7 @@ fn rows(conn: &duckdb::Connection, sql: &str) -> Vec<String> {
     out
 }
 
-const COMPARED: [(&str, &str); 4] = [
+const COMPARED: [(&str, &str); 5] = [
     (
         "mart_index_indicator",
         "SELECT * FROM mart_index_indicator ORDER BY ALL",
@@ -962,6 +990,10 @@ const COMPARED: [(&str, &str); 4] = [
     (
         "stg_portal__dossier_steps",
         "SELECT * EXCLUDE (loaded_at) FROM stg_portal__dossier_steps ORDER BY ALL",
+    ),
+    (
+        "mart_handling_time_by_procedure",
+        "SELECT * FROM mart_handling_time_by_procedure ORDER BY ALL",
     ),
 ];
 

@@ -392,6 +392,32 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
         assert!(units > 300, "{units} units scored for {period}");
         println!("{period}: {units} units, every total equal to chiso index score of its counts");
     }
+    // The average handling time per procedure partitions AVERAGE_HANDLING_DAYS: for every unit
+    // (every level) and period, its days and dossiers summed over procedures are the
+    // indicator's numerator and denominator, and it has rows for more than one procedure.
+    assert_eq!(
+        scalar(
+            &conn,
+            "select count(*) from (
+               select unit_id, period, sum(handling_working_days) as days, sum(finished) as n
+               from mart_handling_time_by_procedure group by all
+             ) as p
+             full join (
+               select unit_id, period, numerator as days, denominator as n
+               from mart_index_indicator
+               where indicator = 'AVERAGE_HANDLING_DAYS' and denominator > 0
+             ) as i using (unit_id, period)
+             where p.days is distinct from i.days or p.n is distinct from i.n"
+        ),
+        0
+    );
+    assert!(
+        scalar(
+            &conn,
+            "select count(distinct procedure_code) from mart_handling_time_by_procedure where unit_id = 'CT' and period = '2026-08'"
+        ) > 1
+    );
+
     // Every count is explained by the records the drill-down views list.
     let mismatches = drill_mismatches(&conn);
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
