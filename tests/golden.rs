@@ -18,7 +18,7 @@
 //! | id  | unit | received    | channel | due              | end                 | notes |
 //! |-----|------|-------------|---------|------------------|---------------------|-------|
 //! | D1  | A    | 03-05 09:00 | online  | 03-10 09:00      | processed 03-09, returned | fee 50,000 paid online, e-result, digitised, reused + store component, population; rated satisfied |
-//! | D2  | A    | 03-20 08:00 (Fri) | in person | none: statutory 3 wd = 03-25 08:00 | processed 03-26: late | status 9 synced 03-28 (> 24 h): DOSSIER_SYNC fails in March, Q1 and the year |
+//! | D2  | A    | 03-20 08:00 (Fri) | in person | none: statutory 3 wd + 1 wd waiting for a supplement (asked Fri 03-20, received Mon 03-23) = 03-26 08:00 | processed 03-26 09:00: late | status 9 synced 03-28 (> 24 h): DOSSIER_SYNC fails in March, Q1 and the year |
 //! | D3  | A    | 03-30 14:00 | online  | 04-03 14:00      | processed 04-02     | one supplement; fee 30,000 not paid online; rated unsatisfied |
 //! | D4  | A    | 02-10 09:00 | online  | 02-20 09:00      | processed 03-02, returned 03-03 | two supplements: late; e-result, digitised, population; registration step 01-30 never synced (late in January, Q1, the year; not in February) |
 //! | D5  | A    | 03-12 09:00 | in person | 03-20          | withdrawn 03-13     | out of ON_TIME_HANDLING |
@@ -243,7 +243,10 @@ fn dossiers() -> Vec<Dossier> {
                 ("2", json!({}), "03-20 08:10"),
                 (
                     "9",
-                    json!({"NgayKetThucXuLy": ts("03-26 09:00")}),
+                    json!({
+                        "NgayKetThucXuLy": ts("03-26 09:00"),
+                        "DanhSachHoSoBoSung": [{"NgayBoSung": ts("03-20 10:00"), "NgayTiepNhanBoSung": ts("03-23 09:00")}]
+                    }),
                     "03-28 10:00",
                 ),
             ],
@@ -744,11 +747,11 @@ async fn every_indicator_matches_the_hand_worked_values() {
     assert_eq!(
         fact("D2"),
         f(&[
-            "2026-03-25 08:00",
+            "2026-03-26 08:00",
             "statutory",
             "2026-03-26 09:00",
             "true",
-            "0",
+            "1",
             "2026-03-26 09:00",
             "processed"
         ])

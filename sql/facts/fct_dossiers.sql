@@ -154,7 +154,11 @@ step_summary as (
     group by dossier_id
 ),
 
--- Without NgayHenTra the procedure's statutory time limit applies, in working days.
+-- Without NgayHenTra the procedure's statutory time limit applies, in working days. The time
+-- waiting for the applicant's supplement is not counted (SPEC §4): with one supplement, the
+-- working days from its request to its receipt are added (the portal moves NgayHenTra the
+-- same way, NgayHenTraMoi, when the supplement arrives; while it is awaited nothing is added).
+-- With more than one the dossier is late whatever its due.
 statutory_due as (
     select
         d.dossier_id,
@@ -162,9 +166,14 @@ statutory_due as (
     from dossiers as d
     inner join procedures as p on p.procedure_code = d.procedure_code
     inner join calendar as received_day on received_day.calendar_date = cast(d.received_at as date)
+    left join calendar as asked_day on asked_day.calendar_date = cast(d.supplement_requested_at as date)
+    left join calendar as answered_day on answered_day.calendar_date = cast(d.supplement_answered_at as date)
     inner join calendar as due_day
         on due_day.is_working_day
         and due_day.working_day_number = received_day.working_day_number + p.statutory_working_days
+            + case when d.supplement_count = 1
+                then greatest(coalesce(answered_day.working_day_number - asked_day.working_day_number, 0), 0)
+                else 0 end
     where d.due_at is null and d.received_at is not null
 ),
 

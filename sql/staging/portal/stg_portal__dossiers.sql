@@ -223,6 +223,10 @@ renamed as (
 
         -- the JSON lists, decoded (each parsed once, in `chosen`)
         coalesce(json_array_length(DanhSachHoSoBoSung), 0) as supplement_count,
+        -- the first supplement request and when the portal received the supplement (the
+        -- statutory due of a dossier with one supplement is extended by the wait)
+        try_strptime(nullif(supplements[1].NgayBoSung, ''), '%Y%m%d%H%M%S') as supplement_requested_at,
+        try_strptime(nullif(supplements[1].NgayTiepNhanBoSung, ''), '%Y%m%d%H%M%S') as supplement_answered_at,
         coalesce(len(fees), 0) > 0 as has_fee_list,
         coalesce(list_sum(list_transform(fees, lambda f: coalesce(f.Gia, 0))), 0) as fee_total_vnd,
         coalesce(list_bool_or(list_transform(
@@ -264,7 +268,10 @@ renamed as (
             from_json(DanhSachLePhi, '[{"Gia":"BIGINT"}]') as fees,
             from_json(DanhSachGiayToKetQua, '[{"DuongDanTepTinKetQua":"VARCHAR"}]') as results,
             from_json(TaiLieuNop, '[{"DuocTaiSuDung":"INTEGER","DuocLayTuKhoDMQG":"INTEGER"}]') as components,
-            from_json(DSKetNoiCSDL, '[{"MaCSDL":"VARCHAR"}]') as national_db_links
+            from_json(DSKetNoiCSDL, '[{"MaCSDL":"VARCHAR"}]') as national_db_links,
+            case when DanhSachHoSoBoSung is not null and DanhSachHoSoBoSung <> '[]' then from_json(
+                DanhSachHoSoBoSung, '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR"}]'
+            ) end as supplements
         from chosen
     )
 )
