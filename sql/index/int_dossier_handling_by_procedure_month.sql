@@ -7,9 +7,9 @@
 --
 -- Incremental, by month handling ended, as int_dossier_handling_by_month is by month of
 -- receipt: the months recomputed are those of the dossiers fct_dossiers rebuilt since this
--- model last read it (`built_at`), and any month whose number of finished dossiers no longer
--- matches what is kept here (a dossier whose end moved, or that was reopened, leaves a month
--- nothing rebuilt points at).
+-- model last read it (`built_at`), and any month whose number of finished dossiers
+-- (int_dossier_counts_by_month) no longer matches what is kept here (a dossier whose end
+-- moved, or that was reopened, leaves a month nothing rebuilt points at).
 
 with
 
@@ -26,8 +26,9 @@ months as materialized (
     union
     select coalesce(f.month, k.month) as month
     from (
-        select cast(date_trunc('month', finished_at) as date) as month, count(*) as dossiers
-        from facts
+        select finished_month as month, sum(dossiers) as dossiers
+        from {{ ref('int_dossier_counts_by_month') }}
+        where received_month is not null and finished_month is not null and not is_withdrawn
         group by all
     ) as f
     full join (

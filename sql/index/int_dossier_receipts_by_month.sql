@@ -5,12 +5,12 @@
 -- DOSSIER_SYNC counts are here too: a dossier counts for its receipt month, quarter and year
 -- (flags per receipt period in fct_dossiers).
 --
--- Incremental, by month of receipt (every row belongs to one; a row without a unit marks a month
--- left empty): the months recomputed are
--- those of the dossiers fct_dossiers rebuilt since this model last read it (`built_at`), and
--- any month whose number of dossiers no longer matches what is kept here: a dossier whose
--- receipt time moved leaves a month that nothing rebuilt points at, and only that count
--- shows it (a dossier that moved in, or a new one, makes the month rebuilt anyway).
+-- Incremental, by month of receipt (every row belongs to one; a row without a unit marks a
+-- month left empty): the months recomputed are those of the dossiers fct_dossiers rebuilt
+-- since this model last read it (`built_at`), and any month whose number of dossiers
+-- (int_dossier_counts_by_month) no longer matches what is kept here: a dossier whose receipt
+-- time moved leaves a month that nothing rebuilt points at, and only that count shows it (a
+-- dossier that moved in, or a new one, makes the month rebuilt anyway).
 
 with
 
@@ -42,9 +42,9 @@ months as materialized (
     union
     select coalesce(f.month, k.month) as month
     from (
-        select cast(date_trunc('month', received_at) as date) as month, count(*) as dossiers
-        from facts
-        where received_at is not null
+        select received_month as month, sum(dossiers) as dossiers
+        from {{ ref('int_dossier_counts_by_month') }}
+        where received_month is not null
         group by all
     ) as f
     full join (
