@@ -494,10 +494,18 @@ pub fn build(
     record.seconds = t0.elapsed().as_secs_f64();
     record.published = ok;
     save_record(&conn, &record)?;
+    let t_checkpoint = Instant::now();
     conn.execute_batch("CHECKPOINT;")?;
     drop(conn);
+    let checkpoint_seconds = t_checkpoint.elapsed().as_secs_f64();
     if ok {
+        let t_sync = Instant::now();
         std::fs::File::open(&build_file)?.sync_all()?;
+        tracing::info!(
+            checkpoint_seconds,
+            sync_seconds = t_sync.elapsed().as_secs_f64(),
+            "Build file checkpointed and synced."
+        );
         // The file being replaced stays as the spare the next build starts from (a second
         // name for it, so that `chiso.duckdb` never goes missing).
         let _ = std::fs::remove_file(&spare);
