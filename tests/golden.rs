@@ -1001,7 +1001,8 @@ const COMPARED: [(&str, &str); 5] = [
 ];
 
 /// A second batch: D6 finishes late in April, an older version of D1 arrives out of order,
-/// D8 is rated unsatisfied, and a new dossier D11 is received by C in August.
+/// D10's receipt and D7's end are corrected into the next month, D8 is rated unsatisfied, and
+/// a new dossier D11 is received by C in August.
 fn second_batch(dir: &Path) {
     let ds = dossiers();
     let version = |id: &str, fields: &[(&str, Value)]| {
@@ -1039,6 +1040,18 @@ fn second_batch(dir: &Path) {
             ("ThoiDiemDongBo", json!(ts("05-05 09:00"))),
         ],
     );
+    // Another correction: D7's processing ended 02-02, not 01-19; its end moves from January
+    // to February, which leaves January with one finished dossier fewer that nothing rebuilt
+    // points at (the per-procedure handling times find it by the count of finished dossiers).
+    let d7_fixed = version(
+        "D7",
+        &[
+            ("TrangThaiHoSo", json!("9")),
+            ("NgayKetThucXuLy", json!(ts("02-02 11:00"))),
+            ("DanhSachGiayToKetQua", result_link(7)),
+            ("ThoiDiemDongBo", json!(ts("02-02 11:30"))),
+        ],
+    );
     let mut d11 = base(
         "2",
         "08-03 08:30",
@@ -1059,7 +1072,10 @@ fn second_batch(dir: &Path) {
         d11[k] = v;
     }
     let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
-    w("dossiers.ndjson", ndjson(&[d6v, d1_late, d10_fixed, d11]));
+    w(
+        "dossiers.ndjson",
+        ndjson(&[d6v, d1_late, d10_fixed, d7_fixed, d11]),
+    );
     w(
         "dossier_steps.ndjson",
         ndjson(&[
