@@ -1259,3 +1259,103 @@ async fn the_sync_window_comes_from_the_methodology() {
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     server.abort();
 }
+
+/// A date inside a JSON list that does not read as yyyymmddHHMMSS (the lake keeps such lists as
+/// they came) does not stop the build: it counts for nothing, the warehouse is published, and
+/// two warning tests list the records for correction at the source. D12's supplement was asked
+/// "2026-04-01 09:00" (dashes) and PK4's history has a step at "hôm qua".
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_date_in_a_json_list_warns_and_the_build_publishes() {
+    let TwoWarehouses {
+        server,
+        input,
+        jobs,
+        inc,
+        full: _full,
+    } = two_warehouses().await;
+    let mut d12 = base(
+        "2",
+        "04-06 08:30",
+        "04-06 09:00",
+        Some("04-10 09:00"),
+        json!([]),
+        0,
+        0,
+        components(0, 0, 0),
+        false,
+    );
+    for (k, v) in [
+        ("MaHoSo", json!("D12")),
+        ("DonViXuLy", json!("B")),
+        ("TrangThaiHoSo", json!("5")),
+        (
+            "DanhSachHoSoBoSung",
+            json!([{"NgayBoSung": "2026-04-01 09:00"}]),
+        ),
+        ("ThoiDiemDongBo", json!(ts("04-07 09:10"))),
+    ] {
+        d12[k] = v;
+    }
+    let w = |name: &str, text: String| std::fs::write(input.path().join(name), text).unwrap();
+    w("dossiers.ndjson", ndjson(&[d12]));
+    w("dossier_steps.ndjson", String::new());
+    w("ratings.ndjson", String::new());
+    w(
+        "petitions.ndjson",
+        ndjson(&[
+            json!({"MaPAKN": "PK4", "MaDonVi": "B", "PhanLoai": "1", "TieuDe": "Thủ tục", "NguoiGui": "Người gửi",
+               "NgayTiepNhan": ts("04-08 09:00"), "TrangThai": "DA_GIAI_QUYET",
+               "LichSuXuLy": [{"TrangThai": "MOI", "ThoiDiem": ts("04-08 09:00")}, {"TrangThai": "DA_GIAI_QUYET", "ThoiDiem": "hôm qua"}],
+               "SoLuotThich": 0, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts("04-09 10:00")}),
+        ]),
+    );
+    land_all(inc.path(), &jobs).await;
+    let (wh, sql, j) = (inc.path().to_path_buf(), repo().join("sql"), jobs.clone());
+    let record =
+        tokio::task::spawn_blocking(move || build(&wh, &sql, &j, &BuildOptions::default()))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(record.published, "{record:#?}");
+    assert!(record.models.iter().all(|m| m.status == "ok"));
+    let status = |name: &str| {
+        record
+            .tests
+            .iter()
+            .find(|t| t.test.contains(name))
+            .map(|t| (t.status.clone(), t.failures))
+    };
+    assert_eq!(
+        status("dossiers_with_unreadable_supplement_dates"),
+        Some(("warn".to_string(), 1))
+    );
+    assert_eq!(
+        status("petitions_with_unreadable_history_times"),
+        Some(("warn".to_string(), 1))
+    );
+    assert!(record
+        .tests
+        .iter()
+        .filter(|t| !t.test.contains("unreadable"))
+        .all(|t| t.status == "pass"));
+    // The unreadable supplement date is not a supplement time: D12 has one supplement, asked
+    // at no known time; PK4 counts as not resolved.
+    let conn = open(inc.path());
+    let (count, asked): (i64, Option<String>) = conn
+        .query_row(
+            "SELECT supplement_count, strftime(supplement_requested_at, '%m-%d') FROM stg_portal__dossiers WHERE dossier_id = 'D12'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((count, asked), (1, None));
+    let resolved: Option<String> = conn
+        .query_row(
+            "SELECT strftime(resolved_at, '%m-%d') FROM fct_petitions WHERE petition_id = 'PK4'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(resolved, None);
+    server.abort();
+}

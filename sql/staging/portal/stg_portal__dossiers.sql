@@ -48,7 +48,9 @@ versions as (
             NgayKetThucXuLy,
             NgayTra,
             NgayTuChoi,
-            case when DanhSachHoSoBoSung is not null and DanhSachHoSoBoSung <> '[]' then strptime(
+            -- a date that does not read as yyyymmddHHMMSS counts for nothing (the build does not
+            -- stop on it; the data test dossiers_with_unreadable_supplement_dates lists them)
+            case when DanhSachHoSoBoSung is not null and DanhSachHoSoBoSung <> '[]' then try_strptime(
                 nullif(list_max(list_transform(
                     from_json(DanhSachHoSoBoSung, '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR"}]'),
                     lambda s: greatest(s.NgayBoSung, coalesce(s.NgayTiepNhanBoSung, s.NgayBoSung))
@@ -227,6 +229,11 @@ renamed as (
         -- statutory due of a dossier with one supplement is extended by the wait)
         try_strptime(nullif(supplements[1].NgayBoSung, ''), '%Y%m%d%H%M%S') as supplement_requested_at,
         try_strptime(nullif(supplements[1].NgayTiepNhanBoSung, ''), '%Y%m%d%H%M%S') as supplement_answered_at,
+        coalesce(list_bool_or(list_transform(
+            supplements,
+            lambda s: (nullif(s.NgayBoSung, '') is not null and try_strptime(s.NgayBoSung, '%Y%m%d%H%M%S') is null)
+                or (nullif(s.NgayTiepNhanBoSung, '') is not null and try_strptime(s.NgayTiepNhanBoSung, '%Y%m%d%H%M%S') is null)
+        )), false) as has_unreadable_supplement_date,
         coalesce(len(fees), 0) > 0 as has_fee_list,
         coalesce(list_sum(list_transform(fees, lambda f: coalesce(f.Gia, 0))), 0) as fee_total_vnd,
         coalesce(list_bool_or(list_transform(
