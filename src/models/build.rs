@@ -156,6 +156,23 @@ fn drop_if_other_kind(conn: &duck::Connection, name: &str, want_view: bool) -> a
     Ok(())
 }
 
+/// CHISO_PROFILE_DIR=dir: DuckDB's JSON profile of the statements that follow goes to
+/// `dir/<stem>.json` (each model's, and each statement of an incremental model's).
+fn profile_into(conn: &duck::Connection, stem: &str) -> anyhow::Result<()> {
+    let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") else {
+        return Ok(());
+    };
+    // DuckDB fails every later statement without a message when it cannot write there.
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("CHISO_PROFILE_DIR={}", Path::new(&dir).display()))?;
+    let file = Path::new(&dir).join(format!("{stem}.json"));
+    conn.execute_batch(&format!(
+        "PRAGMA enable_profiling = 'json'; PRAGMA profiling_output = {};",
+        duck::lit(&file.display().to_string())
+    ))?;
+    Ok(())
+}
+
 fn materialize(
     conn: &duck::Connection,
     project: &Project,
@@ -237,13 +254,7 @@ fn materialize(
                     ),
                 ];
                 for (step, sql) in statements.iter().filter(|(_, s)| !s.is_empty()) {
-                    if let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") {
-                        let file = Path::new(&dir).join(format!("{name}.{step}.json"));
-                        conn.execute_batch(&format!(
-                            "PRAGMA profiling_output = {};",
-                            duck::lit(&file.display().to_string())
-                        ))?;
-                    }
+                    profile_into(conn, &format!("{name}.{step}"))?;
                     conn.execute_batch(sql)?;
                 }
             }
@@ -402,17 +413,7 @@ pub fn build(
             this: name.clone(),
             narrowed: None,
         };
-        // CHISO_PROFILE_DIR=dir: DuckDB's query profile of each model's statements, as JSON.
-        if let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") {
-            // DuckDB fails every later statement without a message when it cannot write there.
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("CHISO_PROFILE_DIR={}", Path::new(&dir).display()))?;
-            let file = Path::new(&dir).join(format!("{name}.json"));
-            conn.execute_batch(&format!(
-                "PRAGMA enable_profiling = 'json'; PRAGMA profiling_output = {};",
-                duck::lit(&file.display().to_string())
-            ))?;
-        }
+        profile_into(&conn, name)?;
         let t = Instant::now();
         let because = rebuild.get(name).filter(|_| {
             !opts.full_refresh
