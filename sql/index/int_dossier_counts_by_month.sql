@@ -8,8 +8,8 @@
 -- points at: one pass over the facts for the three instead of one each.
 
 select
-    cast(date_trunc('month', received_at) as date) as received_month,
-    cast(date_trunc('month', finished_at) as date) as finished_month,
+    received_month,
+    finished_month,
     is_withdrawn,
     count(*) as dossiers
 from {{ ref('fct_dossiers') }}

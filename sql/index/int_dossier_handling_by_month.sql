@@ -20,7 +20,7 @@ facts as not materialized (
 
 {% if is_incremental() %}
 months as materialized (
-    select cast(date_trunc('month', received_at) as date) as month
+    select received_month as month
     from facts
     where built_at > getvariable('int_dossier_handling_by_month_since') and received_at is not null
     union
@@ -41,7 +41,7 @@ months as materialized (
 -- hash table on the 10 M facts (2.4 s, 1.3 GB more memory).
 dossiers as not materialized (
     select * from facts
-    where list_contains((select list(month) from months), cast(date_trunc('month', received_at) as date))
+    where list_contains((select list(month) from months), received_month)
 ),
 {% else %}
 dossiers as not materialized (
@@ -52,8 +52,8 @@ dossiers as not materialized (
 counted as (
     select
         unit_id,
-        cast(date_trunc('month', received_at) as date) as received_month,
-        cast(date_trunc('month', finished_at) as date) as finished_month,
+        received_month,
+        finished_month,
         cast(date_trunc('month', due_at) as date) as due_month,
         coalesce(is_late, false) as is_late,
         supplement_count <= 1 as at_most_one_supplement,

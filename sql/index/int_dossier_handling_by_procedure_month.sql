@@ -20,7 +20,7 @@ facts as not materialized (
 
 {% if is_incremental() %}
 months as materialized (
-    select cast(date_trunc('month', finished_at) as date) as month
+    select finished_month as month
     from facts
     where built_at > getvariable('int_dossier_handling_by_procedure_month_since')
     union
@@ -40,7 +40,7 @@ months as materialized (
 -- A filter against the (few) months as a list, not a semi join (see int_dossier_handling_by_month).
 dossiers as not materialized (
     select * from facts
-    where list_contains((select list(month) from months), cast(date_trunc('month', finished_at) as date))
+    where list_contains((select list(month) from months), finished_month)
 ),
 {% else %}
 dossiers as not materialized (
@@ -51,7 +51,7 @@ dossiers as not materialized (
 counted as (
     select
         unit_id,
-        cast(date_trunc('month', finished_at) as date) as finished_month,
+        finished_month,
         procedure_code,
         count(*) as finished,
         coalesce(sum(handling_working_days), 0) as handling_working_days
