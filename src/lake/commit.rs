@@ -181,8 +181,16 @@ impl JobState {
         self.dir.join("running.json")
     }
 
-    /// Takes the job's lock without waiting.
+    /// Takes the job's lock, or reports the job busy.
+    ///
+    /// A lock found held is tried again for up to half a second before the job counts as busy.
+    /// The lock belongs to an open file description, and a process spawned by another thread
+    /// shares every descriptor of this one until it execs (descriptors are close-on-exec, but
+    /// that happens in the child, later): a run that starts right after another one released the
+    /// lock can find it still held for that moment. (The library's tests hit it: a build
+    /// started just after the previous one returned, while a parallel test spawned a reader.)
     pub fn lock(&self) -> Result<JobLock, CommitError> {
+        use backon::{BlockingRetryable, ConstantBuilder};
         std::fs::create_dir_all(self.log_dir()).map_err(|e| self.io(&self.log_dir(), e))?;
         let path = self.dir.join("lock");
         let file = OpenOptions::new()
@@ -191,13 +199,25 @@ impl JobState {
             .write(true)
             .open(&path)
             .map_err(|e| self.io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(JobLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(CommitError::Busy {
+        let try_lock = || match file.try_lock() {
+            Ok(()) => Ok(Ok(())),
+            Err(std::fs::TryLockError::WouldBlock) => Err(()),
+            Err(std::fs::TryLockError::Error(e)) => Ok(Err(e)),
+        };
+        let held = try_lock
+            .retry(
+                ConstantBuilder::default()
+                    .with_delay(std::time::Duration::from_millis(50))
+                    .with_max_times(10),
+            )
+            .call();
+        match held {
+            Ok(Ok(())) => Ok(JobLock { _file: file }),
+            Ok(Err(e)) => Err(self.io(&path, e)),
+            Err(()) => Err(CommitError::Busy {
                 job: self.job.clone(),
                 path,
             }),
-            Err(std::fs::TryLockError::Error(e)) => Err(self.io(&path, e)),
         }
     }
 
