@@ -157,7 +157,8 @@ fn drop_if_other_kind(conn: &duck::Connection, name: &str, want_view: bool) -> a
 }
 
 /// CHISO_PROFILE_DIR=dir: DuckDB's JSON profile of the statements that follow goes to
-/// `dir/<stem>.json` (each model's, and each statement of an incremental model's).
+/// `dir/<stem>.json` (each model's, each statement of an incremental model's, then `_tests` and
+/// `_checkpoint`: the last statement of the data tests and the final checkpoint).
 fn profile_into(conn: &duck::Connection, stem: &str) -> anyhow::Result<()> {
     let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") else {
         return Ok(());
@@ -465,6 +466,8 @@ pub fn build(
         built_incrementally: &built_incrementally,
         passed_before: &passed_before,
     };
+    // The profile of the last model would be overwritten by the statements that follow.
+    profile_into(&conn, "_tests")?;
     let tests = run_tests(
         &conn,
         &project,
@@ -495,6 +498,7 @@ pub fn build(
     record.seconds = t0.elapsed().as_secs_f64();
     record.published = ok;
     save_record(&conn, &record)?;
+    profile_into(&conn, "_checkpoint")?;
     let t_checkpoint = Instant::now();
     conn.execute_batch("CHECKPOINT;")?;
     drop(conn);
