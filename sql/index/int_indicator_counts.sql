@@ -58,52 +58,52 @@ handling_base as (
     select * from {{ ref('int_dossier_handling_by_month') }}
 ),
 
-receipt_by_period as (
+-- Receipt-attributed counts per unit and month: the procedure's attributes (as of now) decide
+-- which receipts count for the result-on-paper and replaceable-components indicators.
+receipt_unit_month as (
     select
         b.unit_id,
-        pe.period,
-        b.procedure_code,
+        b.month,
         sum(b.received) as received,
         sum(b.online) as online,
         sum(b.in_person) as in_person,
         sum(b.postal) as postal,
         sum(b.obligation) as obligation,
         sum(b.obligation_paid_online) as obligation_paid_online,
-        sum(b.with_result) as with_result,
-        sum(b.with_result_electronic) as with_result_electronic,
+        sum(b.with_result) filter (where p.is_result_paper) as paper_results,
+        sum(b.with_result_electronic) filter (where p.is_result_paper) as paper_results_electronic,
         sum(b.digitised) as digitised,
-        sum(b.reused) as reused,
+        sum(b.received) filter (where p.has_replaceable_components) as replaceable,
+        sum(b.reused) filter (where p.has_replaceable_components) as replaceable_reused,
         sum(b.online_store_linked) as online_store_linked,
         sum(b.population) as population,
-        sum(b.not_unsatisfied) as not_unsatisfied,
-        sum(b.paid_online) as paid_online,
-        sum(b.with_fee_list) as with_fee_list
+        sum(b.not_unsatisfied) as not_unsatisfied
     from receipt_base as b
-    inner join periods as pe on b.month >= pe.starts_on and b.month < pe.ends_before
+    left join procedures as p on p.procedure_code = b.procedure_code
     group by all
 ),
 
 receipt_counts as (
     select
         ru.rollup_unit_id as unit_id,
-        r.period,
+        pe.period,
         sum(r.received) as received,
         sum(r.online) as online,
         sum(r.in_person) as in_person,
         sum(r.postal) as postal,
         sum(r.obligation) as obligation,
         sum(r.obligation_paid_online) as obligation_paid_online,
-        sum(r.with_result) filter (where p.is_result_paper) as paper_results,
-        sum(r.with_result_electronic) filter (where p.is_result_paper) as paper_results_electronic,
+        sum(r.paper_results) as paper_results,
+        sum(r.paper_results_electronic) as paper_results_electronic,
         sum(r.digitised) as digitised,
-        sum(r.received) filter (where p.has_replaceable_components) as replaceable,
-        sum(r.reused) filter (where p.has_replaceable_components) as replaceable_reused,
+        sum(r.replaceable) as replaceable,
+        sum(r.replaceable_reused) as replaceable_reused,
         sum(r.online_store_linked) as online_store_linked,
         sum(r.population) as population,
         sum(r.not_unsatisfied) as not_unsatisfied
-    from receipt_by_period as r
-    inner join rollup as ru on ru.period = r.period and ru.unit_id = r.unit_id
-    left join procedures as p on p.procedure_code = r.procedure_code
+    from receipt_unit_month as r
+    inner join periods as pe on r.month >= pe.starts_on and r.month < pe.ends_before
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = r.unit_id
     group by all
 ),
 
@@ -158,9 +158,11 @@ handling as (
 
 -- Petitions, by first receipt; judged at the period's end when still open -------------------
 
-petition_counts as (
+-- Counted per unit first, then rolled up (the counts add up; rolling up each petition first
+-- joined every petition to every ancestor).
+petition_by_unit as (
     select
-        ru.rollup_unit_id as unit_id,
+        p.unit_id,
         pe.period,
         count(*) as petitions,
         count(*) filter (
@@ -176,8 +178,22 @@ petition_counts as (
         count(*) filter (where p.category = 'staff_behaviour') as about_staff
     from petitions as p
     inner join periods as pe on p.first_received_at >= pe.starts_at and p.first_received_at < pe.ends_at
-    inner join rollup as ru on ru.period = pe.period and ru.unit_id = p.unit_id
-    group by ru.rollup_unit_id, pe.period
+    group by all
+),
+
+petition_counts as (
+    select
+        ru.rollup_unit_id as unit_id,
+        p.period,
+        sum(p.petitions)::bigint as petitions,
+        sum(p.petitions_on_time)::bigint as petitions_on_time,
+        sum(p.handled)::bigint as handled,
+        sum(p.handled_satisfied)::bigint as handled_satisfied,
+        sum(p.about_procedures)::bigint as about_procedures,
+        sum(p.about_staff)::bigint as about_staff
+    from petition_by_unit as p
+    inner join rollup as ru on ru.period = p.period and ru.unit_id = p.unit_id
+    group by ru.rollup_unit_id, p.period
 ),
 
 -- Procedures of a unit's level (Cấp Tỉnh: level 2, Cấp Cơ sở: level 3), per unit and period ---
@@ -254,32 +270,49 @@ owners as (
     semi join active as a on a.unit_id = ru.rollup_unit_id and a.period = ru.period
 ),
 
--- How each unit used each procedure in the period (its own dossiers only).
+-- How each unit used each procedure in the period (its own dossiers only, and those of the
+-- units it carries after a reorganisation).
 procedure_use as (
     select
         ru.rollup_unit_id as owner_unit_id,
-        r.period,
-        r.procedure_code,
-        sum(r.online) > 0 as has_online_dossier,
-        sum(r.paid_online) > 0 as has_paid_online,
-        sum(r.with_fee_list) = sum(r.received) as all_carry_fee_list
-    from receipt_by_period as r
-    inner join rollup as ru on ru.period = r.period and ru.unit_id = r.unit_id and ru.distance = 0
+        pe.period,
+        b.procedure_code,
+        sum(b.online) > 0 as has_online_dossier,
+        sum(b.paid_online) > 0 as has_paid_online,
+        sum(b.with_fee_list) = sum(b.received) as all_carry_fee_list
+    from receipt_base as b
+    inner join periods as pe on b.month >= pe.starts_on and b.month < pe.ends_before
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = b.unit_id and ru.distance = 0
     group by all
 ),
 
--- Per owner: the procedures of its level it used.
+-- Per owner: the procedures of its level it used, counted once per owner (and level) and then
+-- summed over the units above it.
+owner_used as (
+    select
+        o.owner_unit_id,
+        o.period,
+        o.unit_level,
+        count(*) filter (where lp.is_online_service and pu.has_online_dossier) as online_services_used,
+        count(*) filter (where lp.is_fee_bearing and pu.has_paid_online) as fee_bearing_paid_online,
+        count(*) filter (where lp.is_fee_bearing and pu.all_carry_fee_list) as fee_bearing_with_list
+    from (select distinct owner_unit_id, period, unit_level from owners) as o
+    inner join procedure_use as pu on pu.owner_unit_id = o.owner_unit_id and pu.period = o.period
+    inner join level_procedures as lp
+        on lp.unit_level = o.unit_level and lp.period = o.period and lp.procedure_code = pu.procedure_code
+    group by all
+),
+
 owner_use as (
     select
         o.unit_id,
         o.period,
-        count(*) filter (where lp.is_online_service and pu.has_online_dossier) as online_services_used,
-        count(*) filter (where lp.is_fee_bearing and pu.has_paid_online) as fee_bearing_paid_online,
-        count(*) filter (where lp.is_fee_bearing and pu.all_carry_fee_list) as fee_bearing_with_list
+        sum(x.online_services_used)::bigint as online_services_used,
+        sum(x.fee_bearing_paid_online)::bigint as fee_bearing_paid_online,
+        sum(x.fee_bearing_with_list)::bigint as fee_bearing_with_list
     from owners as o
-    inner join procedure_use as pu on pu.owner_unit_id = o.owner_unit_id and pu.period = o.period
-    inner join level_procedures as lp
-        on lp.unit_level = o.unit_level and lp.period = o.period and lp.procedure_code = pu.procedure_code
+    inner join owner_used as x
+        on x.owner_unit_id = o.owner_unit_id and x.period = o.period and x.unit_level = o.unit_level
     group by o.unit_id, o.period
 ),
 
