@@ -479,9 +479,15 @@ fn print_build(r: &chiso::models::build::BuildRecord) {
         );
     }
     let passed = r.tests.iter().filter(|x| x.status == "pass").count();
+    let unchanged = r.models.iter().filter(|m| m.status == "unchanged").count();
     println!(
-        "{} models, {} of {} data tests passed, {:.1}s",
+        "{} models{}, {} of {} data tests passed, {:.1}s",
         r.models.len(),
+        if unchanged > 0 {
+            format!(" ({unchanged} unchanged: nothing they read changed)")
+        } else {
+            String::new()
+        },
         passed,
         r.tests.len(),
         r.seconds

@@ -2,13 +2,15 @@
 //!
 //! `template` parses the Jinja subset they use; `project` finds the models, their dependency
 //! graph (from their own `ref()` calls) and the selection; `build` runs them into a build file,
-//! runs the data tests and swaps the file in. (`chiso build`/`chiso test` are wired to the
+//! runs the data tests and swaps the file in; `reuse` decides which table models can keep
+//! their rows because nothing they read changed. (`chiso build`/`chiso test` are wired to the
 //! command line once the staging → facts → index models exist.) This module owns reading and
 //! running model files; it never touches the lake's files or the feeds.
 
 pub mod build;
 pub mod docs;
 pub mod project;
+pub mod reuse;
 pub mod template;
 
 use std::path::{Path, PathBuf};
