@@ -61,7 +61,7 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
         record
             .models
             .iter()
-            .filter(|m| m.status != "ok")
+            .filter(|m| !m.succeeded())
             .collect::<Vec<_>>()
     );
 

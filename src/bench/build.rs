@@ -87,7 +87,7 @@ pub fn measure_build(
     let t0 = Instant::now();
     let record = build(warehouse, sql_dir, &jobs, &opts)?;
     let seconds = t0.elapsed().as_secs_f64();
-    if let Some(m) = record.models.iter().find(|m| m.status != "ok") {
+    if let Some(m) = record.models.iter().find(|m| !m.succeeded()) {
         bail!(
             "model {} {}: {}",
             m.model,

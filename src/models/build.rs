@@ -40,7 +40,8 @@ pub struct BuildOptions {
 pub struct ModelRun {
     pub model: String,
     pub materialized: String,
-    /// `ok`, `error` or `skipped` (an upstream model failed).
+    /// `ok`, `unchanged` (a table kept: nothing it reads changed), `error` or `skipped` (an
+    /// upstream model failed).
     pub status: String,
     pub rows: Option<u64>,
     pub seconds: f64,
@@ -50,6 +51,13 @@ pub struct ModelRun {
     /// were computed by other SQL), or the file does not say which SQL built it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuilt_because: Option<String>,
+}
+
+impl ModelRun {
+    /// Built, or kept because nothing it reads changed.
+    pub fn succeeded(&self) -> bool {
+        self.status == "ok" || self.status == "unchanged"
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
