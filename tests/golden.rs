@@ -571,7 +571,16 @@ fn feed_files(dir: &Path) {
     let ds = dossiers();
     let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
     w("dossiers.ndjson", version_lines(&ds));
-    w("dossier_steps.ndjson", step_lines(&ds));
+    // A step of D11 lands before any version of D11 (the second batch brings D11), stamped
+    // in a month before every step an incremental build would otherwise read (a clerk's
+    // wrong clock): only the table of early steps brings it to D11's fact.
+    let early = json!({"MaHoSo": "D11", "NguoiXuLy": "Cán bộ", "ChucDanh": "Chuyên viên",
+        "ThoiDiemXuLy": "20251215100000", "PhongBanXuLy": "Một cửa", "NoiDungXuLy": "Đăng ký",
+        "TrangThai": "1", "NgayBatDau": "20251215100000", "NgayKetThucTheoQuyDinh": "20251215100000"});
+    w(
+        "dossier_steps.ndjson",
+        format!("{}{}", step_lines(&ds), ndjson(&[early])),
+    );
     w(
         "payments.ndjson",
         ndjson(&[
@@ -988,7 +997,7 @@ const COMPARED: [(&str, &str); 5] = [
     ),
     (
         "fct_dossiers",
-        "SELECT * EXCLUDE (lake_file, version_loaded_at, steps_loaded_at, rating_loaded_at, catalogue_loaded_at, calendar_loaded_at, built_at) FROM fct_dossiers ORDER BY ALL",
+        "SELECT * EXCLUDE (lake_file, version_loaded_at, steps_loaded_at, steps_first_loaded_at, rating_loaded_at, catalogue_loaded_at, calendar_loaded_at, built_at) FROM fct_dossiers ORDER BY ALL",
     ),
     (
         "stg_portal__dossier_steps",
@@ -1085,6 +1094,11 @@ fn second_batch(dir: &Path) {
             json!({"MaHoSo": "D11", "NguoiXuLy": "Cán bộ", "ChucDanh": "Chuyên viên", "ThoiDiemXuLy": ts("08-03 09:00"),
                    "PhongBanXuLy": "Một cửa", "NoiDungXuLy": "Tiếp nhận", "TrangThai": "2",
                    "NgayBatDau": ts("08-03 09:00"), "NgayKetThucTheoQuyDinh": ts("08-03 09:00")}),
+            // A step of D6 synced late, stamped in a month before D6's known steps: the
+            // incremental build finds it among the steps landed since the last build.
+            json!({"MaHoSo": "D6", "NguoiXuLy": "Cán bộ", "ChucDanh": "Chuyên viên", "ThoiDiemXuLy": "20251120090000",
+                   "PhongBanXuLy": "Một cửa", "NoiDungXuLy": "Đăng ký", "TrangThai": "1",
+                   "NgayBatDau": "20251120090000", "NgayKetThucTheoQuyDinh": "20251120090000"}),
         ]),
     );
     w(

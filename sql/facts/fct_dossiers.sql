@@ -8,6 +8,9 @@
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_ratings = (SELECT coalesce(max(rating_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_catalogue = (SELECT coalesce(max(catalogue_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_calendar = (SELECT coalesce(max(calendar_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}"
+    ],
+    post_hook=[
+        "{% if is_incremental() %}INSERT INTO fct_dossiers__early_steps SELECT s.MaHoSo, s.ThoiDiemXuLy, s.TrangThai, s._ingested_at FROM {{ source('portal', 'dossier_steps') }} AS s WHERE s._ingested_at > getvariable('fct_dossiers_steps') AND s.MaHoSo NOT IN (SELECT dossier_id FROM {{ this }} WHERE built_at = (SELECT max(built_at) FROM {{ this }})) AND NOT EXISTS (SELECT 1 FROM fct_dossiers__early_steps AS e WHERE e.MaHoSo = s.MaHoSo AND e._ingested_at = s._ingested_at AND e.ThoiDiemXuLy IS NOT DISTINCT FROM s.ThoiDiemXuLy AND e.TrangThai IS NOT DISTINCT FROM s.TrangThai){% else %}CREATE OR REPLACE TABLE fct_dossiers__early_steps AS SELECT MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at FROM {{ source('portal', 'dossier_steps') }} WHERE MaHoSo NOT IN (SELECT dossier_id FROM {{ this }}){% endif %}"
     ]
 ) }}
 -- One row per dossier (dossier_id) with the attributes the index counts: effective due time,
@@ -23,6 +26,14 @@
 -- moves a status's first receive time), its steps or its rating landed since the last build
 -- (`*_loaded_at`), every dossier of a procedure when a new catalogue snapshot lands, and
 -- every dossier whose due time comes from the statutory limit when a new calendar lands.
+--
+-- Its steps are read from the step months (the lake's `step_month`, the month of
+-- ThoiDiemXuLy, or the month a step without a time landed in) where the kept dossiers' known
+-- steps start (`first_status_change_at`, `steps_first_loaded_at`), plus the steps landed since
+-- the last build, plus the steps that landed before any version of their dossier: those are
+-- kept in `fct_dossiers__early_steps` by the post_hook (at a full build, every step without a
+-- dossier; at an incremental one, those landed since that found none), because a dossier
+-- seen for the first time has no known months.
 
 with
 
@@ -65,9 +76,25 @@ dossiers as materialized (
     )
 ),
 
-step_records as not materialized (
+-- The union removes a step read twice (a step landed since the last build in a month read
+-- anyway); the summary below takes minimums and maximums, which a repeated step cannot change.
+step_records as materialized (
     select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
     from {{ source('portal', 'dossier_steps') }}
+    where step_month >= (
+        select strftime(least(min(first_status_change_at), min(steps_first_loaded_at)), '%Y-%m')
+        from {{ this }}
+        where dossier_id in (select dossier_id from changed)
+    )
+      and MaHoSo in (select dossier_id from changed)
+    union
+    select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
+    from {{ source('portal', 'dossier_steps') }}
+    where _ingested_at > getvariable('fct_dossiers_steps')
+      and MaHoSo in (select dossier_id from changed)
+    union
+    select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
+    from fct_dossiers__early_steps
     where MaHoSo in (select dossier_id from changed)
 ),
 
@@ -152,7 +179,8 @@ step_summary as (
         max(delay_hours) filter (where in_receipt_year) as sync_delay_hours_in_receipt_year,
         -- Processing stopped (status 8) carries no date of its own; its step does.
         min(stepped_at) filter (where status_code = '8') as stopped_at,
-        max(loaded_at) as loaded_at
+        max(loaded_at) as loaded_at,
+        min(loaded_at) as first_loaded_at
     from checked_changes
     group by dossier_id
 ),
@@ -183,8 +211,9 @@ statutory_due as (
 ended as (
     select
         d.*,
-        s.* exclude (dossier_id, loaded_at),
+        s.* exclude (dossier_id, loaded_at, first_loaded_at),
         s.loaded_at as steps_loaded_at,
+        s.first_loaded_at as steps_first_loaded_at,
         -- The first of processed, result returned, stopped or refused.
         least(d.processed_at, d.returned_at, s.stopped_at, d.refused_at) as finished_at
     from dossiers as d
@@ -263,6 +292,8 @@ select
     -- landing times of the inputs behind the row (the incremental build's watermarks)
     e.loaded_at as version_loaded_at,
     e.steps_loaded_at,
+    -- the first landing of its steps: a step without a time is in the month it landed in
+    e.steps_first_loaded_at,
     r.loaded_at as rating_loaded_at,
     p.loaded_at as catalogue_loaded_at,
     (select max(loaded_at) from {{ ref('stg_calendar__days') }}) as calendar_loaded_at,

@@ -276,6 +276,20 @@ fn materialize(
             }
         }
     }
+    // dbt's `post_hook`: statements run after the model, rendered like it (`fct_dossiers`
+    // keeps the table of steps that landed before their dossier with one).
+    let mut hooks = m.parsed.config_list("post_hook");
+    hooks.extend(m.parsed.config_list("post-hook"));
+    for hook in hooks {
+        let sql = super::template::parse(&hook)
+            .map_err(|e| anyhow::anyhow!("post_hook of {name}: {e}"))?
+            .render(rel, incremental);
+        if !sql.trim().is_empty() {
+            profile_into(conn, &format!("{name}.post_hook"))?;
+            conn.execute_batch(&sql)
+                .with_context(|| format!("post_hook of {name}: {sql}"))?;
+        }
+    }
     let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", q(name)), [], |r| {
         r.get(0)
     })?;

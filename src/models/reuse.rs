@@ -15,7 +15,7 @@
 //! (one build behind) compares with what that file holds.
 //!
 //! A model that reads anything else (the clock, files, variables set by hooks, random
-//! numbers), or has pre-hooks, is rebuilt at every build.
+//! numbers), or has hooks, is rebuilt at every build.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -98,9 +98,13 @@ pub fn save(conn: &duck::Connection, states: &BTreeMap<String, ModelState>) -> a
     Ok(())
 }
 
-/// Whether the model reads something its refs and sources do not cover, or runs hooks.
+/// Whether the model reads something its refs and sources do not cover, or runs hooks (before
+/// or after it).
 pub fn reads_outside_inputs(parsed: &Parsed) -> bool {
-    if !parsed.config_list("pre_hook").is_empty() || !parsed.config_list("pre-hook").is_empty() {
+    if ["pre_hook", "pre-hook", "post_hook", "post-hook"]
+        .iter()
+        .any(|k| !parsed.config_list(k).is_empty())
+    {
         return true;
     }
     let mut text = String::new();
