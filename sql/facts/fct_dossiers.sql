@@ -10,7 +10,7 @@
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_calendar = (SELECT coalesce(max(calendar_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}"
     ],
     post_hook=[
-        "{% if is_incremental() %}INSERT INTO fct_dossiers__early_steps SELECT s.MaHoSo, s.ThoiDiemXuLy, s.TrangThai, s._ingested_at FROM {{ source('portal', 'dossier_steps') }} AS s WHERE s._ingested_at > getvariable('fct_dossiers_steps') AND s.MaHoSo NOT IN (SELECT dossier_id FROM {{ this }} WHERE built_at = (SELECT max(built_at) FROM {{ this }})) AND NOT EXISTS (SELECT 1 FROM fct_dossiers__early_steps AS e WHERE e.MaHoSo = s.MaHoSo AND e._ingested_at = s._ingested_at AND e.ThoiDiemXuLy IS NOT DISTINCT FROM s.ThoiDiemXuLy AND e.TrangThai IS NOT DISTINCT FROM s.TrangThai){% else %}CREATE OR REPLACE TABLE fct_dossiers__early_steps AS SELECT s.MaHoSo, s.ThoiDiemXuLy, s.TrangThai, s._ingested_at FROM {{ source('portal', 'dossier_steps') }} AS s WHERE NOT EXISTS (SELECT 1 FROM {{ this }} AS f WHERE f.dossier_id = s.MaHoSo){% endif %}"
+        "{% if is_incremental() %}INSERT INTO fct_dossiers__early_steps SELECT s.MaHoSo, s.ThoiDiemXuLy, s.TrangThai, s._ingested_at FROM {{ source('portal', 'dossier_steps') }} AS s WHERE s._ingested_at > getvariable('fct_dossiers_steps') AND s.MaHoSo NOT IN (SELECT dossier_id FROM {{ this }} WHERE steps_loaded_at > getvariable('fct_dossiers_steps')) AND NOT EXISTS (SELECT 1 FROM fct_dossiers__early_steps AS e WHERE e.MaHoSo = s.MaHoSo AND e._ingested_at = s._ingested_at AND e.ThoiDiemXuLy IS NOT DISTINCT FROM s.ThoiDiemXuLy AND e.TrangThai IS NOT DISTINCT FROM s.TrangThai){% else %}CREATE OR REPLACE TABLE fct_dossiers__early_steps AS SELECT s.MaHoSo, s.ThoiDiemXuLy, s.TrangThai, s._ingested_at FROM {{ source('portal', 'dossier_steps') }} AS s WHERE NOT EXISTS (SELECT 1 FROM {{ this }} AS f WHERE f.dossier_id = s.MaHoSo){% endif %}"
     ]
 ) }}
 -- One row per dossier (dossier_id) with the attributes the index counts: effective due time,
@@ -32,8 +32,9 @@
 -- steps start (`first_status_change_at`, `steps_first_loaded_at`), plus the steps landed since
 -- the last build, plus the steps that landed before any version of their dossier: those are
 -- kept in `fct_dossiers__early_steps` by the post_hook (at a full build, every step without a
--- dossier; at an incremental one, those landed since that found none), because a dossier
--- seen for the first time has no known months.
+-- dossier; at an incremental one, those landed since that found none: a dossier that has one
+-- was rebuilt with `steps_loaded_at` past the watermark, which no kept row is), because a
+-- dossier seen for the first time has no known months.
 
 with
 
