@@ -201,17 +201,8 @@ fn materialize(
     // a watermark, so that the model's filter is a constant DuckDB can push into the scan).
     let incremental =
         m.materialized == Materialized::Incremental && !full_refresh && table_exists(conn, name)?;
-    let mut hooks = m.parsed.config_list("pre_hook");
-    hooks.extend(m.parsed.config_list("pre-hook"));
-    for hook in hooks {
-        let sql = super::template::parse(&hook)
-            .map_err(|e| anyhow::anyhow!("pre_hook of {name}: {e}"))?
-            .render(rel, incremental);
-        if !sql.trim().is_empty() {
-            conn.execute_batch(&sql)
-                .with_context(|| format!("pre_hook of {name}: {sql}"))?;
-        }
-    }
+    run_hooks(conn, m, "pre_hook", rel, incremental)?;
+    profile_into(conn, name)?;
     let mut new_rows = None;
     match m.materialized {
         Materialized::View => {
@@ -278,18 +269,7 @@ fn materialize(
     }
     // dbt's `post_hook`: statements run after the model, rendered like it (`fct_dossiers`
     // keeps the table of steps that landed before their dossier with one).
-    let mut hooks = m.parsed.config_list("post_hook");
-    hooks.extend(m.parsed.config_list("post-hook"));
-    for hook in hooks {
-        let sql = super::template::parse(&hook)
-            .map_err(|e| anyhow::anyhow!("post_hook of {name}: {e}"))?
-            .render(rel, incremental);
-        if !sql.trim().is_empty() {
-            profile_into(conn, &format!("{name}.post_hook"))?;
-            conn.execute_batch(&sql)
-                .with_context(|| format!("post_hook of {name}: {sql}"))?;
-        }
-    }
+    run_hooks(conn, m, "post_hook", rel, incremental)?;
     let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", q(name)), [], |r| {
         r.get(0)
     })?;
@@ -298,6 +278,32 @@ fn materialize(
         incremental,
         new_rows,
     }))
+}
+
+/// Runs a model's `pre_hook` or `post_hook` statements (dbt also spells them `pre-hook`,
+/// `post-hook`), each rendered as the model is; profiles go to `<model>.<kind>.json` (DuckDB
+/// writes none for `SET VARIABLE`).
+fn run_hooks(
+    conn: &duck::Connection,
+    m: &super::project::Model,
+    kind: &str,
+    rel: &Relations<'_>,
+    incremental: bool,
+) -> anyhow::Result<()> {
+    let name = &m.name;
+    let mut hooks = m.parsed.config_list(kind);
+    hooks.extend(m.parsed.config_list(&kind.replace('_', "-")));
+    for hook in hooks {
+        let sql = super::template::parse(&hook)
+            .map_err(|e| anyhow::anyhow!("{kind} of {name}: {e}"))?
+            .render(rel, incremental);
+        if !sql.trim().is_empty() {
+            profile_into(conn, &format!("{name}.{kind}"))?;
+            conn.execute_batch(&sql)
+                .with_context(|| format!("{kind} of {name}: {sql}"))?;
+        }
+    }
+    Ok(())
 }
 
 struct Materialization {
