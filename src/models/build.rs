@@ -151,7 +151,7 @@ fn object_kind(conn: &duck::Connection, name: &str) -> anyhow::Result<Option<Str
     })
 }
 
-fn table_exists(conn: &duck::Connection, name: &str) -> anyhow::Result<bool> {
+pub(super) fn table_exists(conn: &duck::Connection, name: &str) -> anyhow::Result<bool> {
     Ok(object_kind(conn, name)?.as_deref() == Some("BASE TABLE"))
 }
 

@@ -66,12 +66,7 @@ pub struct ModelState {
 const TABLE: &str = "_chiso_model_state";
 
 pub fn load(conn: &duck::Connection) -> anyhow::Result<BTreeMap<String, ModelState>> {
-    let exists: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
-        [TABLE],
-        |r| r.get(0),
-    )?;
-    if !exists {
+    if !super::build::table_exists(conn, TABLE)? {
         return Ok(BTreeMap::new());
     }
     let mut stmt = conn.prepare(&format!("SELECT model, inputs, content FROM {TABLE}"))?;
