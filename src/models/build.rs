@@ -166,8 +166,9 @@ fn drop_if_other_kind(conn: &duck::Connection, name: &str, want_view: bool) -> a
 }
 
 /// CHISO_PROFILE_DIR=dir: DuckDB's JSON profile of the statements that follow goes to
-/// `dir/<stem>.json` (each model's, each statement of an incremental model's, then `_tests` and
-/// `_checkpoint`: the last statement of the data tests and the final checkpoint).
+/// `dir/<stem>.json` until `profile_done` (each model's statement, each statement of an
+/// incremental model's, each hook; then `_tests` and `_checkpoint`: the last statement of the
+/// data tests and the final checkpoint).
 fn profile_into(conn: &duck::Connection, stem: &str) -> anyhow::Result<()> {
     let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") else {
         return Ok(());
@@ -183,6 +184,15 @@ fn profile_into(conn: &duck::Connection, stem: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ends what `profile_into` started, so that the runner's own queries after a statement (row
+/// counts, content tokens, the next model's checks) do not overwrite its profile.
+fn profile_done(conn: &duck::Connection) -> anyhow::Result<()> {
+    if std::env::var_os("CHISO_PROFILE_DIR").is_some() {
+        conn.execute_batch("PRAGMA disable_profiling;")?;
+    }
+    Ok(())
+}
+
 fn materialize(
     conn: &duck::Connection,
     project: &Project,
@@ -194,21 +204,23 @@ fn materialize(
     let q = |s: &str| format!("\"{s}\"");
     let create_table = |sql: String| -> anyhow::Result<()> {
         drop_if_other_kind(conn, name, false)?;
+        profile_into(conn, name)?;
         conn.execute_batch(&format!("CREATE OR REPLACE TABLE {} AS {sql}", q(name)))?;
-        Ok(())
+        profile_done(conn)
     };
     // dbt's `pre_hook`: statements run before the model, rendered like it (e.g. `SET VARIABLE`
     // a watermark, so that the model's filter is a constant DuckDB can push into the scan).
     let incremental =
         m.materialized == Materialized::Incremental && !full_refresh && table_exists(conn, name)?;
     run_hooks(conn, m, "pre_hook", rel, incremental)?;
-    profile_into(conn, name)?;
     let mut new_rows = None;
     match m.materialized {
         Materialized::View => {
             let sql = m.parsed.render(rel, false);
             drop_if_other_kind(conn, name, true)?;
+            profile_into(conn, name)?;
             conn.execute_batch(&format!("CREATE OR REPLACE VIEW {} AS {sql}", q(name)))?;
+            profile_done(conn)?;
             return Ok(None);
         }
         Materialized::Table => create_table(m.parsed.render(rel, false))?,
@@ -259,6 +271,7 @@ fn materialize(
                     profile_into(conn, &format!("{name}.{step}"))?;
                     conn.execute_batch(sql)?;
                 }
+                profile_done(conn)?;
                 let n: i64 =
                     conn.query_row(&format!("SELECT count(*) FROM temp.{}", q(&tmp)), [], |r| {
                         r.get(0)
@@ -301,6 +314,7 @@ fn run_hooks(
             profile_into(conn, &format!("{name}.{kind}"))?;
             conn.execute_batch(&sql)
                 .with_context(|| format!("{kind} of {name}: {sql}"))?;
+            profile_done(conn)?;
         }
     }
     Ok(())
@@ -498,7 +512,6 @@ pub fn build(
             });
             continue;
         }
-        profile_into(&conn, name)?;
         let because = rebuild.get(name).filter(|_| {
             !opts.full_refresh
                 && m.materialized == Materialized::Incremental
@@ -568,7 +581,6 @@ pub fn build(
         built_incrementally: &built_incrementally,
         passed_before: &passed_before,
     };
-    // The profile of the last model would be overwritten by the statements that follow.
     profile_into(&conn, "_tests")?;
     let tests = run_tests(
         &conn,
