@@ -87,6 +87,11 @@ pub fn child_measurement<T: serde::de::DeserializeOwned>(
     mut child: Command,
     what: &str,
 ) -> anyhow::Result<T> {
+    // With RUST_LOG set, the child's log goes to the terminal as it runs (its timings: open,
+    // checkpoint, publish); otherwise it is kept for the error message.
+    if std::env::var_os("RUST_LOG").is_some() {
+        child.stderr(std::process::Stdio::inherit());
+    }
     let output = child
         .output()
         .with_context(|| format!("running the {what} child"))?;
