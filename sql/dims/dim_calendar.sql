@@ -31,5 +31,7 @@ flagged as (
 
 select
     *,
-    sum(case when is_working_day then 1 else 0 end) over (order by calendar_date) as working_day_number
+    -- INTEGER, not the HUGEINT a sum gives: it flows into the facts' day counts, which BI tools
+    -- read more readily as plain integers
+    cast(sum(case when is_working_day then 1 else 0 end) over (order by calendar_date) as integer) as working_day_number
 from flagged

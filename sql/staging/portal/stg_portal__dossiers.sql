@@ -224,7 +224,7 @@ renamed as (
         DuocThanhToanTrucTuyen = 1 as is_paid_online,
 
         -- the JSON lists, decoded (each parsed once, in `chosen`)
-        coalesce(json_array_length(DanhSachHoSoBoSung), 0) as supplement_count,
+        cast(coalesce(json_array_length(DanhSachHoSoBoSung), 0) as integer) as supplement_count,
         -- the first supplement request and when the portal received the supplement (the
         -- statutory due of a dossier with one supplement is extended by the wait)
         try_strptime(nullif(supplements[1].NgayBoSung, ''), '%Y%m%d%H%M%S') as supplement_requested_at,
