@@ -112,6 +112,29 @@ fn demo_runs_every_feed_and_reconciles() {
         t.status.success() && out.contains(" passed, 0 failed"),
         "{out}"
     );
+
+    // CHISO_PROFILE_DIR: each file holds the statement it is named after, not a query the
+    // runner ran after it (row counts and reuse tokens used to overwrite the models' files).
+    let prof = dir.path().join("prof");
+    let p = chiso()
+        .env("CHISO_PROFILE_DIR", &prof)
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(&wh)
+        .args(["build", "--full-refresh"])
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let read = |name: &str| {
+        std::fs::read_to_string(prof.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    for table in ["int_indicator_counts.json", "fct_dossiers.json"] {
+        assert!(read(table).contains("CREATE_TABLE_AS"), "{table}");
+    }
+    assert!(read("fct_dossiers.post_hook.json").contains("ANTI"));
+    assert!(read("_tests/accepted_values_fct_dossiers_due_source.json").contains("due_source"));
+    assert!(read("_checkpoint.json").contains("CHECKPOINT"));
 }
 
 #[test]

@@ -166,17 +166,15 @@ fn drop_if_other_kind(conn: &duck::Connection, name: &str, want_view: bool) -> a
 }
 
 /// CHISO_PROFILE_DIR=dir: DuckDB's JSON profile of the statements that follow goes to
-/// `dir/<stem>.json` until `profile_done` (each model's statement, each statement of an
-/// incremental model's, each hook; then `_tests` and `_checkpoint`: the last statement of the
-/// data tests and the final checkpoint).
+/// `dir/<stem>.json`, until `profile_done`.
 fn profile_into(conn: &duck::Connection, stem: &str) -> anyhow::Result<()> {
     let Some(dir) = std::env::var_os("CHISO_PROFILE_DIR") else {
         return Ok(());
     };
-    // DuckDB fails every later statement without a message when it cannot write there.
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("CHISO_PROFILE_DIR={}", Path::new(&dir).display()))?;
     let file = Path::new(&dir).join(format!("{stem}.json"));
+    // DuckDB fails every later statement without a message when it cannot write there.
+    std::fs::create_dir_all(file.parent().unwrap_or(Path::new(&dir)))
+        .with_context(|| format!("CHISO_PROFILE_DIR={}", Path::new(&dir).display()))?;
     conn.execute_batch(&format!(
         "PRAGMA enable_profiling = 'json'; PRAGMA profiling_output = {};",
         duck::lit(&file.display().to_string())
@@ -193,6 +191,16 @@ fn profile_done(conn: &duck::Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `sql` with its profile in `<stem>.json` under CHISO_PROFILE_DIR (each model's statement,
+/// each statement of an incremental model's, each hook, the final checkpoint; each data test's
+/// goes to `_tests/<test>.json`); profiling ends with it, whether it succeeded or not.
+fn execute_profiled(conn: &duck::Connection, stem: &str, sql: &str) -> anyhow::Result<()> {
+    profile_into(conn, stem)?;
+    let result = conn.execute_batch(sql);
+    profile_done(conn)?;
+    Ok(result?)
+}
+
 fn materialize(
     conn: &duck::Connection,
     project: &Project,
@@ -204,9 +212,11 @@ fn materialize(
     let q = |s: &str| format!("\"{s}\"");
     let create_table = |sql: String| -> anyhow::Result<()> {
         drop_if_other_kind(conn, name, false)?;
-        profile_into(conn, name)?;
-        conn.execute_batch(&format!("CREATE OR REPLACE TABLE {} AS {sql}", q(name)))?;
-        profile_done(conn)
+        execute_profiled(
+            conn,
+            name,
+            &format!("CREATE OR REPLACE TABLE {} AS {sql}", q(name)),
+        )
     };
     // dbt's `pre_hook`: statements run before the model, rendered like it (e.g. `SET VARIABLE`
     // a watermark, so that the model's filter is a constant DuckDB can push into the scan).
@@ -218,9 +228,11 @@ fn materialize(
         Materialized::View => {
             let sql = m.parsed.render(rel, false);
             drop_if_other_kind(conn, name, true)?;
-            profile_into(conn, name)?;
-            conn.execute_batch(&format!("CREATE OR REPLACE VIEW {} AS {sql}", q(name)))?;
-            profile_done(conn)?;
+            execute_profiled(
+                conn,
+                name,
+                &format!("CREATE OR REPLACE VIEW {} AS {sql}", q(name)),
+            )?;
             return Ok(None);
         }
         Materialized::Table => create_table(m.parsed.render(rel, false))?,
@@ -268,10 +280,8 @@ fn materialize(
                     ),
                 ];
                 for (step, sql) in statements.iter().filter(|(_, s)| !s.is_empty()) {
-                    profile_into(conn, &format!("{name}.{step}"))?;
-                    conn.execute_batch(sql)?;
+                    execute_profiled(conn, &format!("{name}.{step}"), sql)?;
                 }
-                profile_done(conn)?;
                 let n: i64 =
                     conn.query_row(&format!("SELECT count(*) FROM temp.{}", q(&tmp)), [], |r| {
                         r.get(0)
@@ -311,10 +321,8 @@ fn run_hooks(
             .map_err(|e| anyhow::anyhow!("{kind} of {name}: {e}"))?
             .render(rel, incremental);
         if !sql.trim().is_empty() {
-            profile_into(conn, &format!("{name}.{kind}"))?;
-            conn.execute_batch(&sql)
+            execute_profiled(conn, &format!("{name}.{kind}"), &sql)
                 .with_context(|| format!("{kind} of {name}: {sql}"))?;
-            profile_done(conn)?;
         }
     }
     Ok(())
@@ -581,7 +589,6 @@ pub fn build(
         built_incrementally: &built_incrementally,
         passed_before: &passed_before,
     };
-    profile_into(&conn, "_tests")?;
     let tests = run_tests(
         &conn,
         &project,
@@ -613,9 +620,8 @@ pub fn build(
     record.seconds = t0.elapsed().as_secs_f64();
     record.published = ok;
     save_record(&conn, &record)?;
-    profile_into(&conn, "_checkpoint")?;
     let t_checkpoint = Instant::now();
-    conn.execute_batch("CHECKPOINT;")?;
+    execute_profiled(&conn, "_checkpoint", "CHECKPOINT;")?;
     drop(conn);
     let checkpoint_seconds = t_checkpoint.elapsed().as_secs_f64();
     if ok {
@@ -803,8 +809,10 @@ fn run_tests(
             full_sql.clone()
         };
         let t0 = Instant::now();
+        profile_into(conn, &format!("_tests/{}", t.name))?;
         let res: Result<i64, _> =
             conn.query_row(&format!("SELECT count(*) FROM ({sql})"), [], |r| r.get(0));
+        profile_done(conn)?;
         let seconds = t0.elapsed().as_secs_f64();
         let (status, failures, error) = match res {
             Ok(0) => ("pass", 0, None),
