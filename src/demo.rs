@@ -75,46 +75,93 @@ pub struct DemoResult {
 /// One line of the demo's ranking.
 #[derive(Debug, Clone)]
 pub struct RankRow {
-    pub period: String,
-    pub status: String,
     pub unit_name: String,
+    /// CKMB, TDGQ, CLGQ, TTTT, MDSH, MDHL, total.
     pub scores: [f64; 7],
+    /// Dossiers received or handled in the period (ON_TIME_HANDLING's denominator).
+    pub dossiers: f64,
 }
 
-/// The latest month's provincial ranking from the published warehouse, best first.
-pub fn latest_ranking(warehouse: &Path, n: usize) -> anyhow::Result<Vec<RankRow>> {
+/// A month's provincial ranking, best first.
+#[derive(Debug, Clone)]
+pub struct Ranking {
+    pub period: String,
+    pub status: String,
+    /// The moment the month was judged at: its end, or the data watermark while it runs.
+    pub judged_as_of: String,
+    pub rows: Vec<RankRow>,
+}
+
+/// Which month `ranking` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Month {
+    /// The latest month that has ended by the data watermark (the one leadership discusses).
+    LatestComplete,
+    /// The month the data watermark is in, judged as of it (provisional).
+    Current,
+}
+
+/// The provincial ranking of a month from the published warehouse, best first, `None` when
+/// there is no such month.
+pub fn ranking(warehouse: &Path, month: Month, n: usize) -> anyhow::Result<Option<Ranking>> {
     let conn = duckdb::Connection::open_with_flags(
         crate::models::build::published_path(warehouse),
         duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
     )?;
     conn.execute_batch(crate::duck::SAFE_SETTINGS)?;
-    let mut stmt = conn.prepare(
-        "SELECT period, status, unit_name, ckmb, tdgq, clgq, tttt, mdsh, mdhl, total
-         FROM mart_index_unit_period
-         WHERE period_type = 'month' AND unit_level = 2
-           AND period = (SELECT max(period) FROM mart_index_unit_period WHERE period_type = 'month')
-         ORDER BY total DESC, unit_name
-         LIMIT ?",
-    )?;
+    // A month has ended when it was judged at its end, not at the watermark.
+    let ended = "judged_as_of >= strptime(period, '%Y-%m') + INTERVAL 1 MONTH";
+    let which = match month {
+        Month::LatestComplete => ended.to_string(),
+        Month::Current => format!("NOT ({ended})"),
+    };
+    let mut stmt = conn.prepare(&format!(
+        "WITH months AS (
+             SELECT * FROM mart_index_unit_period
+             WHERE period_type = 'month' AND unit_level = 2 AND {which}
+         )
+         SELECT m.period, m.status, strftime(m.judged_as_of, '%Y-%m-%d %H:%M'), m.unit_name,
+                m.ckmb, m.tdgq, m.clgq, m.tttt, m.mdsh, m.mdhl, m.total, coalesce(i.denominator, 0)
+         FROM months AS m
+         LEFT JOIN mart_index_indicator AS i
+             ON i.unit_id = m.unit_id AND i.period = m.period AND i.indicator = 'ON_TIME_HANDLING'
+         WHERE m.period = (SELECT max(period) FROM months)
+         ORDER BY m.total DESC, m.unit_name
+         LIMIT ?"
+    ))?;
+    let mut head: Option<(String, String, String)> = None;
     let rows = stmt
         .query_map([n as i64], |r| {
-            Ok(RankRow {
-                period: r.get(0)?,
-                status: r.get(1)?,
-                unit_name: r.get(2)?,
-                scores: [
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ],
-            })
+            Ok((
+                (r.get::<_, String>(0)?, r.get(1)?, r.get(2)?),
+                RankRow {
+                    unit_name: r.get(3)?,
+                    scores: [
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                    ],
+                    dossiers: r.get(11)?,
+                },
+            ))
         })?
+        .map(|x| {
+            x.map(|(h, row)| {
+                head.get_or_insert(h);
+                row
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    Ok(head.map(|(period, status, judged_as_of)| Ranking {
+        period,
+        status,
+        judged_as_of,
+        rows,
+    }))
 }
 
 /// Runs the demo: simulator up, every enabled job once, simulator down.

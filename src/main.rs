@@ -449,6 +449,43 @@ fn select<'a>(
         .collect()
 }
 
+fn print_ranking(r: &demo::Ranking, month: demo::Month) {
+    match month {
+        demo::Month::LatestComplete => println!(
+            "\nService-quality index, {} ({}), provinces, top {}:",
+            r.period,
+            r.status,
+            r.rows.len()
+        ),
+        demo::Month::Current => println!(
+            "\nThe month in progress, {} (provisional, judged as of {}: open dossiers due later count as on time), top {}:",
+            r.period,
+            r.judged_as_of,
+            r.rows.len()
+        ),
+    }
+    println!(
+        "{:>3}  {:<28} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8}",
+        "#", "UNIT", "CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL", "TOTAL", "DOSSIERS"
+    );
+    for (i, row) in r.rows.iter().enumerate() {
+        let s = row.scores;
+        println!(
+            "{:>3}  {:<28} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.2} {:>8}",
+            i + 1,
+            row.unit_name,
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            s[4],
+            s[5],
+            s[6],
+            row.dossiers
+        );
+    }
+}
+
 fn print_build(r: &chiso::models::build::BuildRecord) {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::NOTHING);
@@ -476,6 +513,12 @@ fn print_build(r: &chiso::models::build::BuildRecord) {
                 .as_deref()
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default()
+        );
+    }
+    if !r.sources_without_data.is_empty() {
+        println!(
+            "No data yet (read as empty; their indicators follow the zero-denominator rules): {}",
+            r.sources_without_data.join(", ")
         );
     }
     let passed = r.tests.iter().filter(|x| x.status == "pass").count();
@@ -799,24 +842,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 );
                 build_failed = !record.published;
                 if record.published {
-                    let rows = demo::latest_ranking(&warehouse, 10)?;
-                    if let Some(first) = rows.first() {
-                        println!(
-                            "\nService-quality index, {} ({}), provinces, top {}:",
-                            first.period,
-                            first.status,
-                            rows.len()
-                        );
-                        println!(
-                            "{:>3}  {:<28} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
-                            "#", "UNIT", "CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL", "TOTAL"
-                        );
-                        for (i, r) in rows.iter().enumerate() {
-                            let s = r.scores;
-                            println!(
-                                "{:>3}  {:<28} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.2}",
-                                i + 1, r.unit_name, s[0], s[1], s[2], s[3], s[4], s[5], s[6]
-                            );
+                    // The month leadership discusses, then the one in progress, judged as of
+                    // the data (thin early in a month: the dossier counts show why).
+                    for month in [demo::Month::LatestComplete, demo::Month::Current] {
+                        if let Some(r) = demo::ranking(&warehouse, month, 10)? {
+                            print_ranking(&r, month);
                         }
                     }
                 } else {

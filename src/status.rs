@@ -30,6 +30,9 @@ pub struct JobStatus {
     /// Rows landed and quarantined by all runs.
     pub rows_landed_total: u64,
     pub rows_quarantined_total: u64,
+    /// The dataset has landed at least one file. Without any, builds read it as empty and the
+    /// indicators over it follow their zero-denominator rules.
+    pub has_data: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +107,7 @@ pub fn collect(
             lag_seconds,
             rows_landed_total: landed,
             rows_quarantined_total: quarantined,
+            has_data: crate::lake::dataset_has_files(warehouse, &job.dataset),
         });
     }
     Ok(out)
@@ -197,6 +201,17 @@ pub fn render(statuses: &[JobStatus]) -> String {
         ]);
     }
     let mut out = t.to_string();
+    let empty: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.has_data)
+        .map(|s| s.dataset.as_str())
+        .collect();
+    if !empty.is_empty() {
+        out.push_str(&format!(
+            "\nNo data yet: {} (builds read them as empty; their indicators follow the zero-denominator rules)",
+            empty.join(", ")
+        ));
+    }
     for s in statuses {
         if let Some(LastRun {
             error: Some(e),

@@ -10,8 +10,11 @@ fn chiso() -> Command {
 #[test]
 fn demo_runs_every_feed_and_reconciles() {
     let dir = tempfile::tempdir().unwrap();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chiso.toml");
     let out = chiso()
         .current_dir(dir.path())
+        .arg("--config")
+        .arg(&config)
         .args([
             "demo",
             "--dir",
@@ -47,6 +50,17 @@ fn demo_runs_every_feed_and_reconciles() {
         "{stdout}"
     );
     assert!(dir.path().join("wh/lake/portal/dossiers").is_dir());
+    // The ranking of the latest month that has ended, then the month in progress, judged as of
+    // the data (the simulator's clock stops at --now) with its dossier counts.
+    assert!(
+        stdout.contains("Service-quality index, 2026-08 (provisional), provinces, top 10:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("The month in progress, 2026-09 (provisional, judged as of 2026-09-10"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("DOSSIERS"), "{stdout}");
 
     // status reads what the demo committed (the built-in project is used outside a project).
     let st = chiso()
@@ -186,4 +200,34 @@ fn config_errors_name_file_line_and_field() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("9 job(s), configuration ok"));
+}
+
+/// `chiso bench ingest` with a relative work folder, as the README runs it from a fresh clone:
+/// both engines land every generated record (the file job used to resolve the relative input
+/// against `/` and land nothing).
+#[test]
+fn bench_ingest_runs_with_a_relative_work_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = chiso()
+        .current_dir(dir.path())
+        .args([
+            "bench",
+            "ingest",
+            "--dossiers",
+            "2000",
+            "--work-dir",
+            "target/bench",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench ingest failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("chiso") && stdout.contains("duckdb"),
+        "{stdout}"
+    );
 }

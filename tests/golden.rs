@@ -92,23 +92,28 @@ fn expected() -> Vec<(&'static str, &'static str, &'static str)> {
         ("CT", "2026-03", "2/2 2/2 2/3 3/7 3/5 2/3 1/2 2/5 1/2 1/2 0/2 1/3 1/5 1/5 1/2 1/5 2/3 2/2 1/1 3/5 1/2 1/2"),
         // A, Q1: D4 (February) joins: online 3, results D1 D2 D3 D4, electronic D1 D4,
         // digitised D1 D4, store-linked D1 (store) D4 (e-result) of 3 online. SYNC 3 of
-        // max(6, 5): D2 late in March, D4's January registration late inside Q1. ON_TIME as
-        // in March (D4 counted once). PK3 refused late.
-        ("A", "2026-Q1", "1/1 1/1 1/1 3/6 2/4 1/1 1/1 3/5 1/2 1/1 0/1 2/4 2/5 1/5 2/3 2/5 1/1 1/2 1/2 2/5 1/2 0/2"),
+        // max(6, 4) in March + max(0, 1) in February = 7 (the larger count is taken per unit
+        // and month, then summed): D2 late in March, D4's January registration late inside
+        // Q1. ON_TIME as in March (D4 counted once). PK3 refused late.
+        ("A", "2026-Q1", "1/1 1/1 1/1 3/7 2/4 1/1 1/1 3/5 1/2 1/1 0/1 2/4 2/5 1/5 2/3 2/5 1/1 1/2 1/2 2/5 1/2 0/2"),
         // B, Q1: D7 (January) joins D6. D7 has a fee list of 0: no obligation (0/0). D7 is
         // rated with a complaint. SYNC max(1, 2) = 2, D7 in time.
         ("B", "2026-Q1", "1/1 1/1 1/1 1/2 2/2 1/1 1/1 1/2 0/0 0/1 0/1 1/1 0/2 0/2 1/1 1/2 1/1 1/1 0/0 1/2 0/1 1/1"),
-        ("P1", "2026-Q1", "2/2 2/2 2/3 4/7 4/6 2/3 2/2 4/7 1/2 1/2 0/2 3/5 2/7 1/7 3/4 3/7 2/3 2/3 1/2 3/7 1/3 1/3"),
+        // P1, Q1: SYNC denominator A's 7 + B's 1 (January) + max(1, 1) (March) = 9.
+        ("P1", "2026-Q1", "2/2 2/2 2/3 4/9 4/6 2/3 2/2 4/7 1/2 1/2 0/2 3/5 2/7 1/7 3/4 3/7 2/3 2/3 1/2 3/7 1/3 1/3"),
         // C, year: the tree at 12-31 has C, not A; A's dossiers D1-D5, D9 and petitions PK1,
-        // PK3 count under C, with D8. Only C carries procedure X (A ended). SYNC 5 of
-        // max(6, 7) (D2 and D4 late). ON_TIME: D1 D3 D9 D8 of D1 D2 D3 D4 D9 D8.
-        ("C", "2026", "1/1 1/1 1/1 5/7 4/6 1/1 1/1 4/7 2/3 1/1 0/1 3/6 3/7 1/7 3/4 2/7 1/1 1/2 1/2 4/7 1/2 0/2"),
-        // B, year: D6 D7 D10. D6 open at the year's end past its due: not on time. D10's
-        // statutory due skips the holidays (05-05), so finishing 05-04 is on time. PK2 open
-        // past its due at the year's end.
-        ("B", "2026", "1/1 1/1 1/1 2/3 2/3 1/1 1/1 1/3 0/0 0/1 0/1 1/2 0/3 0/3 1/1 1/3 1/1 0/1 0/0 2/3 0/1 1/1"),
-        ("P1", "2026", "2/2 2/2 2/3 7/10 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 6/10 1/3 1/3"),
-        ("CT", "2026", "2/2 2/2 2/3 7/10 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 6/10 1/3 1/3"),
+        // PK3 count under C, with D8. Only C carries procedure X (A ended). SYNC 5 of 9: per
+        // month February 1, March max(6, 4) = 6, June 1, July 1 (D2 and D4 late). ON_TIME: D1
+        // D3 D9 D8 of D1 D2 D3 D4 D9 D8. The year has not ended: it is judged as of the data
+        // watermark (07-08 14:30), which changes none of C's verdicts.
+        ("C", "2026", "1/1 1/1 1/1 5/9 4/6 1/1 1/1 4/7 2/3 1/1 0/1 3/6 3/7 1/7 3/4 2/7 1/1 1/2 1/2 4/7 1/2 0/2"),
+        // B, year, judged as of the data watermark (07-08 14:30): D6 D7 D10. D6 open and past
+        // its due (04-15): not on time, and late, so not satisfied either (with D7's
+        // complaint: 1 of 3 satisfied). D10's statutory due skips the holidays (05-05), so
+        // finishing 05-04 is on time. PK2 open past its resolve due.
+        ("B", "2026", "1/1 1/1 1/1 2/3 2/3 1/1 1/1 1/3 0/0 0/1 0/1 1/2 0/3 0/3 1/1 1/3 1/1 0/1 0/0 1/3 0/1 1/1"),
+        ("P1", "2026", "2/2 2/2 2/3 7/12 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 5/10 1/3 1/3"),
+        ("CT", "2026", "2/2 2/2 2/3 7/12 6/9 2/3 2/2 5/10 2/3 1/2 0/2 4/8 3/10 1/10 4/5 3/10 2/3 1/3 1/2 5/10 1/3 1/3"),
         // C, July: D8 received; D9 (A's) finished in July counts under C for handling.
         ("C", "2026-07", "0/0 0/0 1/1 1/1 2/2 1/1 1/1 1/1 1/1 1/1 1/1 1/1 1/1 0/1 1/1 0/1 1/1 0/0 0/0 1/1 0/0 0/0"),
         // B, May: nothing received (zero denominators everywhere), D10 finished on time.
@@ -1371,5 +1376,524 @@ async fn an_unreadable_date_in_a_json_list_warns_and_the_build_publishes() {
         )
         .unwrap();
     assert_eq!(resolved, None);
+    server.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The live period: judged as of the data watermark, and the same data judged at the period's
+// end once it has closed.
+//
+// A world of its own in 2025 (the units, catalogue and calendar of the snapshots above: no
+// holiday is declared in 2025), all of unit A and procedure X, portal due times given:
+//
+// | id  | received    | due (NgayHenTra) | state | notes |
+// |-----|-------------|------------------|-------|-------|
+// | L1  | 05-05 09:00 | 05-20 09:00      | open  | due after the watermark, before May's end; processing version synced 05-14 12:00 (the watermark) |
+// | L2  | 05-06 09:00 | 05-12 09:00      | open  | due before the watermark |
+// | L3  | 04-21 09:00 | 06-10 09:00      | open  | April's; due after May's end, before Q2's |
+// | L4  | 05-07 09:00 | 06-05 09:00      | open  | due after May's end, before Q2's |
+// | L5  | 05-08 09:00 | 07-15 09:00      | open  | due after Q2's end, before the year's |
+// | L6  | 05-02 09:00 | 05-09 09:00      | open  | supplement asked 05-07 10:00 (before due), awaited at the watermark: the clock stops. Later batch: received 05-20 09:00, new due 05-22 09:00 |
+// | L7  | 04-22 09:00 | 05-09 → 05-12 09:00 | open | April's; supplement 05-05 10:00 → 05-06 09:00 (due moved to 05-12), a second asked 05-08 10:00: late from then, i.e. after April closed |
+// | L8  | 05-09 09:00 | 05-14 09:00      | processed 05-13 15:00: on time | |
+// | L9  | 05-13 09:00 | 05-16 09:00      | open  | its only version stamped 2030-06-01: in the future, not the watermark |
+//
+// Petitions of A: PL1 received 05-02 09:00 (Fri), open (resolve due 15 working days later,
+// 05-23 09:00); PL2 received 04-01 09:00, resolved 04-10 10:00 (Thu), answer never published
+// (publish due 2 working days later, 04-14 10:00); PL3 received 05-05 09:00, resolved 05-13
+// 10:00 (Tue), answer not published (publish due 05-15 10:00, after the watermark).
+//
+// The watermark is 05-14 12:00 (L1's processing version; L9's future stamp is bounded out):
+// May, Q2 and 2025 are live, April has ended. A later batch moves the watermark to
+// 2026-02-20 09:10 (a dossier of B): every 2025 period is then final and judged at its end.
+// ---------------------------------------------------------------------------------------------
+
+fn ts25(s: &str) -> String {
+    // "05-14 12:00" → "20250514120000"
+    let (md, hm) = s.split_once(' ').unwrap();
+    format!("2025{}{}00", md.replace('-', ""), hm.replace(':', ""))
+}
+
+/// A version of a 2025 dossier of A (procedure X, online, no fee): the fields of `base`, the
+/// given ones on top.
+fn live_version(
+    id: &str,
+    received: &str,
+    due: &str,
+    status: &str,
+    fields: &[(&str, Value)],
+) -> Value {
+    let mut v = base(
+        "2",
+        "01-01 00:00",
+        "01-01 00:00",
+        None,
+        json!([]),
+        0,
+        0,
+        components(0, 0, 0),
+        false,
+    );
+    v["NgayNopHoSo"] = json!(ts25(received));
+    v["NgayTiepNhan"] = json!(ts25(received));
+    v["NgayHenTra"] = json!(ts25(due));
+    v["MaHoSo"] = json!(id);
+    v["DonViXuLy"] = json!("A");
+    v["TrangThaiHoSo"] = json!(status);
+    for (k, x) in fields {
+        v[*k] = x.clone();
+    }
+    v
+}
+
+fn synced(at: &str) -> (&'static str, Value) {
+    ("ThoiDiemDongBo", json!(ts25(at)))
+}
+
+fn live_feed_files(dir: &Path) {
+    let l7_s1 = json!({"NgayBoSung": ts25("05-05 10:00"), "NgayTiepNhanBoSung": ts25("05-06 09:00"),
+                       "NgayHenTraTruoc": ts25("05-09 09:00"), "NgayHenTraMoi": ts25("05-12 09:00")});
+    let l7_s2 = json!({"NgayBoSung": ts25("05-08 10:00"), "NgayHenTraTruoc": ts25("05-12 09:00")});
+    let versions = vec![
+        live_version(
+            "L1",
+            "05-05 09:00",
+            "05-20 09:00",
+            "2",
+            &[synced("05-05 09:10")],
+        ),
+        live_version(
+            "L1",
+            "05-05 09:00",
+            "05-20 09:00",
+            "4",
+            &[synced("05-14 12:00")],
+        ),
+        live_version(
+            "L2",
+            "05-06 09:00",
+            "05-12 09:00",
+            "2",
+            &[synced("05-06 09:10")],
+        ),
+        live_version(
+            "L3",
+            "04-21 09:00",
+            "06-10 09:00",
+            "2",
+            &[synced("04-21 09:10")],
+        ),
+        live_version(
+            "L4",
+            "05-07 09:00",
+            "06-05 09:00",
+            "2",
+            &[synced("05-07 09:10")],
+        ),
+        live_version(
+            "L5",
+            "05-08 09:00",
+            "07-15 09:00",
+            "2",
+            &[synced("05-08 09:10")],
+        ),
+        live_version(
+            "L6",
+            "05-02 09:00",
+            "05-09 09:00",
+            "5",
+            &[
+                (
+                    "DanhSachHoSoBoSung",
+                    json!([{"NgayBoSung": ts25("05-07 10:00"), "NgayHenTraTruoc": ts25("05-09 09:00")}]),
+                ),
+                synced("05-07 10:10"),
+            ],
+        ),
+        live_version(
+            "L7",
+            "04-22 09:00",
+            "05-12 09:00",
+            "5",
+            &[
+                ("DanhSachHoSoBoSung", json!([l7_s1, l7_s2])),
+                synced("05-08 10:10"),
+            ],
+        ),
+        live_version(
+            "L8",
+            "05-09 09:00",
+            "05-14 09:00",
+            "9",
+            &[
+                ("NgayKetThucXuLy", json!(ts25("05-13 15:00"))),
+                synced("05-13 15:10"),
+            ],
+        ),
+        live_version(
+            "L9",
+            "05-13 09:00",
+            "05-16 09:00",
+            "2",
+            &[("ThoiDiemDongBo", json!("20300601000000"))],
+        ),
+    ];
+    let hist = |steps: &[(&str, &str)]| -> Value {
+        Value::Array(
+            steps
+                .iter()
+                .map(|(s, t)| json!({"TrangThai": s, "ThoiDiem": ts25(t)}))
+                .collect(),
+        )
+    };
+    let petition = |id: &str, received: &str, status: &str, history: Value| {
+        json!({"MaPAKN": id, "MaDonVi": "A", "PhanLoai": "1", "TieuDe": "Thủ tục", "NguoiGui": "Người gửi",
+               "NgayTiepNhan": ts25(received), "TrangThai": status, "LichSuXuLy": history,
+               "SoLuotThich": 0, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts25(received)})
+    };
+    let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    w("dossiers.ndjson", ndjson(&versions));
+    w("dossier_steps.ndjson", String::new());
+    w("payments.ndjson", String::new());
+    w("ratings.ndjson", String::new());
+    w(
+        "petitions.ndjson",
+        ndjson(&[
+            petition("PL1", "05-02 09:00", "MOI", hist(&[("MOI", "05-02 09:00")])),
+            petition(
+                "PL2",
+                "04-01 09:00",
+                "DA_GIAI_QUYET",
+                hist(&[("MOI", "04-01 09:00"), ("DA_GIAI_QUYET", "04-10 10:00")]),
+            ),
+            petition(
+                "PL3",
+                "05-05 09:00",
+                "DA_GIAI_QUYET",
+                hist(&[("MOI", "05-05 09:00"), ("DA_GIAI_QUYET", "05-13 10:00")]),
+            ),
+        ]),
+    );
+}
+
+/// The later batch: L6's supplement arrives (new due 05-22 09:00, still open), and a dossier of
+/// B received 2026-02-20 moves the watermark past the end of 2025 and its grace window.
+fn live_closing_batch(dir: &Path) {
+    let l6 = live_version(
+        "L6",
+        "05-02 09:00",
+        "05-22 09:00",
+        "4",
+        &[
+            (
+                "DanhSachHoSoBoSung",
+                json!([{"NgayBoSung": ts25("05-07 10:00"), "NgayTiepNhanBoSung": ts25("05-20 09:00"),
+                        "NgayHenTraTruoc": ts25("05-09 09:00"), "NgayHenTraMoi": ts25("05-22 09:00")}]),
+            ),
+            synced("05-20 09:30"),
+        ],
+    );
+    let mut l10 = live_version("L10", "01-01 00:00", "01-01 00:00", "2", &[]);
+    for (k, v) in [
+        ("DonViXuLy", json!("B")),
+        ("NgayNopHoSo", json!("20260220085000")),
+        ("NgayTiepNhan", json!("20260220090000")),
+        ("NgayHenTra", json!("20260225090000")),
+        ("ThoiDiemDongBo", json!("20260220091000")),
+    ] {
+        l10[k] = v;
+    }
+    let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    w("dossiers.ndjson", ndjson(&[l6, l10]));
+    w("petitions.ndjson", String::new());
+}
+
+/// A build that must publish, with only the named warning tests failing (each once).
+async fn build_expecting_warnings(
+    warehouse: &Path,
+    jobs: &[JobConfig],
+    full_refresh: bool,
+    warnings: &[&str],
+) -> chiso::models::build::BuildRecord {
+    let (w, sql, j) = (warehouse.to_path_buf(), repo().join("sql"), jobs.to_vec());
+    let record = tokio::task::spawn_blocking(move || {
+        build(
+            &w,
+            &sql,
+            &j,
+            &BuildOptions {
+                full_refresh,
+                ..BuildOptions::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let bad: Vec<_> = record.models.iter().filter(|m| !m.succeeded()).collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+    for t in &record.tests {
+        let expected = warnings.iter().any(|w| t.test.contains(w));
+        if expected {
+            assert_eq!((t.status.as_str(), t.failures), ("warn", 1), "{t:#?}");
+        } else {
+            assert_eq!(t.status, "pass", "{t:#?}");
+        }
+    }
+    assert!(record.published);
+    record
+}
+
+/// `n/d` of the named indicators of A in a period.
+fn live_counts(conn: &duckdb::Connection, period: &str) -> String {
+    [
+        "ON_TIME_HANDLING",
+        "DOSSIER_RECEIVING_SATISFACTION",
+        "PETITION_PROCESSING_ON_TIME",
+        "PETITION_HANDLING_SATISFACTION",
+    ]
+    .iter()
+    .map(|ind| {
+        conn.query_row(
+            "SELECT numerator::bigint || '/' || denominator::bigint FROM mart_index_indicator WHERE unit_id = 'A' AND period = ? AND indicator = ?",
+            [period, ind],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap_or_else(|e| format!("missing({e})"))
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// status and judged_as_of of A in a period.
+fn live_judgement(conn: &duckdb::Connection, period: &str) -> (String, String) {
+    conn.query_row(
+        "SELECT status, strftime(judged_as_of, '%Y-%m-%d %H:%M') FROM mart_index_unit_period WHERE unit_id = 'A' AND period = ?",
+        [period],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_period_is_judged_as_of_the_data_and_a_closed_one_at_its_end() {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    live_feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    let inc = tempfile::tempdir().unwrap();
+    let full = tempfile::tempdir().unwrap();
+    land_all(inc.path(), &jobs).await;
+    land_all(full.path(), &jobs).await;
+    // L9's version claims a portal receive time after it landed: listed, and bounded out of
+    // the watermark.
+    build_expecting_warnings(
+        inc.path(),
+        &jobs,
+        false,
+        &["dossier_versions_synced_after_landing"],
+    )
+    .await;
+    {
+        let conn = open(inc.path());
+        let watermark: String = conn
+            .query_row(
+                "SELECT DISTINCT strftime(data_watermark, '%Y-%m-%d %H:%M') FROM mart_index_unit_period",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(watermark, "2025-05-14 12:00");
+        // late_since by hand: L6 awaits its supplement (clock stopped), L7 is late from its
+        // second supplement request, L2 from its due time, L8 finished on time.
+        let late_since = |id: &str| -> String {
+            conn.query_row(
+                "SELECT coalesce(strftime(late_since, '%m-%d %H:%M'), '-') FROM fct_dossiers WHERE dossier_id = ?",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(late_since("L6"), "-");
+        assert_eq!(late_since("L7"), "05-08 10:00");
+        assert_eq!(late_since("L2"), "05-12 09:00");
+        assert_eq!(late_since("L8"), "-");
+        // April has ended, and the watermark has passed its end plus 10 days: final, judged at
+        // its end. L3 and L7 are open then and not late yet (L7's second supplement came in
+        // May): 2/2. PL2's answer was due on the portal 04-14 and never published: not on
+        // time, and overdue among the handled.
+        assert_eq!(
+            live_judgement(&conn, "2025-04"),
+            ("final".into(), "2025-05-01 00:00".into())
+        );
+        assert_eq!(live_counts(&conn, "2025-04"), "2/2 2/2 0/1 0/1");
+        // May runs: judged at the watermark. Of L1 L2 L4 L5 L6 L8 L9 only L2 is past due (L6
+        // waits for its supplement, L9 is due 05-16): 6/7, and L2 is the one unsatisfied
+        // receipt. PL1 is open within its due, PL3's answer is not due before 05-15: 2/2, 1/1.
+        assert_eq!(
+            live_judgement(&conn, "2025-05"),
+            ("provisional".into(), "2025-05-14 12:00".into())
+        );
+        assert_eq!(live_counts(&conn, "2025-05"), "6/7 6/7 2/2 1/1");
+        // Q2 and the year run too: L3 L7 join; L7 is late since 05-08: 7/9. PL2 joins (late).
+        assert_eq!(
+            live_judgement(&conn, "2025-Q2"),
+            ("provisional".into(), "2025-05-14 12:00".into())
+        );
+        assert_eq!(live_counts(&conn, "2025-Q2"), "7/9 7/9 2/3 1/2");
+        assert_eq!(live_counts(&conn, "2025"), "7/9 7/9 2/3 1/2");
+        let mismatches = drill_mismatches(&conn);
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+        let late_in_may: Vec<String> = {
+            let mut stmt = conn
+                .prepare("SELECT dossier_id FROM drill_indicator_dossiers WHERE unit_id = 'A' AND period = '2025-05' AND indicator = 'ON_TIME_HANDLING' AND NOT in_numerator ORDER BY 1")
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            rows
+        };
+        assert_eq!(late_in_may, vec!["L2"]);
+    }
+
+    // The periods close: every 2025 period is final and judged at its end.
+    live_closing_batch(input.path());
+    land_all(inc.path(), &jobs).await;
+    land_all(full.path(), &jobs).await;
+    build_expecting_warnings(
+        inc.path(),
+        &jobs,
+        false,
+        &["dossier_versions_synced_after_landing"],
+    )
+    .await;
+    build_expecting_warnings(
+        full.path(),
+        &jobs,
+        true,
+        &["dossier_versions_synced_after_landing"],
+    )
+    .await;
+    let (a, b) = (open(inc.path()), open(full.path()));
+    for period in ["2025-04", "2025-05", "2025-Q2", "2025"] {
+        let (status, _) = live_judgement(&a, period);
+        assert_eq!(status, "final", "{period}");
+    }
+    assert_eq!(live_judgement(&a, "2025-05").1, "2025-06-01 00:00");
+    // April as before. May at its end: L1 (05-20), L2, L6 (its supplement came 05-20, due
+    // 05-22) and L9 (05-16) are late; L4 L5 L8 are not: 3/7 and 3/7. PL1 is past its resolve
+    // due (05-23) and PL3's answer was never published (due 05-15): 0/2, and PL3 overdue: 0/1.
+    assert_eq!(live_counts(&a, "2025-04"), "2/2 2/2 0/1 0/1");
+    assert_eq!(live_counts(&a, "2025-05"), "3/7 3/7 0/2 0/1");
+    // Q2 at its end: L3 (06-10) and L4 (06-05) are late too; only L5 (07-15) and L8: 2/9.
+    assert_eq!(live_counts(&a, "2025-Q2"), "2/9 2/9 0/3 0/2");
+    // The year at its end: L5 too; only L8: 1/9.
+    assert_eq!(live_counts(&a, "2025"), "1/9 1/9 0/3 0/2");
+    // (This world has no processing steps: the steps' staging is empty in both.)
+    for (name, sql) in COMPARED {
+        let (x, y) = (rows(&a, sql), rows(&b, sql));
+        assert!(
+            !x.is_empty() || name == "stg_portal__dossier_steps",
+            "{name} is empty"
+        );
+        assert_eq!(x, y, "{name}: incremental and full builds differ");
+    }
+    let mismatches = drill_mismatches(&a);
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    server.abort();
+}
+
+/// A fresh deployment: only the unit registry, the catalogue and the dossiers have landed. The
+/// build publishes; the feeds with no data read as empty (the build record names them);
+/// petitions follow their zero-denominator rule (full points), DOSSIER_SYNC's denominator is
+/// the portal's count alone; every indicator computed from the dossiers, units and catalogue
+/// alone equals a build with every feed. Then the other feeds land, and the next incremental
+/// build equals a build that had every feed from the start (the staging models built empty read
+/// the first data that lands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_deployment_builds_before_every_feed_has_landed() {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    let first: Vec<JobConfig> = jobs
+        .iter()
+        .filter(|j| ["units", "catalogue", "dossiers"].contains(&j.name.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(first.len(), 3);
+    let fresh = tempfile::tempdir().unwrap();
+    let every = tempfile::tempdir().unwrap();
+    land_all(fresh.path(), &first).await;
+    land_all(every.path(), &jobs).await;
+    let record = build_expecting_warnings(fresh.path(), &jobs, false, &[]).await;
+    assert_eq!(
+        record.sources_without_data,
+        vec![
+            "calendar/days",
+            "national_report/received",
+            "payments/payments",
+            "portal/dossier_steps",
+            "reporting/petitions",
+            "reporting/ratings"
+        ]
+    );
+    build_now(every.path(), &jobs, false).await;
+    let (a, b) = (open(fresh.path()), open(every.path()));
+    // Indicators of the dossiers, units and catalogue alone (no calendar, steps, ratings,
+    // petitions or national report in their rules for this data).
+    let dossier_only = "SELECT unit_id, period, indicator, numerator, denominator, points FROM mart_index_indicator \
+         WHERE indicator IN ('PUBLIC_CONTENT_FULL', 'ONLINE_SERVICE_PROVIDED', 'ONLINE_SERVICE_WITH_DOSSIER', \
+           'ONLINE_DOSSIER_SHARE', 'ONLINE_PAYMENT_DOSSIER', 'ONLINE_PAYMENT_FORMALITY', 'FEE_FORMALITY_WITH_DOSSIER', \
+           'ORIGINAL_RESULT_AVAILABLE', 'SO_HOA_GIAY_TO_GIAI_QUYET', 'REUSED_DIGITIZED_DATA', \
+           'SYNCED_WITH_DVCQG_PERSONAL_STORAGE', 'CITIZEN_DATA_CONNECTED_DOSSIER', 'CITIZEN_DATA_CONNECTED_FORMALITY') \
+         ORDER BY ALL";
+    let (x, y) = (rows(&a, dossier_only), rows(&b, dossier_only));
+    assert!(x.len() > 100, "{} rows", x.len());
+    assert_eq!(x, y);
+    // No petitions: zero denominators, full points (6 and 6); the shares are shown, not scored.
+    let petitions: Vec<String> = rows(
+        &a,
+        "SELECT DISTINCT indicator, numerator, denominator, coalesce(points::varchar, '-') FROM mart_index_indicator \
+         WHERE indicator LIKE 'PETITION%' ORDER BY ALL",
+    );
+    assert_eq!(
+        petitions,
+        vec![
+            "PETITION_CLASSIFICATION_STAFF|0.0|0.0|-",
+            "PETITION_CLASSIFICATION_TTHC|0.0|0.0|-",
+            "PETITION_HANDLING_SATISFACTION|0.0|0.0|6.0",
+            "PETITION_PROCESSING_ON_TIME|0.0|0.0|6.0",
+        ]
+    );
+    // No national report: DOSSIER_SYNC's denominator is the portal's count (A in March: 4, not
+    // the report's 6); no steps yet: no change known to have synced.
+    assert_eq!(counts_of(&a, "A", "2026-03").split(' ').nth(3), Some("0/4"));
+    drop(a);
+
+    let rest: Vec<JobConfig> = jobs
+        .iter()
+        .filter(|j| !first.iter().any(|f| f.name == j.name))
+        .cloned()
+        .collect();
+    land_all(fresh.path(), &rest).await;
+    let record = build_expecting_warnings(fresh.path(), &jobs, false, &[]).await;
+    assert!(
+        record.sources_without_data.is_empty(),
+        "{:?}",
+        record.sources_without_data
+    );
+    let a = open(fresh.path());
+    for (name, sql) in COMPARED {
+        let (x, y) = (rows(&a, sql), rows(&b, sql));
+        assert!(!x.is_empty(), "{name} is empty");
+        assert_eq!(
+            x, y,
+            "{name}: the build after the feeds landed differs from one with every feed"
+        );
+    }
+    assert_eq!(counts_of(&a, "A", "2026-03").split(' ').nth(3), Some("3/6"));
     server.abort();
 }

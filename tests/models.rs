@@ -242,7 +242,7 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
     );
     let on_time: f64 = conn
         .query_row(
-            "select avg(is_handled_on_time::int) from fct_petitions where is_handled",
+            "select avg((late_since is null)::int) from fct_petitions where is_handled",
             [],
             |r| r.get(0),
         )

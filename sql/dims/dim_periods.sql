@@ -40,5 +40,11 @@ select
     starts_on,
     ends_before,
     cast(starts_on as timestamp) as starts_at,
-    cast(ends_before as timestamp) as ends_at
+    cast(ends_before as timestamp) as ends_at,
+    -- the period of the same type just before (2026-08 → 2026-07, 2026-Q1 → 2025-Q4, 2026 → 2025)
+    case period_type
+        when 'month' then strftime(starts_on - interval 1 month, '%Y-%m')
+        when 'quarter' then strftime(starts_on - interval 3 month, '%Y') || '-Q' || cast(quarter(starts_on - interval 3 month) as varchar)
+        else strftime(starts_on - interval 1 year, '%Y')
+    end as previous_period
 from periods

@@ -7,8 +7,9 @@
 
 with
 
+-- each period with the moment its rules judge it at (its end, or the data watermark)
 periods as (
-    select * from {{ ref('dim_periods') }}
+    select * from {{ ref('int_period_judgement') }}
 ),
 
 rollup as (
@@ -28,7 +29,7 @@ received as not materialized (
         ru.rollup_unit_id as rollup_unit_id,
         pe.period,
         pe.period_type,
-        pe.ends_at,
+        pe.judged_as_of,
         d.*,
         mp.sync_window_hours,
         coalesce(p.is_result_paper, false) as is_procedure_result_paper,
@@ -45,12 +46,8 @@ handled as (
         ru.rollup_unit_id,
         pe.period,
         d.dossier_id,
-        coalesce(
-            (d.finished_at < pe.ends_at and not d.is_late)
-            or ((d.finished_at is null or d.finished_at >= pe.ends_at) and d.due_at >= pe.ends_at
-                and d.supplement_count <= 1),
-            false
-        ) as in_numerator
+        -- on time at the judging moment: fct_dossiers.late_since, as the index reads it
+        not coalesce(d.late_since < pe.judged_as_of, false) as in_numerator
     from dossiers as d
     inner join periods as pe
         on (d.received_at >= pe.starts_at and d.received_at < pe.ends_at)
@@ -103,7 +100,7 @@ listed as (
     from received
     union all
     select rollup_unit_id, period, 'DOSSIER_RECEIVING_SATISFACTION', dossier_id,
-        not (coalesce(rating = 'unsatisfied', false) or has_complaint or coalesce(is_late, false))
+        not (is_rated_unsatisfied or coalesce(late_since < judged_as_of, false))
     from received
 )
 

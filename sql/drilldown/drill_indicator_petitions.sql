@@ -5,8 +5,9 @@
 
 with
 
+-- each period with the moment its rules judge it at (its end, or the data watermark)
 periods as (
-    select * from {{ ref('dim_periods') }}
+    select * from {{ ref('int_period_judgement') }}
 ),
 
 rollup as (
@@ -18,7 +19,7 @@ petitions as (
 ),
 
 raised as not materialized (
-    select ru.rollup_unit_id, pe.period, pe.ends_at, p.*
+    select ru.rollup_unit_id, pe.period, pe.judged_as_of, p.*
     from petitions as p
     inner join periods as pe on p.first_received_at >= pe.starts_at and p.first_received_at < pe.ends_at
     inner join rollup as ru on ru.period = pe.period and ru.unit_id = p.unit_id
@@ -26,17 +27,14 @@ raised as not materialized (
 
 listed as (
     select rollup_unit_id, period, 'PETITION_PROCESSING_ON_TIME' as indicator, petition_id,
-        coalesce(
-            (is_handled and handled_at < ends_at and is_handled_on_time)
-            or ((not is_handled or handled_at >= ends_at) and resolve_due_at >= ends_at),
-            false
-        ) as in_numerator
+        -- on time at the judging moment: fct_petitions.late_since, as the index reads it
+        not coalesce(late_since < judged_as_of, false) as in_numerator
     from raised
     union all
     select rollup_unit_id, period, 'PETITION_HANDLING_SATISFACTION', petition_id,
-        not (is_disliked or is_re_raised or not is_handled_on_time)
+        not (is_disliked or is_re_raised or coalesce(late_since < judged_as_of, false))
     from raised
-    where is_handled and handled_at < ends_at
+    where handled_at < judged_as_of
     union all
     select rollup_unit_id, period, 'PETITION_CLASSIFICATION_TTHC', petition_id, category = 'rules_and_procedures'
     from raised

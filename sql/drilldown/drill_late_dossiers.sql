@@ -22,7 +22,7 @@ late as (
     select * from dossiers where is_late
 ),
 
--- The step during which the due time passed: the first step finishing after it.
+-- The step during which it became late (fct_dossiers.late_since): the first step after that.
 blamed_step as (
     select
         l.dossier_id,
@@ -33,7 +33,7 @@ blamed_step as (
         s.status_code as step_status_code,
         s.stepped_at
     from late as l
-    inner join steps as s on s.dossier_id = l.dossier_id and s.stepped_at > l.due_at
+    inner join steps as s on s.dossier_id = l.dossier_id and s.stepped_at > l.late_since
     qualify row_number() over (partition by l.dossier_id order by s.stepped_at) = 1
 )
 
@@ -44,6 +44,7 @@ select
     strftime(l.finished_at, '%Y-%m') as finished_month,
     l.received_at,
     l.due_at,
+    l.late_since,
     l.finished_at,
     l.supplement_count,
     fin.working_day_number - due.working_day_number as working_days_late,
@@ -55,5 +56,5 @@ select
     b.stepped_at
 from late as l
 left join blamed_step as b using (dossier_id)
-left join calendar as due on due.calendar_date = cast(l.due_at as date)
+left join calendar as due on due.calendar_date = cast(l.late_since as date)
 left join calendar as fin on fin.calendar_date = cast(l.finished_at as date)

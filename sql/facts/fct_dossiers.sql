@@ -189,12 +189,13 @@ step_summary as (
 -- Without NgayHenTra the procedure's statutory time limit applies, in working days. The time
 -- waiting for the applicant's supplement is not counted (SPEC §4): with one supplement, the
 -- working days from its request to its receipt are added (the portal moves NgayHenTra the
--- same way, NgayHenTraMoi, when the supplement arrives; while it is awaited nothing is added).
--- With more than one the dossier is late whatever its due.
+-- same way, NgayHenTraMoi, when the supplement arrives). `due_before_at` is the due time
+-- before any wait, `due_at` after the first supplement's wait once it was received.
 statutory_due as (
     select
         d.dossier_id,
-        due_day.calendar_date + (d.received_at - date_trunc('day', d.received_at)) as due_at
+        due_day.calendar_date + (d.received_at - date_trunc('day', d.received_at)) as due_before_at,
+        extended_day.calendar_date + (d.received_at - date_trunc('day', d.received_at)) as due_at
     from dossiers as d
     inner join procedures as p on p.procedure_code = d.procedure_code
     inner join calendar as received_day on received_day.calendar_date = cast(d.received_at as date)
@@ -203,7 +204,10 @@ statutory_due as (
     inner join calendar as due_day
         on due_day.is_working_day
         and due_day.working_day_number = received_day.working_day_number + p.statutory_working_days
-            + case when d.supplement_count = 1
+    inner join calendar as extended_day
+        on extended_day.is_working_day
+        and extended_day.working_day_number = received_day.working_day_number + p.statutory_working_days
+            + case when d.supplement_count >= 1
                 then greatest(coalesce(answered_day.working_day_number - asked_day.working_day_number, 0), 0)
                 else 0 end
     where d.due_at is null and d.received_at is not null
@@ -219,6 +223,62 @@ ended as (
         least(d.processed_at, d.returned_at, s.stopped_at, d.refused_at) as finished_at
     from dossiers as d
     left join step_summary as s using (dossier_id)
+),
+
+-- ON_TIME_HANDLING's one verdict (SPEC §4), as a moment: `late_since`, from which the dossier
+-- counts as late for any judging moment T (a period's end, or the data watermark while the
+-- period runs): late at T when late_since < T, on time otherwise (also when null: never late).
+-- It is the first of
+--   * its deadline: the due time before any supplement (the first supplement's
+--     NgayHenTraTruoc, else NgayHenTra, else the statutory due) when no supplement was asked or
+--     the request came after it; while the first supplement is awaited the clock stops (no
+--     deadline); once it arrived, the due time after the wait (NgayHenTraMoi, else NgayHenTra,
+--     else the statutory due extended by the wait);
+--   * the second supplement request (more than one makes the dossier late from then on);
+-- and is null when handling ended on or before that moment (done on time), for a withdrawn
+-- dossier, and for a dossier with no due time at all (no NgayHenTra and its procedure not in
+-- the catalogue: on time, listed by the warning test dossiers_without_due_time).
+-- So a verdict never depends on what happened after the judging moment: a supplement asked in
+-- November does not change October's.
+judged as (
+    select
+        e.dossier_id,
+        case
+            when e.is_withdrawn then null
+            when e.finished_at is not null and (l.late_from is null or e.finished_at <= l.late_from) then null
+            else l.late_from
+        end as late_since
+    from (
+        select dossier_id, status_code = '7' as is_withdrawn, finished_at
+        from ended
+    ) as e
+    inner join (
+        select
+            x.dossier_id,
+            case
+                when x.supplement_count > 1
+                    then least(x.deadline, coalesce(x.second_supplement_requested_at, x.supplement_requested_at, x.received_at))
+                else x.deadline
+            end as late_from
+        from (
+            select
+                d.dossier_id,
+                d.supplement_count,
+                d.second_supplement_requested_at,
+                d.supplement_requested_at,
+                d.received_at,
+                case
+                    when d.supplement_count = 0 or d.supplement_requested_at is null
+                        then coalesce(d.supplement_due_before, d.due_at, sd.due_before_at)
+                    when d.supplement_requested_at >= coalesce(d.supplement_due_before, d.due_at, sd.due_before_at)
+                        then coalesce(d.supplement_due_before, d.due_at, sd.due_before_at)
+                    when d.supplement_answered_at is null then null
+                    else coalesce(d.supplement_due_after, d.due_at, sd.due_at)
+                end as deadline
+            from dossiers as d
+            left join statutory_due as sd using (dossier_id)
+        ) as x
+    ) as l using (dossier_id)
 )
 
 select
@@ -256,11 +316,11 @@ select
     -- handling
     e.supplement_count,
     fin_day.working_day_number - rec_day.working_day_number as handling_working_days,
-    case
-        when e.finished_at is null then null
-        when e.supplement_count > 1 then true
-        else e.finished_at > coalesce(e.due_at, sd.due_at)
-    end as is_late,
+    -- the moment from which it counts as late (see `judged`), its month, and the verdict once
+    -- handling ended
+    j.late_since,
+    cast(date_trunc('month', j.late_since) as date) as late_month,
+    case when e.finished_at is not null then j.late_since is not null end as is_late,
 
     -- fees and payment
     e.has_fee_list,
@@ -285,6 +345,8 @@ select
     e.sync_delay_hours_in_receipt_year,
     r.rating,
     coalesce(r.has_complaint, false) as has_complaint,
+    -- DOSSIER_RECEIVING_SATISFACTION's part that does not depend on time (lateness does)
+    coalesce(r.rating = 'unsatisfied', false) or coalesce(r.has_complaint, false) as is_rated_unsatisfied,
 
     e.synced_at,
     e.lake_file,
@@ -302,6 +364,7 @@ select
     now() as built_at
 from ended as e
 left join statutory_due as sd using (dossier_id)
+left join judged as j using (dossier_id)
 left join ratings as r using (dossier_id)
 left join procedures as p on p.procedure_code = e.procedure_code
 left join calendar as rec_day on rec_day.calendar_date = cast(e.received_at as date)

@@ -80,18 +80,34 @@ joined as (
     left join milestones as m using (petition_id)
     left join deadlines as dl using (petition_id)
     left join publish_deadline as pd using (petition_id)
+),
+
+-- Whether it was handled on time is a moment, `late_since`: the petition counts as not on time
+-- at a judging moment T (a period's end, or the data watermark while the period runs) when
+-- late_since < T. Open, it is judged by the resolve deadline; refused after its 2-day deadline,
+-- it is late from the refusal (or the resolve deadline, if that came first); resolved, it is
+-- late from the resolve deadline if resolved after it, from the resolution if information was
+-- requested after its 5-day deadline, and from the publish deadline if the answer was published
+-- after it or never: an answer never published makes it late once that deadline passes.
+judged as (
+    select
+        *,
+        refused_at is not null or resolved_at is not null as is_handled,
+        coalesce(refused_at, resolved_at) as handled_at,
+        case
+            when refused_at is not null then
+                case when refused_at > refuse_due_at then least(refused_at, resolve_due_at) end
+            when resolved_at is not null then least(
+                case when resolved_at > resolve_due_at then resolve_due_at end,
+                case when info_requested_at > info_due_at then resolved_at end,
+                case when published_at is null or published_at > publish_due_at then publish_due_at end
+            )
+            else resolve_due_at
+        end as late_since
+    from joined
 )
 
 select
     *,
-    refused_at is not null or resolved_at is not null as is_handled,
-    coalesce(refused_at, resolved_at) as handled_at,
-    case
-        when refused_at is not null then refused_at <= refuse_due_at
-        when resolved_at is not null then
-            resolved_at <= resolve_due_at
-            and (info_requested_at is null or info_requested_at <= info_due_at)
-            and (published_at is null or published_at <= publish_due_at)
-    end as is_handled_on_time,
     dislikes > likes as is_disliked
-from joined
+from judged

@@ -1,13 +1,16 @@
 {{ config(materialized='incremental', unique_key='received_month', tags=['index'],
     pre_hook="{% if is_incremental() %}SET VARIABLE int_dossier_handling_by_month_since = (SELECT max(facts_built_at) FROM {{ this }}){% endif %}") }}
--- One row per unit × month received × month finished × month due × lateness × at most one
--- supplement: the not-withdrawn dossiers behind ON_TIME_HANDLING and AVERAGE_HANDLING_DAYS.
--- A period counts the dossiers received or finished in it; on time if finished by its end and
--- not late, or still open at its end with the due time after it and at most one supplement.
+-- One row per unit × month received × month finished × month from which late: the
+-- not-withdrawn dossiers behind ON_TIME_HANDLING, AVERAGE_HANDLING_DAYS and the lateness part
+-- of DOSSIER_RECEIVING_SATISFACTION. A period counts the dossiers received or finished in it;
+-- a dossier is late at the period's end when it is late since a month before the month after
+-- the end (fct_dossiers.late_since < T, exact at month boundaries). A period that has not
+-- ended is judged at the data watermark: int_indicator_counts reads the dossiers late since
+-- the watermark's own month from the facts.
 --
 -- Incremental, by month of receipt (every row belongs to one; a row without a unit marks a
 -- month left empty): the months recomputed are those of the dossiers fct_dossiers rebuilt
--- since this model last read it (`built_at`), and any month whose number of dossiers
+-- since this model last read it (`built_at`; all of them when this model holds no row yet), and any month whose number of dossiers
 -- (int_dossier_counts_by_month) no longer matches what is kept here: a dossier whose receipt
 -- time moved leaves a month that nothing rebuilt points at, and only that count shows it (a
 -- dossier that moved in, or a new one, makes the month rebuilt anyway).
@@ -22,7 +25,7 @@ facts as not materialized (
 months as materialized (
     select received_month as month
     from facts
-    where built_at > getvariable('int_dossier_handling_by_month_since') and received_at is not null
+    where (built_at > getvariable('int_dossier_handling_by_month_since') or getvariable('int_dossier_handling_by_month_since') is null) and received_at is not null
     union
     select coalesce(f.month, k.month) as month
     from (
@@ -54,12 +57,13 @@ counted as (
         unit_id,
         received_month,
         finished_month,
-        cast(date_trunc('month', due_at) as date) as due_month,
-        coalesce(is_late, false) as is_late,
-        supplement_count <= 1 as at_most_one_supplement,
+        late_month,
         count(*) as dossiers,
         count(finished_at) as finished,
-        coalesce(sum(handling_working_days), 0) as handling_working_days
+        coalesce(sum(handling_working_days), 0) as handling_working_days,
+        -- neither rated unsatisfied nor complained of (DOSSIER_RECEIVING_SATISFACTION subtracts
+        -- these when they are late at the judging moment)
+        count(*) filter (where not is_rated_unsatisfied) as not_rated_unsatisfied
     from dossiers
     where not is_withdrawn and received_at is not null
     group by all

@@ -22,7 +22,7 @@ facts as not materialized (
 months as materialized (
     select finished_month as month
     from facts
-    where built_at > getvariable('int_dossier_handling_by_procedure_month_since')
+    where (built_at > getvariable('int_dossier_handling_by_procedure_month_since') or getvariable('int_dossier_handling_by_procedure_month_since') is null)
     union
     select coalesce(f.month, k.month) as month
     from (

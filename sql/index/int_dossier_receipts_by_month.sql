@@ -7,7 +7,7 @@
 --
 -- Incremental, by month of receipt (every row belongs to one; a row without a unit marks a
 -- month left empty): the months recomputed are those of the dossiers fct_dossiers rebuilt
--- since this model last read it (`built_at`), and any month whose number of dossiers
+-- since this model last read it (`built_at`; all of them when this model holds no row yet), and any month whose number of dossiers
 -- (int_dossier_counts_by_month) no longer matches what is kept here: a dossier whose receipt
 -- time moved leaves a month that nothing rebuilt points at, and only that count shows it (a
 -- dossier that moved in, or a new one, makes the month rebuilt anyway).
@@ -38,7 +38,7 @@ windows as (
 months as materialized (
     select received_month as month
     from facts
-    where built_at > getvariable('int_dossier_receipts_by_month_since') and received_at is not null
+    where (built_at > getvariable('int_dossier_receipts_by_month_since') or getvariable('int_dossier_receipts_by_month_since') is null) and received_at is not null
     union
     select coalesce(f.month, k.month) as month
     from (
@@ -93,7 +93,9 @@ counted as (
         count(*) filter (where has_reused_component) as reused,
         count(*) filter (where is_online and (has_store_component or has_electronic_result)) as online_store_linked,
         count(*) filter (where uses_population_data) as population,
-        count(*) filter (where not (coalesce(rating = 'unsatisfied', false) or has_complaint or coalesce(is_late, false))) as not_unsatisfied,
+        -- DOSSIER_RECEIVING_SATISFACTION before lateness, which depends on the judging moment
+        -- (int_indicator_counts subtracts the late ones from int_dossier_handling_by_month)
+        count(*) filter (where not is_rated_unsatisfied) as not_rated_unsatisfied,
         count(*) filter (where is_paid_online) as paid_online,
         count(*) filter (where has_fee_list) as with_fee_list,
         -- DOSSIER_SYNC: a dossier received in the period counts when it had status changes

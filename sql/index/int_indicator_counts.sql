@@ -4,11 +4,14 @@
 -- the methodology version in force for the period. Period attribution per indicator:
 -- receipt (dossiers received in the period), handled_or_open (ON_TIME_HANDLING), announcement
 -- (PUBLISH_*), first_receipt (petitions), as_of_now (catalogue state today).
+-- Whatever is judged "at the end of the period" (open dossiers and petitions, lateness) is
+-- judged at the period's `judged_as_of` (int_period_judgement): its end, or the data watermark
+-- while it runs.
 
 with
 
 periods as (
-    select * from {{ ref('dim_periods') }}
+    select * from {{ ref('int_period_judgement') }}
 ),
 
 rollup as (
@@ -53,9 +56,29 @@ sync_base as (
     group by all
 ),
 
--- ON_TIME_HANDLING and AVERAGE_HANDLING_DAYS, per unit and months received, finished, due.
+-- ON_TIME_HANDLING, AVERAGE_HANDLING_DAYS and the lateness of DOSSIER_RECEIVING_SATISFACTION,
+-- per unit and months received, finished and late since. A dossier is late at a judging moment
+-- T when fct_dossiers.late_since < T: at a period's end that is exact by months (late since a
+-- month before the month after the end); at the data watermark, by months except for the
+-- watermark's own month, whose late dossiers are read from the facts with their exact time.
 handling_base as (
-    select * from {{ ref('int_dossier_handling_by_month') }}
+    select
+        unit_id, received_month, finished_month, late_month,
+        dossiers, finished, handling_working_days, not_rated_unsatisfied,
+        null::boolean as late_at_watermark
+    from {{ ref('int_dossier_handling_by_month') }}
+    union all
+    select
+        unit_id, received_month, finished_month, late_month,
+        count(*) as dossiers,
+        count(finished_at) as finished,
+        coalesce(sum(handling_working_days), 0) as handling_working_days,
+        count(*) filter (where not is_rated_unsatisfied) as not_rated_unsatisfied,
+        late_since < (select max(data_watermark) from periods) as late_at_watermark
+    from {{ ref('fct_dossiers') }}
+    where late_month = (select max(watermark_month) from periods)
+      and not is_withdrawn and received_at is not null
+    group by all
 ),
 
 -- Receipt-attributed counts per unit and month: the procedure's attributes (as of now) decide
@@ -77,7 +100,7 @@ receipt_unit_month as (
         sum(b.reused) filter (where p.has_replaceable_components) as replaceable_reused,
         sum(b.online_store_linked) as online_store_linked,
         sum(b.population) as population,
-        sum(b.not_unsatisfied) as not_unsatisfied
+        sum(b.not_rated_unsatisfied) as not_rated_unsatisfied
     from receipt_base as b
     left join procedures as p on p.procedure_code = b.procedure_code
     group by all
@@ -100,7 +123,7 @@ receipt_counts as (
         sum(r.replaceable_reused) as replaceable_reused,
         sum(r.online_store_linked) as online_store_linked,
         sum(r.population) as population,
-        sum(r.not_unsatisfied) as not_unsatisfied
+        sum(r.not_rated_unsatisfied) as not_rated_unsatisfied
     from receipt_unit_month as r
     inner join periods as pe on r.month >= pe.starts_on and r.month < pe.ends_before
     inner join rollup as ru on ru.period = pe.period and ru.unit_id = r.unit_id
@@ -122,41 +145,71 @@ sync_counts as (
     group by all
 ),
 
-national_counts as (
-    select ru.rollup_unit_id as unit_id, pe.period, sum(n.received_count) as national_received
-    from national as n
-    inner join periods as pe
-        on cast(n.period || '-01' as date) >= pe.starts_on and cast(n.period || '-01' as date) < pe.ends_before
-    inner join rollup as ru on ru.period = pe.period and ru.unit_id = n.unit_id
-    group by ru.rollup_unit_id, pe.period
+-- DOSSIER_SYNC's denominator, the larger of the national report's and the portal's received
+-- count, taken per unit and month and then summed: a parent's, a quarter's or a year's is the
+-- sum of its parts (the larger of two sums would be below it when the report is larger for one
+-- unit or month and the portal for another).
+sync_denominator_unit_month as (
+    select
+        coalesce(r.unit_id, n.unit_id) as unit_id,
+        coalesce(r.month, n.month) as month,
+        greatest(coalesce(r.received, 0), coalesce(n.received_count, 0)) as sync_denominator
+    from (
+        select unit_id, month, sum(received) as received from receipt_base group by all
+    ) as r
+    full join (
+        select unit_id, cast(period || '-01' as date) as month, sum(received_count) as received_count
+        from national
+        group by all
+    ) as n on n.unit_id = r.unit_id and n.month = r.month
+),
+
+sync_denominators as (
+    select ru.rollup_unit_id as unit_id, pe.period, sum(s.sync_denominator) as sync_denominator
+    from sync_denominator_unit_month as s
+    inner join periods as pe on s.month >= pe.starts_on and s.month < pe.ends_before
+    inner join rollup as ru on ru.period = pe.period and ru.unit_id = s.unit_id
+    group by all
 ),
 
 handling as (
     select
         ru.rollup_unit_id as unit_id,
-        pe.period,
+        b.period,
         sum(b.dossiers) as handled_or_open,
-        coalesce(sum(b.dossiers) filter (
-            where (b.finished_month < pe.ends_before and not b.is_late)
-               or ((b.finished_month is null or b.finished_month >= pe.ends_before)
-                   and b.due_month >= pe.ends_before and b.at_most_one_supplement)
-        ), 0) as on_time,
+        coalesce(sum(b.dossiers) filter (where not b.is_late_at_judgement), 0) as on_time,
+        -- DOSSIER_RECEIVING_SATISFACTION: received in the period, not rated unsatisfied, late
+        coalesce(sum(b.not_rated_unsatisfied) filter (where b.is_received_in_period and b.is_late_at_judgement), 0)
+            as late_not_rated_unsatisfied,
         -- AVERAGE_HANDLING_DAYS (shown, not scored): dossiers finished in the period
-        sum(b.finished) filter (
-            where b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before
-        ) as finished,
-        sum(b.handling_working_days) filter (
-            where b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before
-        ) as handling_working_days
-    from handling_base as b
-    inner join periods as pe
-        on (b.received_month >= pe.starts_on and b.received_month < pe.ends_before)
-        or (b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before)
-    inner join rollup as ru on ru.period = pe.period and ru.unit_id = b.unit_id
+        sum(b.finished) filter (where b.is_finished_in_period) as finished,
+        sum(b.handling_working_days) filter (where b.is_finished_in_period) as handling_working_days
+    from (
+        select
+            b.*,
+            pe.period,
+            b.received_month >= pe.starts_on and b.received_month < pe.ends_before as is_received_in_period,
+            coalesce(b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before, false) as is_finished_in_period,
+            coalesce(
+                b.late_at_watermark,
+                b.late_month < case when pe.is_live then pe.watermark_month else pe.ends_before end,
+                false
+            ) as is_late_at_judgement
+        from handling_base as b
+        inner join periods as pe
+            on ((b.received_month >= pe.starts_on and b.received_month < pe.ends_before)
+                or (b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before))
+            -- a live period reads the watermark month's late dossiers by their exact time only
+            and case
+                when b.late_at_watermark is null then not (pe.is_live and b.late_month is not distinct from pe.watermark_month)
+                else pe.is_live
+            end
+    ) as b
+    inner join rollup as ru on ru.period = b.period and ru.unit_id = b.unit_id
     group by all
 ),
 
--- Petitions, by first receipt; judged at the period's end when still open -------------------
+-- Petitions, by first receipt; judged at the period's judging moment (fct_petitions.late_since) --
 
 -- Counted per unit first, then rolled up (the counts add up; rolling up each petition first
 -- joined every petition to every ancestor).
@@ -165,14 +218,11 @@ petition_by_unit as (
         p.unit_id,
         pe.period,
         count(*) as petitions,
+        count(*) filter (where not coalesce(p.late_since < pe.judged_as_of, false)) as petitions_on_time,
+        count(*) filter (where p.handled_at < pe.judged_as_of) as handled,
         count(*) filter (
-            where (p.is_handled and p.handled_at < pe.ends_at and p.is_handled_on_time)
-               or ((not p.is_handled or p.handled_at >= pe.ends_at) and p.resolve_due_at >= pe.ends_at)
-        ) as petitions_on_time,
-        count(*) filter (where p.is_handled and p.handled_at < pe.ends_at) as handled,
-        count(*) filter (
-            where p.is_handled and p.handled_at < pe.ends_at
-              and not (p.is_disliked or p.is_re_raised or not p.is_handled_on_time)
+            where p.handled_at < pe.judged_as_of
+              and not (p.is_disliked or p.is_re_raised or coalesce(p.late_since < pe.judged_as_of, false))
         ) as handled_satisfied,
         count(*) filter (where p.category = 'rules_and_procedures') as about_procedures,
         count(*) filter (where p.category = 'staff_behaviour') as about_staff
@@ -198,7 +248,19 @@ petition_counts as (
 
 -- Procedures of a unit's level (Cấp Tỉnh: level 2, Cấp Cơ sở: level 3), per unit and period ---
 
--- Units and periods with dossiers received or handled, or petitions: the rows of the result.
+-- The rows of the result: every unit valid at the end of every reported period (from the first
+-- month with a dossier to the period the data watermark is in), whether or not it has records
+-- there (its indicators then follow the zero-denominator rules), and any unit and period with
+-- dossiers received or handled, or petitions. A unit is the version valid at the period's end:
+-- one row however many versions overlap the period.
+unit_periods as (
+    select u.unit_id, pe.period, u.unit_level, u.parent_unit_id is null as is_top, pe.is_reported
+    from periods as pe
+    inner join units as u
+        on u.valid_from < pe.ends_before
+        and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
+),
+
 active as (
     select unit_id, period from receipt_counts
     union
@@ -207,13 +269,12 @@ active as (
     select unit_id, period from petition_counts
 ),
 
-unit_periods as (
-    select distinct ru.rollup_unit_id as unit_id, ru.period, u.unit_level, u.parent_unit_id is null as is_top
-    from rollup as ru
-    inner join periods as pe on pe.period = ru.period
-    inner join units as u
-        on u.unit_id = ru.rollup_unit_id
-        and u.valid_from < pe.ends_before and (u.valid_to is null or u.valid_to >= pe.starts_on)
+scored_unit_periods as (
+    select up.unit_id, up.period
+    from unit_periods as up
+    where up.is_reported
+    union
+    select unit_id, period from active
 ),
 
 -- Each unit valid at the period's end carries the procedures of its level (Cấp Tỉnh: level 2,
@@ -266,8 +327,8 @@ owners as (
         on u.unit_id = ru.unit_id
         and u.valid_from < pe.ends_before
         and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
-    -- only where there is something to score (the calendar of periods runs to 2030)
-    semi join active as a on a.unit_id = ru.rollup_unit_id and a.period = ru.period
+    -- only the rows of the result (the calendar of periods runs to 2030)
+    semi join scored_unit_periods as a on a.unit_id = ru.rollup_unit_id and a.period = ru.period
 ),
 
 -- How each unit used each procedure in the period (its own dossiers only, and those of the
@@ -350,9 +411,10 @@ joined as (
         up.is_top,
         rc.*  exclude (unit_id, period),
         sc.synced_in_time,
-        nc.national_received,
+        sd.sync_denominator,
         h.handled_or_open,
         h.on_time,
+        h.late_not_rated_unsatisfied,
         h.finished,
         h.handling_working_days,
         pc.* exclude (unit_id, period),
@@ -360,11 +422,11 @@ joined as (
     from unit_periods as up
     left join receipt_counts as rc on rc.unit_id = up.unit_id and rc.period = up.period
     left join sync_counts as sc on sc.unit_id = up.unit_id and sc.period = up.period
-    left join national_counts as nc on nc.unit_id = up.unit_id and nc.period = up.period
+    left join sync_denominators as sd on sd.unit_id = up.unit_id and sd.period = up.period
     left join handling as h on h.unit_id = up.unit_id and h.period = up.period
     left join procedure_counts as pc on pc.unit_id = up.unit_id and pc.period = up.period
     left join petition_counts as pt on pt.unit_id = up.unit_id and pt.period = up.period
-    where rc.received is not null or h.handled_or_open is not null or pt.petitions is not null
+    where up.is_reported or rc.received is not null or h.handled_or_open is not null or pt.petitions is not null
 ),
 
 long as (
@@ -378,7 +440,7 @@ long as (
             struct_pack(n := coalesce(content_full, 0), d := coalesce(procedures, 0)) as PUBLIC_CONTENT_FULL,
             struct_pack(
                 n := coalesce(synced_in_time, 0),
-                d := greatest(coalesce(national_received, 0), coalesce(received, 0))
+                d := coalesce(sync_denominator, 0)
             ) as DOSSIER_SYNC,
             struct_pack(n := coalesce(on_time, 0), d := coalesce(handled_or_open, 0)) as ON_TIME_HANDLING,
             struct_pack(n := coalesce(online_services, 0), d := coalesce(procedures, 0)) as ONLINE_SERVICE_PROVIDED,
@@ -395,7 +457,10 @@ long as (
             struct_pack(n := coalesce(population_connected, 0), d := coalesce(procedures, 0)) as CITIZEN_DATA_CONNECTED_FORMALITY,
             struct_pack(n := coalesce(petitions_on_time, 0), d := coalesce(petitions, 0)) as PETITION_PROCESSING_ON_TIME,
             struct_pack(n := coalesce(handled_satisfied, 0), d := coalesce(handled, 0)) as PETITION_HANDLING_SATISFACTION,
-            struct_pack(n := coalesce(not_unsatisfied, 0), d := coalesce(received, 0)) as DOSSIER_RECEIVING_SATISFACTION,
+            struct_pack(
+                n := coalesce(not_rated_unsatisfied, 0) - coalesce(late_not_rated_unsatisfied, 0),
+                d := coalesce(received, 0)
+            ) as DOSSIER_RECEIVING_SATISFACTION,
             struct_pack(n := coalesce(about_procedures, 0), d := coalesce(petitions, 0)) as PETITION_CLASSIFICATION_TTHC,
             struct_pack(n := coalesce(about_staff, 0), d := coalesce(petitions, 0)) as PETITION_CLASSIFICATION_STAFF,
             struct_pack(n := coalesce(handling_working_days, 0), d := coalesce(finished, 0)) as AVERAGE_HANDLING_DAYS,

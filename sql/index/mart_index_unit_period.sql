@@ -1,8 +1,8 @@
 {{ config(materialized='table', tags=['index', 'mart']) }}
 -- One row per unit × period (unit_id, period): the six group scores and the total, the rank
 -- among the units sharing a parent, the change from the previous period of the same type, and
--- what the figure rests on (methodology, data watermark, status, when computed). BI tools and
--- publication read this mart; it holds no personal data.
+-- what the figure rests on (methodology, data watermark, the moment it was judged at, status,
+-- when computed). BI tools and publication read this mart; it holds no personal data.
 
 with
 
@@ -11,19 +11,11 @@ points as (
 ),
 
 periods as (
-    select * from {{ ref('dim_periods') }}
+    select * from {{ ref('int_period_judgement') }}
 ),
 
 units as (
     select * from {{ ref('dim_units') }}
-),
-
-dossiers as (
-    select * from {{ ref('stg_portal__dossiers') }}
-),
-
-watermark as (
-    select max(synced_at) as data_watermark from dossiers
 ),
 
 groups as (
@@ -54,6 +46,10 @@ described as (
         pe.period_type,
         pe.starts_at,
         pe.ends_at,
+        pe.data_watermark,
+        pe.judged_as_of,
+        pe.status,
+        pe.previous_period,
         u.unit_name,
         u.unit_level,
         u.parent_unit_id
@@ -80,13 +76,17 @@ select
     d.mdhl,
     d.total,
     rank() over (partition by d.period, d.parent_unit_id order by d.total desc) as rank_among_siblings,
-    d.total - lag(d.total) over (partition by d.unit_id, d.period_type order by d.starts_at) as change_from_previous,
+    -- against the unit's total in the period of the same type just before (empty when it had no
+    -- row there: a new unit, or the first reported period)
+    d.total - prev.total as change_from_previous,
     -- Final once the data has moved ten days past the period's end (the grace window for late
-    -- syncs); provisional before.
-    case when w.data_watermark >= d.ends_at + interval 10 day then 'final' else 'provisional' end as status,
+    -- syncs); provisional before (int_period_judgement).
+    d.status,
     d.methodology,
-    w.data_watermark,
+    d.data_watermark,
+    -- the moment the period's rules judged it at: its end, or the data watermark while it runs
+    d.judged_as_of,
     -- Vietnamese wall-clock time (UTC+7 all year; the bundled DuckDB has no time zones).
     cast(get_current_timestamp() as timestamp) + interval 7 hour as computed_at
 from described as d
-cross join watermark as w
+left join totalled as prev on prev.unit_id = d.unit_id and prev.period = d.previous_period

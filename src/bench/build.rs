@@ -146,7 +146,8 @@ pub async fn prepare_lake(opts: &BuildBench) -> anyhow::Result<PathBuf> {
     let config = super::sim_config(opts.dossiers, opts.seed);
     let ctx = RunContext {
         warehouse: lake.clone(),
-        project_root: PathBuf::from("/"),
+        // relative paths (a relative --work-dir) resolve against the working folder
+        project_root: std::env::current_dir()?,
         http: crate::feeds::http::http_client(),
     };
     let gen_dir = opts.work_dir.join("gen-chunk");
@@ -412,7 +413,8 @@ pub async fn run(opts: &BuildBench) -> anyhow::Result<Vec<BuildMeasurement>> {
     let changed = write_changes(&run, &changes, opts.changed, opts.seed)?;
     let ctx = RunContext {
         warehouse: run.clone(),
-        project_root: PathBuf::from("/"),
+        // relative paths (a relative --work-dir) resolve against the working folder
+        project_root: std::env::current_dir()?,
         http: crate::feeds::http::http_client(),
     };
     let landed = land(&ctx, &file_job("dossiers", &changes, opts.threads)?).await?;

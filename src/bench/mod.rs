@@ -148,7 +148,8 @@ pub async fn measure_chiso(
     let job = dossier_file_job(input, threads)?;
     let ctx = RunContext {
         warehouse: out.to_path_buf(),
-        project_root: PathBuf::from("/"),
+        // A relative input resolves against the working folder, as on the command line.
+        project_root: std::env::current_dir()?,
         http: crate::feeds::http::http_client(),
     };
     let t0 = Instant::now();
@@ -217,6 +218,18 @@ pub fn measure_duckdb(
     })
 }
 
+/// Records the generator wrote for `name` (its `manifest.json`).
+fn generated_records(input_dir: &Path, name: &str) -> anyhow::Result<u64> {
+    let path = input_dir.join("manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    manifest["records"][name]
+        .as_u64()
+        .with_context(|| format!("{}: no record count for {name}", path.display()))
+}
+
 /// Options of `chiso bench ingest`.
 pub struct IngestBench {
     pub dossiers: u64,
@@ -231,9 +244,10 @@ pub struct IngestBench {
 /// Parent: generates the input once (cached by size and seed), runs both engines in child
 /// processes, checks they landed the same records, and prints the table.
 pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
-    let input_dir = opts
-        .work_dir
-        .join(format!("input-{}-s{}", opts.dossiers, opts.seed));
+    // Children run with the same working folder, but every path handed to them is absolute.
+    let work_dir = std::path::absolute(&opts.work_dir)
+        .with_context(|| format!("--work-dir {}", opts.work_dir.display()))?;
+    let input_dir = work_dir.join(format!("input-{}-s{}", opts.dossiers, opts.seed));
     let input = input_dir.join("portal/dossiers.ndjson");
     if !input_dir.join("manifest.json").exists() {
         eprintln!(
@@ -252,10 +266,11 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
     let size = std::fs::metadata(&input)
         .with_context(|| format!("reading {}", input.display()))?
         .len();
+    let generated = generated_records(&input_dir, "dossiers")?;
     let exe = std::env::current_exe()?;
     let mut results = Vec::new();
     for engine in ["duckdb", "chiso"] {
-        let out = opts.work_dir.join(format!("out-{engine}"));
+        let out = work_dir.join(format!("out-{engine}"));
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out)?;
         // Both engines read the file warm from the page cache: read it once first.
@@ -276,6 +291,16 @@ pub fn ingest(opts: &IngestBench) -> anyhow::Result<Vec<Measurement>> {
             .arg(&out)
             .args(["--duckdb-memory-limit", &opts.duckdb_memory_limit]);
         let m: Measurement = child_measurement(child, engine)?;
+        // Every generated record must have landed or been quarantined: a shortfall is a
+        // failed benchmark, said here rather than by a later query.
+        if m.records + m.quarantined != generated {
+            bail!(
+                "{engine} landed {} and quarantined {} of the {generated} records generated in {}",
+                m.records,
+                m.quarantined,
+                input.display()
+            );
+        }
         results.push((m, out));
     }
     // Both must have landed the same rows.

@@ -37,12 +37,14 @@ pub fn new_files(
         .and_then(|c| c.get("files"))
         .and_then(|f| f.as_object());
     let mut out = Vec::new();
+    let mut matched = 0usize;
     let paths = glob::glob(&full).map_err(|e| format!("glob {pattern:?}: {e}"))?;
     for entry in paths {
         let path = entry.map_err(|e| format!("glob {pattern:?}: {e}"))?;
         if !path.is_file() {
             continue;
         }
+        matched += 1;
         let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mtime = meta
             .modified()
@@ -64,6 +66,11 @@ pub fn new_files(
             signature,
             size: meta.len(),
         });
+    }
+    // A pattern that matches no file at all is a misconfiguration (a wrong folder, a relative
+    // path read from another place), not "nothing new": say where it looked.
+    if matched == 0 {
+        return Err(format!("{pattern:?} matches no file (looked for {full})"));
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)

@@ -90,6 +90,9 @@ pub struct BuildRecord {
     /// What the build file started as: `spare` (the file published before the current one),
     /// `copy` (of the published file: the spare was missing or held by a reader) or `empty`.
     pub started_from: String,
+    /// Datasets (`feed/dataset`) with no file in the lake when the build started: read as
+    /// empty, so their indicators follow the zero-denominator rules.
+    pub sources_without_data: Vec<String>,
 }
 
 impl BuildRecord {
@@ -116,10 +119,14 @@ impl Resolve for Relations<'_> {
     }
     fn source(&self, feed: &str, dataset: &str) -> String {
         match self.jobs.iter().find(|j| j.dataset.feed == feed && j.dataset.name == dataset) {
-            Some(j) => format!(
+            Some(j) if crate::lake::dataset_has_files(self.warehouse, &j.dataset) => format!(
                 "read_parquet({}, hive_partitioning = true, hive_types_autocast = false, union_by_name = true, filename = true, file_row_number = true)",
                 duck::lit(&crate::lake::dataset_glob(self.warehouse, &j.dataset))
             ),
+            // Nothing landed yet (a fresh deployment, a month without petitions): no rows, with
+            // the columns the files would have, so that the models over it build and the
+            // indicators over it follow their zero-denominator rules.
+            Some(j) => empty_relation(&crate::lake::dataset_columns(&j.dataset)),
             // Rendered into SQL that fails with this message if it is ever run.
             None => format!("(SELECT error('source(''{feed}'', ''{dataset}'') is not a dataset of any job in jobs/'))"),
         }
@@ -127,6 +134,15 @@ impl Resolve for Relations<'_> {
     fn this(&self) -> String {
         format!("\"{}\"", self.this)
     }
+}
+
+/// `(SELECT CAST(NULL AS t) AS "c", … WHERE false)`: no rows, typed columns.
+fn empty_relation(columns: &[(String, &str)]) -> String {
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| format!("CAST(NULL AS {ty}) AS \"{}\"", name.replace('"', "\"\"")))
+        .collect();
+    format!("(SELECT {} WHERE false)", cols.join(", "))
 }
 
 /// The temporary table holding the rows an incremental model wrote in this build; it lives
@@ -402,6 +418,12 @@ pub fn build(
     let t0 = Instant::now();
     let started_at = time::now_rfc3339();
     let build_id = uuid::Uuid::now_v7().simple().to_string();
+    let mut sources_without_data: Vec<String> = jobs
+        .iter()
+        .filter(|j| !crate::lake::dataset_has_files(warehouse, &j.dataset))
+        .map(|j| format!("{}/{}", j.dataset.feed, j.dataset.name))
+        .collect();
+    sources_without_data.sort();
     let project = Project::load(sql_dir).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     let selected = project
         .select(&opts.select)
@@ -615,6 +637,7 @@ pub fn build(
         published: false,
         published_path: published.clone(),
         started_from: started_from.to_string(),
+        sources_without_data,
     };
     record.finished_at = time::now_rfc3339();
     record.seconds = t0.elapsed().as_secs_f64();

@@ -1,5 +1,5 @@
 {{ config(materialized='incremental', unique_key='payment_ref', tags=['staging'],
-    pre_hook="{% if is_incremental() %}SET VARIABLE stg_payments__payments_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_payments__payments_since = (SELECT coalesce(max(loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}") }}
 -- One row per payment reference (payment_ref): its latest status by ThoiGianCapNhat.
 -- Incremental: records landed since the last build compete with the kept row of their key.
 

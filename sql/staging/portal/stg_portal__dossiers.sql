@@ -1,5 +1,5 @@
 {{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
-    pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossiers_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossiers_since = (SELECT coalesce(max(loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}") }}
 -- One row per dossier (dossier_id): its current version, typed and decoded, and when the
 -- portal first received each status the dossier carried.
 --
@@ -225,10 +225,14 @@ renamed as (
 
         -- the JSON lists, decoded (each parsed once, in `chosen`)
         cast(coalesce(json_array_length(DanhSachHoSoBoSung), 0) as integer) as supplement_count,
-        -- the first supplement request and when the portal received the supplement (the
-        -- statutory due of a dossier with one supplement is extended by the wait)
+        -- the first supplement request, when the portal received the supplement, and the due
+        -- time before and after it (the time waiting for the applicant is not counted: SPEC
+        -- §4); the second request, which makes the dossier late from that moment
         try_strptime(nullif(supplements[1].NgayBoSung, ''), '%Y%m%d%H%M%S') as supplement_requested_at,
         try_strptime(nullif(supplements[1].NgayTiepNhanBoSung, ''), '%Y%m%d%H%M%S') as supplement_answered_at,
+        try_strptime(nullif(supplements[1].NgayHenTraTruoc, ''), '%Y%m%d%H%M%S') as supplement_due_before,
+        try_strptime(nullif(supplements[1].NgayHenTraMoi, ''), '%Y%m%d%H%M%S') as supplement_due_after,
+        try_strptime(nullif(supplements[2].NgayBoSung, ''), '%Y%m%d%H%M%S') as second_supplement_requested_at,
         coalesce(list_bool_or(list_transform(
             supplements,
             lambda s: (nullif(s.NgayBoSung, '') is not null and try_strptime(s.NgayBoSung, '%Y%m%d%H%M%S') is null)
@@ -277,7 +281,8 @@ renamed as (
             from_json(TaiLieuNop, '[{"DuocTaiSuDung":"INTEGER","DuocLayTuKhoDMQG":"INTEGER"}]') as components,
             from_json(DSKetNoiCSDL, '[{"MaCSDL":"VARCHAR"}]') as national_db_links,
             case when DanhSachHoSoBoSung is not null and DanhSachHoSoBoSung <> '[]' then from_json(
-                DanhSachHoSoBoSung, '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR"}]'
+                DanhSachHoSoBoSung,
+                '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR","NgayHenTraTruoc":"VARCHAR","NgayHenTraMoi":"VARCHAR"}]'
             ) end as supplements
         from chosen
     )

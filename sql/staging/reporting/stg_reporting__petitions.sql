@@ -1,5 +1,5 @@
 {{ config(materialized='incremental', unique_key='petition_id', tags=['staging'],
-    pre_hook="{% if is_incremental() %}SET VARIABLE stg_reporting__petitions_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_reporting__petitions_since = (SELECT coalesce(max(loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}") }}
 -- One row per petition (petition_id): its latest version by NgayCapNhat. Each version carries
 -- the whole status history so far, so the latest one is complete.
 -- Incremental: records landed since the last build compete with the kept row of their key.

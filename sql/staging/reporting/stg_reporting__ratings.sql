@@ -1,5 +1,5 @@
 {{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
-    pre_hook="{% if is_incremental() %}SET VARIABLE stg_reporting__ratings_since = (SELECT max(loaded_at) FROM {{ this }}){% endif %}") }}
+    pre_hook="{% if is_incremental() %}SET VARIABLE stg_reporting__ratings_since = (SELECT coalesce(max(loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}") }}
 -- One row per rated dossier (dossier_id): the latest rating.
 -- Incremental: records landed since the last build compete with the kept row of their key.
 

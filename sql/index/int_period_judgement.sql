@@ -1,0 +1,50 @@
+{{ config(materialized='table', tags=['index']) }}
+-- One row per period (period): the moment its rules judge it at, and whether it is final.
+--
+-- The data watermark is the newest moment the dossier data reached: the latest portal receive
+-- time (ThoiDiemDongBo) among the current dossier versions, bounded by when the data actually
+-- landed: a version whose receive time is later than its own landing (_ingested_at) is stamped
+-- in the future and does not count (the warning test dossier_versions_synced_after_landing
+-- lists it), so that one wrong clock cannot make periods final. It is read from the lake, not
+-- the wall clock, so that a number can be reproduced from the lake.
+--
+-- A period that has ended by the watermark is judged at its end; one that has not (the live
+-- month, quarter and year) as of the watermark: every rule that judges something "at the end
+-- of the period" (open dossiers and petitions, supplements, answers not yet published) judges
+-- it at `judged_as_of`. A period is final once the watermark has passed its end plus the grace
+-- window for late syncs (10 days); provisional before. Without any dossier data there is no
+-- watermark: every period is judged at its end and provisional, and none is reported.
+
+with
+
+periods as (
+    select * from {{ ref('dim_periods') }}
+),
+
+watermark as (
+    select
+        max(synced_at) filter (where synced_at <= version_loaded_at) as data_watermark,
+        min(received_at) as first_received_at
+    from {{ ref('stg_portal__dossiers') }}
+)
+
+select
+    pe.period,
+    pe.period_type,
+    pe.starts_on,
+    pe.ends_before,
+    pe.starts_at,
+    pe.ends_at,
+    w.data_watermark,
+    coalesce(w.data_watermark < pe.ends_at, false) as is_live,
+    least(pe.ends_at, w.data_watermark) as judged_as_of,
+    -- the first day of the watermark's month: a live period judges the dossiers late since an
+    -- earlier month as late, a later month as on time, and that month's by their exact time
+    cast(date_trunc('month', w.data_watermark) as date) as watermark_month,
+    case when w.data_watermark >= pe.ends_at + interval 10 day then 'final' else 'provisional' end as status,
+    -- reported: from the first month with a dossier to the period the watermark is in; every
+    -- unit valid at the end of a reported period gets a row, records or not
+    coalesce(pe.ends_at > w.first_received_at and pe.starts_at <= w.data_watermark, false) as is_reported,
+    pe.previous_period
+from periods as pe
+cross join watermark as w
