@@ -23,23 +23,25 @@ active as (
         on u.valid_from <= p.last_day
 ),
 
-chain(period, last_day, unit_id, carrier_id, depth) as (
-    select period, last_day, unit_id, unit_id, 0 from active
+-- Successor chains of any length (a unit can be reorganised more than once), each unit at most
+-- once per chain (a cycle in the registry ends the chain).
+chain(period, last_day, unit_id, carrier_id, path) as (
+    select period, last_day, unit_id, unit_id, [unit_id] from active
     union all
-    select c.period, c.last_day, c.unit_id, u.successor_unit_ids[1], c.depth + 1
+    select c.period, c.last_day, c.unit_id, u.successor_unit_ids[1], list_append(c.path, u.successor_unit_ids[1])
     from chain as c
     inner join units as u
         on u.unit_id = c.carrier_id
         and u.valid_to is not null
         and u.valid_to < c.last_day
         and len(u.successor_unit_ids) > 0
-    where c.depth < 4
+    where not list_contains(c.path, u.successor_unit_ids[1])
 ),
 
 carrier as (
     select period, last_day, unit_id, carrier_id
     from chain
-    qualify row_number() over (partition by period, unit_id order by depth desc) = 1
+    qualify row_number() over (partition by period, unit_id order by len(path) desc) = 1
 ),
 
 tree as (
@@ -49,20 +51,16 @@ tree as (
         on u.valid_from <= p.last_day and (u.valid_to is null or u.valid_to >= p.last_day)
 ),
 
-levels as (
-    select c.period, c.unit_id, c.carrier_id as rollup_unit_id, 0 as distance
+-- The carrier and its ancestors in the tree valid at the period's end, at any depth (each unit
+-- at most once: a cycle in the registry ends the climb).
+levels(period, unit_id, rollup_unit_id, distance, path) as (
+    select c.period, c.unit_id, c.carrier_id, 0, [c.carrier_id]
     from carrier as c
     union all
-    select c.period, c.unit_id, t1.parent_unit_id, 1
-    from carrier as c
-    inner join tree as t1 on t1.period = c.period and t1.unit_id = c.carrier_id
-    where t1.parent_unit_id is not null
-    union all
-    select c.period, c.unit_id, t2.parent_unit_id, 2
-    from carrier as c
-    inner join tree as t1 on t1.period = c.period and t1.unit_id = c.carrier_id
-    inner join tree as t2 on t2.period = c.period and t2.unit_id = t1.parent_unit_id
-    where t2.parent_unit_id is not null
+    select l.period, l.unit_id, t.parent_unit_id, l.distance + 1, list_append(l.path, t.parent_unit_id)
+    from levels as l
+    inner join tree as t on t.period = l.period and t.unit_id = l.rollup_unit_id
+    where t.parent_unit_id is not null and not list_contains(l.path, t.parent_unit_id)
 )
 
 select distinct period, unit_id, rollup_unit_id, distance from levels
