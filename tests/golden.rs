@@ -603,7 +603,7 @@ fn feed_files(dir: &Path) {
         "payments.ndjson",
         ndjson(&[
             json!({"MaHoSo": "D1", "MaThamChieu": "TT1", "SoTien": 50000,
-                        "TrangThaiThanhToan": "1", "KenhThanhToan": "PAYGOV",
+                        "TrangThaiThanhToan": "2", "KenhThanhToan": "PAYGOV",
                         "ThoiGianCapNhat": ts("03-05 10:00")}),
         ]),
     );
@@ -1015,7 +1015,7 @@ const COMPARED: [(&str, &str); 5] = [
     ),
     (
         "fct_dossiers",
-        "SELECT * EXCLUDE (lake_file, version_loaded_at, steps_loaded_at, steps_first_loaded_at, rating_loaded_at, catalogue_loaded_at, calendar_loaded_at, built_at) FROM fct_dossiers ORDER BY ALL",
+        "SELECT * EXCLUDE (lake_file, version_loaded_at, steps_loaded_at, steps_first_loaded_at, rating_loaded_at, payment_loaded_at, catalogue_loaded_at, calendar_loaded_at, built_at) FROM fct_dossiers ORDER BY ALL",
     ),
     (
         "stg_portal__dossier_steps",
@@ -1920,6 +1920,9 @@ async fn a_fresh_deployment_builds_before_every_feed_has_landed() {
 // | N2 | E    | not in the catalogue | 05-07 09:00 | none | open | no due time at all: never late |
 // | N3 | F    | X         | 05-08 09:00 | 05-10 09:00 | processed 05-09 10:00 | four levels down: counts up to CT |
 // | N4 | G1   | X         | 01-15 09:00 | 01-20 09:00 | processed 06-10 10:00 (late) | carried by G6 in June, five hops on |
+// | N5 | B    | X         | 05-13 09:00 | 05-17 09:00 | processed 05-14 10:00 | fee 20,000, flagged paid online; the payments feed: paid 05-13, refunded 05-20: not paid |
+// | N6 | B    | X         | 05-13 09:30 | 05-17 09:00 | processed 05-14 10:00 | fee 20,000, flagged paid online; the feed: paid |
+// | N7 | B    | X         | 05-13 10:00 | 05-17 09:00 | processed 05-14 10:00 | fee 20,000, flagged paid online; not in the feed: its flag decides |
 //
 // The data watermark is N4's processed version, 06-10 10:10: June, Q2 and 2024 are live. B has
 // no record of its own and none in January: it still gets a row, with zero denominators.
@@ -2022,9 +2025,55 @@ fn edge_feed_files(dir: &Path) {
             &[end("06-10 10:00"), at("06-10 10:10")],
         ),
     ];
+    let mut versions = versions;
+    for (id, received, synced) in [
+        ("N5", "05-13 09:00", "05-13 09:10"),
+        ("N6", "05-13 09:30", "05-13 09:40"),
+        ("N7", "05-13 10:00", "05-13 10:10"),
+    ] {
+        let paid = [
+            ("DanhSachLePhi", json!([{"MaPhiLePhi": "L1", "Gia": 20000}])),
+            ("DuocThanhToanTrucTuyen", json!(1)),
+        ];
+        let mut first = paid.to_vec();
+        first.push(at(synced));
+        versions.push(version(
+            id,
+            "B",
+            X,
+            received,
+            Some("05-17 09:00"),
+            "2",
+            &first,
+        ));
+        let mut done = paid.to_vec();
+        done.push(end("05-14 10:00"));
+        done.push(at("05-14 10:10"));
+        versions.push(version(
+            id,
+            "B",
+            X,
+            received,
+            Some("05-17 09:00"),
+            "9",
+            &done,
+        ));
+    }
+    let payment = |id: &str, reference: &str, status: &str, t: &str| {
+        json!({"MaHoSo": id, "MaThamChieu": reference, "SoTien": 20000, "TrangThaiThanhToan": status,
+               "KenhThanhToan": "PAYGOV", "ThoiGianCapNhat": ts24(t)})
+    };
     let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
     w("dossiers.ndjson", ndjson(&versions));
-    for f in ["dossier_steps", "payments", "ratings", "petitions"] {
+    w(
+        "payments.ndjson",
+        ndjson(&[
+            payment("N5", "TT5", "2", "05-13 10:00"),
+            payment("N5", "TT5", "3", "05-20 10:00"),
+            payment("N6", "TT6", "2", "05-13 10:30"),
+        ]),
+    );
+    for f in ["dossier_steps", "ratings", "petitions"] {
         w(&format!("{f}.ndjson"), String::new());
     }
 }
@@ -2070,16 +2119,32 @@ async fn every_unit_is_ranked_and_rolled_up_whatever_the_tree() {
     );
     assert_eq!(e_q2, vec!["Đơn vị E (mới)"]);
     assert_eq!(on_time("E", "2024-Q2").as_deref(), Some("2/2"));
-    // F's dossier counts for F, B, P1 and CT (three levels up): CT in May has E's two and N3.
+    // F's dossier counts for F, B, P1 and CT (three levels up): CT in May has E's two, N3 and
+    // B's own N5 N6 N7.
     assert_eq!(on_time("F", "2024-05").as_deref(), Some("1/1"));
-    assert_eq!(on_time("B", "2024-05").as_deref(), Some("1/1"));
-    assert_eq!(on_time("CT", "2024-05").as_deref(), Some("3/3"));
+    assert_eq!(on_time("B", "2024-05").as_deref(), Some("4/4"));
+    assert_eq!(on_time("CT", "2024-05").as_deref(), Some("6/6"));
     // N4: late at January's end (due 01-20), counted under G1 there; finished late in June,
-    // counted under G6, five reorganisations on. The year, judged at the watermark: 3 of 4.
+    // counted under G6, five reorganisations on. The year, judged at the watermark: 6 of 7
+    // (B's own N5 N6 N7, below, are on time; so is everything in May but N4).
     assert_eq!(on_time("G1", "2024-01").as_deref(), Some("0/1"));
     assert_eq!(on_time("G6", "2024-06").as_deref(), Some("0/1"));
-    assert_eq!(on_time("CT", "2024").as_deref(), Some("3/4"));
-    assert_eq!(on_time("P1", "2024").as_deref(), Some("3/4"));
+    assert_eq!(on_time("CT", "2024").as_deref(), Some("6/7"));
+    assert_eq!(on_time("P1", "2024").as_deref(), Some("6/7"));
+    // Online payment: N5's payment was refunded (the feed decides: not paid), N6's is paid, N7
+    // has none in the feed (its flag decides: paid). 2 of the 3 with a financial obligation.
+    assert_eq!(
+        counts_of(&conn, "B", "2024-05").split(' ').nth(8),
+        Some("2/3")
+    );
+    let sources: Vec<String> = rows(
+        &conn,
+        "SELECT dossier_id || ' ' || is_paid_online || ' ' || paid_online_source FROM fct_dossiers WHERE dossier_id IN ('N5', 'N6', 'N7') ORDER BY 1",
+    );
+    assert_eq!(
+        sources,
+        vec!["N5 false payments", "N6 true payments", "N7 true dossier"]
+    );
     // B has nothing in January: a row all the same, zero denominators (ON_TIME_HANDLING 0
     // points, petitions full), and no previous month to compare with.
     assert_eq!(on_time("B", "2024-01").as_deref(), Some("0/0"));

@@ -6,6 +6,7 @@
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_versions = (SELECT coalesce(max(version_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_steps = (SELECT coalesce(max(steps_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_ratings = (SELECT coalesce(max(rating_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
+        "{% if is_incremental() %}SET VARIABLE fct_dossiers_payments = (SELECT coalesce(max(payment_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_catalogue = (SELECT coalesce(max(catalogue_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_calendar = (SELECT coalesce(max(calendar_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}"
     ],
@@ -23,7 +24,8 @@
 -- status change reached the portal in time. A step landed twice changes none of these.
 --
 -- Incremental: a dossier is recomputed when any version of it (current or not: a late one
--- moves a status's first receive time), its steps or its rating landed since the last build
+-- moves a status's first receive time), its steps, its rating or its payments landed since the
+-- last build
 -- (`*_loaded_at`), every dossier of a procedure when a new catalogue snapshot lands, and
 -- every dossier whose due time comes from the statutory limit when a new calendar lands.
 --
@@ -54,6 +56,9 @@ changed as materialized (
     union
     select dossier_id from {{ ref('stg_reporting__ratings') }}
     where loaded_at > getvariable('fct_dossiers_ratings')
+    union
+    select dossier_id from {{ ref('stg_payments__payments') }}
+    where loaded_at > getvariable('fct_dossiers_payments')
     union
     -- A new catalogue snapshot changes its procedures' attributes (result on paper,
     -- statutory time limit); a new calendar changes statutory due times.
@@ -106,6 +111,11 @@ ratings as not materialized (
     select * from {{ ref('stg_reporting__ratings') }}
     where dossier_id in (select dossier_id from dossiers)
 ),
+
+payment_records as not materialized (
+    select * from {{ ref('stg_payments__payments') }}
+    where dossier_id in (select dossier_id from dossiers)
+),
 {% else %}
 dossiers as not materialized (
     select * from {{ ref('stg_portal__dossiers') }}
@@ -119,7 +129,23 @@ step_records as not materialized (
 ratings as not materialized (
     select * from {{ ref('stg_reporting__ratings') }}
 ),
+
+payment_records as not materialized (
+    select * from {{ ref('stg_payments__payments') }}
+),
 {% endif %}
+
+-- Online payment: where the payments feed has the dossier's payments, it decides (paid when
+-- one of them is paid now: a refunded or cancelled payment is not); otherwise the dossier's own
+-- flag (DuocThanhToanTrucTuyen) does.
+payments as (
+    select
+        dossier_id,
+        bool_or(payment_status = 'paid') as has_paid_payment,
+        max(loaded_at) as loaded_at
+    from payment_records
+    group by dossier_id
+),
 
 procedures as (
     select * from {{ ref('stg_catalogue__procedures') }}
@@ -242,43 +268,36 @@ ended as (
 -- November does not change October's.
 judged as (
     select
-        e.dossier_id,
+        * exclude (deadline, late_from),
         case
-            when e.is_withdrawn then null
-            when e.finished_at is not null and (l.late_from is null or e.finished_at <= l.late_from) then null
-            else l.late_from
+            when status_code = '7' then null
+            when finished_at is not null and (late_from is null or finished_at <= late_from) then null
+            else late_from
         end as late_since
     from (
-        select dossier_id, status_code = '7' as is_withdrawn, finished_at
-        from ended
-    ) as e
-    inner join (
         select
-            x.dossier_id,
+            *,
             case
-                when x.supplement_count > 1
-                    then least(x.deadline, coalesce(x.second_supplement_requested_at, x.supplement_requested_at, x.received_at))
-                else x.deadline
+                when supplement_count > 1
+                    then least(deadline, coalesce(second_supplement_requested_at, supplement_requested_at, received_at))
+                else deadline
             end as late_from
         from (
             select
-                d.dossier_id,
-                d.supplement_count,
-                d.second_supplement_requested_at,
-                d.supplement_requested_at,
-                d.received_at,
+                e.*,
+                sd.due_at as statutory_due_at,
                 case
-                    when d.supplement_count = 0 or d.supplement_requested_at is null
-                        then coalesce(d.supplement_due_before, d.due_at, sd.due_before_at)
-                    when d.supplement_requested_at >= coalesce(d.supplement_due_before, d.due_at, sd.due_before_at)
-                        then coalesce(d.supplement_due_before, d.due_at, sd.due_before_at)
-                    when d.supplement_answered_at is null then null
-                    else coalesce(d.supplement_due_after, d.due_at, sd.due_at)
+                    when e.supplement_count = 0 or e.supplement_requested_at is null
+                        then coalesce(e.supplement_due_before, e.due_at, sd.due_before_at)
+                    when e.supplement_requested_at >= coalesce(e.supplement_due_before, e.due_at, sd.due_before_at)
+                        then coalesce(e.supplement_due_before, e.due_at, sd.due_before_at)
+                    when e.supplement_answered_at is null then null
+                    else coalesce(e.supplement_due_after, e.due_at, sd.due_at)
                 end as deadline
-            from dossiers as d
+            from ended as e
             left join statutory_due as sd using (dossier_id)
-        ) as x
-    ) as l using (dossier_id)
+        )
+    )
 )
 
 select
@@ -299,8 +318,8 @@ select
     -- times
     e.submitted_at,
     e.received_at,
-    coalesce(e.due_at, sd.due_at) as due_at,
-    case when e.due_at is not null then 'portal' when sd.due_at is not null then 'statutory' end as due_source,
+    coalesce(e.due_at, e.statutory_due_at) as due_at,
+    case when e.due_at is not null then 'portal' when e.statutory_due_at is not null then 'statutory' end as due_source,
     e.finished_at,
     case e.finished_at
         when e.processed_at then 'processed'
@@ -318,15 +337,16 @@ select
     fin_day.working_day_number - rec_day.working_day_number as handling_working_days,
     -- the moment from which it counts as late (see `judged`), its month, and the verdict once
     -- handling ended
-    j.late_since,
-    cast(date_trunc('month', j.late_since) as date) as late_month,
-    case when e.finished_at is not null then j.late_since is not null end as is_late,
+    e.late_since,
+    cast(date_trunc('month', e.late_since) as date) as late_month,
+    case when e.finished_at is not null then e.late_since is not null end as is_late,
 
     -- fees and payment
     e.has_fee_list,
     e.fee_total_vnd,
     e.fee_total_vnd > 0 as has_financial_obligation,
-    e.is_paid_online,
+    coalesce(pay.has_paid_payment, e.is_paid_online) as is_paid_online,
+    case when pay.dossier_id is not null then 'payments' when e.is_paid_online is not null then 'dossier' end as paid_online_source,
 
     -- results and digitisation
     e.has_electronic_result,
@@ -358,14 +378,14 @@ select
     -- the first landing of its steps: a step without a time is in the month it landed in
     e.steps_first_loaded_at,
     r.loaded_at as rating_loaded_at,
+    pay.loaded_at as payment_loaded_at,
     p.loaded_at as catalogue_loaded_at,
     (select max(loaded_at) from {{ ref('stg_calendar__days') }}) as calendar_loaded_at,
     -- when this row was computed (the index's per-month counts rebuild the months it touches)
     now() as built_at
-from ended as e
-left join statutory_due as sd using (dossier_id)
-left join judged as j using (dossier_id)
+from judged as e
 left join ratings as r using (dossier_id)
+left join payments as pay using (dossier_id)
 left join procedures as p on p.procedure_code = e.procedure_code
 left join calendar as rec_day on rec_day.calendar_date = cast(e.received_at as date)
 left join calendar as fin_day on fin_day.calendar_date = cast(e.finished_at as date)
