@@ -514,6 +514,9 @@ fn print_build(r: &chiso::models::build::BuildRecord) {
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default()
         );
+        for row in &x.sample {
+            println!("    {row}");
+        }
     }
     if !r.sources_without_data.is_empty() {
         println!(

@@ -2188,3 +2188,123 @@ async fn every_unit_is_ranked_and_rolled_up_whatever_the_tree() {
     }
     server.abort();
 }
+
+/// A build of `sql` that may fail: its record.
+async fn build_record(
+    warehouse: &Path,
+    sql: &Path,
+    jobs: &[JobConfig],
+) -> chiso::models::build::BuildRecord {
+    let (w, sql, j) = (warehouse.to_path_buf(), sql.to_path_buf(), jobs.to_vec());
+    tokio::task::spawn_blocking(move || {
+        build(
+            &w,
+            &sql,
+            &j,
+            &BuildOptions {
+                full_refresh: true,
+                ..BuildOptions::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// Each invariant the builds check (the data tests of sql/tests/) fails, and stops the
+/// publication, when a model is broken on purpose: a copy of sql/ with one change each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_invariant_fails_on_a_deliberately_broken_model() {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    let methodology_row = "dvcqg-2026,2024-01,CKMB,Công khai minh bạch (transparency),18,NEW_INDICATOR,0,1,not_scored,all,receipt,false,something new,something,";
+    // (file, text, replacement, the data test that must fail)
+    let breakages: [(&str, &str, String, &str); 7] = [
+        (
+            "index/mart_index_unit_period.sql",
+            "from described as d\n",
+            "from (select * from described union all select * from described where unit_id = 'A') as d\n".into(),
+            "mart_index_unit_period_one_row_per_key",
+        ),
+        (
+            "index/mart_index_indicator.sql",
+            "from {{ ref('int_indicator_points') }} as p",
+            "from (select * from {{ ref('int_indicator_points') }} union all select * from {{ ref('int_indicator_points') }} where unit_id = 'A' and indicator = 'ON_TIME_HANDLING') as p".into(),
+            "mart_index_indicator_one_row_per_key",
+        ),
+        (
+            "index/int_indicator_points.sql",
+            "least(max_points, max_points * ratio / target)",
+            "2 * max_points * ratio / target".into(),
+            "mart_points_within_their_maximum",
+        ),
+        (
+            "index/mart_index_unit_period.sql",
+            "ckmb + tdgq + clgq + tttt + mdsh + mdhl as total",
+            "ckmb + tdgq + clgq + tttt + mdsh + mdhl + 1 as total".into(),
+            "mart_totals_add_up",
+        ),
+        (
+            "index/int_indicator_counts.sql",
+            "struct_pack(n := coalesce(on_time, 0), d := coalesce(handled_or_open, 0)) as ON_TIME_HANDLING",
+            "struct_pack(n := coalesce(handled_or_open, 0) + 1, d := coalesce(handled_or_open, 0)) as ON_TIME_HANDLING".into(),
+            "mart_numerators_within_denominators",
+        ),
+        (
+            "index/int_indicator_counts.sql",
+            "    where up.is_reported or rc.received is not null",
+            "    where up.unit_id <> 'B' and up.is_reported or rc.received is not null".into(),
+            "mart_one_row_per_unit_valid_at_period_end",
+        ),
+        (
+            "methodology/dvcqg-2026.csv",
+            "\ndvcqg-2026,2024-01,CKMB,",
+            format!("\n{methodology_row}\ndvcqg-2026,2024-01,CKMB,"),
+            "methodology_is_scored_as_written",
+        ),
+    ];
+    for (file, text, replacement, test) in breakages {
+        let sql = tempfile::tempdir().unwrap();
+        copy_dir(&repo().join("sql"), sql.path());
+        let path = sql.path().join(file);
+        let original = std::fs::read_to_string(&path).unwrap();
+        assert!(original.contains(text), "{file} no longer has {text:?}");
+        std::fs::write(&path, original.replacen(text, &replacement, 1)).unwrap();
+        let record = build_record(wh.path(), sql.path(), &jobs).await;
+        let run = record.tests.iter().find(|t| t.test == test);
+        assert!(
+            run.is_some_and(|t| t.status == "fail" && t.failures > 0 && !t.sample.is_empty()),
+            "{test} after breaking {file}: {run:#?}"
+        );
+        assert!(
+            !record.published,
+            "{test}: a failed invariant must stop the publication"
+        );
+    }
+    // The methodology's problem is named in the rows the test lists.
+    let sql = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("sql"), sql.path());
+    let csv = sql.path().join("methodology/dvcqg-2026.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(&csv, format!("{}{methodology_row}\n", text)).unwrap();
+    let record = build_record(wh.path(), sql.path(), &jobs).await;
+    let run = record
+        .tests
+        .iter()
+        .find(|t| t.test == "methodology_is_scored_as_written")
+        .unwrap();
+    assert!(
+        run.sample
+            .iter()
+            .any(|r| r.contains("indicator NEW_INDICATOR is not counted by int_indicator_counts")),
+        "{run:#?}"
+    );
+    // And the repository's own models pass every one of them.
+    build_now(wh.path(), &jobs, true).await;
+    server.abort();
+}

@@ -74,6 +74,10 @@ pub struct TestRun {
     pub rows_checked: String,
     /// SHA-256 of the test's SQL over all rows: a changed test is run over all rows again.
     pub sql_sha256: String,
+    /// Up to five of the rows it found, each as JSON (a failed or warning test): what to fix,
+    /// without rerunning its SQL.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub sample: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -846,6 +850,11 @@ fn run_tests(
         if status == "fail" {
             tracing::error!(test = %t.name, failures, "Data test failed; the build is not published.");
         }
+        let sample = if failures > 0 {
+            sample_rows(conn, &sql).unwrap_or_else(|e| vec![format!("(could not list them: {e})")])
+        } else {
+            vec![]
+        };
         out.push(TestRun {
             test: t.name.clone(),
             severity: t.severity.clone(),
@@ -855,9 +864,21 @@ fn run_tests(
             error,
             rows_checked: if narrowed { "new" } else { "all" }.into(),
             sql_sha256: sql_digest(&full_sql),
+            sample,
         });
     }
     Ok(out)
+}
+
+/// The first five rows a test's SQL returns, each as a JSON object.
+fn sample_rows(conn: &duck::Connection, sql: &str) -> anyhow::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT CAST(to_json(t) AS VARCHAR) FROM ({sql}) AS t LIMIT 5"
+    ))?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::Result<()> {
