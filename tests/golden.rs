@@ -1923,6 +1923,9 @@ async fn a_fresh_deployment_builds_before_every_feed_has_landed() {
 // | N5 | B    | X         | 05-13 09:00 | 05-17 09:00 | processed 05-14 10:00 | fee 20,000, flagged paid online; the payments feed: paid 05-13, refunded 05-20: not paid |
 // | N6 | B    | X         | 05-13 09:30 | 05-17 09:00 | processed 05-14 10:00 | fee 20,000, flagged paid online; the feed: paid |
 // | N7 | B    | X         | 05-13 10:00 | 05-17 09:00 | processed 05-14 10:00 | fee 20,000, flagged paid online; not in the feed: its flag decides |
+// | N8 | A    | X         | 05-20 09:00 | 05-27 09:00 | processed 05-24 10:00 | processing (05-20), supplement (05-21), processing again (05-23): the second processing never reached the portal |
+// | N9 | A    | X         | 05-20 09:30 | 05-27 09:00 | processed 05-24 10:00 | the same, and the second processing reached the portal 05-23 10:30 |
+// | N10 | A   | X         | 06-09 09:00 | 06-14 09:00 | open  | processing 06-10 09:00 not on the portal yet, its window open at the watermark |
 //
 // The data watermark is N4's processed version, 06-10 10:10: June, Q2 and 2024 are live. B has
 // no record of its own and none in January: it still gets a row, with zero denominators.
@@ -2059,6 +2062,76 @@ fn edge_feed_files(dir: &Path) {
             &done,
         ));
     }
+    // A status that comes back: N8's second processing never reached the portal, N9's did.
+    // N10's processing (06-10 09:00) has not reached it by the watermark (06-10 10:10).
+    for id in ["N8", "N9"] {
+        let received = if id == "N8" {
+            "05-20 09:00"
+        } else {
+            "05-20 09:30"
+        };
+        let mut statuses = vec![
+            ("2", "05-20 09:40"),
+            ("4", "05-20 10:10"),
+            ("5", "05-21 10:10"),
+        ];
+        if id == "N9" {
+            statuses.push(("4", "05-23 10:30"));
+        }
+        for (status, synced) in statuses {
+            versions.push(version(
+                id,
+                "A",
+                X,
+                received,
+                Some("05-27 09:00"),
+                status,
+                &[at(synced)],
+            ));
+        }
+        versions.push(version(
+            id,
+            "A",
+            X,
+            received,
+            Some("05-27 09:00"),
+            "9",
+            &[end("05-24 10:00"), at("05-24 10:10")],
+        ));
+    }
+    versions.push(version(
+        "N10",
+        "A",
+        X,
+        "06-09 09:00",
+        Some("06-14 09:00"),
+        "2",
+        &[at("06-09 09:10")],
+    ));
+    let step = |id: &str, status: &str, t: &str| {
+        json!({"MaHoSo": id, "NguoiXuLy": "Cán bộ", "ChucDanh": "Chuyên viên", "ThoiDiemXuLy": ts24(t),
+               "PhongBanXuLy": "Một cửa", "NoiDungXuLy": "Xử lý", "TrangThai": status,
+               "NgayBatDau": ts24(t), "NgayKetThucTheoQuyDinh": ts24(t)})
+    };
+    let mut steps = Vec::new();
+    for id in ["N8", "N9"] {
+        let received = if id == "N8" {
+            "05-20 09:00"
+        } else {
+            "05-20 09:30"
+        };
+        for (status, t) in [
+            ("2", received),
+            ("4", "05-20 10:00"),
+            ("5", "05-21 10:00"),
+            ("4", "05-23 10:00"),
+            ("9", "05-24 10:00"),
+        ] {
+            steps.push(step(id, status, t));
+        }
+    }
+    steps.push(step("N10", "2", "06-09 09:00"));
+    steps.push(step("N10", "4", "06-10 09:00"));
     let payment = |id: &str, reference: &str, status: &str, t: &str| {
         json!({"MaHoSo": id, "MaThamChieu": reference, "SoTien": 20000, "TrangThaiThanhToan": status,
                "KenhThanhToan": "PAYGOV", "ThoiGianCapNhat": ts24(t)})
@@ -2073,7 +2146,8 @@ fn edge_feed_files(dir: &Path) {
             payment("N6", "TT6", "2", "05-13 10:30"),
         ]),
     );
-    for f in ["dossier_steps", "ratings", "petitions"] {
+    w("dossier_steps.ndjson", ndjson(&steps));
+    for f in ["ratings", "petitions"] {
         w(&format!("{f}.ndjson"), String::new());
     }
 }
@@ -2119,23 +2193,44 @@ async fn every_unit_is_ranked_and_rolled_up_whatever_the_tree() {
     );
     assert_eq!(e_q2, vec!["Đơn vị E (mới)"]);
     assert_eq!(on_time("E", "2024-Q2").as_deref(), Some("2/2"));
-    // F's dossier counts for F, B, P1 and CT (three levels up): CT in May has E's two, N3 and
-    // B's own N5 N6 N7.
+    // F's dossier counts for F, B, P1 and CT (three levels up): CT in May has E's two, N3,
+    // B's own N5 N6 N7 and A's N8 N9.
     assert_eq!(on_time("F", "2024-05").as_deref(), Some("1/1"));
     assert_eq!(on_time("B", "2024-05").as_deref(), Some("4/4"));
-    assert_eq!(on_time("CT", "2024-05").as_deref(), Some("6/6"));
+    assert_eq!(on_time("CT", "2024-05").as_deref(), Some("8/8"));
     // N4: late at January's end (due 01-20), counted under G1 there; finished late in June,
-    // counted under G6, five reorganisations on. The year, judged at the watermark: 6 of 7
-    // (B's own N5 N6 N7, below, are on time; so is everything in May but N4).
+    // counted under G6, five reorganisations on. The year, judged at the watermark: 9 of 10
+    // (everything else is on time: N10 is open and due after the watermark).
     assert_eq!(on_time("G1", "2024-01").as_deref(), Some("0/1"));
     assert_eq!(on_time("G6", "2024-06").as_deref(), Some("0/1"));
-    assert_eq!(on_time("CT", "2024").as_deref(), Some("6/7"));
-    assert_eq!(on_time("P1", "2024").as_deref(), Some("6/7"));
+    assert_eq!(on_time("CT", "2024").as_deref(), Some("9/10"));
+    assert_eq!(on_time("P1", "2024").as_deref(), Some("9/10"));
     // Online payment: N5's payment was refunded (the feed decides: not paid), N6's is paid, N7
     // has none in the feed (its flag decides: paid). 2 of the 3 with a financial obligation.
     assert_eq!(
         counts_of(&conn, "B", "2024-05").split(' ').nth(8),
         Some("2/3")
+    );
+    // DOSSIER_SYNC with a recurring status: N8's second processing (05-23) never reached the
+    // portal (the first receipt of status 4, 05-20, came before it and does not count): not
+    // synced; N9's did, 30 minutes after. A in May: 1 of 2 (no national report).
+    assert_eq!(
+        counts_of(&conn, "A", "2024-05").split(' ').nth(3),
+        Some("1/2")
+    );
+    // N10's processing is not on the portal at the watermark, but its 24 hours are not over:
+    // pending, so A's June (a month that runs) counts it synced.
+    assert_eq!(
+        counts_of(&conn, "A", "2024-06").split(' ').nth(3),
+        Some("1/1")
+    );
+    let sync: Vec<String> = rows(
+        &conn,
+        "SELECT dossier_id || ' ' || coalesce(round(sync_delay_hours_in_receipt_month, 2)::varchar, '-') || ' ' || coalesce(strftime(sync_first_unarrived_at_in_receipt_month, '%m-%d %H:%M'), '-')          FROM fct_dossiers WHERE dossier_id IN ('N8', 'N9', 'N10') ORDER BY 1",
+    );
+    assert_eq!(
+        sync,
+        vec!["N10 0.17 06-10 09:00", "N8 0.67 05-23 10:00", "N9 0.5 -"]
     );
     let sources: Vec<String> = rows(
         &conn,

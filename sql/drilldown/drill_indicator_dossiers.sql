@@ -30,7 +30,14 @@ received as not materialized (
         pe.period,
         pe.period_type,
         pe.judged_as_of,
+        pe.is_live,
+        pe.data_watermark,
         d.*,
+        case pe.period_type
+            when 'month' then struct_pack(delay := d.sync_delay_hours_in_receipt_month, unarrived := d.sync_first_unarrived_at_in_receipt_month)
+            when 'quarter' then struct_pack(delay := d.sync_delay_hours_in_receipt_quarter, unarrived := d.sync_first_unarrived_at_in_receipt_quarter)
+            else struct_pack(delay := d.sync_delay_hours_in_receipt_year, unarrived := d.sync_first_unarrived_at_in_receipt_year)
+        end as sync,
         mp.sync_window_hours,
         coalesce(p.is_result_paper, false) as is_procedure_result_paper,
         coalesce(p.has_replaceable_components, false) as is_procedure_replaceable
@@ -57,12 +64,15 @@ handled as (
 ),
 
 listed as (
+    -- every change in the period arrived within the window; in a period that runs, a change
+    -- not arrived yet whose window is still open at the watermark is pending, not failed
     select rollup_unit_id, period, 'DOSSIER_SYNC' as indicator, dossier_id,
-        coalesce(case period_type
-            when 'month' then sync_delay_hours_in_receipt_month
-            when 'quarter' then sync_delay_hours_in_receipt_quarter
-            else sync_delay_hours_in_receipt_year
-        end <= sync_window_hours, false) as in_numerator
+        coalesce(
+            (sync.unarrived is null and sync.delay <= sync_window_hours)
+            or (is_live and sync.unarrived is not null and coalesce(sync.delay, 0) <= sync_window_hours
+                and date_diff('second', sync.unarrived, data_watermark) <= sync_window_hours * 3600),
+            false
+        ) as in_numerator
     from received
     union all
     select rollup_unit_id, period, 'ON_TIME_HANDLING', dossier_id, in_numerator

@@ -156,37 +156,30 @@ calendar as (
 ),
 
 -- DOSSIER_SYNC: a status change (a processing step) reached the portal when the first version
--- carrying its status was received; its delay is the time between the two (infinite if that
--- status never arrived). SPEC: a dossier is synced on time for a period when every status
--- change in the period reached the portal within the methodology's sync window. The periods
--- that count a dossier are those holding its receipt (its month, quarter and year), so the
--- fact keeps the longest delay among the changes inside each; the index compares it with the
--- window of the methodology in force for the period (the fact is the same under any window).
+-- carrying its status at or after the step was received (a status can come back: processing,
+-- supplement, processing again, and each change is matched on its own); its delay is the time
+-- between the two. A change with no such version has not reached the portal (yet). SPEC: a
+-- dossier is synced on time for a period when every status change in the period reached the
+-- portal within the methodology's sync window. The periods that count a dossier are those
+-- holding its receipt (its month, quarter and year), so the fact keeps, for the changes inside
+-- each, the longest delay of those that arrived and the first of those that did not; the index
+-- compares them with the window of the methodology in force for the period (the fact is the
+-- same under any window): a change that has not arrived fails a period that has ended, and is
+-- pending, not failed, in a period that runs while its window is still open.
 checked_changes as (
     select
         s.MaHoSo as dossier_id,
         s.ThoiDiemXuLy as stepped_at,
         s.TrangThai as status_code,
         s._ingested_at as loaded_at,
-        coalesce(
-            date_diff(
-                'second',
-                s.ThoiDiemXuLy,
-                case s.TrangThai
-                    when '1' then d.registered_first_synced_at
-                    when '2' then d.received_first_synced_at
-                    when '3' then d.not_accepted_first_synced_at
-                    when '4' then d.processing_first_synced_at
-                    when '5' then d.supplement_requested_first_synced_at
-                    when '6' then d.financial_obligation_requested_first_synced_at
-                    when '7' then d.withdrawn_first_synced_at
-                    when '8' then d.processing_stopped_first_synced_at
-                    when '9' then d.processed_first_synced_at
-                    when '10' then d.result_returned_first_synced_at
-                end
-            ) / 3600.0,
-            'infinity'::double
-        ) as delay_hours,
+        date_diff(
+            'second',
+            s.ThoiDiemXuLy,
+            list_min(list_transform(
+                list_filter(d.status_syncs, lambda x: x.status = s.TrangThai and x.synced_at >= s.ThoiDiemXuLy),
+                lambda x: x.synced_at
+            ))
+        ) / 3600.0 as delay_hours,
         date_trunc('month', s.ThoiDiemXuLy) = date_trunc('month', d.received_at) as in_receipt_month,
         date_trunc('quarter', s.ThoiDiemXuLy) = date_trunc('quarter', d.received_at) as in_receipt_quarter,
         date_trunc('year', s.ThoiDiemXuLy) = date_trunc('year', d.received_at) as in_receipt_year
@@ -199,11 +192,15 @@ step_summary as (
         dossier_id,
         min(stepped_at) as first_status_change_at,
         max(stepped_at) as last_status_change_at,
-        -- informative: the first change later than SPEC's default window of 24 hours
-        min(stepped_at) filter (where delay_hours > 24) as first_late_sync_change_at,
+        -- informative: the first change later than SPEC's default window of 24 hours, or not
+        -- arrived at all
+        min(stepped_at) filter (where delay_hours > 24 or delay_hours is null) as first_late_sync_change_at,
         max(delay_hours) filter (where in_receipt_month) as sync_delay_hours_in_receipt_month,
         max(delay_hours) filter (where in_receipt_quarter) as sync_delay_hours_in_receipt_quarter,
         max(delay_hours) filter (where in_receipt_year) as sync_delay_hours_in_receipt_year,
+        min(stepped_at) filter (where in_receipt_month and delay_hours is null) as sync_first_unarrived_at_in_receipt_month,
+        min(stepped_at) filter (where in_receipt_quarter and delay_hours is null) as sync_first_unarrived_at_in_receipt_quarter,
+        min(stepped_at) filter (where in_receipt_year and delay_hours is null) as sync_first_unarrived_at_in_receipt_year,
         -- Processing stopped (status 8) carries no date of its own; its step does.
         min(stepped_at) filter (where status_code = '8') as stopped_at,
         max(loaded_at) as loaded_at,
@@ -363,6 +360,9 @@ select
     e.sync_delay_hours_in_receipt_month,
     e.sync_delay_hours_in_receipt_quarter,
     e.sync_delay_hours_in_receipt_year,
+    e.sync_first_unarrived_at_in_receipt_month,
+    e.sync_first_unarrived_at_in_receipt_quarter,
+    e.sync_first_unarrived_at_in_receipt_year,
     r.rating,
     coalesce(r.has_complaint, false) as has_complaint,
     -- DOSSIER_RECEIVING_SATISFACTION's part that does not depend on time (lateness does)

@@ -100,10 +100,12 @@ counted as (
         count(*) filter (where has_fee_list) as with_fee_list,
         -- DOSSIER_SYNC: a dossier received in the period counts when it had status changes
         -- in the period and every one reached the portal within the sync window (the longest
-        -- delay per receipt period is in fct_dossiers).
-        count(*) filter (where sync_delay_hours_in_receipt_month <= w.window_month) as synced_month,
-        count(*) filter (where sync_delay_hours_in_receipt_quarter <= w.window_quarter) as synced_quarter,
-        count(*) filter (where sync_delay_hours_in_receipt_year <= w.window_year) as synced_year
+        -- delay and the first change not arrived, per receipt period, are in fct_dossiers).
+        -- A change not arrived fails the period here; int_indicator_counts counts it pending
+        -- in a period that runs while its window is open.
+        count(*) filter (where sync_first_unarrived_at_in_receipt_month is null and sync_delay_hours_in_receipt_month <= w.window_month) as synced_month,
+        count(*) filter (where sync_first_unarrived_at_in_receipt_quarter is null and sync_delay_hours_in_receipt_quarter <= w.window_quarter) as synced_quarter,
+        count(*) filter (where sync_first_unarrived_at_in_receipt_year is null and sync_delay_hours_in_receipt_year <= w.window_year) as synced_year
     from dossiers as d
     inner join windows as w on w.month = d.received_month
     where d.received_at is not null

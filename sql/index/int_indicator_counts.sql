@@ -145,6 +145,41 @@ sync_counts as (
     group by all
 ),
 
+-- DOSSIER_SYNC in a period that runs: a change whose status has not reached the portal yet but
+-- whose sync window is still open at the data watermark is pending, not failed. Such dossiers
+-- (changes of the last window's hours) are read from the facts and counted as synced when
+-- nothing else fails them.
+sync_pending as (
+    select ru.rollup_unit_id as unit_id, x.period, count(*) as pending
+    from (
+        select
+            d.unit_id,
+            pe.period,
+            pe.data_watermark,
+            mp.sync_window_hours,
+            case pe.period_type
+                when 'month' then struct_pack(delay := d.sync_delay_hours_in_receipt_month, unarrived := d.sync_first_unarrived_at_in_receipt_month)
+                when 'quarter' then struct_pack(delay := d.sync_delay_hours_in_receipt_quarter, unarrived := d.sync_first_unarrived_at_in_receipt_quarter)
+                else struct_pack(delay := d.sync_delay_hours_in_receipt_year, unarrived := d.sync_first_unarrived_at_in_receipt_year)
+            end as sync
+        from {{ ref('fct_dossiers') }} as d
+        inner join periods as pe
+            on pe.is_live and d.received_month >= pe.starts_on and d.received_month < pe.ends_before
+        inner join {{ ref('int_methodology_by_period') }} as mp on mp.period = pe.period
+        where greatest(
+            d.sync_first_unarrived_at_in_receipt_month,
+            d.sync_first_unarrived_at_in_receipt_quarter,
+            d.sync_first_unarrived_at_in_receipt_year
+        ) >= (select max(data_watermark) from periods)
+            - to_hours((select max(sync_window_hours) from {{ ref('int_methodology_by_period') }})::bigint)
+    ) as x
+    inner join rollup as ru on ru.period = x.period and ru.unit_id = x.unit_id
+    where x.sync.unarrived is not null
+      and coalesce(x.sync.delay, 0) <= x.sync_window_hours
+      and date_diff('second', x.sync.unarrived, x.data_watermark) <= x.sync_window_hours * 3600
+    group by all
+),
+
 -- DOSSIER_SYNC's denominator, the larger of the national report's and the portal's received
 -- count, taken per unit and month and then summed: a parent's, a quarter's or a year's is the
 -- sum of its parts (the larger of two sums would be below it when the report is larger for one
@@ -410,7 +445,7 @@ joined as (
         up.period,
         up.is_top,
         rc.*  exclude (unit_id, period),
-        sc.synced_in_time,
+        coalesce(sc.synced_in_time, 0) + coalesce(sp.pending, 0) as synced_in_time,
         sd.sync_denominator,
         h.handled_or_open,
         h.on_time,
@@ -422,6 +457,7 @@ joined as (
     from unit_periods as up
     left join receipt_counts as rc on rc.unit_id = up.unit_id and rc.period = up.period
     left join sync_counts as sc on sc.unit_id = up.unit_id and sc.period = up.period
+    left join sync_pending as sp on sp.unit_id = up.unit_id and sp.period = up.period
     left join sync_denominators as sd on sd.unit_id = up.unit_id and sd.period = up.period
     left join handling as h on h.unit_id = up.unit_id and h.period = up.period
     left join procedure_counts as pc on pc.unit_id = up.unit_id and pc.period = up.period

@@ -1,7 +1,7 @@
 {{ config(materialized='incremental', unique_key='dossier_id', tags=['staging'],
     pre_hook="{% if is_incremental() %}SET VARIABLE stg_portal__dossiers_since = (SELECT coalesce(max(loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}") }}
--- One row per dossier (dossier_id): its current version, typed and decoded, and when the
--- portal first received each status the dossier carried.
+-- One row per dossier (dossier_id): its current version, typed and decoded, and every status
+-- the portal received for it, with when (each version's TrangThaiHoSo and ThoiDiemDongBo).
 --
 -- The portal re-sends a dossier on every change, late and out of order: a version synced late
 -- can arrive (ThoiDiemDongBo) after a newer one, so arrival order alone would make statuses go
@@ -11,14 +11,14 @@
 -- and only then by arrival.
 --
 -- All versions are read once, on narrow columns: the winner per dossier (its lake file, by
--- hash, and row) and the first receive time of each status (DOSSIER_SYNC compares them with
--- the processing steps). Only the winners' full rows are then read and decoded; the JSON
+-- hash, and row) and the list of (status, receive time) of all versions (DOSSIER_SYNC matches
+-- each processing step with the first receipt of its status at or after it). Only the winners' full rows are then read and decoded; the JSON
 -- lists are decoded here into the attributes the index counts and not kept as text (the
 -- record stays in the lake: `lake_file`, `lake_row`, and the versions view).
 --
 -- Incremental: only versions landed since the last build are read. They compete with the kept
--- current version of their dossier and move its first receive times earlier; a dossier whose
--- current version did not change keeps its row, with the receive times updated.
+-- current version of their dossier and add their receive times to its list; a dossier whose
+-- current version did not change keeps its row, with the list updated.
 
 with
 
@@ -71,16 +71,10 @@ versions as (
         + ((epoch_ms(coalesce(ThoiDiemDongBo, timestamp '0001-01-01')) // 1000 + 62135596800)::hugeint << 50)
         + (epoch_ms(_ingested_at) + 62135596800000)::hugeint as version_key,
         _ingested_at as loaded_at,
-        case when TrangThaiHoSo = '1' then ThoiDiemDongBo end as registered_first_synced_at,
-        case when TrangThaiHoSo = '2' then ThoiDiemDongBo end as received_first_synced_at,
-        case when TrangThaiHoSo = '3' then ThoiDiemDongBo end as not_accepted_first_synced_at,
-        case when TrangThaiHoSo = '4' then ThoiDiemDongBo end as processing_first_synced_at,
-        case when TrangThaiHoSo = '5' then ThoiDiemDongBo end as supplement_requested_first_synced_at,
-        case when TrangThaiHoSo = '6' then ThoiDiemDongBo end as financial_obligation_requested_first_synced_at,
-        case when TrangThaiHoSo = '7' then ThoiDiemDongBo end as withdrawn_first_synced_at,
-        case when TrangThaiHoSo = '8' then ThoiDiemDongBo end as processing_stopped_first_synced_at,
-        case when TrangThaiHoSo = '9' then ThoiDiemDongBo end as processed_first_synced_at,
-        case when TrangThaiHoSo = '10' then ThoiDiemDongBo end as result_returned_first_synced_at
+        -- the status this version carried and when the portal received it
+        case when ThoiDiemDongBo is not null
+            then struct_pack(status := TrangThaiHoSo, synced_at := ThoiDiemDongBo)
+        end as status_sync
     from source
 ),
 
@@ -110,16 +104,7 @@ candidates as (
         (hash(t.lake_file)::uhugeint << 64) + t.lake_row::uhugeint as locator,
         t.version_key,
         t.version_loaded_at as loaded_at,
-        t.registered_first_synced_at,
-        t.received_first_synced_at,
-        t.not_accepted_first_synced_at,
-        t.processing_first_synced_at,
-        t.supplement_requested_first_synced_at,
-        t.financial_obligation_requested_first_synced_at,
-        t.withdrawn_first_synced_at,
-        t.processing_stopped_first_synced_at,
-        t.processed_first_synced_at,
-        t.result_returned_first_synced_at
+        unnest(t.status_syncs) as status_sync
     from kept_rows as t
     {% endif %}
 ),
@@ -129,16 +114,9 @@ winners as (
         dossier_id,
         arg_max(locator, version_key) as locator,
         max(version_key) as version_key,
-        min(registered_first_synced_at) as registered_first_synced_at,
-        min(received_first_synced_at) as received_first_synced_at,
-        min(not_accepted_first_synced_at) as not_accepted_first_synced_at,
-        min(processing_first_synced_at) as processing_first_synced_at,
-        min(supplement_requested_first_synced_at) as supplement_requested_first_synced_at,
-        min(financial_obligation_requested_first_synced_at) as financial_obligation_requested_first_synced_at,
-        min(withdrawn_first_synced_at) as withdrawn_first_synced_at,
-        min(processing_stopped_first_synced_at) as processing_stopped_first_synced_at,
-        min(processed_first_synced_at) as processed_first_synced_at,
-        min(result_returned_first_synced_at) as result_returned_first_synced_at,
+        -- every (status, receive time) of every version (a resent version may repeat one: the
+        -- match takes the first at or after a step, which a repeat cannot change)
+        list(status_sync) filter (where status_sync is not null) as status_syncs,
         max(loaded_at) as loaded_at
     from candidates
     group by dossier_id
@@ -148,13 +126,7 @@ winners as (
 -- Kept current versions that stay current: their rows are kept, with the receive times moved.
 kept as (
     select
-        t.* exclude (
-            registered_first_synced_at, received_first_synced_at, not_accepted_first_synced_at,
-            processing_first_synced_at, supplement_requested_first_synced_at,
-            financial_obligation_requested_first_synced_at, withdrawn_first_synced_at,
-            processing_stopped_first_synced_at, processed_first_synced_at,
-            result_returned_first_synced_at, loaded_at
-        ),
+        t.* exclude (status_syncs, loaded_at),
         w.* exclude (dossier_id, locator, version_key)
     from kept_rows as t
     inner join winners as w
@@ -253,17 +225,8 @@ renamed as (
             national_db_links, lambda l: l.MaCSDL = 'CSDLQGDC'
         )), false) as uses_population_data,
 
-        -- when the portal first received each status
-        registered_first_synced_at,
-        received_first_synced_at,
-        not_accepted_first_synced_at,
-        processing_first_synced_at,
-        supplement_requested_first_synced_at,
-        financial_obligation_requested_first_synced_at,
-        withdrawn_first_synced_at,
-        processing_stopped_first_synced_at,
-        processed_first_synced_at,
-        result_returned_first_synced_at,
+        -- every status the portal received for the dossier, and when
+        status_syncs,
 
         -- ordering and lineage: the key's top bits give back the state time and workflow rank
         make_timestamp(((version_key >> 90)::bigint - 62135596800) * 1000000) as state_at,
