@@ -734,8 +734,15 @@ fn counts_of(conn: &duckdb::Connection, unit: &str, period: &str) -> String {
 }
 
 async fn serve_snapshots() -> (String, tokio::task::JoinHandle<()>) {
+    serve_these(snapshots()).await
+}
+
+/// The snapshot feeds with these bodies, on 127.0.0.1.
+async fn serve_these(
+    bodies: BTreeMap<&'static str, String>,
+) -> (String, tokio::task::JoinHandle<()>) {
     let mut app = axum::Router::new();
-    for (path, body) in snapshots() {
+    for (path, body) in bodies {
         app = app.route(path, get(move || async move { body }));
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1851,6 +1858,16 @@ async fn a_fresh_deployment_builds_before_every_feed_has_landed() {
             "reporting/ratings"
         ]
     );
+    // chiso status says the same, per job.
+    let statuses = chiso::status::collect(fresh.path(), &jobs).unwrap();
+    let mut without: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.has_data)
+        .map(|s| s.dataset.as_str())
+        .collect();
+    without.sort();
+    assert_eq!(without, record.sources_without_data);
+    assert!(chiso::status::render(&statuses).contains("No data yet: "));
     build_now(every.path(), &jobs, false).await;
     let (a, b) = (open(fresh.path()), open(every.path()));
     // Indicators of the dossiers, units and catalogue alone (no calendar, steps, ratings,
@@ -1926,6 +1943,11 @@ async fn a_fresh_deployment_builds_before_every_feed_has_landed() {
 // | N8 | A    | X         | 05-20 09:00 | 05-27 09:00 | processed 05-24 10:00 | processing (05-20), supplement (05-21), processing again (05-23): the second processing never reached the portal |
 // | N9 | A    | X         | 05-20 09:30 | 05-27 09:00 | processed 05-24 10:00 | the same, and the second processing reached the portal 05-23 10:30 |
 // | N10 | A   | X         | 06-09 09:00 | 06-14 09:00 | open  | processing 06-10 09:00 not on the portal yet, its window open at the watermark |
+// | N11 | A   | X         | 05-27 09:00 | statutory   | processed 05-28 10:00 | X's version in May: 3 working days (05-30 09:00), result on paper |
+// | N12 | A   | X         | 06-03 09:00 | statutory   | processed 06-05 10:00 | X's version from 06-01: 10 working days (06-17 09:00), result not on paper |
+//
+// A later catalogue snapshot changes X from 2024-06-01 (a new legal basis): 10 working days,
+// result not on paper, 6 of 7 mandatory components.
 //
 // The data watermark is N4's processed version, 06-10 10:10: June, Q2 and 2024 are live. B has
 // no record of its own and none in January: it still gets a row, with zero denominators.
@@ -2099,6 +2121,30 @@ fn edge_feed_files(dir: &Path) {
             &[end("05-24 10:00"), at("05-24 10:10")],
         ));
     }
+    // N11 and N12 have no NgayHenTra: the statutory time limit of X's version at receipt.
+    for (id, received, done) in [
+        ("N11", "05-27 09:00", "05-28 10:00"),
+        ("N12", "06-03 09:00", "06-05 10:00"),
+    ] {
+        versions.push(version(
+            id,
+            "A",
+            X,
+            received,
+            None,
+            "2",
+            &[at(&received.replace(":00", ":10"))],
+        ));
+        versions.push(version(
+            id,
+            "A",
+            X,
+            received,
+            None,
+            "9",
+            &[end(done), at(&done.replace(":00", ":10"))],
+        ));
+    }
     versions.push(version(
         "N10",
         "A",
@@ -2170,6 +2216,34 @@ async fn every_unit_is_ranked_and_rolled_up_whatever_the_tree() {
         &[("dossiers_without_due_time", 2)],
     )
     .await;
+    // Then the catalogue changes X from 2024-06-01 (its new legal basis): 10 working days
+    // instead of 3, result no longer on paper, 6 mandatory components of 7. The snapshot lands
+    // in both warehouses; `inc` builds incrementally, `full` from scratch.
+    let mut bodies = snapshots();
+    let mut catalogue: Value = serde_json::from_str(&bodies["/catalogue/procedures.json"]).unwrap();
+    for p in catalogue.as_array_mut().unwrap() {
+        if p["MaTTHC"] == X {
+            p["ThoiHanGiaiQuyet"] = json!(10);
+            p["KetQuaLaGiay"] = json!(0);
+            p["SoThanhPhanBatBuocDayDu"] = json!(6);
+            p["NgayHieuLucCanCu"] = json!("20240601");
+        }
+    }
+    bodies.insert("/catalogue/procedures.json", catalogue.to_string());
+    let (url2, server2) = serve_these(bodies).await;
+    let catalogue_job: Vec<JobConfig> = golden_jobs(&url2, input.path())
+        .into_iter()
+        .filter(|j| j.name == "catalogue")
+        .collect();
+    land_all(inc.path(), &catalogue_job).await;
+    land_all(full.path(), &catalogue_job).await;
+    build_expecting_warnings(
+        inc.path(),
+        &jobs,
+        false,
+        &[("dossiers_without_due_time", 2)],
+    )
+    .await;
     build_expecting_warnings(
         full.path(),
         &jobs,
@@ -2197,14 +2271,14 @@ async fn every_unit_is_ranked_and_rolled_up_whatever_the_tree() {
     // B's own N5 N6 N7 and A's N8 N9.
     assert_eq!(on_time("F", "2024-05").as_deref(), Some("1/1"));
     assert_eq!(on_time("B", "2024-05").as_deref(), Some("4/4"));
-    assert_eq!(on_time("CT", "2024-05").as_deref(), Some("8/8"));
+    assert_eq!(on_time("CT", "2024-05").as_deref(), Some("9/9"));
     // N4: late at January's end (due 01-20), counted under G1 there; finished late in June,
     // counted under G6, five reorganisations on. The year, judged at the watermark: 9 of 10
     // (everything else is on time: N10 is open and due after the watermark).
     assert_eq!(on_time("G1", "2024-01").as_deref(), Some("0/1"));
     assert_eq!(on_time("G6", "2024-06").as_deref(), Some("0/1"));
-    assert_eq!(on_time("CT", "2024").as_deref(), Some("9/10"));
-    assert_eq!(on_time("P1", "2024").as_deref(), Some("9/10"));
+    assert_eq!(on_time("CT", "2024").as_deref(), Some("11/12"));
+    assert_eq!(on_time("P1", "2024").as_deref(), Some("11/12"));
     // Online payment: N5's payment was refunded (the feed decides: not paid), N6's is paid, N7
     // has none in the feed (its flag decides: paid). 2 of the 3 with a financial obligation.
     assert_eq!(
@@ -2213,16 +2287,38 @@ async fn every_unit_is_ranked_and_rolled_up_whatever_the_tree() {
     );
     // DOSSIER_SYNC with a recurring status: N8's second processing (05-23) never reached the
     // portal (the first receipt of status 4, 05-20, came before it and does not count): not
-    // synced; N9's did, 30 minutes after. A in May: 1 of 2 (no national report).
+    // synced; N9's did, 30 minutes after. A in May: 1 of 3 (N11 has no steps: no change
+    // known to have synced; no national report).
     assert_eq!(
         counts_of(&conn, "A", "2024-05").split(' ').nth(3),
-        Some("1/2")
+        Some("1/3")
     );
     // N10's processing is not on the portal at the watermark, but its 24 hours are not over:
-    // pending, so A's June (a month that runs) counts it synced.
+    // pending, so A's June (a month that runs) counts it synced (N12, no steps, does not).
     assert_eq!(
         counts_of(&conn, "A", "2024-06").split(' ').nth(3),
+        Some("1/2")
+    );
+    // The catalogue's history: each dossier is judged with X's version in force at receipt,
+    // each period counts the version in force on the day it is judged with.
+    let x_versions: Vec<String> = rows(
+        &conn,
+        "SELECT dossier_id || ' ' || strftime(due_at, '%m-%d %H:%M') || ' ' || due_source || ' ' || is_result_paper FROM fct_dossiers WHERE dossier_id IN ('N11', 'N12') ORDER BY 1",
+    );
+    assert_eq!(
+        x_versions,
+        vec![
+            "N11 05-30 09:00 statutory true",
+            "N12 06-17 09:00 statutory false"
+        ]
+    );
+    assert_eq!(
+        counts_of(&conn, "B", "2024-05").split(' ').nth(2),
         Some("1/1")
+    );
+    assert_eq!(
+        counts_of(&conn, "B", "2024-06").split(' ').nth(2),
+        Some("0/1")
     );
     let sync: Vec<String> = rows(
         &conn,
@@ -2282,6 +2378,7 @@ async fn every_unit_is_ranked_and_rolled_up_whatever_the_tree() {
         );
     }
     server.abort();
+    server2.abort();
 }
 
 /// A build of `sql` that may fail: its record.
@@ -2402,4 +2499,55 @@ async fn each_invariant_fails_on_a_deliberately_broken_model() {
     // And the repository's own models pass every one of them.
     build_now(wh.path(), &jobs, true).await;
     server.abort();
+}
+
+/// The national report is read from every snapshot, not only the latest: a later report that
+/// carries April only does not erase March (the newest snapshot that reported a unit and month
+/// wins), and a period that is not a month is listed by a warning test, not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_national_report_snapshot_counts() {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    build_now(wh.path(), &jobs, false).await;
+    assert_eq!(
+        counts_of(&open(wh.path()), "A", "2026-03")
+            .split(' ')
+            .nth(3),
+        Some("3/6")
+    );
+    // The next report: April for A (2 received, none on the portal), and a quarterly row.
+    let mut bodies = snapshots();
+    bodies.insert(
+        "/reports/national/received.csv",
+        "MaDonVi,KyBaoCao,SoHoSoTiepNhan,NgayBaoCao\nA,2026-04,2,2026-05-04\nA,2026-Q2,9,2026-07-03\n".to_string(),
+    );
+    let (url2, server2) = serve_these(bodies).await;
+    let national: Vec<JobConfig> = golden_jobs(&url2, input.path())
+        .into_iter()
+        .filter(|j| j.name == "national_report")
+        .collect();
+    land_all(wh.path(), &national).await;
+    build_expecting_warnings(
+        wh.path(),
+        &jobs,
+        false,
+        &[("national_report_periods_not_monthly", 1)],
+    )
+    .await;
+    let conn = open(wh.path());
+    // March still has the first report's 6; April's denominator is the report's 2.
+    assert_eq!(
+        counts_of(&conn, "A", "2026-03").split(' ').nth(3),
+        Some("3/6")
+    );
+    assert_eq!(
+        counts_of(&conn, "A", "2026-04").split(' ').nth(3),
+        Some("0/2")
+    );
+    server.abort();
+    server2.abort();
 }

@@ -98,7 +98,10 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
         world.setting.cal.special_days().count() as i64
     );
     assert_eq!(
-        scalar(&conn, "select count(*) from stg_catalogue__procedures"),
+        scalar(
+            &conn,
+            "select count(*) from stg_catalogue__procedures where is_current"
+        ),
         world
             .setting
             .procedures

@@ -20,10 +20,6 @@ dossiers as not materialized (
     select * from {{ ref('fct_dossiers') }}
 ),
 
-procedures as (
-    select * from {{ ref('stg_catalogue__procedures') }}
-),
-
 received as not materialized (
     select
         ru.rollup_unit_id as rollup_unit_id,
@@ -39,13 +35,12 @@ received as not materialized (
             else struct_pack(delay := d.sync_delay_hours_in_receipt_year, unarrived := d.sync_first_unarrived_at_in_receipt_year)
         end as sync,
         mp.sync_window_hours,
-        coalesce(p.is_result_paper, false) as is_procedure_result_paper,
-        coalesce(p.has_replaceable_components, false) as is_procedure_replaceable
+        coalesce(d.is_result_paper, false) as is_procedure_result_paper,
+        coalesce(d.is_procedure_replaceable, false) as is_procedure_replaceable_at_receipt
     from dossiers as d
     inner join periods as pe on d.received_at >= pe.starts_at and d.received_at < pe.ends_at
     inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
     inner join {{ ref('int_methodology_by_period') }} as mp on mp.period = pe.period
-    left join procedures as p on p.procedure_code = d.procedure_code
 ),
 
 handled as (
@@ -94,7 +89,7 @@ listed as (
     union all
     select rollup_unit_id, period, 'REUSED_DIGITIZED_DATA', dossier_id, has_reused_component
     from received
-    where is_procedure_replaceable
+    where is_procedure_replaceable_at_receipt
     union all
     select rollup_unit_id, period, 'SYNCED_WITH_DVCQG_PERSONAL_STORAGE', dossier_id, has_store_component or has_electronic_result
     from received

@@ -220,7 +220,11 @@ statutory_due as (
         due_day.calendar_date + (d.received_at - date_trunc('day', d.received_at)) as due_before_at,
         extended_day.calendar_date + (d.received_at - date_trunc('day', d.received_at)) as due_at
     from dossiers as d
-    inner join procedures as p on p.procedure_code = d.procedure_code
+    -- the catalogue's version in force on the day of receipt
+    inner join procedures as p
+        on p.procedure_code = d.procedure_code
+        and p.valid_from <= cast(d.received_at as date)
+        and (p.valid_to is null or p.valid_to > cast(d.received_at as date))
     inner join calendar as received_day on received_day.calendar_date = cast(d.received_at as date)
     left join calendar as asked_day on asked_day.calendar_date = cast(d.supplement_requested_at as date)
     left join calendar as answered_day on answered_day.calendar_date = cast(d.supplement_answered_at as date)
@@ -348,6 +352,7 @@ select
     -- results and digitisation
     e.has_electronic_result,
     p.is_result_paper,
+    p.has_replaceable_components as is_procedure_replaceable,
     e.is_digitised,
     e.has_reused_component,
     e.has_store_component,
@@ -386,6 +391,12 @@ select
 from judged as e
 left join ratings as r using (dossier_id)
 left join payments as pay using (dossier_id)
-left join procedures as p on p.procedure_code = e.procedure_code
+-- the catalogue's version in force on the day of receipt (the current one without a receipt)
+left join procedures as p
+    on p.procedure_code = e.procedure_code
+    and case
+        when e.received_at is null then p.is_current
+        else p.valid_from <= cast(e.received_at as date) and (p.valid_to is null or p.valid_to > cast(e.received_at as date))
+    end
 left join calendar as rec_day on rec_day.calendar_date = cast(e.received_at as date)
 left join calendar as fin_day on fin_day.calendar_date = cast(e.finished_at as date)

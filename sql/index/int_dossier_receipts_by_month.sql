@@ -89,6 +89,12 @@ counted as (
         count(*) filter (where has_financial_obligation and is_paid_online) as obligation_paid_online,
         count(*) filter (where finished_at is not null and status_code in ('9', '10')) as with_result,
         count(*) filter (where finished_at is not null and status_code in ('9', '10') and has_electronic_result) as with_result_electronic,
+        -- ORIGINAL_RESULT_AVAILABLE and REUSED_DIGITIZED_DATA, by the procedure's catalogue
+        -- version in force at receipt (fct_dossiers)
+        count(*) filter (where finished_at is not null and status_code in ('9', '10') and is_result_paper) as paper_results,
+        count(*) filter (where finished_at is not null and status_code in ('9', '10') and is_result_paper and has_electronic_result) as paper_results_electronic,
+        count(*) filter (where is_procedure_replaceable) as replaceable,
+        count(*) filter (where is_procedure_replaceable and has_reused_component) as replaceable_reused,
         count(*) filter (where is_digitised) as digitised,
         count(*) filter (where has_reused_component) as reused,
         count(*) filter (where is_online and (has_store_component or has_electronic_result)) as online_store_linked,

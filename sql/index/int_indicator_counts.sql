@@ -81,8 +81,9 @@ handling_base as (
     group by all
 ),
 
--- Receipt-attributed counts per unit and month: the procedure's attributes (as of now) decide
--- which receipts count for the result-on-paper and replaceable-components indicators.
+-- Receipt-attributed counts per unit and month (the procedure's attributes that decide which
+-- receipts count for the result-on-paper and replaceable-components indicators are those of
+-- its catalogue version at receipt, in the per-month model).
 receipt_unit_month as (
     select
         b.unit_id,
@@ -93,16 +94,15 @@ receipt_unit_month as (
         sum(b.postal) as postal,
         sum(b.obligation) as obligation,
         sum(b.obligation_paid_online) as obligation_paid_online,
-        sum(b.with_result) filter (where p.is_result_paper) as paper_results,
-        sum(b.with_result_electronic) filter (where p.is_result_paper) as paper_results_electronic,
+        sum(b.paper_results) as paper_results,
+        sum(b.paper_results_electronic) as paper_results_electronic,
         sum(b.digitised) as digitised,
-        sum(b.received) filter (where p.has_replaceable_components) as replaceable,
-        sum(b.reused) filter (where p.has_replaceable_components) as replaceable_reused,
+        sum(b.replaceable) as replaceable,
+        sum(b.replaceable_reused) as replaceable_reused,
         sum(b.online_store_linked) as online_store_linked,
         sum(b.population) as population,
         sum(b.not_rated_unsatisfied) as not_rated_unsatisfied
     from receipt_base as b
-    left join procedures as p on p.procedure_code = b.procedure_code
     group by all
 ),
 
@@ -329,8 +329,11 @@ level_procedures as (
         coalesce(p.announced_on >= pe.starts_on and p.announced_on < pe.ends_before, false) as is_announced,
         ann.working_day_number + 20 <= eff.working_day_number as is_announced_on_time,
         p.posted_on is not null and post.working_day_number <= ann.working_day_number + 10 as is_posted_on_time
-    from procedures as p
-    cross join periods as pe
+    -- the catalogue's version in force on the day each period is judged at
+    from periods as pe
+    inner join procedures as p
+        on p.valid_from <= pe.judged_on
+        and (p.valid_to is null or p.valid_to > pe.judged_on)
     left join calendar as ann on ann.calendar_date = p.announced_on
     left join calendar as eff on eff.calendar_date = p.legal_basis_effective_on
     left join calendar as post on post.calendar_date = p.posted_on

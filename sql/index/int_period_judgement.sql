@@ -38,6 +38,9 @@ select
     w.data_watermark,
     coalesce(w.data_watermark < pe.ends_at, false) as is_live,
     least(pe.ends_at, w.data_watermark) as judged_as_of,
+    -- the day whose state (catalogue version, tree) the period is judged with: its last day, or
+    -- the watermark's day while it runs
+    case when w.data_watermark < pe.ends_at then cast(w.data_watermark as date) else cast(pe.ends_before - 1 as date) end as judged_on,
     -- the first day of the watermark's month: a live period judges the dossiers late since an
     -- earlier month as late, a later month as on time, and that month's by their exact time
     cast(date_trunc('month', w.data_watermark) as date) as watermark_month,

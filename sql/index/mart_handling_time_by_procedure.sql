@@ -19,6 +19,7 @@ inner join {{ ref('dim_periods') }} as pe
     on b.finished_month >= pe.starts_on and b.finished_month < pe.ends_before
 inner join {{ ref('int_units_rolled_up_by_period') }} as ru
     on ru.period = pe.period and ru.unit_id = b.unit_id
-left join {{ ref('stg_catalogue__procedures') }} as p on p.procedure_code = b.procedure_code
+-- the procedure's name as the catalogue has it now
+left join {{ ref('stg_catalogue__procedures') }} as p on p.procedure_code = b.procedure_code and p.is_current
 where b.finished > 0
 group by all
