@@ -308,7 +308,18 @@ pub fn dossier(s: &Setting, day: NaiveDate, j: u32) -> DossierOut {
     let unit = &s.registry.units[ui];
     let profile = &s.registry.profiles[unit.lineage];
     let lvl = if unit.level == 2 { 0 } else { 1 };
-    let pi = s.proc_cum[lvl].0[pick(&s.proc_cum[lvl].1, &mut rng)];
+    // A dossier is of a procedure announced by its day (the catalogue lists no other): the
+    // procedure drawn, or the next announced one of its level (no further draw, so the rest of
+    // the dossier's draws are the same).
+    let (idx, cum) = &s.proc_cum[lvl];
+    let mut k = pick(cum, &mut rng);
+    for _ in 0..idx.len() {
+        if s.procedures[idx[k]].announced <= day {
+            break;
+        }
+        k = (k + 1) % idx.len();
+    }
+    let pi = idx[k];
     let proc_ = &s.procedures[pi];
     let cal = &s.cal;
 
