@@ -146,7 +146,7 @@ fn demo_runs_every_feed_and_reconciles() {
     for table in ["int_indicator_counts.json", "fct_dossiers.json"] {
         assert!(read(table).contains("CREATE_TABLE_AS"), "{table}");
     }
-    assert!(read("fct_dossiers.post_hook.json").contains("ANTI"));
+    assert!(read("int_dossier_steps_before_their_dossier.json").contains("CREATE_TABLE_AS"));
     assert!(read("_tests/accepted_values_fct_dossiers_due_source.json").contains("due_source"));
     assert!(read("_checkpoint.json").contains("CHECKPOINT"));
 }

@@ -494,6 +494,26 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
             .collect();
         let documented: Vec<String> = doc.columns.iter().map(|c| c.name.clone()).collect();
         assert_eq!(actual, documented, "{}: documented columns", m.name);
+        // Officer names are personal wherever they appear, and no mart (what BI tools and
+        // publication read) has a personal column.
+        for c in &doc.columns {
+            if c.name == "officer_name" {
+                assert!(
+                    c.is_personal(),
+                    "{}.{} is not marked personal",
+                    m.name,
+                    c.name
+                );
+            }
+            if m.name.starts_with("mart_") {
+                assert!(
+                    !c.is_personal(),
+                    "{}.{} is personal in a mart",
+                    m.name,
+                    c.name
+                );
+            }
+        }
         assert!(
             doc.columns.iter().all(|c| !c.description.is_empty()),
             "{}",

@@ -9,9 +9,6 @@
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_payments = (SELECT coalesce(max(payment_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_catalogue = (SELECT coalesce(max(catalogue_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_calendar = (SELECT coalesce(max(calendar_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}"
-    ],
-    post_hook=[
-        "{% if is_incremental() %}INSERT INTO fct_dossiers__early_steps SELECT s.MaHoSo, s.ThoiDiemXuLy, s.TrangThai, s._ingested_at FROM {{ source('portal', 'dossier_steps') }} AS s WHERE s._ingested_at > getvariable('fct_dossiers_steps') AND s.MaHoSo NOT IN (SELECT dossier_id FROM {{ this }} WHERE steps_loaded_at > getvariable('fct_dossiers_steps')) AND NOT EXISTS (SELECT 1 FROM fct_dossiers__early_steps AS e WHERE e.MaHoSo = s.MaHoSo AND e._ingested_at = s._ingested_at AND e.ThoiDiemXuLy IS NOT DISTINCT FROM s.ThoiDiemXuLy AND e.TrangThai IS NOT DISTINCT FROM s.TrangThai){% else %}CREATE OR REPLACE TABLE fct_dossiers__early_steps AS SELECT s.MaHoSo, s.ThoiDiemXuLy, s.TrangThai, s._ingested_at FROM {{ source('portal', 'dossier_steps') }} AS s WHERE NOT EXISTS (SELECT 1 FROM {{ this }} AS f WHERE f.dossier_id = s.MaHoSo){% endif %}"
     ]
 ) }}
 -- One row per dossier (dossier_id) with the attributes the index counts: effective due time,
@@ -32,11 +29,9 @@
 -- Its steps are read from the step months (the lake's `step_month`, the month of
 -- ThoiDiemXuLy, or the month a step without a time landed in) where the kept dossiers' known
 -- steps start (`first_status_change_at`, `steps_first_loaded_at`), plus the steps landed since
--- the last build, plus the steps that landed before any version of their dossier: those are
--- kept in `fct_dossiers__early_steps` by the post_hook (at a full build, every step without a
--- dossier; at an incremental one, those landed since that found none: a dossier that has one
--- was rebuilt with `steps_loaded_at` past the watermark, which no kept row is), because a
--- dossier seen for the first time has no known months.
+-- the last build, plus the steps that landed before any version of their dossier
+-- (int_dossier_steps_before_their_dossier), because a dossier seen for the first time has no
+-- known months.
 
 with
 
@@ -51,8 +46,8 @@ changed as materialized (
     select dossier_id from {{ ref('stg_portal__dossiers') }}
     where loaded_at > getvariable('fct_dossiers_versions')
     union
-    select MaHoSo as dossier_id from {{ source('portal', 'dossier_steps') }}
-    where _ingested_at > getvariable('fct_dossiers_steps')
+    select dossier_id from {{ ref('stg_portal__dossier_step_records') }}
+    where loaded_at > getvariable('fct_dossiers_steps')
     union
     select dossier_id from {{ ref('stg_reporting__ratings') }}
     where loaded_at > getvariable('fct_dossiers_ratings')
@@ -85,23 +80,23 @@ dossiers as materialized (
 -- The union removes a step read twice (a step landed since the last build in a month read
 -- anyway); the summary below takes minimums and maximums, which a repeated step cannot change.
 step_records as materialized (
-    select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
-    from {{ source('portal', 'dossier_steps') }}
+    select dossier_id, stepped_at, status_code, loaded_at
+    from {{ ref('stg_portal__dossier_step_records') }}
     where step_month >= (
         select strftime(least(min(first_status_change_at), min(steps_first_loaded_at)), '%Y-%m')
         from {{ this }}
         where dossier_id in (select dossier_id from changed)
     )
-      and MaHoSo in (select dossier_id from changed)
+      and dossier_id in (select dossier_id from changed)
     union
-    select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
-    from {{ source('portal', 'dossier_steps') }}
-    where _ingested_at > getvariable('fct_dossiers_steps')
-      and MaHoSo in (select dossier_id from changed)
+    select dossier_id, stepped_at, status_code, loaded_at
+    from {{ ref('stg_portal__dossier_step_records') }}
+    where loaded_at > getvariable('fct_dossiers_steps')
+      and dossier_id in (select dossier_id from changed)
     union
-    select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
-    from fct_dossiers__early_steps
-    where MaHoSo in (select dossier_id from changed)
+    select dossier_id, stepped_at, status_code, loaded_at
+    from {{ ref('int_dossier_steps_before_their_dossier') }}
+    where dossier_id in (select dossier_id from changed)
 ),
 
 -- The ratings of the dossiers read above (only those get a row). Filtered by `dossiers`, not
@@ -122,8 +117,8 @@ dossiers as not materialized (
 ),
 
 step_records as not materialized (
-    select MaHoSo, ThoiDiemXuLy, TrangThai, _ingested_at
-    from {{ source('portal', 'dossier_steps') }}
+    select dossier_id, stepped_at, status_code, loaded_at
+    from {{ ref('stg_portal__dossier_step_records') }}
 ),
 
 ratings as not materialized (
@@ -168,23 +163,23 @@ calendar as (
 -- pending, not failed, in a period that runs while its window is still open.
 checked_changes as (
     select
-        s.MaHoSo as dossier_id,
-        s.ThoiDiemXuLy as stepped_at,
-        s.TrangThai as status_code,
-        s._ingested_at as loaded_at,
+        s.dossier_id,
+        s.stepped_at,
+        s.status_code,
+        s.loaded_at,
         date_diff(
             'second',
-            s.ThoiDiemXuLy,
+            s.stepped_at,
             list_min(list_transform(
-                list_filter(d.status_syncs, lambda x: x.status = s.TrangThai and x.synced_at >= s.ThoiDiemXuLy),
+                list_filter(d.status_syncs, lambda x: x.status = s.status_code and x.synced_at >= s.stepped_at),
                 lambda x: x.synced_at
             ))
         ) / 3600.0 as delay_hours,
-        date_trunc('month', s.ThoiDiemXuLy) = date_trunc('month', d.received_at) as in_receipt_month,
-        date_trunc('quarter', s.ThoiDiemXuLy) = date_trunc('quarter', d.received_at) as in_receipt_quarter,
-        date_trunc('year', s.ThoiDiemXuLy) = date_trunc('year', d.received_at) as in_receipt_year
+        date_trunc('month', s.stepped_at) = date_trunc('month', d.received_at) as in_receipt_month,
+        date_trunc('quarter', s.stepped_at) = date_trunc('quarter', d.received_at) as in_receipt_quarter,
+        date_trunc('year', s.stepped_at) = date_trunc('year', d.received_at) as in_receipt_year
     from step_records as s
-    inner join dossiers as d on d.dossier_id = s.MaHoSo
+    inner join dossiers as d on d.dossier_id = s.dossier_id
 ),
 
 step_summary as (

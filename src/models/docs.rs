@@ -35,6 +35,17 @@ pub struct ColumnDoc {
     pub description: String,
     #[serde(default, alias = "tests")]
     pub data_tests: Vec<TestSpec>,
+    /// dbt's free-form `meta`; chiso reads `personal: true` (names, ID numbers, phones,
+    /// officers: never in anything published).
+    #[serde(default)]
+    pub meta: BTreeMap<String, serde_norway::Value>,
+}
+
+impl ColumnDoc {
+    /// Marked `meta: {personal: true}`.
+    pub fn is_personal(&self) -> bool {
+        self.meta.get("personal").and_then(|v| v.as_bool()) == Some(true)
+    }
 }
 
 /// `unique`, or `{accepted_values: {values: […]}}`, as dbt writes them.
