@@ -1760,6 +1760,19 @@ async fn a_live_period_is_judged_as_of_the_data_and_a_closed_one_at_its_end() {
         );
         assert_eq!(live_counts(&conn, "2025-Q2"), "7/9 7/9 2/3 1/2");
         assert_eq!(live_counts(&conn, "2025"), "7/9 7/9 2/3 1/2");
+        // B has no record in 2025: it is ranked all the same, in the month, the quarter and the
+        // year, with zero denominators (ON_TIME_HANDLING 0 points, petitions full).
+        for period in ["2025-05", "2025-Q2", "2025"] {
+            let b = counts_of(&conn, "B", period);
+            let parts: Vec<&str> = b.split(' ').collect();
+            assert_eq!((parts[4], parts[17]), ("0/0", "0/0"), "B {period}: {b}");
+            let points: Vec<String> = rows(
+                &conn,
+                &format!("SELECT tdgq || ' ' || mdhl FROM mart_index_unit_period WHERE unit_id = 'B' AND period = '{period}'"),
+            );
+            assert_eq!(points.len(), 1, "B {period}");
+            assert!(points[0].starts_with("0.0 "), "B {period}: {points:?}");
+        }
         let mismatches = drill_mismatches(&conn);
         assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
         let late_in_may: Vec<String> = {
