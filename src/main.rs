@@ -238,6 +238,10 @@ struct SimServeArgs {
     /// Malformed records mixed in, per record served.
     #[arg(long, default_value_t = 0.0)]
     fault_malformed: f64,
+    /// The paged feeds serve current records only and move one to the end at every page after
+    /// the first, as a live API whose records change while a client reads it.
+    #[arg(long)]
+    moving_records: bool,
 }
 
 #[derive(Args)]
@@ -712,6 +716,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 slow_ms: a.slow_ms,
                 truncate_rate: a.fault_truncate,
                 malformed_rate: a.fault_malformed,
+                moving_records: a.moving_records,
             };
             faults
                 .validate()

@@ -535,6 +535,9 @@ async fn run_http(
             After::Cursor(c) => c.clone(),
             After::Watermark => {
                 watermark.merge(&chunk.watermark);
+                // The next request asks from here, and skips what landed at it.
+                puller.advance(&watermark);
+                chunk.skip = watermark.clone();
                 watermark.to_cursor().or(cursor)
             }
         };
@@ -545,7 +548,7 @@ async fn run_http(
             tokio::task::block_in_place(|| {
                 run.commit_chunk(finished, cursor.clone(), EntryKind::Checkpoint, None, None)
             })?;
-            chunk = Chunk::new(names, run.chunk_no, "", watermark_col, start.clone());
+            chunk = Chunk::new(names, run.chunk_no, "", watermark_col, watermark.clone());
         }
         if page.last {
             break;

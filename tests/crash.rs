@@ -138,6 +138,28 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
         let landed = landed_versions(wh.path(), job, *feed);
         assert_eq!(landed.len(), t.len(), "{}: lost or extra records", job.name);
         assert!(&landed == t, "{}: landed versions differ", job.name);
+        // Counts, not only the set: every version landed as many times as in the quiet
+        // reference run (the feed's own resends), none doubled by a crash and its recovery.
+        let (counts, reference) = (
+            landed_counts(wh.path(), job, *feed),
+            landed_counts(scratch.path(), job, *feed),
+        );
+        let differ: Vec<_> = counts
+            .iter()
+            .filter(|c| !reference.contains(c))
+            .take(5)
+            .collect();
+        assert!(
+            counts == reference,
+            "{}: rows per version differ from the quiet run, e.g. {differ:?}",
+            job.name
+        );
+        assert_eq!(
+            lake_rows(wh.path(), job),
+            lake_rows(scratch.path(), job),
+            "{}: rows landed",
+            job.name
+        );
         // Every file present is named by a commit: nothing uncommitted survives recovery, and
         // the committed row counts add up to what DuckDB reads.
         let state = JobState::new(wh.path(), &job.name);

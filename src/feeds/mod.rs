@@ -75,6 +75,13 @@ impl Puller {
         })
     }
 
+    /// Tells a watermark-paged feed how far the run has landed (others ignore it).
+    pub fn advance(&mut self, landed: &paged_post::Watermark) {
+        if let Puller::PagedPost(f) = self {
+            f.advance(landed);
+        }
+    }
+
     /// Fetches the next page.
     pub async fn next_page(&mut self, client: &FeedClient) -> Result<Page, FeedError> {
         match self {

@@ -8,6 +8,13 @@
 //! watermark misses nothing; the records at exactly the watermark come again, and those whose
 //! key is in `seen` are skipped (counted, not landed). A page shorter than the page size is
 //! the last.
+//!
+//! Pages are walked by the watermark, not by number: each request asks again from the highest
+//! value landed so far in the run (page 1), so a record updated while the run reads (it moves
+//! to the end, and everything behind it shifts up a place) cannot push an unread record onto a
+//! page already read. Only when a whole page lands nothing past the current watermark (more
+//! records share one value than a page holds) does the next request ask for the next page of
+//! the same value.
 
 use serde_json::{json, Value};
 
@@ -32,6 +39,22 @@ impl PagedPostFeed {
             params,
             since,
             page: 0,
+        }
+    }
+
+    /// After a page: ask from `landed` (the run's watermark so far) if it moved past the value
+    /// the last request asked from; otherwise the next page of the same value.
+    pub fn advance(&mut self, landed: &Watermark) {
+        let asked = self
+            .since
+            .as_deref()
+            .and_then(crate::lake::schema::parse_compact_timestamp);
+        match landed.micros {
+            Some(m) if asked.is_none_or(|a| m > a) => {
+                self.since = Some(crate::time::compact(crate::time::from_micros(m)));
+                self.page = 0;
+            }
+            _ => {}
         }
     }
 

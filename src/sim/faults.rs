@@ -20,6 +20,12 @@ pub struct Faults {
     pub truncate_rate: f64,
     /// Malformed copies added per record served (a bad timestamp, a missing key, a wrong type).
     pub malformed_rate: f64,
+    /// The paged (POST) feeds serve each record's current version only, as a live portal API
+    /// does, and every request for a page after the first updates the earliest record not
+    /// updated yet: it moves to the end with a new update time, and the records behind it shift
+    /// up a place while a client walks the pages.
+    #[serde(default)]
+    pub moving_records: bool,
 }
 
 impl Faults {

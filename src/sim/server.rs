@@ -76,6 +76,8 @@ pub struct SimState {
     pub faults: RwLock<Faults>,
     dice: Dice,
     pub stats: Mutex<BTreeMap<String, FeedStats>>,
+    /// `moving_records`: (feed, key) → the update time (seconds) the record was moved to.
+    moved: Mutex<BTreeMap<(&'static str, String), i64>>,
     token: Option<String>,
     units_json: String,
     calendar_csv: String,
@@ -86,6 +88,7 @@ impl SimState {
         let clock = Clock::new(world.config.now, world.config.speed);
         SimState {
             dice: Dice::new(world.config.seed),
+            moved: Mutex::new(BTreeMap::new()),
             units_json: world.units_json(),
             calendar_csv: world.calendar_csv(),
             world,
@@ -428,6 +431,18 @@ async fn paged_feed(
     };
     let now = state.clock.now();
     let visible = state.world.visible(feed, now);
+    if state.faults.read().expect("faults lock").moving_records {
+        let current = moving_records(&state, feed, visible, since, page);
+        let start = ((page - 1) * size).min(current.len());
+        let end = (start + size).min(current.len());
+        let total = current.len();
+        return serve_records(&state, feed, &current[start..end], |array| {
+            format!(
+                "{{\"code\":\"OK\",\"message\":\"Thành công\",\"total\":{total},\"data\":{array}}}"
+            )
+        })
+        .await;
+    }
     let from = visible.partition_point(|e| e.visible_at < since);
     let matching = &visible[from..];
     let start = ((page - 1) * size).min(matching.len());
@@ -437,6 +452,66 @@ async fn paged_feed(
         format!("{{\"code\":\"OK\",\"message\":\"Thành công\",\"total\":{total},\"data\":{array}}}")
     })
     .await
+}
+
+/// `moving_records`: each key's current version (a moved record carries its new update time),
+/// at or after `since`, oldest first by update time. A request for a page after the first first
+/// moves the earliest record not moved yet to just after the newest one.
+fn moving_records(
+    state: &SimState,
+    feed: SimFeed,
+    visible: &[Entry],
+    since: i64,
+    page: usize,
+) -> Vec<Entry> {
+    let (_, time_field) = feed.fault_fields();
+    // A record's time is its update time (the version), which the client pages by.
+    let mut current: BTreeMap<String, Entry> = BTreeMap::new();
+    for e in visible {
+        let mut e = e.clone();
+        if let Ok(t) = NaiveDateTime::parse_from_str(&e.version, "%Y%m%d%H%M%S") {
+            e.visible_at = secs(t);
+        }
+        current.insert(e.key.clone(), e);
+    }
+    let mut moved = state.moved.lock().expect("moved lock");
+    for ((f, key), at) in moved.iter() {
+        if *f != feed.name() {
+            continue;
+        }
+        if let Some(e) = current.get_mut(key) {
+            let mut v: serde_json::Value = serde_json::from_str(&e.json).expect("simulated JSON");
+            let stamp = chrono::DateTime::from_timestamp(*at, 0)
+                .expect("valid time")
+                .naive_utc()
+                .format("%Y%m%d%H%M%S")
+                .to_string();
+            v[time_field] = serde_json::Value::String(stamp.clone());
+            e.json = v.to_string();
+            e.version = stamp;
+            e.visible_at = *at;
+        }
+    }
+    if page > 1 {
+        let newest = current.values().map(|e| e.visible_at).max().unwrap_or(0);
+        let first = current
+            .values()
+            .filter(|e| !moved.contains_key(&(feed.name(), e.key.clone())))
+            .min_by_key(|e| (e.visible_at, e.key.clone()))
+            .map(|e| e.key.clone());
+        if let Some(key) = first {
+            let at = newest + 1;
+            moved.insert((feed.name(), key.clone()), at);
+            drop(moved);
+            return moving_records(state, feed, visible, since, 1);
+        }
+    }
+    let mut rows: Vec<Entry> = current
+        .into_values()
+        .filter(|e| e.visible_at >= since)
+        .collect();
+    rows.sort_by(|a, b| a.visible_at.cmp(&b.visible_at).then(a.key.cmp(&b.key)));
+    rows
 }
 
 async fn snapshot(

@@ -105,6 +105,19 @@ pub fn landed_versions(
     .collect()
 }
 
+/// How many rows of each (key, version) the lake holds for `feed` (duplicates counted), as
+/// `key|version|count` lines in order: a doubled row shows where a set would hide it.
+pub fn landed_counts(warehouse: &Path, job: &JobConfig, feed: SimFeed) -> Vec<String> {
+    let (k, v) = key_version_sql(feed);
+    let glob = lake_glob(warehouse, job);
+    query(&format!(
+        "SELECT key || '|' || version || '|' || n FROM (SELECT {k} AS key, {v} AS version, count(*) AS n FROM read_parquet('{glob}', hive_partitioning = true) GROUP BY ALL) ORDER BY 1"
+    ))
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect()
+}
+
 /// Rows in the lake for a job (all files, duplicates included).
 pub fn lake_rows(warehouse: &Path, job: &JobConfig) -> u64 {
     let glob = lake_glob(warehouse, job);
