@@ -326,6 +326,24 @@ pub enum AuthKind {
     Basic,
 }
 
+/// Whether a secret's text only names an environment variable: empty, `${VAR}`, or `${VAR:-}`
+/// (an empty default). Anything else, a literal default `${VAR:-abc}` included, would put the
+/// secret itself in the file.
+fn is_environment_reference(text: &str) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    let Some(inner) = text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) else {
+        return false;
+    };
+    let name = match inner.split_once(":-") {
+        Some((name, "")) => name,
+        Some(_) => return false,
+        None => inner,
+    };
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// A secret read from the environment. Its `Debug` never shows the value.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -457,11 +475,11 @@ impl ProjectConfig {
                 let Some(v) = v else {
                     return Ok(Secret::default());
                 };
-                if !v.get_ref().contains("${") && !v.get_ref().is_empty() {
+                if !is_environment_reference(v.get_ref()) {
                     return Err(src.at(
                         Some(v.span()),
                         format!(
-                            "sources.{name}.{field}: secrets are read from the environment; write \"${{CHISO_{}_{}}}\" and export that variable",
+                            "sources.{name}.{field}: secrets are read from the environment; write \"${{CHISO_{}_{}}}\" and export that variable (a default other than empty, ${{X:-…}}, is a secret written in the file)",
                             name.to_uppercase(),
                             field.to_uppercase()
                         ),
@@ -1252,6 +1270,22 @@ token = "abc123"
             "got {e}"
         );
         assert!(!format!("{:?}", Secret::new("abc123")).contains("abc123"));
+        // A literal default, or text around the reference, is a secret in the file too.
+        for token in ["${CHISO_TOKEN:-abc123}", "Bearer ${CHISO_TOKEN}", "abc${X}"] {
+            let text = format!(
+                "[sources.portal]\nbase_url = \"http://127.0.0.1:1\"\nauth = \"bearer\"\ntoken = \"{token}\"\n"
+            );
+            let errs = ProjectConfig::parse(Path::new("chiso.toml"), &text, &|_| None).unwrap_err();
+            assert!(
+                errs.0[0]
+                    .to_string()
+                    .contains("secrets are read from the environment"),
+                "{token}: {errs}"
+            );
+        }
+        for token in ["${CHISO_TOKEN}", "${CHISO_TOKEN:-}", ""] {
+            assert!(is_environment_reference(token), "{token}");
+        }
     }
 
     #[test]

@@ -204,20 +204,12 @@ pub async fn run(
         project_root: project.root.clone(),
         http: crate::feeds::http::http_client(),
     };
-    let mut set = tokio::task::JoinSet::new();
-    for job in jobs {
-        let ctx = ctx.clone();
-        set.spawn(async move {
-            let name = job.name.clone();
-            (name, pull::run_job(&ctx, &job).await)
-        });
-    }
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r.context("a job task panicked")? {
-            (_, Ok(report)) => reports.push(report),
-            (name, Err(e)) => failures.push(format!("{name}: {e}")),
+    for (name, r) in pull::run_many(&ctx, &jobs).await {
+        match r {
+            Ok(report) => reports.push(report),
+            Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
     let served = handle.state.stats();

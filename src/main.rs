@@ -629,17 +629,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 project_root: project.root.clone(),
                 http: chiso::feeds::http::http_client(),
             };
-            let mut set = tokio::task::JoinSet::new();
-            for job in selected {
-                let (ctx, job) = (ctx.clone(), job.clone());
-                set.spawn(async move { (job.name.clone(), pull::run_job(&ctx, &job).await) });
-            }
+            let selected: Vec<config::JobConfig> = selected.into_iter().cloned().collect();
             let mut reports = Vec::new();
             let mut errors = Vec::new();
-            while let Some(r) = set.join_next().await {
-                match r? {
-                    (_, Ok(rep)) => reports.push(rep),
-                    (name, Err(e)) => errors.push(format!("job {name}: {e}")),
+            for (name, r) in pull::run_many(&ctx, &selected).await {
+                match r {
+                    Ok(rep) => reports.push(rep),
+                    Err(e) => errors.push(format!("job {name}: {e}")),
                 }
             }
             reports.sort_by(|a, b| a.job.cmp(&b.job));

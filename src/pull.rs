@@ -416,6 +416,65 @@ fn outcome_of(totals: &RunTotals, failed: bool) -> Outcome {
     }
 }
 
+/// Runs every job of `jobs` once, side by side: each job's report, or why it could not run.
+/// One job's failure, or its panic, is its own: the others run to the end (a scheduler and
+/// `chiso run --all` alike).
+pub async fn run_many(
+    ctx: &RunContext,
+    jobs: &[JobConfig],
+) -> Vec<(String, Result<RunReport, String>)> {
+    let ctx = ctx.clone();
+    run_each(jobs, move |job| {
+        let ctx = ctx.clone();
+        async move { run_job(&ctx, &job).await }
+    })
+    .await
+}
+
+/// `run_many` over any run function: each job in a task of its own, results in job order; a
+/// panicking task becomes that job's error.
+pub async fn run_each<F, Fut>(
+    jobs: &[JobConfig],
+    run: F,
+) -> Vec<(String, Result<RunReport, String>)>
+where
+    F: Fn(JobConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<RunReport, PullError>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    for job in jobs {
+        let handle = set.spawn(run(job.clone()));
+        names.insert(handle.id(), job.name.clone());
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = set.join_next_with_id().await {
+        match joined {
+            Ok((id, result)) => {
+                out.push((names[&id].clone(), result.map_err(|e| e.to_string())));
+            }
+            Err(e) => {
+                let name = names[&e.id()].clone();
+                let why = if e.is_panic() {
+                    let panic = e.into_panic();
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    format!("the run panicked: {message}")
+                } else {
+                    "the run was cancelled".to_string()
+                };
+                tracing::error!(error = %why, "A job's run ended abnormally; the other jobs go on.");
+                out.push((name, Err(why)));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Runs `job` once. A feed failure is reported in the `RunReport` (outcome `failed`); an
 /// `Err` means the run could not start or the lake could not be written.
 pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, PullError> {

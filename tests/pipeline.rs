@@ -310,3 +310,35 @@ async fn a_paged_feed_changing_while_read_loses_nothing() {
     );
     sim.stop().await;
 }
+
+/// One job's panic is that job's failure: the other jobs of the same run complete and land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_job_panics_and_the_others_complete() {
+    let sim = start_sim(small_world(5, 10.0), Faults::none()).await;
+    let (_, jobs) = project_for(&sim.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let context = ctx(dir.path());
+    let results = chiso::pull::run_each(&jobs, move |job| {
+        let context = context.clone();
+        async move {
+            if job.name == "ratings" {
+                panic!("a bug in the ratings job");
+            }
+            run_job(&context, &job).await
+        }
+    })
+    .await;
+    assert_eq!(results.len(), jobs.len());
+    for (name, r) in &results {
+        if name == "ratings" {
+            let e = r.as_ref().unwrap_err();
+            assert!(e.contains("panicked: a bug in the ratings job"), "{e}");
+        } else {
+            let report = r.as_ref().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(report.outcome, Outcome::Ok, "{name}");
+        }
+    }
+    let dossiers = jobs.iter().find(|j| j.name == "dossiers").unwrap();
+    assert!(lake_rows(dir.path(), dossiers) > 0);
+    sim.stop().await;
+}
