@@ -23,7 +23,13 @@ pub enum CallError {
     Decode(String),
     #[error("the feed answered code {code:?}: {message}")]
     Envelope { code: String, message: String },
+    #[error("the answer is larger than {limit} bytes (lower the job's page size)")]
+    TooLarge { limit: usize },
 }
+
+/// The largest answer read into memory: a page beyond it is refused rather than exhausting the
+/// process (a daemon runs many jobs side by side).
+pub const MAX_BODY_BYTES: usize = 256 << 20;
 
 impl CallError {
     /// 5xx, 408, 429, transport failures and undecodable (e.g. truncated) answers are retried;
@@ -32,6 +38,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             CallError::Transport(_) | CallError::Decode(_) | CallError::Envelope { .. } => true,
+            CallError::TooLarge { .. } => false,
         }
     }
 
@@ -183,10 +190,7 @@ impl FeedClient {
             .await
             .map_err(|e| CallError::Transport(describe(&e)))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| CallError::Transport(describe(&e)))?;
+        let bytes = read_capped(resp, MAX_BODY_BYTES).await?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes);
             let excerpt: String = text.chars().take(200).collect();
@@ -195,8 +199,27 @@ impl FeedClient {
                 body: excerpt.trim().to_string(),
             });
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
+}
+
+/// The answer's body, refused past `limit` bytes (by its Content-Length, or as it streams).
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, CallError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(CallError::TooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| CallError::Transport(describe(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(CallError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A reqwest error with its chain of causes, without the URL (which the caller reports once).
@@ -231,4 +254,30 @@ pub fn http_client() -> reqwest::Client {
 /// Decodes UTF-8 bytes or says why not.
 pub fn utf8(bytes: Vec<u8>) -> Result<String, CallError> {
     String::from_utf8(bytes).map_err(|e| CallError::Decode(format!("not UTF-8: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_past_the_limit_is_refused_and_not_retried() {
+        let app =
+            axum::Router::new().route("/big", axum::routing::get(|| async { "x".repeat(10_000) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/big", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = reqwest::Client::new();
+        let small = read_capped(client.get(&url).send().await.unwrap(), 1_000).await;
+        assert!(
+            matches!(small, Err(CallError::TooLarge { limit: 1_000 })),
+            "{small:?}"
+        );
+        assert!(!small.unwrap_err().is_retryable());
+        let whole = read_capped(client.get(&url).send().await.unwrap(), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(whole.len(), 10_000);
+        server.abort();
+    }
 }
