@@ -480,14 +480,19 @@ where
 pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, PullError> {
     let t0 = Instant::now();
     let state = JobState::new(&ctx.warehouse, &job.name);
-    let lock = state.lock()?;
     let spec = job.dataset.clone();
     let qspec = quarantine_spec(&spec);
-    let recovery = state.recover(
-        &lock,
-        &lake::job_dirs(&ctx.warehouse, &spec),
-        &time::now_rfc3339(),
-    )?;
+    // Taking the lock (which may wait half a second), recovery and the run's first entry touch
+    // the disk and fsync: off the async workers, which other jobs' requests share.
+    let (lock, recovery) = tokio::task::block_in_place(|| {
+        let lock = state.lock()?;
+        let recovery = state.recover(
+            &lock,
+            &lake::job_dirs(&ctx.warehouse, &spec),
+            &time::now_rfc3339(),
+        )?;
+        Ok::<_, PullError>((lock, recovery))
+    })?;
     if let Some(r) = &recovery.run_id {
         tracing::warn!(
             job = %job.name,
@@ -499,7 +504,7 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
     let cursor0 = state.cursor()?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let started_at = time::now_rfc3339();
-    state.begin_run(&lock, &run_id, &started_at)?;
+    tokio::task::block_in_place(|| state.begin_run(&lock, &run_id, &started_at))?;
     let mut run = Run {
         job,
         state,
@@ -520,9 +525,11 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
         run_id: &run_id,
     };
     let result = match &job.protocol {
-        Protocol::File(p) => {
+        // Local files are read and parsed by threads of their own; the run waits off the async
+        // workers.
+        Protocol::File(p) => tokio::task::block_in_place(|| {
             run_files(ctx, &mut run, &names, p.glob.as_str(), p.threads.0 as usize)
-        }
+        }),
         _ => run_http(ctx, &mut run, &names).await,
     };
     let report = match result {
