@@ -30,8 +30,8 @@ pub struct JobStatus {
     /// Rows landed and quarantined by all runs.
     pub rows_landed_total: u64,
     pub rows_quarantined_total: u64,
-    /// The dataset has landed at least one file. Without any, builds read it as empty and the
-    /// indicators over it follow their zero-denominator rules.
+    /// The commit log names at least one data file. Without any, builds read the dataset as
+    /// empty and the indicators over it follow their zero-denominator rules.
     pub has_data: bool,
 }
 
@@ -107,7 +107,7 @@ pub fn collect(
             lag_seconds,
             rows_landed_total: landed,
             rows_quarantined_total: quarantined,
-            has_data: crate::lake::dataset_has_files(warehouse, &job.dataset),
+            has_data: entries.iter().any(|e| !e.files.is_empty()),
         });
     }
     Ok(out)

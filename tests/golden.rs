@@ -2589,3 +2589,81 @@ async fn every_national_report_snapshot_counts() {
     server.abort();
     server2.abort();
 }
+
+/// A build reads the files the commit logs name when it starts, not whatever a glob finds: a
+/// file a running pull has landed but not committed (here one with a new dossier D99, put
+/// into the dossiers' folder by hand) is not read, so no incremental watermark can move past
+/// it; once its chunk is committed (here: landed by the job for real) the next build reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_reads_only_committed_files() {
+    let TwoWarehouses {
+        server,
+        input,
+        jobs,
+        inc,
+        full: other,
+    } = two_warehouses().await;
+    // D99 lands in another warehouse; its file is copied into `inc` without a commit.
+    let mut d99 = base(
+        "2",
+        "08-10 08:30",
+        "08-10 09:00",
+        Some("08-14 09:00"),
+        json!([]),
+        0,
+        0,
+        components(0, 0, 0),
+        false,
+    );
+    for (k, v) in [
+        ("MaHoSo", json!("D99")),
+        ("DonViXuLy", json!("C")),
+        ("TrangThaiHoSo", json!("2")),
+        ("ThoiDiemDongBo", json!(ts("08-10 09:10"))),
+    ] {
+        d99[k] = v;
+    }
+    let w = |name: &str, text: String| std::fs::write(input.path().join(name), text).unwrap();
+    w("dossiers.ndjson", ndjson(&[d99]));
+    let dossiers: Vec<JobConfig> = jobs
+        .iter()
+        .filter(|j| j.name == "dossiers")
+        .cloned()
+        .collect();
+    let scratch = tempfile::tempdir().unwrap();
+    land_all(scratch.path(), &dossiers).await;
+    let landed: Vec<std::path::PathBuf> = glob::glob(&format!(
+        "{}/lake/portal/dossiers/*/*.parquet",
+        scratch.path().display()
+    ))
+    .unwrap()
+    .map(|p| p.unwrap())
+    .collect();
+    assert_eq!(landed.len(), 1);
+    let rel = landed[0].strip_prefix(scratch.path()).unwrap();
+    let uncommitted = inc
+        .path()
+        .join(rel.parent().unwrap())
+        .join("part-running-c0000-001.parquet");
+    std::fs::create_dir_all(uncommitted.parent().unwrap()).unwrap();
+    std::fs::copy(&landed[0], &uncommitted).unwrap();
+    build_now(inc.path(), &jobs, false).await;
+    let d99_rows = |wh: &Path| -> Vec<String> {
+        rows(
+            &open(wh),
+            "SELECT dossier_id FROM fct_dossiers WHERE dossier_id = 'D99'",
+        )
+    };
+    assert!(
+        d99_rows(inc.path()).is_empty(),
+        "the build read an uncommitted file"
+    );
+    // Recovery would remove such a file; the job then lands D99 for real (committed), and the
+    // next incremental build reads it.
+    std::fs::remove_file(&uncommitted).unwrap();
+    land_all(inc.path(), &dossiers).await;
+    build_now(inc.path(), &jobs, false).await;
+    assert_eq!(d99_rows(inc.path()), vec!["D99"]);
+    drop(other);
+    server.abort();
+}

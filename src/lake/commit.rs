@@ -288,6 +288,19 @@ impl JobState {
         self.seqs()?.iter().map(|&s| self.read(s)).collect()
     }
 
+    /// The data files the commit log names, relative to the warehouse, in commit order: what a
+    /// reader may see of the dataset (a running pull's files are not among them until their
+    /// chunk commits; an interrupted run's are removed by the next run).
+    pub fn committed_files(&self) -> Result<Vec<String>, CommitError> {
+        let mut seen = std::collections::HashSet::new();
+        Ok(self
+            .all()?
+            .into_iter()
+            .flat_map(|e| e.files.into_iter().map(|f| f.path))
+            .filter(|p| seen.insert(p.clone()))
+            .collect())
+    }
+
     /// The committed cursor: the newest entry's `cursor_after`.
     pub fn cursor(&self) -> Result<Option<Value>, CommitError> {
         Ok(self.latest()?.and_then(|e| e.cursor_after))

@@ -71,24 +71,8 @@ pub fn dataset_glob(warehouse: &Path, spec: &DatasetSpec) -> String {
     format!("{}/*/*.parquet", warehouse.join(spec.rel_dir()).display())
 }
 
-/// Whether the dataset has landed any file (`<partition>/<file>.parquet`, what
-/// `dataset_glob` matches). A dataset that has landed nothing yet has no folder, or only
-/// empty partition folders.
-pub fn dataset_has_files(warehouse: &Path, spec: &DatasetSpec) -> bool {
-    let Ok(parts) = std::fs::read_dir(warehouse.join(spec.rel_dir())) else {
-        return false;
-    };
-    parts.flatten().any(|part| {
-        std::fs::read_dir(part.path()).is_ok_and(|files| {
-            files
-                .flatten()
-                .any(|f| f.path().extension().is_some_and(|x| x == "parquet"))
-        })
-    })
-}
-
-/// The columns `read_parquet(dataset_glob, hive_partitioning, filename, file_row_number)`
-/// gives a dataset, as DuckDB `(name, type)`: its declared columns as the files store them
+/// The columns `read_parquet(<the dataset's files>, hive_partitioning, filename,
+/// file_row_number)` gives a dataset, as DuckDB `(name, type)`: its declared columns as the files store them
 /// (JSON as text), the lineage columns, the partition folder's key (text), the file name and
 /// the row number. A dataset with no file yet reads as no rows of these columns.
 pub fn dataset_columns(spec: &DatasetSpec) -> Vec<(String, &'static str)> {

@@ -105,10 +105,75 @@ impl BuildRecord {
     }
 }
 
+/// The lake as a build reads it: per dataset (`feed/name`), the absolute paths of the files the
+/// commit logs name when the build starts. A build never sees a file a running pull has landed
+/// but not committed (nor one recovery will remove), nor half of a chunk.
+pub type LakeSnapshot = BTreeMap<String, Vec<String>>;
+
+/// Reads the commit logs of `jobs`.
+pub fn lake_snapshot(warehouse: &Path, jobs: &[JobConfig]) -> anyhow::Result<LakeSnapshot> {
+    let mut snapshot = LakeSnapshot::new();
+    for job in jobs {
+        let files = JobState::new(warehouse, &job.name)
+            .committed_files()
+            .with_context(|| format!("reading the commit log of job {}", job.name))?;
+        snapshot.insert(
+            dataset_key(&job.dataset),
+            files
+                .iter()
+                .map(|f| warehouse.join(f).display().to_string())
+                .collect(),
+        );
+    }
+    Ok(snapshot)
+}
+
+fn dataset_key(spec: &crate::lake::schema::DatasetSpec) -> String {
+    format!("{}/{}", spec.feed, spec.name)
+}
+
+/// The DuckDB variable holding a dataset's snapshot file list.
+fn snapshot_variable(spec: &crate::lake::schema::DatasetSpec) -> String {
+    let clean = |s: &str| {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
+    };
+    format!("chiso_lake_{}__{}", clean(&spec.feed), clean(&spec.name))
+}
+
+/// Sets one variable per dataset with files to the list `source()` reads.
+fn set_snapshot(
+    conn: &duck::Connection,
+    jobs: &[JobConfig],
+    snapshot: &LakeSnapshot,
+) -> anyhow::Result<()> {
+    for job in jobs {
+        let Some(files) = snapshot
+            .get(&dataset_key(&job.dataset))
+            .filter(|f| !f.is_empty())
+        else {
+            continue;
+        };
+        let list: Vec<String> = files.iter().map(|f| duck::lit(f)).collect();
+        conn.execute_batch(&format!(
+            "SET VARIABLE {} = [{}];",
+            snapshot_variable(&job.dataset),
+            list.join(", ")
+        ))?;
+    }
+    Ok(())
+}
+
 /// Resolves `ref()` to tables of the build file and `source()` to the lake's Parquet files.
 pub struct Relations<'a> {
     pub warehouse: &'a Path,
     pub jobs: &'a [JobConfig],
+    /// The committed files `source()` reads (set as variables on the build's connection).
+    pub snapshot: &'a LakeSnapshot,
+    /// Write the file list into the SQL instead of reading the variable: a view is kept in the
+    /// published file and read by other connections, which do not have the variables.
+    pub inline_snapshot: bool,
     pub this: String,
     /// Models read as only the rows this build wrote (tests narrowed to new rows).
     pub narrowed: Option<&'a BTreeSet<String>>,
@@ -123,10 +188,25 @@ impl Resolve for Relations<'_> {
     }
     fn source(&self, feed: &str, dataset: &str) -> String {
         match self.jobs.iter().find(|j| j.dataset.feed == feed && j.dataset.name == dataset) {
-            Some(j) if crate::lake::dataset_has_files(self.warehouse, &j.dataset) => format!(
-                "read_parquet({}, hive_partitioning = true, hive_types_autocast = false, union_by_name = true, filename = true, file_row_number = true)",
-                duck::lit(&crate::lake::dataset_glob(self.warehouse, &j.dataset))
-            ),
+            Some(j)
+                if self
+                    .snapshot
+                    .get(&dataset_key(&j.dataset))
+                    .is_some_and(|f| !f.is_empty()) =>
+            {
+                let files = if self.inline_snapshot {
+                    let list: Vec<String> = self.snapshot[&dataset_key(&j.dataset)]
+                        .iter()
+                        .map(|f| duck::lit(f))
+                        .collect();
+                    format!("[{}]", list.join(", "))
+                } else {
+                    format!("getvariable('{}')", snapshot_variable(&j.dataset))
+                };
+                format!(
+                    "read_parquet({files}, hive_partitioning = true, hive_types_autocast = false, union_by_name = true, filename = true, file_row_number = true)"
+                )
+            }
             // Nothing landed yet (a fresh deployment, a month without petitions): no rows, with
             // the columns the files would have, so that the models over it build and the
             // indicators over it follow their zero-denominator rules.
@@ -422,12 +502,6 @@ pub fn build(
     let t0 = Instant::now();
     let started_at = time::now_rfc3339();
     let build_id = uuid::Uuid::now_v7().simple().to_string();
-    let mut sources_without_data: Vec<String> = jobs
-        .iter()
-        .filter(|j| !crate::lake::dataset_has_files(warehouse, &j.dataset))
-        .map(|j| format!("{}/{}", j.dataset.feed, j.dataset.name))
-        .collect();
-    sources_without_data.sort();
     let project = Project::load(sql_dir).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     let selected = project
         .select(&opts.select)
@@ -450,6 +524,14 @@ pub fn build(
     let spare = warehouse.join("chiso.spare.duckdb");
     let (conn, started_from) = start_build_file(&published, &spare, &build_file, opts.threads)?;
     tracing::info!(build_id = %build_id, started_from, "Build started.");
+    // What the build reads of the lake: the files committed now, whatever lands meanwhile.
+    let snapshot = lake_snapshot(warehouse, jobs)?;
+    set_snapshot(&conn, jobs, &snapshot)?;
+    let sources_without_data: Vec<String> = snapshot
+        .iter()
+        .filter(|(_, files)| files.is_empty())
+        .map(|(dataset, _)| dataset.clone())
+        .collect();
     // Relative paths in models (e.g. `methodology/*.csv`) are relative to the sql/ folder.
     let sql_abs = std::fs::canonicalize(sql_dir).unwrap_or_else(|_| sql_dir.to_path_buf());
     conn.execute_batch(&format!(
@@ -503,6 +585,8 @@ pub fn build(
         let rel = Relations {
             warehouse,
             jobs,
+            snapshot: &snapshot,
+            inline_snapshot: m.materialized == Materialized::View,
             this: name.clone(),
             narrowed: None,
         };
@@ -519,7 +603,7 @@ pub fn build(
                 &m.refs,
                 &content,
                 &m.parsed.sources(),
-                warehouse,
+                &snapshot,
                 jobs,
             )
         };
@@ -620,6 +704,7 @@ pub fn build(
         &project,
         warehouse,
         jobs,
+        &snapshot,
         &selected,
         &failed,
         Some(&narrowing),
@@ -805,11 +890,13 @@ fn record_tests_passed(conn: &duck::Connection, tests: &[TestRun]) -> anyhow::Re
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_tests(
     conn: &duck::Connection,
     project: &Project,
     warehouse: &Path,
     jobs: &[JobConfig],
+    snapshot: &LakeSnapshot,
     selected: &BTreeSet<String>,
     failed: &BTreeSet<String>,
     narrowing: Option<&Narrowing<'_>>,
@@ -824,6 +911,8 @@ fn run_tests(
         let mut rel = Relations {
             warehouse,
             jobs,
+            snapshot,
+            inline_snapshot: false,
             this: t.name.clone(),
             narrowed: None,
         };
@@ -943,11 +1032,14 @@ pub fn test_published(
         duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
     )?;
     conn.execute_batch(duck::SAFE_SETTINGS)?;
+    let snapshot = lake_snapshot(warehouse, jobs)?;
+    set_snapshot(&conn, jobs, &snapshot)?;
     run_tests(
         &conn,
         &project,
         warehouse,
         jobs,
+        &snapshot,
         &selected,
         &BTreeSet::new(),
         None,

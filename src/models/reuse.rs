@@ -18,7 +18,6 @@
 //! numbers), or has hooks, is rebuilt at every build.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -129,7 +128,7 @@ pub fn inputs_digest(
     refs: &[String],
     content: &BTreeMap<String, String>,
     sources: &[(String, String)],
-    warehouse: &Path,
+    snapshot: &super::build::LakeSnapshot,
     jobs: &[JobConfig],
 ) -> Option<String> {
     let mut h = Sha256::new();
@@ -142,59 +141,17 @@ pub fn inputs_digest(
     let mut sources = sources.to_vec();
     sources.sort();
     for (feed, dataset) in &sources {
-        let job = jobs
-            .iter()
+        jobs.iter()
             .find(|j| j.dataset.feed == *feed && j.dataset.name == *dataset)?;
+        // The committed files the build reads (lake files are written whole and never changed
+        // in place, so a new landing or a compaction changes this list).
         h.update(format!("\nsource {feed}.{dataset}\n").as_bytes());
-        dataset_files(&warehouse.join(job.dataset.rel_dir()), &mut h).ok()?;
+        for f in snapshot.get(&format!("{feed}/{dataset}"))? {
+            h.update(f.as_bytes());
+            h.update(b"\n");
+        }
     }
     Some(format!("{:x}", h.finalize()))
-}
-
-/// The dataset's Parquet files (`<partition>/<file>.parquet`, as `source()` reads them) with
-/// their sizes and modification times. Lake files are written whole and never changed in
-/// place, so a new landing (or a compaction) changes this list.
-fn dataset_files(dir: &Path, h: &mut Sha256) -> std::io::Result<()> {
-    let mut files = Vec::new();
-    let parts = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            h.update(b"absent");
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    for part in parts {
-        let part = part?;
-        if !part.file_type()?.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(part.path())? {
-            let f = f?;
-            let name = f.file_name();
-            if !name.to_string_lossy().ends_with(".parquet") {
-                continue;
-            }
-            let meta = f.metadata()?;
-            let mtime = meta
-                .modified()?
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            files.push(format!(
-                "{}/{} {} {mtime}",
-                part.file_name().to_string_lossy(),
-                name.to_string_lossy(),
-                meta.len()
-            ));
-        }
-    }
-    files.sort();
-    for f in files {
-        h.update(f.as_bytes());
-        h.update(b"\n");
-    }
-    Ok(())
 }
 
 /// The content token of a table just written by build `build_id` (see the module's notes).
