@@ -207,8 +207,8 @@ impl Chunk {
         position: &str,
         job: &str,
         run_id: &str,
+        now: i64,
     ) -> std::io::Result<()> {
-        let now = time::micros(time::now_local());
         match records {
             Records::JsonArray(text) => {
                 let items: Vec<&serde_json::value::RawValue> =
@@ -302,8 +302,43 @@ fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 }
 
 /// The run in progress: the lock, the log, and the totals.
+/// Landing stamps (`_ingested_at`) that never go back within a dataset: each is the wall clock,
+/// or just after the previous stamp when the clock has stepped back (NTP, a VM resumed). The
+/// incremental models select what landed after the newest stamp they hold, so a stamp earlier
+/// than one already committed would hide its rows for good.
+pub struct LandingClock(std::sync::atomic::AtomicI64);
+
+impl LandingClock {
+    /// A clock whose stamps come after `floor` (microseconds).
+    pub fn after(floor: i64) -> LandingClock {
+        LandingClock(std::sync::atomic::AtomicI64::new(floor))
+    }
+
+    /// The next stamp: now, or one microsecond after the last one if now is not later.
+    pub fn next(&self) -> i64 {
+        self.next_at(time::micros(time::now_local()))
+    }
+
+    fn next_at(&self, now: i64) -> i64 {
+        use std::sync::atomic::Ordering;
+        let mut last = self.0.load(Ordering::SeqCst);
+        loop {
+            let stamp = now.max(last + 1);
+            match self
+                .0
+                .compare_exchange(last, stamp, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return stamp,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
 struct Run<'a> {
     job: &'a JobConfig,
+    /// Stamps for the rows this run lands.
+    clock: LandingClock,
     state: JobState,
     lock: crate::lake::commit::JobLock,
     run_id: String,
@@ -475,6 +510,16 @@ where
     out
 }
 
+/// The stamp a run's rows must come after: one second past the job's last commit (entries record
+/// their time to the second), or nothing before the first commit.
+fn run_floor(state: &JobState) -> Result<i64, PullError> {
+    Ok(state
+        .latest()?
+        .and_then(|e| time::parse_rfc3339_local(&e.committed_at))
+        .map(|t| time::micros(t) + 1_000_000 - 1)
+        .unwrap_or(i64::MIN + 1))
+}
+
 /// Runs `job` once. A feed failure is reported in the `RunReport` (outcome `failed`); an
 /// `Err` means the run could not start or the lake could not be written.
 pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, PullError> {
@@ -505,8 +550,12 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let started_at = time::now_rfc3339();
     tokio::task::block_in_place(|| state.begin_run(&lock, &run_id, &started_at))?;
+    // Stamps start after the last commit of the dataset (its time is written to the second, so
+    // one second after it is after every row it committed).
+    let floor = run_floor(&state)?;
     let mut run = Run {
         job,
+        clock: LandingClock::after(floor),
         state,
         lock,
         run_id: run_id.clone(),
@@ -594,7 +643,13 @@ async fn run_http(
         chunk.rows_in += page.unchanged;
         chunk.skipped += page.unchanged;
         tokio::task::block_in_place(|| {
-            chunk.page(&page.records, &page.position, &job.name, &run.run_id)
+            chunk.page(
+                &page.records,
+                &page.position,
+                &job.name,
+                &run.run_id,
+                run.clock.next(),
+            )
         })
         .map_err(|e| run.lake_err(e))?;
         cursor = match &page.after {
@@ -675,6 +730,7 @@ fn run_files(
                 .map(|(t, &(a, b))| {
                     let run_id = run.run_id.as_str();
                     let job_name = job.name.as_str();
+                    let clock = &run.clock;
                     s.spawn(move || {
                         let mut chunk = Chunk::new(
                             names,
@@ -683,7 +739,7 @@ fn run_files(
                             None,
                             Watermark::default(),
                         );
-                        let now = time::micros(time::now_local());
+                        let now = clock.next();
                         feeds::file::for_each_line(&file.path, a, b, |offset, line| {
                             let position = format!("{}@{offset}", file.key);
                             match std::str::from_utf8(line) {
@@ -728,4 +784,21 @@ fn run_files(
         run.commit_chunk((data, quarantine, stats), cursor, kind, outcome, None)?;
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod landing_clock_tests {
+    use super::LandingClock;
+
+    #[test]
+    fn stamps_never_go_back() {
+        let clock = LandingClock::after(1_000);
+        assert_eq!(clock.next_at(5_000), 5_000);
+        // The wall clock steps back: the stamp still comes after the last one.
+        assert_eq!(clock.next_at(2_000), 5_001);
+        assert_eq!(clock.next_at(2_000), 5_002);
+        assert_eq!(clock.next_at(9_000), 9_000);
+        // A run starting after a commit stamped later than its clock says.
+        assert_eq!(LandingClock::after(10_000).next_at(3_000), 10_001);
+    }
 }
