@@ -2667,3 +2667,121 @@ async fn a_build_reads_only_committed_files() {
     drop(other);
     server.abort();
 }
+
+/// Pulls and builds side by side, as the daemon will run them: while the simulator's clock runs
+/// (six simulated hours a second, so dossiers keep changing) every job pulls in a loop and the
+/// warehouse is built incrementally in another, at least 50 times. After a last quiet pull and
+/// build, the warehouse equals a full build of the same lake: no build saw a chunk a pull had
+/// not committed, and no watermark moved past a row it had not read.
+///
+/// It fails today (issue "Builds read committed snapshots", still open): after 50 builds the
+/// incremental warehouse differs from the quiet full build (CT 2026 DOSSIER_SYNC 458 of 605
+/// against 483; 595 finished dossiers against 597), so a cause beyond the uncommitted files and
+/// the wall clock remains. Run it with `cargo test --release --test golden -- --ignored`.
+#[ignore = "fails today: the incremental warehouse drifts from a quiet rebuild (issue 13)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_and_builds_side_by_side_equal_a_quiet_rebuild() {
+    let mut cfg = small_world(31, 6.0);
+    cfg.speed = 6.0 * 3600.0;
+    cfg.horizon_days = 30;
+    let sim = start_sim(cfg, chiso::sim::faults::Faults::none()).await;
+    let (_, jobs) = project_for(&sim.base_url());
+    let wh = tempfile::tempdir().unwrap();
+    let context = RunContext {
+        warehouse: wh.path().to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    // The first data, so that the first build has something to read.
+    for (name, r) in chiso::pull::run_many(&context, &jobs).await {
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pulls = {
+        let (stop, context, jobs) = (stop.clone(), context.clone(), jobs.clone());
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (name, r) in chiso::pull::run_many(&context, &jobs).await {
+                    r.unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+                rounds += 1;
+                // a schedule's pace, not a busy loop (about a round per build)
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            rounds
+        })
+    };
+    let mut builds = 0;
+    while builds < 50 {
+        let (w, j) = (wh.path().to_path_buf(), jobs.clone());
+        let record = tokio::task::spawn_blocking(move || {
+            build(&w, &repo().join("sql"), &j, &BuildOptions::default())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            record.models.iter().all(|m| m.succeeded()),
+            "build {builds}: {:#?}",
+            record
+                .models
+                .iter()
+                .filter(|m| !m.succeeded())
+                .collect::<Vec<_>>()
+        );
+        builds += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = pulls.await.unwrap();
+    assert!(
+        rounds >= 5,
+        "only {rounds} rounds of pulls ran beside the builds"
+    );
+    // Quiet: a last pull and an incremental build, then a full build of a copy of the lake.
+    for (name, r) in chiso::pull::run_many(&context, &jobs).await {
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let (w, j) = (wh.path().to_path_buf(), jobs.clone());
+    tokio::task::spawn_blocking(move || {
+        build(&w, &repo().join("sql"), &j, &BuildOptions::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let quiet = tempfile::tempdir().unwrap();
+    copy_dir(&wh.path().join("lake"), &quiet.path().join("lake"));
+    copy_dir(&wh.path().join("_state"), &quiet.path().join("_state"));
+    for stale in ["running"] {
+        for job in &jobs {
+            let _ = std::fs::remove_file(quiet.path().join("_state").join(&job.name).join(stale));
+        }
+    }
+    let (w, j) = (quiet.path().to_path_buf(), jobs.clone());
+    tokio::task::spawn_blocking(move || {
+        build(
+            &w,
+            &repo().join("sql"),
+            &j,
+            &BuildOptions {
+                full_refresh: true,
+                ..BuildOptions::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (a, b) = (open(wh.path()), open(quiet.path()));
+    for (name, sql) in COMPARED {
+        let (x, y) = (rows(&a, sql), rows(&b, sql));
+        assert!(!x.is_empty(), "{name} is empty");
+        let only_inc: Vec<_> = x.iter().filter(|r| !y.contains(r)).take(5).collect();
+        let only_full: Vec<_> = y.iter().filter(|r| !x.contains(r)).take(5).collect();
+        assert!(
+            only_inc.is_empty() && only_full.is_empty(),
+            "{name}: after {builds} builds beside {rounds} rounds of pulls, the warehouse differs from a quiet full build\nonly incremental: {only_inc:#?}\nonly full: {only_full:#?}"
+        );
+    }
+    sim.stop().await;
+}
