@@ -1,6 +1,7 @@
 //! Opening DuckDB the one safe way: extension auto-install and auto-load are off on every
 //! connection, so SQL that needs an extension this build lacks (ICU's `TIMESTAMPTZ`,
-//! `AT TIME ZONE`) fails at once instead of trying the network. Owns no SQL of its own.
+//! `AT TIME ZONE`) fails at once instead of trying the network. Owns no model SQL: only the catalogue look-ups
+//! every caller needs (does a table exist).
 
 use std::path::Path;
 
@@ -30,6 +31,23 @@ fn configure(conn: &Connection, threads: usize) -> duckdb::Result<()> {
         conn.execute_batch(&format!("SET threads = {threads};"))?;
     }
     Ok(())
+}
+
+/// `BASE TABLE`, `VIEW`, or `None` when `name` does not exist in the main schema.
+pub fn object_kind(conn: &Connection, name: &str) -> duckdb::Result<Option<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+    )?;
+    let mut rows = stmt.query([name])?;
+    match rows.next()? {
+        Some(r) => Ok(Some(r.get(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// Whether `name` is a table of the main schema.
+pub fn table_exists(conn: &Connection, name: &str) -> duckdb::Result<bool> {
+    Ok(object_kind(conn, name)?.as_deref() == Some("BASE TABLE"))
 }
 
 /// Quotes a string as a SQL literal.

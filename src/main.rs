@@ -682,7 +682,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         serde_json::json!({
                             "job": j.name, "file": j.file, "enabled": j.enabled, "schedule": j.schedule.0,
                             "protocol": j.protocol.name(), "source": j.source.as_ref().map(|s| &s.name),
-                            "dataset": format!("{}/{}", j.dataset.feed, j.dataset.name),
+                            "dataset": j.dataset.key(),
                             "description": j.description,
                         })
                     })

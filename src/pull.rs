@@ -184,7 +184,7 @@ impl Chunk {
         let spec = self.decoder.spec();
         let q = json!({
             "job": job,
-            "dataset": format!("{}/{}", spec.feed, spec.name),
+            "dataset": spec.key(),
             "received_at": time::compact(time::from_micros(now)),
             "position": position,
             "reason": reason,

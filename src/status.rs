@@ -88,7 +88,7 @@ pub fn collect(
             enabled: job.enabled,
             schedule: job.schedule.0.clone(),
             protocol: job.protocol.name().to_string(),
-            dataset: format!("{}/{}", job.dataset.feed, job.dataset.name),
+            dataset: job.dataset.key(),
             running: state.is_running(),
             last_run: last.map(|e| LastRun {
                 run_id: e.run_id.clone(),

@@ -183,6 +183,37 @@ fn base(
     v
 }
 
+/// A version of an online dossier of X with no fee, documents or supplements: id, unit,
+/// status, (submitted, received, due) and when the portal received it.
+fn plain_dossier(
+    id: &str,
+    unit: &str,
+    status: &str,
+    (submitted, received, due): (&str, &str, &str),
+    synced: &str,
+) -> Value {
+    let mut v = base(
+        "2",
+        submitted,
+        received,
+        Some(due),
+        json!([]),
+        0,
+        0,
+        components(0, 0, 0),
+        false,
+    );
+    for (k, x) in [
+        ("MaHoSo", json!(id)),
+        ("DonViXuLy", json!(unit)),
+        ("TrangThaiHoSo", json!(status)),
+        ("ThoiDiemDongBo", json!(ts(synced))),
+    ] {
+        v[k] = x;
+    }
+    v
+}
+
 fn dossiers() -> Vec<Dossier> {
     let fee = |g: u64| json!([{"MaPhiLePhi": "L1", "Gia": g}]);
     let supp1 = json!([{"NgayBoSung": ts("03-31 10:00")}]);
@@ -1086,25 +1117,13 @@ fn second_batch(dir: &Path) {
             ("ThoiDiemDongBo", json!(ts("02-02 11:30"))),
         ],
     );
-    let mut d11 = base(
+    let d11 = plain_dossier(
+        "D11",
+        "C",
         "2",
-        "08-03 08:30",
-        "08-03 09:00",
-        Some("08-07 09:00"),
-        json!([]),
-        0,
-        0,
-        components(0, 0, 0),
-        false,
+        ("08-03 08:30", "08-03 09:00", "08-07 09:00"),
+        "08-03 09:10",
     );
-    for (k, v) in [
-        ("MaHoSo", json!("D11")),
-        ("DonViXuLy", json!("C")),
-        ("TrangThaiHoSo", json!("2")),
-        ("ThoiDiemDongBo", json!(ts("08-03 09:10"))),
-    ] {
-        d11[k] = v;
-    }
     let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
     w(
         "dossiers.ndjson",
@@ -1312,29 +1331,14 @@ async fn an_unreadable_date_in_a_json_list_warns_and_the_build_publishes() {
         inc,
         full: _full,
     } = two_warehouses().await;
-    let mut d12 = base(
-        "2",
-        "04-06 08:30",
-        "04-06 09:00",
-        Some("04-10 09:00"),
-        json!([]),
-        0,
-        0,
-        components(0, 0, 0),
-        false,
+    let mut d12 = plain_dossier(
+        "D12",
+        "B",
+        "5",
+        ("04-06 08:30", "04-06 09:00", "04-10 09:00"),
+        "04-07 09:10",
     );
-    for (k, v) in [
-        ("MaHoSo", json!("D12")),
-        ("DonViXuLy", json!("B")),
-        ("TrangThaiHoSo", json!("5")),
-        (
-            "DanhSachHoSoBoSung",
-            json!([{"NgayBoSung": "2026-04-01 09:00"}]),
-        ),
-        ("ThoiDiemDongBo", json!(ts("04-07 09:10"))),
-    ] {
-        d12[k] = v;
-    }
+    d12["DanhSachHoSoBoSung"] = json!([{"NgayBoSung": "2026-04-01 09:00"}]);
     let w = |name: &str, text: String| std::fs::write(input.path().join(name), text).unwrap();
     w("dossiers.ndjson", ndjson(&[d12]));
     w("dossier_steps.ndjson", String::new());
@@ -2604,25 +2608,13 @@ async fn a_build_reads_only_committed_files() {
         full: other,
     } = two_warehouses().await;
     // D99 lands in another warehouse; its file is copied into `inc` without a commit.
-    let mut d99 = base(
+    let d99 = plain_dossier(
+        "D99",
+        "C",
         "2",
-        "08-10 08:30",
-        "08-10 09:00",
-        Some("08-14 09:00"),
-        json!([]),
-        0,
-        0,
-        components(0, 0, 0),
-        false,
+        ("08-10 08:30", "08-10 09:00", "08-14 09:00"),
+        "08-10 09:10",
     );
-    for (k, v) in [
-        ("MaHoSo", json!("D99")),
-        ("DonViXuLy", json!("C")),
-        ("TrangThaiHoSo", json!("2")),
-        ("ThoiDiemDongBo", json!(ts("08-10 09:10"))),
-    ] {
-        d99[k] = v;
-    }
     let w = |name: &str, text: String| std::fs::write(input.path().join(name), text).unwrap();
     w("dossiers.ndjson", ndjson(&[d99]));
     let dossiers: Vec<JobConfig> = jobs

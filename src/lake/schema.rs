@@ -194,6 +194,11 @@ impl DatasetSpec {
         self.index.get(name).map(|&i| (i, &self.columns[i]))
     }
 
+    /// `<feed>/<name>`: how reports, builds and status name the dataset.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.feed, self.name)
+    }
+
     /// `lake/<feed>/<name>` relative to the warehouse.
     pub fn rel_dir(&self) -> String {
         format!("lake/{}/{}", self.feed, self.name)

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::project::{Materialized, Project};
 use super::reuse;
+use super::snapshot::{self, LakeSnapshot};
 use super::template::Resolve;
 use crate::config::JobConfig;
 use crate::duck;
@@ -105,66 +106,6 @@ impl BuildRecord {
     }
 }
 
-/// The lake as a build reads it: per dataset (`feed/name`), the absolute paths of the files the
-/// commit logs name when the build starts. A build never sees a file a running pull has landed
-/// but not committed (nor one recovery will remove), nor half of a chunk.
-pub type LakeSnapshot = BTreeMap<String, Vec<String>>;
-
-/// Reads the commit logs of `jobs`.
-pub fn lake_snapshot(warehouse: &Path, jobs: &[JobConfig]) -> anyhow::Result<LakeSnapshot> {
-    let mut snapshot = LakeSnapshot::new();
-    for job in jobs {
-        let files = JobState::new(warehouse, &job.name)
-            .committed_files()
-            .with_context(|| format!("reading the commit log of job {}", job.name))?;
-        snapshot.insert(
-            dataset_key(&job.dataset),
-            files
-                .iter()
-                .map(|f| warehouse.join(f).display().to_string())
-                .collect(),
-        );
-    }
-    Ok(snapshot)
-}
-
-fn dataset_key(spec: &crate::lake::schema::DatasetSpec) -> String {
-    format!("{}/{}", spec.feed, spec.name)
-}
-
-/// The DuckDB variable holding a dataset's snapshot file list.
-fn snapshot_variable(spec: &crate::lake::schema::DatasetSpec) -> String {
-    let clean = |s: &str| {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect::<String>()
-    };
-    format!("chiso_lake_{}__{}", clean(&spec.feed), clean(&spec.name))
-}
-
-/// Sets one variable per dataset with files to the list `source()` reads.
-fn set_snapshot(
-    conn: &duck::Connection,
-    jobs: &[JobConfig],
-    snapshot: &LakeSnapshot,
-) -> anyhow::Result<()> {
-    for job in jobs {
-        let Some(files) = snapshot
-            .get(&dataset_key(&job.dataset))
-            .filter(|f| !f.is_empty())
-        else {
-            continue;
-        };
-        let list: Vec<String> = files.iter().map(|f| duck::lit(f)).collect();
-        conn.execute_batch(&format!(
-            "SET VARIABLE {} = [{}];",
-            snapshot_variable(&job.dataset),
-            list.join(", ")
-        ))?;
-    }
-    Ok(())
-}
-
 /// Resolves `ref()` to tables of the build file and `source()` to the lake's Parquet files.
 pub struct Relations<'a> {
     pub warehouse: &'a Path,
@@ -191,17 +132,17 @@ impl Resolve for Relations<'_> {
             Some(j)
                 if self
                     .snapshot
-                    .get(&dataset_key(&j.dataset))
+                    .get(&j.dataset.key())
                     .is_some_and(|f| !f.is_empty()) =>
             {
                 let files = if self.inline_snapshot {
-                    let list: Vec<String> = self.snapshot[&dataset_key(&j.dataset)]
+                    let list: Vec<String> = self.snapshot[&j.dataset.key()]
                         .iter()
                         .map(|f| duck::lit(f))
                         .collect();
                     format!("[{}]", list.join(", "))
                 } else {
-                    format!("getvariable('{}')", snapshot_variable(&j.dataset))
+                    format!("getvariable('{}')", snapshot::variable(&j.dataset))
                 };
                 format!(
                     "read_parquet({files}, hive_partitioning = true, hive_types_autocast = false, union_by_name = true, filename = true, file_row_number = true)"
@@ -239,25 +180,9 @@ pub fn published_path(warehouse: &Path) -> PathBuf {
     warehouse.join("chiso.duckdb")
 }
 
-/// `BASE TABLE`, `VIEW`, or `None` when `name` does not exist in the main schema.
-fn object_kind(conn: &duck::Connection, name: &str) -> anyhow::Result<Option<String>> {
-    let mut stmt = conn.prepare(
-        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
-    )?;
-    let mut rows = stmt.query([name])?;
-    Ok(match rows.next()? {
-        Some(r) => Some(r.get(0)?),
-        None => None,
-    })
-}
-
-pub(super) fn table_exists(conn: &duck::Connection, name: &str) -> anyhow::Result<bool> {
-    Ok(object_kind(conn, name)?.as_deref() == Some("BASE TABLE"))
-}
-
 /// Drops `name` if it exists as the other kind of object (a model changed materialisation).
 fn drop_if_other_kind(conn: &duck::Connection, name: &str, want_view: bool) -> anyhow::Result<()> {
-    match (object_kind(conn, name)?.as_deref(), want_view) {
+    match (duck::object_kind(conn, name)?.as_deref(), want_view) {
         (Some("BASE TABLE"), true) => conn.execute_batch(&format!("DROP TABLE \"{name}\""))?,
         (Some("VIEW"), false) => conn.execute_batch(&format!("DROP VIEW \"{name}\""))?,
         _ => {}
@@ -320,8 +245,9 @@ fn materialize(
     };
     // dbt's `pre_hook`: statements run before the model, rendered like it (e.g. `SET VARIABLE`
     // a watermark, so that the model's filter is a constant DuckDB can push into the scan).
-    let incremental =
-        m.materialized == Materialized::Incremental && !full_refresh && table_exists(conn, name)?;
+    let incremental = m.materialized == Materialized::Incremental
+        && !full_refresh
+        && duck::table_exists(conn, name)?;
     run_hooks(conn, m, "pre_hook", rel, incremental)?;
     let mut new_rows = None;
     match m.materialized {
@@ -525,8 +451,8 @@ pub fn build(
     let (conn, started_from) = start_build_file(&published, &spare, &build_file, opts.threads)?;
     tracing::info!(build_id = %build_id, started_from, "Build started.");
     // What the build reads of the lake: the files committed now, whatever lands meanwhile.
-    let snapshot = lake_snapshot(warehouse, jobs)?;
-    set_snapshot(&conn, jobs, &snapshot)?;
+    let snapshot = snapshot::read(warehouse, jobs)?;
+    snapshot::set_variables(&conn, jobs, &snapshot)?;
     let sources_without_data: Vec<String> = snapshot
         .iter()
         .filter(|(_, files)| files.is_empty())
@@ -612,7 +538,7 @@ pub fn build(
             && !rebuild.contains_key(name)
             && inputs.is_some()
             && states.get(name).map(|s| &s.inputs) == inputs.as_ref()
-            && table_exists(&conn, name)?
+            && duck::table_exists(&conn, name)?
         {
             // Its rows are what the same SQL made from the same inputs.
             let rows: i64 =
@@ -633,7 +559,7 @@ pub fn build(
         let because = rebuild.get(name).filter(|_| {
             !opts.full_refresh
                 && m.materialized == Materialized::Incremental
-                && table_exists(&conn, name).unwrap_or(false)
+                && duck::table_exists(&conn, name).unwrap_or(false)
         });
         if let Some(why) = because {
             tracing::info!(model = %name, why = %why, "Rebuilding an incremental model from scratch.");
@@ -776,7 +702,7 @@ fn stale_models(
     project: &Project,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    if !table_exists(conn, "_chiso_model_sql")? {
+    if !duck::table_exists(conn, "_chiso_model_sql")? {
         for name in project.models.keys() {
             out.insert(
                 name.clone(),
@@ -870,7 +796,7 @@ fn sql_digest(sql: &str) -> String {
 
 /// The tests the rows of this file passed when it was built (none for a new file).
 fn tests_passed_in(conn: &duck::Connection) -> anyhow::Result<BTreeSet<(String, String)>> {
-    if !table_exists(conn, "_chiso_tests_passed")? {
+    if !duck::table_exists(conn, "_chiso_tests_passed")? {
         return Ok(BTreeSet::new());
     }
     let mut stmt = conn.prepare("SELECT test, sql_sha256 FROM _chiso_tests_passed")?;
@@ -1032,8 +958,8 @@ pub fn test_published(
         duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
     )?;
     conn.execute_batch(duck::SAFE_SETTINGS)?;
-    let snapshot = lake_snapshot(warehouse, jobs)?;
-    set_snapshot(&conn, jobs, &snapshot)?;
+    let snapshot = snapshot::read(warehouse, jobs)?;
+    snapshot::set_variables(&conn, jobs, &snapshot)?;
     run_tests(
         &conn,
         &project,

@@ -2,7 +2,8 @@
 //!
 //! `template` parses the Jinja subset they use; `project` finds the models, their dependency
 //! graph (from their own `ref()` calls) and the selection; `build` runs them into a build file,
-//! runs the data tests and swaps the file in; `reuse` decides which table models can keep
+//! runs the data tests and swaps the file in; `snapshot` is the lake's committed files a build
+//! reads; `reuse` decides which table models can keep
 //! their rows because nothing they read changed. (`chiso build`/`chiso test` are wired to the
 //! command line once the staging → facts → index models exist.) This module owns reading and
 //! running model files; it never touches the lake's files or the feeds.
@@ -11,6 +12,7 @@ pub mod build;
 pub mod docs;
 pub mod project;
 pub mod reuse;
+pub mod snapshot;
 pub mod template;
 
 use std::path::{Path, PathBuf};

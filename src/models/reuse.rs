@@ -65,7 +65,7 @@ pub struct ModelState {
 const TABLE: &str = "_chiso_model_state";
 
 pub fn load(conn: &duck::Connection) -> anyhow::Result<BTreeMap<String, ModelState>> {
-    if !super::build::table_exists(conn, TABLE)? {
+    if !crate::duck::table_exists(conn, TABLE)? {
         return Ok(BTreeMap::new());
     }
     let mut stmt = conn.prepare(&format!("SELECT model, inputs, content FROM {TABLE}"))?;
@@ -128,7 +128,7 @@ pub fn inputs_digest(
     refs: &[String],
     content: &BTreeMap<String, String>,
     sources: &[(String, String)],
-    snapshot: &super::build::LakeSnapshot,
+    snapshot: &super::snapshot::LakeSnapshot,
     jobs: &[JobConfig],
 ) -> Option<String> {
     let mut h = Sha256::new();
@@ -141,12 +141,13 @@ pub fn inputs_digest(
     let mut sources = sources.to_vec();
     sources.sort();
     for (feed, dataset) in &sources {
-        jobs.iter()
+        let job = jobs
+            .iter()
             .find(|j| j.dataset.feed == *feed && j.dataset.name == *dataset)?;
         // The committed files the build reads (lake files are written whole and never changed
         // in place, so a new landing or a compaction changes this list).
         h.update(format!("\nsource {feed}.{dataset}\n").as_bytes());
-        for f in snapshot.get(&format!("{feed}/{dataset}"))? {
+        for f in snapshot.get(&job.dataset.key())? {
             h.update(f.as_bytes());
             h.update(b"\n");
         }
