@@ -314,6 +314,11 @@ impl LandingClock {
         LandingClock(std::sync::atomic::AtomicI64::new(floor))
     }
 
+    /// The newest stamp given (or the floor, before the first).
+    pub fn last(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The next stamp: now, or one microsecond after the last one if now is not later.
     pub fn next(&self) -> i64 {
         self.next_at(time::micros(time::now_local()))
@@ -408,6 +413,7 @@ impl Run<'_> {
                 .version_max
                 .map(|us| time::compact(time::from_micros(us))),
             error,
+            stamped_through: Some(self.clock.last()),
         };
         self.state.commit(&self.lock, entry, &self.committed)?;
         self.committed = cursor;
@@ -510,14 +516,20 @@ where
     out
 }
 
-/// The stamp a run's rows must come after: one second past the job's last commit (entries record
-/// their time to the second), or nothing before the first commit.
+/// The stamp a run's rows must come after: the newest stamp the dataset committed, or nothing
+/// before the first commit.
 fn run_floor(state: &JobState) -> Result<i64, PullError> {
-    Ok(state
-        .latest()?
-        .and_then(|e| time::parse_rfc3339_local(&e.committed_at))
-        .map(|t| time::micros(t) + 1_000_000 - 1)
-        .unwrap_or(i64::MIN + 1))
+    let Some(latest) = state.latest()? else {
+        return Ok(i64::MIN + 1);
+    };
+    // Logs written before `stamped_through` give only the commit time, to the second; their
+    // stamps could run up to a second past the previous commit, so two seconds past the last
+    // one is after every row they committed.
+    Ok(latest.stamped_through.unwrap_or_else(|| {
+        time::parse_rfc3339_local(&latest.committed_at)
+            .map(|t| time::micros(t) + 2_000_000)
+            .unwrap_or(i64::MIN + 1)
+    }))
 }
 
 /// Runs `job` once. A feed failure is reported in the `RunReport` (outcome `failed`); an

@@ -342,3 +342,45 @@ async fn one_job_panics_and_the_others_complete() {
     assert!(lake_rows(dir.path(), dossiers) > 0);
     sim.stop().await;
 }
+
+/// Every run's landing stamps (`_ingested_at`) come after every stamp of the runs committed
+/// before it, however quickly the runs follow each other: the incremental staging models read
+/// what landed after the newest stamp they hold, so a run stamped equal to (or before) one a
+/// build already read would be skipped for good. Runs that start within the second of the
+/// previous commit used to reuse that run's stamps (the floor was the commit time, written to
+/// the second, while stamps had been pushed past it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_lands_after_every_earlier_run() {
+    let mut cfg = small_world(7, 20.0);
+    cfg.speed = 6.0 * 3600.0;
+    let sim = start_sim(cfg, Faults::none()).await;
+    let (_, jobs) = project_for(&sim.base_url());
+    let dossiers = jobs.iter().find(|j| j.name == "dossiers").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let context = ctx(dir.path());
+    let mut runs = Vec::new();
+    for _ in 0..8 {
+        let report = run_job(&context, dossiers).await.unwrap();
+        assert_eq!(report.outcome, Outcome::Ok);
+        runs.push(report.run_id.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let glob = lake_glob(dir.path(), dossiers);
+    let stamps = query(&format!(
+        "SELECT _run_id, min(_ingested_at)::VARCHAR, max(_ingested_at)::VARCHAR FROM read_parquet('{glob}') GROUP BY ALL"
+    ));
+    let by_run = |id: &str| stamps.iter().find(|r| r[0] == id).cloned();
+    let landed: Vec<_> = runs.iter().filter_map(|r| by_run(r)).collect();
+    assert!(landed.len() >= 4, "only {} runs landed rows", landed.len());
+    for w in landed.windows(2) {
+        assert!(
+            w[1][1] > w[0][2],
+            "run {} landed from {} but run {} before it landed up to {}",
+            w[1][0],
+            w[1][1],
+            w[0][0],
+            w[0][2]
+        );
+    }
+    sim.stop().await;
+}

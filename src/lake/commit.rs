@@ -133,6 +133,11 @@ pub struct CommitEntry {
     /// Highest version value landed by the run (the feed's own time), if the dataset has one.
     pub watermark: Option<String>,
     pub error: Option<String>,
+    /// The newest landing stamp (`_ingested_at`, microseconds, local time) of any row committed
+    /// so far in the dataset: the next run stamps after it. Carried forward by entries that land
+    /// nothing; absent in logs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamped_through: Option<i64>,
 }
 
 /// The state folder of one job.
@@ -348,8 +353,11 @@ impl JobState {
                 found: show(&found),
             });
         }
-        let seq = latest.map_or(1, |e| e.seq + 1);
+        let seq = latest.as_ref().map_or(1, |e| e.seq + 1);
         entry.seq = seq;
+        entry.stamped_through = entry
+            .stamped_through
+            .max(latest.and_then(|e| e.stamped_through));
         let dir = self.log_dir();
         std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
         let path = dir.join(format!("{seq:020}.json"));
@@ -455,6 +463,7 @@ impl JobState {
                     "the run was interrupted; {} uncommitted file(s) removed, its records are pulled again from the committed cursor",
                     rec.removed_uncommitted
                 )),
+                stamped_through: None,
             };
             self.commit(lock, entry, &cursor)?;
         }
@@ -542,6 +551,7 @@ mod tests {
             totals: RunTotals::default(),
             watermark: None,
             error: None,
+            stamped_through: None,
         }
     }
 
