@@ -210,11 +210,9 @@ impl Chunk {
         now: i64,
     ) -> std::io::Result<()> {
         match records {
-            Records::JsonArray(text) => {
-                let items: Vec<&serde_json::value::RawValue> =
-                    serde_json::from_str(text).map_err(std::io::Error::other)?;
+            Records::Json(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    self.record(item.get(), &format!("{position} #{i}"), job, run_id, now)?;
+                    self.record(item, &format!("{position} #{i}"), job, run_id, now)?;
                 }
             }
             Records::Csv(text) => {
@@ -562,8 +560,7 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let started_at = time::now_rfc3339();
     tokio::task::block_in_place(|| state.begin_run(&lock, &run_id, &started_at))?;
-    // Stamps start after the last commit of the dataset (its time is written to the second, so
-    // one second after it is after every row it committed).
+    // Stamps start after the newest stamp the dataset committed.
     let floor = run_floor(&state)?;
     let mut run = Run {
         job,

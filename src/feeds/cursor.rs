@@ -38,7 +38,7 @@ impl CursorFeed {
         let (records, next) = client
             .get(&query, move |bytes| {
                 let text = utf8(bytes)?;
-                let (records, rest) = array_field(&text, &records_field)?;
+                let (records, rest) = array_field(text, &records_field)?;
                 let next = match rest.get(&next_field) {
                     None | Some(Value::Null) => None,
                     Some(Value::String(s)) if s.is_empty() => None,
@@ -54,9 +54,7 @@ impl CursorFeed {
             .await?;
         let position = format!("{}={}", p.since_param, since.as_deref().unwrap_or(""));
         // A short page, or a cursor that does not move, means the feed has no more for now.
-        let last = next.is_none()
-            || next == self.cursor
-            || (super::count_records(&records) as u64) < p.page_size.0;
+        let last = next.is_none() || next == self.cursor || (records.len() as u64) < p.page_size.0;
         let after = if next.is_some() {
             next.clone()
         } else {
@@ -64,7 +62,7 @@ impl CursorFeed {
         };
         self.cursor = after.clone();
         Ok(Page {
-            records: Records::JsonArray(records),
+            records: Records::Json(records),
             position,
             after: After::Cursor(after),
             last,

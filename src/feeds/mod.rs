@@ -16,6 +16,7 @@ pub mod http;
 pub mod paged_post;
 pub mod snapshot;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::{JobConfig, Protocol};
@@ -24,10 +25,71 @@ pub use http::{FeedClient, FeedError};
 /// The records of one page.
 #[derive(Debug)]
 pub enum Records {
-    /// A JSON array of objects, as text.
-    JsonArray(String),
+    /// JSON records, each found once in the answer's text.
+    Json(JsonRecords),
     /// A CSV document with a header row.
     Csv(String),
+}
+
+/// The records of a JSON answer: the answer's text and where each record lies in it. The answer
+/// is read once to find them (envelope and array together); each record is then decoded once,
+/// from its own slice, by the lake's decoder.
+#[derive(Debug, Default)]
+pub struct JsonRecords {
+    text: String,
+    items: Vec<std::ops::Range<usize>>,
+}
+
+impl JsonRecords {
+    /// A page with no records.
+    pub fn empty() -> JsonRecords {
+        JsonRecords::default()
+    }
+
+    /// The records of an answer that is a JSON array.
+    pub fn from_array(text: String) -> Result<JsonRecords, serde_json::Error> {
+        let items = {
+            let raw: Vec<&RawValue> = serde_json::from_str(&text)?;
+            ranges_in(&text, &raw)
+        };
+        Ok(JsonRecords { text, items })
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Each record's JSON text, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().map(|r| &self.text[r.clone()])
+    }
+}
+
+impl Records {
+    /// How many records the page holds (CSV rows are counted by parsing them).
+    pub fn count(&self) -> u64 {
+        match self {
+            Records::Json(j) => j.len() as u64,
+            Records::Csv(text) => {
+                csv::Reader::from_reader(text.as_bytes()).records().count() as u64
+            }
+        }
+    }
+}
+
+/// Where each raw value borrowed from `text` lies in it.
+fn ranges_in(text: &str, raw: &[&RawValue]) -> Vec<std::ops::Range<usize>> {
+    let base = text.as_ptr() as usize;
+    raw.iter()
+        .map(|v| {
+            let start = v.get().as_ptr() as usize - base;
+            start..start + v.get().len()
+        })
+        .collect()
 }
 
 /// What comes after a page.
@@ -92,40 +154,111 @@ impl Puller {
     }
 }
 
-/// Extracts the array in `field` of a JSON object answer, checking that it is an array of
-/// objects-or-anything (records are checked one by one later).
+/// The records in `field` of a JSON object answer, and the envelope's other (small) fields, in
+/// one reading of the text. A `null` field is no records; anything but an array is an error.
 pub(crate) fn array_field(
-    text: &str,
+    text: String,
     field: &str,
-) -> Result<(String, serde_json::Map<String, Value>), http::CallError> {
-    use serde_json::value::RawValue;
-    let obj: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text)
-        .map_err(|e| http::CallError::Decode(format!("not a JSON object: {e}")))?;
-    let mut rest = serde_json::Map::new();
-    let mut records = None;
-    for (k, v) in obj {
-        if k == field {
-            records = Some(v.get());
-        } else if v.get().len() < 4096 {
-            rest.insert(k, serde_json::from_str(v.get()).unwrap_or(Value::Null));
-        }
-    }
-    let records = records
-        .ok_or_else(|| http::CallError::Decode(format!("the answer has no {field:?} field")))?;
-    if !records.trim_start().starts_with('[') {
-        if records.trim() == "null" {
-            return Ok(("[]".to_string(), rest));
-        }
-        return Err(http::CallError::Decode(format!(
-            "{field:?} is not an array"
-        )));
-    }
-    Ok((records.to_string(), rest))
+) -> Result<(JsonRecords, serde_json::Map<String, Value>), http::CallError> {
+    let (items, rest) = {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let (raw, rest) = serde::de::DeserializeSeed::deserialize(Envelope { field }, &mut de)
+            .and_then(|v| de.end().map(|_| v))
+            .map_err(|e| http::CallError::Decode(format!("not a JSON object: {e}")))?;
+        let raw = raw
+            .ok_or_else(|| http::CallError::Decode(format!("the answer has no {field:?} field")))?;
+        (ranges_in(&text, &raw.unwrap_or_default()), rest)
+    };
+    Ok((JsonRecords { text, items }, rest))
 }
 
-/// Number of elements of a JSON array text (0 when it is not one).
-pub(crate) fn count_records(array: &str) -> usize {
-    serde_json::from_str::<Vec<&serde_json::value::RawValue>>(array)
-        .map(|v| v.len())
-        .unwrap_or(0)
+/// Reads an envelope object: the records field as borrowed raw records (found, and null or not),
+/// the other fields of under 4 KiB as values.
+struct Envelope<'f> {
+    field: &'f str,
+}
+
+type EnvelopeParts<'de> = (
+    Option<Option<Vec<&'de RawValue>>>,
+    serde_json::Map<String, Value>,
+);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Envelope<'_> {
+    type Value = EnvelopeParts<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Envelope<'_> {
+    type Value = EnvelopeParts<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an object with a {:?} array", self.field)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let (mut records, mut rest) = (None, serde_json::Map::new());
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.field {
+                let items: Option<Vec<&'de RawValue>> = map.next_value().map_err(|e| {
+                    A::Error::custom(format!("{:?} is not an array ({e})", self.field))
+                })?;
+                records = Some(items);
+            } else {
+                let v: &'de RawValue = map.next_value()?;
+                if v.get().len() < 4096 {
+                    rest.insert(key, serde_json::from_str(v.get()).unwrap_or(Value::Null));
+                }
+            }
+        }
+        Ok((records, rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_is_read_once_into_records_and_its_other_fields() {
+        let text = r#"{"code":"OK","data":[{"a":1},{"b":"x,]"} , {"c":[1,2]}],"next":"c2","big":"#
+            .to_string()
+            + &format!("\"{}\"}}", "x".repeat(5000));
+        let (records, rest) = array_field(text, "data").unwrap();
+        assert_eq!(
+            records.iter().collect::<Vec<_>>(),
+            [r#"{"a":1}"#, r#"{"b":"x,]"}"#, r#"{"c":[1,2]}"#]
+        );
+        assert_eq!(rest["code"], "OK");
+        assert_eq!(rest["next"], "c2");
+        assert!(
+            !rest.contains_key("big"),
+            "fields of 4 KiB or more are not kept"
+        );
+    }
+
+    #[test]
+    fn an_envelope_without_records_or_with_something_else_is_named() {
+        let (none, _) = array_field(r#"{"data":null,"code":"OK"}"#.into(), "data").unwrap();
+        assert!(none.is_empty());
+        let e = array_field(r#"{"code":"OK"}"#.into(), "data").unwrap_err();
+        assert!(e.to_string().contains(r#"no "data" field"#), "{e}");
+        let e = array_field(r#"{"data":{"a":1}}"#.into(), "data").unwrap_err();
+        assert!(e.to_string().contains(r#""data" is not an array"#), "{e}");
+        let e = array_field(r#"[{"a":1}]"#.into(), "data").unwrap_err();
+        assert!(e.to_string().contains("not a JSON object"), "{e}");
+        let e = array_field(r#"{"data":[]} trailing"#.into(), "data").unwrap_err();
+        assert!(e.to_string().contains("not a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_array_gives_its_records() {
+        let r = JsonRecords::from_array(r#" [ {"a":1}, {"a":2} ] "#.into()).unwrap();
+        assert_eq!(r.iter().collect::<Vec<_>>(), [r#"{"a":1}"#, r#"{"a":2}"#]);
+        assert_eq!(Records::Json(r).count(), 2);
+        assert!(JsonRecords::from_array(r#"{"a":1}"#.into()).is_err());
+    }
 }

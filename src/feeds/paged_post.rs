@@ -76,7 +76,7 @@ impl PagedPostFeed {
         let records = client
             .post_json(&p.path.0, &body, move |bytes| {
                 let text = utf8(bytes)?;
-                let (records, rest) = array_field(&text, &records_field)?;
+                let (records, rest) = array_field(text, &records_field)?;
                 let code = match rest.get(&code_field) {
                     Some(Value::String(s)) => s.clone(),
                     Some(v) => v.to_string(),
@@ -100,9 +100,9 @@ impl PagedPostFeed {
                 Ok(records)
             })
             .await?;
-        let count = super::count_records(&records);
+        let count = records.len();
         Ok(Page {
-            records: Records::JsonArray(records),
+            records: Records::Json(records),
             position: format!(
                 "{}={} page {}",
                 p.since_field,

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::http::{utf8, CallError, FeedClient, FeedError};
-use super::{array_field, After, Page, Records};
+use super::{array_field, After, JsonRecords, Page, Records};
 use crate::config::{SnapshotFormat, SnapshotParams};
 
 pub struct SnapshotFeed {
@@ -44,12 +44,11 @@ impl SnapshotFeed {
                         Records::Csv(text)
                     }
                     SnapshotFormat::Json => match &p.records_field {
-                        Some(f) => Records::JsonArray(array_field(&text, f)?.0),
-                        None => {
-                            serde_json::from_str::<Vec<&serde_json::value::RawValue>>(&text)
-                                .map_err(|e| CallError::Decode(format!("not a JSON array: {e}")))?;
-                            Records::JsonArray(text)
-                        }
+                        Some(f) => Records::Json(array_field(text, f)?.0),
+                        None => Records::Json(
+                            JsonRecords::from_array(text)
+                                .map_err(|e| CallError::Decode(format!("not a JSON array: {e}")))?,
+                        ),
                     },
                 };
                 Ok((records, hash))
@@ -57,14 +56,9 @@ impl SnapshotFeed {
             .await?;
         let position = format!("snapshot sha256={}", &hash[..12]);
         if self.previous.as_deref() == Some(hash.as_str()) {
-            let unchanged = match &records {
-                Records::JsonArray(a) => super::count_records(a) as u64,
-                Records::Csv(text) => {
-                    csv::Reader::from_reader(text.as_bytes()).records().count() as u64
-                }
-            };
+            let unchanged = records.count();
             return Ok(Page {
-                records: Records::JsonArray("[]".into()),
+                records: Records::Json(JsonRecords::empty()),
                 position,
                 after: After::Cursor(self.start.clone()),
                 last: true,

@@ -535,7 +535,8 @@ async fn snapshot(
     };
     let records = match ct {
         "text/csv; charset=utf-8" => body.lines().count().saturating_sub(1) as u64,
-        _ => crate::feeds::count_records(&body) as u64,
+        _ => serde_json::from_str::<Vec<&serde_json::value::RawValue>>(&body)
+            .map_or(0, |v| v.len() as u64),
     };
     let faults = state.faults.read().expect("faults lock").clone();
     let mut rng = state.dice.next();
