@@ -2666,11 +2666,11 @@ async fn a_build_reads_only_committed_files() {
 /// build, the warehouse equals a full build of the same lake: no build saw a chunk a pull had
 /// not committed, and no watermark moved past a row it had not read.
 ///
-/// It fails today (issue "Builds read committed snapshots", still open): after 50 builds the
-/// incremental warehouse differs from the quiet full build (CT 2026 DOSSIER_SYNC 458 of 605
-/// against 483; 595 finished dossiers against 597), so a cause beyond the uncommitted files and
-/// the wall clock remains. Run it with `cargo test --release --test golden -- --ignored`.
-#[ignore = "fails today: the incremental warehouse drifts from a quiet rebuild (issue 13)"]
+/// On the code before the fix it failed about one run in two (2 of 5): a run that started
+/// within the second of the previous commit stamped its rows equal to that run's, and a build
+/// that had read the first skipped the second (CT 2026 DOSSIER_SYNC 443 of 559 against 452;
+/// a dossier kept at status 9 when 10 had landed). `CHISO_KEEP_TEST_DIRS=DIR` keeps both
+/// warehouses for a look. About 100 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_and_builds_side_by_side_equal_a_quiet_rebuild() {
     let mut cfg = small_world(31, 6.0);
