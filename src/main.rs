@@ -76,6 +76,10 @@ enum Command {
     Build(BuildArgs),
     /// Run the data tests against the published warehouse (read-only).
     Test(TestArgs),
+    /// The lake's committed snapshot: per dataset, the Parquet files the commit logs name now
+    /// (what a build started now would read; never a file a running pull has not committed).
+    /// Other engines (Spark, Trino, Polars, DuckDB) read the same data from this list.
+    Snapshot(JsonArg),
 }
 
 #[derive(Args)]
@@ -670,6 +674,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 println!("{}", status::render(&st));
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Snapshot(args) => {
+            let (project, jobs) = demo::load_project_or_embedded(&cli.config)?;
+            // Absolute paths: the list is read by other programs from other folders.
+            let warehouse = std::path::absolute(warehouse_dir(&cli.dir, &project))?;
+            let snapshot = chiso::models::snapshot::read(&warehouse, &jobs)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            } else {
+                for (dataset, files) in &snapshot {
+                    println!("{dataset:<28} {:>7} file(s)", files.len());
+                }
             }
             Ok(EXIT_OK)
         }

@@ -90,6 +90,33 @@ fn demo_runs_every_feed_and_reconciles() {
         "{dossiers}"
     );
 
+    // The committed snapshot, as another engine would take it: every dossier row the status
+    // counts is in the files it lists, and nothing else.
+    let snap = chiso()
+        .current_dir(dir.path())
+        .args(["snapshot", "--dir", "wh", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        snap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snap.stderr)
+    );
+    let snap: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_slice(&snap.stdout).unwrap();
+    let files = &snap["portal/dossiers"];
+    assert!(!files.is_empty());
+    let list: Vec<String> = files.iter().map(|f| format!("'{f}'")).collect();
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let rows: u64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM read_parquet([{}])", list.join(", ")),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, dossiers["rows_landed_total"].as_u64().unwrap());
+
     // Build the warehouse from what the demo landed, with the repository's models, then test it.
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chiso.toml");
     let wh = dir.path().join("wh");
