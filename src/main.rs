@@ -284,6 +284,25 @@ enum BenchCommand {
     /// One build of `bench build` (run by it in a child process).
     #[command(hide = true)]
     BuildOnce(BenchBuildOnceArgs),
+    /// The lake's commit log as a dataset's history grows: time per commit (what a pull pays)
+    /// and to read the snapshot (what a build pays), at 10, 20, 50, 100… entries.
+    Log(BenchLogArgs),
+}
+
+#[derive(Args)]
+struct BenchLogArgs {
+    /// Entries to append (a pull every 5 minutes makes 105 120 a year).
+    #[arg(long, default_value_t = 20_000)]
+    entries: u64,
+    /// Folder for the log (cleared first).
+    #[arg(long, default_value = "bench-log")]
+    work_dir: PathBuf,
+    /// Also scan the same rows from 1, 10, 100… up to this many Parquet files (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    scan_files: u64,
+    /// Rows for the scan.
+    #[arg(long, default_value_t = 1_000_000)]
+    scan_rows: u64,
 }
 
 #[derive(Args)]
@@ -997,6 +1016,35 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 dbt: a.dbt,
             };
             bench::build::run(&opts).await?;
+            Ok(EXIT_OK)
+        }
+        Command::Bench(BenchCommand::Log(a)) => {
+            let opts = bench::log::LogBench {
+                entries: a.entries,
+                work_dir: std::env::current_dir()?.join(&a.work_dir),
+            };
+            let steps = tokio::task::spawn_blocking(move || bench::log::run(&opts)).await??;
+            println!("| entries | ms per commit (last step) | ms to read the snapshot | files |");
+            println!("|---:|---:|---:|---:|");
+            for s in steps {
+                println!(
+                    "| {} | {:.2} | {:.1} | {} |",
+                    s.entries, s.ms_per_commit, s.ms_snapshot, s.files
+                );
+            }
+            if a.scan_files > 0 {
+                let dir = std::env::current_dir()?.join(&a.work_dir);
+                let (rows, max) = (a.scan_rows, a.scan_files);
+                let steps =
+                    tokio::task::spawn_blocking(move || bench::log::scan(&dir, rows, max, 2))
+                        .await??;
+                println!();
+                println!("| files | rows | ms to scan (DuckDB, 2 threads) |");
+                println!("|---:|---:|---:|");
+                for s in steps {
+                    println!("| {} | {} | {:.0} |", s.files, s.rows, s.ms_scan);
+                }
+            }
             Ok(EXIT_OK)
         }
         Command::Bench(BenchCommand::BuildOnce(a)) => {
