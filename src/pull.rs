@@ -412,6 +412,7 @@ impl Run<'_> {
                 .map(|us| time::compact(time::from_micros(us))),
             error,
             stamped_through: Some(self.clock.last()),
+            retired: Vec::new(),
         };
         self.state.commit(&self.lock, entry, &self.committed)?;
         self.committed = cursor;

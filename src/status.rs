@@ -58,11 +58,17 @@ pub fn collect(
     for job in jobs {
         let state = JobState::new(warehouse, &job.name);
         let entries = state.all()?;
-        let last = entries
+        // Compactions are maintenance, not runs of the job.
+        let runs: Vec<_> = entries
+            .iter()
+            .filter(|e| e.kind != EntryKind::Compaction)
+            .collect();
+        let last = runs
             .iter()
             .rev()
             .find(|e| e.kind != EntryKind::Checkpoint)
-            .or(entries.last());
+            .or(runs.last())
+            .copied();
         let last_success = entries
             .iter()
             .rev()

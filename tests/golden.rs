@@ -2789,3 +2789,175 @@ async fn pulls_and_builds_side_by_side_equal_a_quiet_rebuild() {
         differences.join("\n")
     );
 }
+
+/// Rows per (key, version) of every dataset as its committed snapshot holds them (not a glob:
+/// retired files stay on disk until it is safe to delete them).
+fn snapshot_counts(warehouse: &Path, jobs: &[JobConfig]) -> Vec<String> {
+    let snap = chiso::models::snapshot::read(warehouse, jobs).unwrap();
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let mut out = Vec::new();
+    for job in jobs {
+        let files = &snap[&job.dataset.key()];
+        if files.is_empty() {
+            continue;
+        }
+        let list: Vec<String> = files.iter().map(|f| format!("'{f}'")).collect();
+        let key = job
+            .dataset
+            .key
+            .iter()
+            .map(|k| format!("coalesce(CAST(\"{k}\" AS VARCHAR), '∅')"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let sql = format!(
+            "SELECT '{}|' || k || '|' || t || '|' || n FROM (SELECT {key} AS k, _ingested_at AS t, count(*) AS n FROM read_parquet([{}], union_by_name = true, hive_partitioning = true) GROUP BY 1, 2) ORDER BY 1",
+            job.dataset.key(),
+            list.join(", ")
+        );
+        out.extend(rows(&conn, &sql));
+    }
+    out.sort();
+    out
+}
+
+/// Compaction: after rounds of pulls from a simulator whose records keep changing, every
+/// partition's files are rewritten as one; the snapshot holds the same rows with the same
+/// landing stamps; the next incremental build rebuilds what reads the compacted datasets (their
+/// lineage named retired files) and equals a full build; the retired files are kept while the
+/// published warehouse names them and deleted by the compaction after a build published
+/// without them; and the pulls and builds after it go on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_every_row_and_the_warehouse() {
+    let mut cfg = small_world(41, 6.0);
+    cfg.speed = 6.0 * 3600.0;
+    let sim = start_sim(cfg, chiso::sim::faults::Faults::none()).await;
+    let (_, jobs) = project_for(&sim.base_url());
+    let wh = tempfile::tempdir().unwrap();
+    for _ in 0..6 {
+        land_all(wh.path(), &jobs).await;
+        build_now(wh.path(), &jobs, false).await;
+    }
+    let before = snapshot_counts(wh.path(), &jobs);
+    let dossiers = jobs.iter().find(|j| j.name == "dossiers").unwrap();
+    let files_before =
+        chiso::models::snapshot::read(wh.path(), &jobs).unwrap()[&dossiers.dataset.key()].len();
+    let compact = |published: std::collections::BTreeMap<String, u64>| {
+        let (w, j) = (wh.path().to_path_buf(), jobs.clone());
+        move || {
+            j.iter()
+                .map(|job| {
+                    chiso::lake::compact::compact_job(
+                        &w,
+                        job,
+                        &chiso::lake::compact::CompactOptions {
+                            older_than: chrono::Duration::zero(),
+                            min_files: 2,
+                            published_compactions: published.clone(),
+                            dry_run: false,
+                        },
+                    )
+                    .unwrap()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let published = chiso::models::build::published_compactions(wh.path()).unwrap();
+    assert!(published.values().all(|&n| n == 0), "{published:?}");
+    let reports = tokio::task::spawn_blocking(compact(published))
+        .await
+        .unwrap();
+    let compacted: usize = reports.iter().map(|r| r.partitions.len()).sum();
+    assert!(compacted > 0, "{reports:#?}");
+    assert!(reports.iter().all(|r| r.deleted_retired == 0));
+    let snap = chiso::models::snapshot::read(wh.path(), &jobs).unwrap();
+    let files_after = snap[&dossiers.dataset.key()].len();
+    assert!(
+        files_after < files_before,
+        "dossier files: {files_before} -> {files_after}"
+    );
+    for files in snap.values() {
+        let mut folders: Vec<_> = files
+            .iter()
+            .map(|f| Path::new(f).parent().unwrap().to_path_buf())
+            .collect();
+        let n = folders.len();
+        folders.dedup();
+        assert_eq!(n, folders.len(), "one file per partition: {files:#?}");
+    }
+    assert_eq!(snapshot_counts(wh.path(), &jobs), before);
+    // Status does not take the compaction for a run of the job.
+    let st = chiso::status::collect(wh.path(), &jobs).unwrap();
+    let d = st.iter().find(|s| s.job == "dossiers").unwrap();
+    assert_eq!(
+        d.last_run.as_ref().unwrap().outcome,
+        Some(chiso::lake::commit::Outcome::Ok)
+    );
+
+    // The next build rebuilds what reads the compacted datasets, and names why.
+    let (w, j) = (wh.path().to_path_buf(), jobs.clone());
+    let record = tokio::task::spawn_blocking(move || {
+        build(&w, &repo().join("sql"), &j, &BuildOptions::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(record.published);
+    let fct = record
+        .models
+        .iter()
+        .find(|m| m.model == "fct_dossiers")
+        .unwrap();
+    assert!(
+        fct.rebuilt_because
+            .as_deref()
+            .is_some_and(|w| w.contains("compacted")),
+        "{fct:?}"
+    );
+    let full = tempfile::tempdir().unwrap();
+    copy_dir(&wh.path().join("lake"), &full.path().join("lake"));
+    copy_dir(&wh.path().join("_state"), &full.path().join("_state"));
+    build_now(full.path(), &jobs, true).await;
+    let (a, b) = (open(wh.path()), open(full.path()));
+    for (name, sql) in COMPARED {
+        assert_eq!(rows(&a, sql), rows(&b, sql), "{name}");
+    }
+    // Lineage names live files only.
+    let live: std::collections::HashSet<String> = snap.values().flatten().cloned().collect();
+    for f in rows(&a, "SELECT DISTINCT lake_file FROM fct_dossiers") {
+        assert!(live.contains(&f), "fct_dossiers names {f}, not a live file");
+    }
+    drop(a);
+
+    // A build has published without the retired files: the next compaction deletes them.
+    let published = chiso::models::build::published_compactions(wh.path()).unwrap();
+    assert!(published.values().any(|&n| n == 1), "{published:?}");
+    let second = tokio::task::spawn_blocking(compact(published))
+        .await
+        .unwrap();
+    let deleted: usize = second.iter().map(|r| r.deleted_retired).sum();
+    let removed: usize = reports
+        .iter()
+        .flat_map(|r| &r.partitions)
+        .map(|p| p.files)
+        .sum();
+    assert_eq!(deleted, removed, "{second:#?}");
+    let on_disk = glob::glob(&chiso::lake::dataset_glob(wh.path(), &dossiers.dataset))
+        .unwrap()
+        .count();
+    assert_eq!(on_disk, files_after);
+
+    // Pulls and builds go on: more rounds, then the incremental warehouse equals a full build.
+    for _ in 0..2 {
+        land_all(wh.path(), &jobs).await;
+        build_now(wh.path(), &jobs, false).await;
+    }
+    let full = tempfile::tempdir().unwrap();
+    copy_dir(&wh.path().join("lake"), &full.path().join("lake"));
+    copy_dir(&wh.path().join("_state"), &full.path().join("_state"));
+    build_now(full.path(), &jobs, true).await;
+    let (a, b) = (open(wh.path()), open(full.path()));
+    for (name, sql) in COMPARED {
+        assert_eq!(rows(&a, sql), rows(&b, sql), "after more pulls: {name}");
+    }
+    sim.stop().await;
+}

@@ -66,6 +66,8 @@ pub enum EntryKind {
     Finished,
     /// Written by recovery for a run that crashed or was killed.
     Interrupted,
+    /// A compaction (`lake::compact`): its files replace the ones it retires, row for row.
+    Compaction,
 }
 
 /// How a run ended.
@@ -138,6 +140,21 @@ pub struct CommitEntry {
     /// nothing; absent in logs written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stamped_through: Option<i64>,
+    /// Files of earlier entries this one replaces (a compaction): no longer in the snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
+}
+
+/// The dataset as the commit log has it now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSnapshot {
+    /// The live data files, relative to the warehouse, in commit order.
+    pub files: Vec<String>,
+    /// How many compactions retired files so far (a build that read fewer holds lineage, file
+    /// and row, that points at retired files).
+    pub compactions: u64,
+    /// Retired files, with the number of the compaction that retired them (1, 2, …).
+    pub retired: Vec<(String, u64)>,
 }
 
 /// The state folder of one job.
@@ -295,15 +312,33 @@ impl JobState {
 
     /// The data files the commit log names, relative to the warehouse, in commit order: what a
     /// reader may see of the dataset (a running pull's files are not among them until their
-    /// chunk commits; an interrupted run's are removed by the next run).
+    /// chunk commits; an interrupted run's are removed by the next run; a compaction's retired
+    /// files are replaced by its own).
     pub fn committed_files(&self) -> Result<Vec<String>, CommitError> {
-        let mut seen = std::collections::HashSet::new();
-        Ok(self
-            .all()?
-            .into_iter()
-            .flat_map(|e| e.files.into_iter().map(|f| f.path))
-            .filter(|p| seen.insert(p.clone()))
-            .collect())
+        Ok(self.snapshot()?.files)
+    }
+
+    /// The live files, the compactions so far and the files they retired.
+    pub fn snapshot(&self) -> Result<LogSnapshot, CommitError> {
+        let mut out = LogSnapshot::default();
+        let mut seen = HashSet::new();
+        let mut retired = HashSet::new();
+        for e in self.all()? {
+            if !e.retired.is_empty() {
+                out.compactions += 1;
+                for f in &e.retired {
+                    retired.insert(f.clone());
+                    out.retired.push((f.clone(), out.compactions));
+                }
+            }
+            for f in e.files {
+                if seen.insert(f.path.clone()) {
+                    out.files.push(f.path);
+                }
+            }
+        }
+        out.files.retain(|f| !retired.contains(f));
+        Ok(out)
     }
 
     /// The committed cursor: the newest entry's `cursor_after`.
@@ -464,6 +499,7 @@ impl JobState {
                     rec.removed_uncommitted
                 )),
                 stamped_through: None,
+                retired: Vec::new(),
             };
             self.commit(lock, entry, &cursor)?;
         }
@@ -552,6 +588,7 @@ mod tests {
             watermark: None,
             error: None,
             stamped_through: None,
+            retired: Vec::new(),
         }
     }
 

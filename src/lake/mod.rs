@@ -6,6 +6,7 @@
 //! and the cursor. This module owns the layout; it does not fetch anything.
 
 pub mod commit;
+pub mod compact;
 pub mod parquet;
 pub mod schema;
 

@@ -98,6 +98,9 @@ pub struct BuildRecord {
     /// Datasets (`feed/dataset`) with no file in the lake when the build started: read as
     /// empty, so their indicators follow the zero-denominator rules.
     pub sources_without_data: Vec<String>,
+    /// Per dataset, how many compactions the lake had when the build read it (files they
+    /// retired are not read by this build; `chiso compact` deletes them once it is published).
+    pub lake_compactions: BTreeMap<String, u64>,
 }
 
 impl BuildRecord {
@@ -451,7 +454,8 @@ pub fn build(
     let (conn, started_from) = start_build_file(&published, &spare, &build_file, opts.threads)?;
     tracing::info!(build_id = %build_id, started_from, "Build started.");
     // What the build reads of the lake: the files committed now, whatever lands meanwhile.
-    let snapshot = snapshot::read(warehouse, jobs)?;
+    let lake = snapshot::read_lake(warehouse, jobs)?;
+    let snapshot = lake.files;
     snapshot::set_variables(&conn, jobs, &snapshot)?;
     let sources_without_data: Vec<String> = snapshot
         .iter()
@@ -477,7 +481,10 @@ pub fn build(
             .with_context(|| format!("memory limit {limit:?}"))?;
     }
     let passed_before = tests_passed_in(&conn)?;
-    let rebuild = stale_models(&conn, &project)?;
+    let mut rebuild = stale_models(&conn, &project)?;
+    for (model, why) in compacted_since_built(&conn, &project, jobs, &lake.compactions)? {
+        rebuild.entry(model).or_insert(why);
+    }
     // What this file's tables were built from, and the content token of every model.
     let mut states = reuse::load(&conn)?;
     let mut content: BTreeMap<String, String> = states
@@ -637,6 +644,7 @@ pub fn build(
     )?;
     record_tests_passed(&conn, &tests)?;
     record_model_sql(&conn, &project, &models)?;
+    record_compactions(&conn, &lake.compactions)?;
     reuse::save(&conn, &states)?;
     let blocking = tests
         .iter()
@@ -653,6 +661,7 @@ pub fn build(
         published_path: published.clone(),
         started_from: started_from.to_string(),
         sources_without_data,
+        lake_compactions: lake.compactions.clone(),
     };
     record.finished_at = time::now_rfc3339();
     record.seconds = t0.elapsed().as_secs_f64();
@@ -690,6 +699,32 @@ pub fn build(
         &serde_json::to_vec_pretty(&record)?,
     )?;
     Ok(record)
+}
+
+/// Per dataset, how many compactions the newest published build had read (from
+/// `_state/builds/`, named by time-ordered ids, so only the newest records are read); empty
+/// before the first published build.
+pub fn published_compactions(warehouse: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    let dir = warehouse.join("_state/builds");
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    names.sort();
+    for path in names.iter().rev() {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("reading {}", path.display()))?;
+        if v["published"].as_bool() == Some(true) {
+            return Ok(serde_json::from_value(v["lake_compactions"].clone()).unwrap_or_default());
+        }
+    }
+    Ok(BTreeMap::new())
 }
 
 /// The models whose kept rows were computed by other SQL than the current files, with why:
@@ -731,6 +766,65 @@ fn stale_models(
         }
     }
     Ok(out)
+}
+
+/// The models to rebuild from scratch because a dataset they read (directly or upstream) was
+/// compacted since the starting file was built: incremental tables keep each row's lineage
+/// (`lake_file`, `lake_row`), which then names files the compaction retired.
+fn compacted_since_built(
+    conn: &duck::Connection,
+    project: &Project,
+    jobs: &[JobConfig],
+    now: &BTreeMap<String, u64>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut recorded = BTreeMap::new();
+    if duck::table_exists(conn, "_chiso_lake_compactions")? {
+        let mut stmt = conn.prepare("SELECT dataset, compactions FROM _chiso_lake_compactions")?;
+        recorded = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+    }
+    let mut out = BTreeMap::new();
+    for (name, m) in &project.models {
+        for (feed, dataset) in m.parsed.sources() {
+            let Some(job) = jobs
+                .iter()
+                .find(|j| j.dataset.feed == feed && j.dataset.name == dataset)
+            else {
+                continue;
+            };
+            let key = job.dataset.key();
+            let (before, after) = (
+                recorded.get(&key).copied().unwrap_or(0),
+                now.get(&key).copied().unwrap_or(0),
+            );
+            if after > before {
+                for down in project
+                    .select(&[format!("{name}+")])
+                    .map_err(|e| anyhow::anyhow!(e))?
+                {
+                    out.entry(down).or_insert_with(|| {
+                        format!("lake dataset {key} was compacted since it was built")
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Records how many compactions each dataset had when this build read it.
+fn record_compactions(conn: &duck::Connection, now: &BTreeMap<String, u64>) -> anyhow::Result<()> {
+    conn.execute_batch(
+        "CREATE OR REPLACE TABLE _chiso_lake_compactions (dataset VARCHAR, compactions BIGINT);",
+    )?;
+    let mut insert = conn.prepare("INSERT INTO _chiso_lake_compactions VALUES (?, ?)")?;
+    for (dataset, n) in now {
+        insert.execute(duckdb::params![dataset, *n as i64])?;
+    }
+    Ok(())
 }
 
 /// Records the SQL each model was built with (its file's digest), for the next build.

@@ -17,22 +17,36 @@ use crate::lake::schema::DatasetSpec;
 /// Dataset key (`DatasetSpec::key`) → the absolute paths of its committed files.
 pub type LakeSnapshot = BTreeMap<String, Vec<String>>;
 
-/// Reads the commit logs of `jobs`.
+/// The lake as a build starts from it: the files, and per dataset how many compactions have
+/// retired files so far (a build compares it with the count its starting file recorded).
+#[derive(Debug, Clone, Default)]
+pub struct Lake {
+    pub files: LakeSnapshot,
+    pub compactions: BTreeMap<String, u64>,
+}
+
+/// Reads the commit logs of `jobs`: the committed files.
 pub fn read(warehouse: &Path, jobs: &[JobConfig]) -> anyhow::Result<LakeSnapshot> {
-    let mut snapshot = LakeSnapshot::new();
+    Ok(read_lake(warehouse, jobs)?.files)
+}
+
+/// Reads the commit logs of `jobs`: the committed files and the compactions.
+pub fn read_lake(warehouse: &Path, jobs: &[JobConfig]) -> anyhow::Result<Lake> {
+    let mut lake = Lake::default();
     for job in jobs {
-        let files = JobState::new(warehouse, &job.name)
-            .committed_files()
+        let log = JobState::new(warehouse, &job.name)
+            .snapshot()
             .with_context(|| format!("reading the commit log of job {}", job.name))?;
-        snapshot.insert(
+        lake.files.insert(
             job.dataset.key(),
-            files
+            log.files
                 .iter()
                 .map(|f| warehouse.join(f).display().to_string())
                 .collect(),
         );
+        lake.compactions.insert(job.dataset.key(), log.compactions);
     }
-    Ok(snapshot)
+    Ok(lake)
 }
 
 /// The DuckDB variable holding a dataset's file list.
