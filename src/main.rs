@@ -761,7 +761,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             for job in selected {
                 let (w, j, o) = (warehouse.clone(), job.clone(), opts.clone());
                 let r = tokio::task::spawn_blocking(move || {
-                    chiso::lake::compact::compact_job(&w, &j, &o)
+                    chiso::lake::compact::compact_job(&w, &j.name, &j.dataset, &o)
                 })
                 .await?
                 .with_context(|| format!("compacting job {}", job.name))?;

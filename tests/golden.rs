@@ -2848,7 +2848,8 @@ async fn compaction_keeps_every_row_and_the_warehouse() {
                 .map(|job| {
                     chiso::lake::compact::compact_job(
                         &w,
-                        job,
+                        &job.name,
+                        &job.dataset,
                         &chiso::lake::compact::CompactOptions {
                             older_than: chrono::Duration::zero(),
                             min_files: 2,

@@ -168,5 +168,5 @@ fn is_step(n: u64) -> bool {
     while p * 10 <= n {
         p *= 10;
     }
-    n % p == 0 && matches!(n / p, 1 | 2 | 5)
+    n.is_multiple_of(p) && matches!(n / p, 1 | 2 | 5)
 }

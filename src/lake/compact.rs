@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 
 use super::commit::{CommitEntry, EntryKind, JobState, RunTotals};
 use super::parquet::{sync_dir, LandedFile};
-use crate::config::JobConfig;
+use super::schema::DatasetSpec;
 use crate::{duck, time};
 
 /// What to compact.
@@ -62,22 +62,23 @@ pub struct CompactReport {
     pub kept_retired: usize,
 }
 
-/// Compacts the dataset of `job`.
+/// Compacts `dataset`, which job `job` lands.
 pub fn compact_job(
     warehouse: &Path,
-    job: &JobConfig,
+    job: &str,
+    dataset: &DatasetSpec,
     opts: &CompactOptions,
 ) -> anyhow::Result<CompactReport> {
-    let state = JobState::new(warehouse, &job.name);
+    let state = JobState::new(warehouse, job);
     let lock = state.lock()?;
     state.recover(
         &lock,
-        &super::job_dirs(warehouse, &job.dataset),
+        &super::job_dirs(warehouse, dataset),
         &time::now_rfc3339(),
     )?;
     let mut report = CompactReport {
-        job: job.name.clone(),
-        dataset: job.dataset.key(),
+        job: job.to_string(),
+        dataset: dataset.key(),
         partitions: Vec::new(),
         deleted_retired: 0,
         kept_retired: 0,
@@ -124,7 +125,7 @@ pub fn compact_job(
         let cursor = state.cursor()?;
         let entry = CommitEntry {
             seq: 0,
-            job: job.name.clone(),
+            job: job.to_string(),
             run_id: run_id.clone(),
             kind: EntryKind::Compaction,
             chunk: 0,
@@ -158,7 +159,7 @@ pub fn compact_job(
     // Retired files nothing published reads any more.
     let published = opts
         .published_compactions
-        .get(&job.dataset.key())
+        .get(&dataset.key())
         .copied()
         .unwrap_or(0);
     for (path, compaction) in state.snapshot()?.retired {
