@@ -14,23 +14,8 @@ use crate::sim::{faults::Faults, SimConfig, World};
 
 /// The project files built into the binary (the repository's own `chiso.toml` and `jobs/`).
 pub const EMBEDDED_PROJECT: &str = include_str!("../chiso.toml");
-pub const EMBEDDED_JOBS: &[(&str, &str)] = &[
-    ("calendar.toml", include_str!("../jobs/calendar.toml")),
-    ("catalogue.toml", include_str!("../jobs/catalogue.toml")),
-    (
-        "dossier_steps.toml",
-        include_str!("../jobs/dossier_steps.toml"),
-    ),
-    ("dossiers.toml", include_str!("../jobs/dossiers.toml")),
-    (
-        "national_report.toml",
-        include_str!("../jobs/national_report.toml"),
-    ),
-    ("payments.toml", include_str!("../jobs/payments.toml")),
-    ("petitions.toml", include_str!("../jobs/petitions.toml")),
-    ("ratings.toml", include_str!("../jobs/ratings.toml")),
-    ("units.toml", include_str!("../jobs/units.toml")),
-];
+/// Every `jobs/*.toml` of the repository, by file name (listed by `build.rs`).
+pub const EMBEDDED_JOBS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/embedded_jobs.rs"));
 
 /// Loads the project at `config_path`, or the embedded one if that file does not exist.
 pub fn load_project_or_embedded(
