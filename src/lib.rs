@@ -9,13 +9,15 @@
 //! - [`status`]: what the commit logs say about each job;
 //! - [`sim`]: the simulated tax administration, the embedded default source;
 //! - [`demo`], [`bench`]: the main job on the embedded default, and benchmarks;
-//! - [`duck`], [`time`]: DuckDB connections and wall-clock time, done one way.
+//! - [`duck`], [`time`], [`fs`]: DuckDB connections, wall-clock time and durable file steps
+//!   (folder fsync, whole-file writes, file locks), done one way.
 
 pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod duck;
 pub mod feeds;
+pub mod fs;
 pub mod index;
 pub mod lake;
 pub mod models;

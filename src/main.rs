@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use chiso::config::{self, ProjectConfig};
 use chiso::lake::commit::Outcome;
+use chiso::models::build::{ModelStatus, TestStatus};
 use chiso::pull::{self, RunContext, RunReport};
 use chiso::sim::{self, faults::Faults, SimConfig};
 use chiso::{bench, demo, status};
@@ -572,16 +573,16 @@ fn print_build(r: &chiso::models::build::BuildRecord) {
         t.add_row(vec![
             m.model.clone(),
             m.materialized.clone(),
-            m.status.clone(),
+            m.status.to_string(),
             m.rows.map_or(String::new(), |n| n.to_string()),
             format!("{:.2}", m.seconds),
         ]);
     }
     println!("{t}");
-    for m in r.models.iter().filter(|m| m.status == "error") {
+    for m in r.models.iter().filter(|m| m.status == ModelStatus::Error) {
         println!("error in {}: {}", m.model, m.error.as_deref().unwrap_or(""));
     }
-    for x in r.tests.iter().filter(|x| x.status != "pass") {
+    for x in r.tests.iter().filter(|x| x.status != TestStatus::Pass) {
         println!(
             "test {} {}: {} violating rows{}",
             x.test,
@@ -602,8 +603,16 @@ fn print_build(r: &chiso::models::build::BuildRecord) {
             r.sources_without_data.join(", ")
         );
     }
-    let passed = r.tests.iter().filter(|x| x.status == "pass").count();
-    let unchanged = r.models.iter().filter(|m| m.status == "unchanged").count();
+    let passed = r
+        .tests
+        .iter()
+        .filter(|x| x.status == TestStatus::Pass)
+        .count();
+    let unchanged = r
+        .models
+        .iter()
+        .filter(|m| m.status == ModelStatus::Unchanged)
+        .count();
     println!(
         "{} models{}, {} of {} data tests passed, {:.1}s",
         r.models.len(),
@@ -946,7 +955,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     )
                 })
                 .await??;
-                let passed = record.tests.iter().filter(|t| t.status == "pass").count();
+                let passed = record
+                    .tests
+                    .iter()
+                    .filter(|t| t.status == TestStatus::Pass)
+                    .count();
                 println!(
                     "\nBuilt the warehouse: {} models, {} of {} data tests passed, {:.1}s{}",
                     record.models.len(),
@@ -969,7 +982,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         }
                     }
                 } else {
-                    for m in record.models.iter().filter(|m| m.status == "error") {
+                    for m in record
+                        .models
+                        .iter()
+                        .filter(|m| m.status == ModelStatus::Error)
+                    {
                         println!("error in {}: {}", m.model, m.error.as_deref().unwrap_or(""));
                     }
                 }
@@ -1023,14 +1040,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 chiso::models::build::test_published(&warehouse, &sql_dir, &jobs, &a.select)
             })
             .await??;
-            let failed = tests
-                .iter()
-                .filter(|t| t.status == "fail" || t.status == "error")
-                .count();
+            let failed = tests.iter().filter(|t| t.status.blocks()).count();
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&tests)?);
             } else {
-                for t in tests.iter().filter(|t| t.status != "pass") {
+                for t in tests.iter().filter(|t| t.status != TestStatus::Pass) {
                     println!(
                         "{:<5} {} ({} rows){}",
                         t.status,

@@ -39,7 +39,7 @@ use std::path::Path;
 
 use axum::routing::get;
 use chiso::config::{FileParams, JobConfig, Protocol, Threads};
-use chiso::models::build::{build, published_path, BuildOptions};
+use chiso::models::build::{build, published_path, BuildOptions, TestStatus};
 use chiso::pull::{run_job, RunContext};
 use common::*;
 use serde_json::{json, Value};
@@ -732,7 +732,11 @@ async fn build_from(warehouse: &Path, sql: &Path, jobs: &[JobConfig], full_refre
     .unwrap();
     let bad: Vec<_> = record.models.iter().filter(|m| !m.succeeded()).collect();
     assert!(bad.is_empty(), "{bad:#?}");
-    let failing: Vec<_> = record.tests.iter().filter(|t| t.status != "pass").collect();
+    let failing: Vec<_> = record
+        .tests
+        .iter()
+        .filter(|t| t.status != TestStatus::Pass)
+        .collect();
     assert!(failing.is_empty(), "{failing:#?}");
     assert!(record.published);
 }
@@ -1366,21 +1370,21 @@ async fn an_unreadable_date_in_a_json_list_warns_and_the_build_publishes() {
             .tests
             .iter()
             .find(|t| t.test.contains(name))
-            .map(|t| (t.status.clone(), t.failures))
+            .map(|t| (t.status, t.failures))
     };
     assert_eq!(
         status("dossiers_with_unreadable_supplement_dates"),
-        Some(("warn".to_string(), 1))
+        Some((TestStatus::Warn, 1))
     );
     assert_eq!(
         status("petitions_with_unreadable_history_times"),
-        Some(("warn".to_string(), 1))
+        Some((TestStatus::Warn, 1))
     );
     assert!(record
         .tests
         .iter()
         .filter(|t| !t.test.contains("unreadable"))
-        .all(|t| t.status == "pass"));
+        .all(|t| t.status == TestStatus::Pass));
     // The unreadable supplement date is not a supplement time: D12 has one supplement, asked
     // at no known time; PK4 counts as not resolved.
     let conn = open(inc.path());
@@ -1659,7 +1663,7 @@ async fn build_expecting_warnings(
     for t in &record.tests {
         match warnings.iter().find(|(w, _)| t.test.contains(w)) {
             Some((_, n)) => assert_eq!((t.status.as_str(), t.failures), ("warn", *n), "{t:#?}"),
-            None => assert_eq!(t.status, "pass", "{t:#?}"),
+            None => assert_eq!(t.status, TestStatus::Pass, "{t:#?}"),
         }
     }
     assert!(record.published);
@@ -2510,7 +2514,11 @@ async fn each_invariant_fails_on_a_deliberately_broken_model() {
         // The relationships to the registry and the catalogue warn (the source needs
         // correcting; the rest is published); every other invariant blocks.
         let warns = test.starts_with("fct_");
-        let want = if warns { "warn" } else { "fail" };
+        let want = if warns {
+            TestStatus::Warn
+        } else {
+            TestStatus::Fail
+        };
         assert!(
             run.is_some_and(|t| t.status == want && t.failures > 0 && !t.sample.is_empty()),
             "{test} after breaking {file}: {run:#?}"

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chiso::models::build::{build, published_path, BuildOptions};
+use chiso::models::build::{build, published_path, BuildOptions, TestStatus};
 use chiso::pull::{run_job, RunContext};
 use chiso::sim::faults::Faults;
 use chiso::sim::SimFeed;
@@ -67,7 +67,11 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
 
     // Every generic test of the .yml files ran and passed.
     assert!(record.tests.len() >= 30, "{} tests", record.tests.len());
-    let failing: Vec<_> = record.tests.iter().filter(|t| t.status != "pass").collect();
+    let failing: Vec<_> = record
+        .tests
+        .iter()
+        .filter(|t| t.status != TestStatus::Pass)
+        .collect();
     assert!(failing.is_empty(), "{failing:#?}");
 
     let conn = duckdb::Connection::open_with_flags(

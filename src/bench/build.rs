@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::file_job;
 use crate::config::{JobConfig, Protocol, Secret};
 use crate::duck;
-use crate::models::build::{build, BuildOptions};
+use crate::models::build::{build, BuildOptions, TestStatus};
 use crate::pull::{self, RunContext};
 use crate::sim::faults::Faults;
 use crate::sim::generate::{generate_days, snapshot_world, ReceivedCounts};
@@ -109,7 +109,11 @@ pub fn measure_build(
         tests_seconds: record.tests.iter().map(|t| t.seconds).sum(),
         models: record.models.len(),
         tests: record.tests.len(),
-        tests_passed: record.tests.iter().filter(|t| t.status == "pass").count(),
+        tests_passed: record
+            .tests
+            .iter()
+            .filter(|t| t.status == TestStatus::Pass)
+            .count(),
         peak_rss_bytes: super::peak_rss_bytes(),
         published: record.published,
         started_from: record.started_from.clone(),

@@ -17,14 +17,15 @@
 //! One writer per job is enforced with an OS file lock held for the whole run.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::parquet::{sync_dir, LandedFile};
+use super::parquet::LandedFile;
+use crate::fs::{sync_dir, write_durably, FileLock, LockError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -167,7 +168,7 @@ pub struct JobState {
 /// Held while a run owns the job; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct JobLock {
-    _file: File,
+    _lock: FileLock,
 }
 
 /// What recovery found and did.
@@ -203,43 +204,16 @@ impl JobState {
         self.dir.join("running.json")
     }
 
-    /// Takes the job's lock, or reports the job busy.
-    ///
-    /// A lock found held is tried again for up to half a second before the job counts as busy.
-    /// The lock belongs to an open file description, and a process spawned by another thread
-    /// shares every descriptor of this one until it execs (descriptors are close-on-exec, but
-    /// that happens in the child, later): a run that starts right after another one released the
-    /// lock can find it still held for that moment. (The library's tests hit it: a build
-    /// started just after the previous one returned, while a parallel test spawned a reader.)
+    /// Takes the job's lock (`fs::FileLock`: retried for half a second), or reports the job busy.
     pub fn lock(&self) -> Result<JobLock, CommitError> {
-        use backon::{BlockingRetryable, ConstantBuilder};
         std::fs::create_dir_all(self.log_dir()).map_err(|e| self.io(&self.log_dir(), e))?;
-        let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| self.io(&path, e))?;
-        let try_lock = || match file.try_lock() {
-            Ok(()) => Ok(Ok(())),
-            Err(std::fs::TryLockError::WouldBlock) => Err(()),
-            Err(std::fs::TryLockError::Error(e)) => Ok(Err(e)),
-        };
-        let held = try_lock
-            .retry(
-                ConstantBuilder::default()
-                    .with_delay(std::time::Duration::from_millis(50))
-                    .with_max_times(10),
-            )
-            .call();
-        match held {
-            Ok(Ok(())) => Ok(JobLock { _file: file }),
-            Ok(Err(e)) => Err(self.io(&path, e)),
-            Err(()) => Err(CommitError::Busy {
+        match FileLock::acquire(&self.dir.join("lock")) {
+            Ok(lock) => Ok(JobLock { _lock: lock }),
+            Err(LockError::Busy(path)) => Err(CommitError::Busy {
                 job: self.job.clone(),
                 path,
             }),
+            Err(LockError::Io { path, source }) => Err(self.io(&path, source)),
         }
     }
 
@@ -516,20 +490,6 @@ fn show(v: &Option<Value>) -> String {
 
 fn file_name(rel: &str) -> String {
     rel.rsplit('/').next().unwrap_or(rel).to_string()
-}
-
-/// Writes a small file durably: temporary name, fsync, rename, fsync folder.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    sync_dir(dir)
 }
 
 /// Removes files below `dir` whose names match; returns how many. A missing folder is empty.

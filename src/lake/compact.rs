@@ -20,8 +20,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::commit::{CommitEntry, EntryKind, JobState, RunTotals};
-use super::parquet::{sync_dir, LandedFile};
+use super::parquet::LandedFile;
 use super::schema::DatasetSpec;
+use crate::fs::sync_dir;
 use crate::{duck, time};
 
 /// What to compact.

@@ -7,6 +7,7 @@
 //! (removed by recovery) or a whole file. This module knows nothing of cursors or commits:
 //! `lake::commit` decides when landed files count.
 
+use crate::fs::{create_dir_durably, sync_dir};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -61,31 +62,6 @@ impl StagedFile {
     /// Removes the temporary file (a run that gives up before landing).
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.tmp);
-    }
-}
-
-/// fsync a folder so that a rename or a new entry in it survives a power cut.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates `dir` and any missing parents, fsyncing the parent of each folder it creates, so that
-/// a new partition folder (and the files renamed into it) survives a power cut.
-pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_durably(parent)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => sync_dir(parent),
-        None => Ok(()),
     }
 }
 
@@ -266,22 +242,6 @@ impl DatasetWriter {
 mod tests {
     use super::*;
     use crate::lake::schema::{ColumnSpec, ColumnType, Grain, PartitionSpec, RecordDecoder};
-
-    #[test]
-    fn creates_nested_folders_and_leaves_existing_ones() {
-        let root = tempfile::tempdir().unwrap();
-        let deep = root.path().join("lake/f/d/month=2026-08");
-        create_dir_durably(&deep).unwrap();
-        assert!(deep.is_dir());
-        std::fs::write(deep.join("x"), "kept").unwrap();
-        create_dir_durably(&deep).unwrap();
-        create_dir_durably(&root.path().join("lake/f/d/month=2026-09")).unwrap();
-        assert_eq!(std::fs::read_to_string(deep.join("x")).unwrap(), "kept");
-        assert!(
-            create_dir_durably(&deep.join("x/y")).is_err(),
-            "a file is in the way"
-        );
-    }
 
     #[test]
     fn writes_partitioned_files_only_visible_after_landing() {

@@ -21,8 +21,7 @@ use super::snapshot::{self, LakeSnapshot};
 use super::template::Resolve;
 use crate::config::JobConfig;
 use crate::duck;
-use crate::lake::commit::{write_durably, JobState};
-use crate::lake::parquet::sync_dir;
+use crate::fs::{sync_dir, write_durably, FileLock};
 use crate::time;
 
 #[derive(Debug, Clone, Default)]
@@ -37,13 +36,78 @@ pub struct BuildOptions {
     pub memory_limit: Option<String>,
 }
 
+/// What became of a model in a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Built.
+    Ok,
+    /// A table kept: nothing it reads changed.
+    Unchanged,
+    /// Its SQL failed.
+    Error,
+    /// Not run: a model upstream failed.
+    Skipped,
+}
+
+impl ModelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Ok => "ok",
+            ModelStatus::Unchanged => "unchanged",
+            ModelStatus::Error => "error",
+            ModelStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What a data test found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestStatus {
+    /// No rows.
+    Pass,
+    /// Rows, and the test blocks publication (severity `error`).
+    Fail,
+    /// Rows, reported only (severity `warn`).
+    Warn,
+    /// The test's SQL failed.
+    Error,
+}
+
+impl TestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestStatus::Pass => "pass",
+            TestStatus::Fail => "fail",
+            TestStatus::Warn => "warn",
+            TestStatus::Error => "error",
+        }
+    }
+
+    /// A failure that keeps the build from publishing.
+    pub fn blocks(self) -> bool {
+        matches!(self, TestStatus::Fail | TestStatus::Error)
+    }
+}
+
+impl std::fmt::Display for TestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelRun {
     pub model: String,
     pub materialized: String,
-    /// `ok`, `unchanged` (a table kept: nothing it reads changed), `error` or `skipped` (an
-    /// upstream model failed).
-    pub status: String,
+    pub status: ModelStatus,
     pub rows: Option<u64>,
     pub seconds: f64,
     pub error: Option<String>,
@@ -57,7 +121,7 @@ pub struct ModelRun {
 impl ModelRun {
     /// Built, or kept because nothing it reads changed.
     pub fn succeeded(&self) -> bool {
-        self.status == "ok" || self.status == "unchanged"
+        matches!(self.status, ModelStatus::Ok | ModelStatus::Unchanged)
     }
 }
 
@@ -65,8 +129,7 @@ impl ModelRun {
 pub struct TestRun {
     pub test: String,
     pub severity: String,
-    /// `pass`, `fail`, `warn` or `error`.
-    pub status: String,
+    pub status: TestStatus,
     pub failures: u64,
     pub seconds: f64,
     pub error: Option<String>,
@@ -442,8 +505,9 @@ pub fn build(
     let warehouse_abs = std::fs::canonicalize(warehouse)
         .with_context(|| format!("resolving {}", warehouse.display()))?;
     let warehouse = warehouse_abs.as_path();
-    let state = JobState::new(warehouse, "_build");
-    let _lock = state.lock().context("another build is running")?;
+    // One build at a time per warehouse (a `LockError::Busy` says another is running).
+    let _lock = FileLock::acquire(&warehouse.join("_state/_build/lock"))
+        .context("another build is running")?;
 
     let published = published_path(warehouse);
     let build_file = warehouse.join("chiso.build.duckdb");
@@ -507,7 +571,7 @@ pub fn build(
             models.push(ModelRun {
                 model: name.clone(),
                 materialized,
-                status: "skipped".into(),
+                status: ModelStatus::Skipped,
                 rows: None,
                 seconds: 0.0,
                 error: Some(format!("upstream model {up} failed")),
@@ -555,7 +619,7 @@ pub fn build(
             models.push(ModelRun {
                 model: name.clone(),
                 materialized,
-                status: "unchanged".into(),
+                status: ModelStatus::Unchanged,
                 rows: Some(rows as u64),
                 seconds: t.elapsed().as_secs_f64(),
                 error: None,
@@ -606,7 +670,7 @@ pub fn build(
                 models.push(ModelRun {
                     model: name.clone(),
                     materialized,
-                    status: "ok".into(),
+                    status: ModelStatus::Ok,
                     rows: made.map(|m| m.rows),
                     seconds,
                     error: None,
@@ -619,7 +683,7 @@ pub fn build(
                 models.push(ModelRun {
                     model: name.clone(),
                     materialized,
-                    status: "error".into(),
+                    status: ModelStatus::Error,
                     rows: None,
                     seconds,
                     error: Some(format!("{}: {e}", m.path.display())),
@@ -646,9 +710,7 @@ pub fn build(
     record_model_sql(&conn, &project, &models)?;
     record_compactions(&conn, &lake.compactions)?;
     reuse::save(&conn, &states)?;
-    let blocking = tests
-        .iter()
-        .any(|t| t.status == "fail" || t.status == "error");
+    let blocking = tests.iter().any(|t| t.status.blocks());
     let ok = failed.is_empty() && !blocking;
     let mut record = BuildRecord {
         build_id,
@@ -836,7 +898,7 @@ fn record_model_sql(
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _chiso_model_sql (model VARCHAR, sql_sha256 VARCHAR);",
     )?;
-    for run in models.iter().filter(|r| r.status == "ok") {
+    for run in models.iter().filter(|r| r.status == ModelStatus::Ok) {
         conn.execute("DELETE FROM _chiso_model_sql WHERE model = ?", [&run.model])?;
         conn.execute(
             "INSERT INTO _chiso_model_sql VALUES (?, ?)",
@@ -904,7 +966,7 @@ fn record_tests_passed(conn: &duck::Connection, tests: &[TestRun]) -> anyhow::Re
         "CREATE OR REPLACE TABLE _chiso_tests_passed (test VARCHAR, sql_sha256 VARCHAR);",
     )?;
     let mut insert = conn.prepare("INSERT INTO _chiso_tests_passed VALUES (?, ?)")?;
-    for t in tests.iter().filter(|t| t.status == "pass") {
+    for t in tests.iter().filter(|t| t.status == TestStatus::Pass) {
         insert.execute(duckdb::params![t.test, t.sql_sha256])?;
     }
     Ok(())
@@ -951,12 +1013,16 @@ fn run_tests(
         profile_done(conn)?;
         let seconds = t0.elapsed().as_secs_f64();
         let (status, failures, error) = match res {
-            Ok(0) => ("pass", 0, None),
-            Ok(n) if t.severity == "warn" => ("warn", n as u64, None),
-            Ok(n) => ("fail", n as u64, None),
-            Err(e) => ("error", 0, Some(format!("{}: {e}", t.path.display()))),
+            Ok(0) => (TestStatus::Pass, 0, None),
+            Ok(n) if t.severity == "warn" => (TestStatus::Warn, n as u64, None),
+            Ok(n) => (TestStatus::Fail, n as u64, None),
+            Err(e) => (
+                TestStatus::Error,
+                0,
+                Some(format!("{}: {e}", t.path.display())),
+            ),
         };
-        if status == "fail" {
+        if status == TestStatus::Fail {
             tracing::error!(test = %t.name, failures, "Data test failed; the build is not published.");
         }
         let sample = if failures > 0 {
@@ -967,7 +1033,7 @@ fn run_tests(
         out.push(TestRun {
             test: t.name.clone(),
             severity: t.severity.clone(),
-            status: status.into(),
+            status,
             failures,
             seconds,
             error,
@@ -997,11 +1063,7 @@ fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::Result<()> {
          CREATE TABLE IF NOT EXISTS _chiso_model_runs (build_id VARCHAR, model VARCHAR, materialized VARCHAR, \
            status VARCHAR, rows BIGINT, seconds DOUBLE, error VARCHAR);",
     )?;
-    let failed = r
-        .tests
-        .iter()
-        .filter(|t| t.status == "fail" || t.status == "error")
-        .count() as i64;
+    let failed = r.tests.iter().filter(|t| t.status.blocks()).count() as i64;
     conn.execute(
         "INSERT INTO _chiso_builds VALUES (?, ?, ?, ?, ?, ?, ?)",
         duckdb::params![
@@ -1021,7 +1083,7 @@ fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::Result<()> {
                 r.build_id,
                 m.model,
                 m.materialized,
-                m.status,
+                m.status.as_str(),
                 m.rows.map(|x| x as i64),
                 m.seconds,
                 m.error
@@ -1220,7 +1282,7 @@ mod tests {
         let checked = |r: &BuildRecord| -> Vec<(String, String, String)> {
             r.tests
                 .iter()
-                .map(|t| (t.test.clone(), t.rows_checked.clone(), t.status.clone()))
+                .map(|t| (t.test.clone(), t.rows_checked.clone(), t.status.to_string()))
                 .collect()
         };
         let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
@@ -1255,7 +1317,7 @@ mod tests {
                 .iter()
                 .find(|t| t.test == "accepted_values_m_v")
                 .unwrap();
-            (t.rows_checked.clone(), t.status.clone(), t.failures)
+            (t.rows_checked.clone(), t.status.to_string(), t.failures)
         };
         let r = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
         assert!(!r.published);
@@ -1371,7 +1433,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["ok"; 3]
         );
-        assert_eq!(r.tests[0].status, "pass");
+        assert_eq!(r.tests[0].status, TestStatus::Pass);
 
         // A reader in another process (as a BI tool would be) opened on the published file
         // keeps its view across the next builds, and they never wait for it.
@@ -1398,7 +1460,7 @@ mod tests {
         assert!(!r.published);
         // The spare is the file the reader holds: it is not written to.
         assert_eq!(r.started_from, "copy");
-        assert_eq!(r.tests[0].status, "fail");
+        assert_eq!(r.tests[0].status, TestStatus::Fail);
         assert_eq!(r.tests[0].failures, 5);
         assert_eq!(std::fs::read(published_path(wh.path())).unwrap(), before);
         assert_eq!(reader.count(), 5, "the old reader still works");
@@ -1460,7 +1522,7 @@ mod tests {
                     .find(|x| x.model == m)
                     .unwrap()
                     .status
-                    .clone()
+                    .to_string()
             };
             let conn = duck::open(&published_path(wh.path()), 1).unwrap();
             let s: i64 = conn
