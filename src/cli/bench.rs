@@ -1,0 +1,209 @@
+//! `chiso bench`: benchmarks that anyone can rerun.
+
+use super::*;
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Dossier records/s from a local NDJSON feed file into the lake, chiso vs DuckDB's
+    /// read_json → COPY (FORMAT parquet), same threads, same ZSTD, same partitioning.
+    Ingest(BenchIngestArgs),
+    /// One engine of `bench ingest` (run by it in a child process).
+    #[command(hide = true)]
+    IngestOnce(BenchOnceArgs),
+    /// Warehouse build time and peak memory on a lake of simulated dossiers: full build, then
+    /// an incremental build after a batch of changed dossiers, optionally dbt-duckdb on the
+    /// same models and lake.
+    Build(BenchBuildArgs),
+    /// One build of `bench build` (run by it in a child process).
+    #[command(hide = true)]
+    BuildOnce(BenchBuildOnceArgs),
+    /// The lake's commit log as a dataset's history grows: time per commit (what a pull pays)
+    /// and to read the snapshot (what a build pays), at 10, 20, 50, 100… entries.
+    Log(BenchLogArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BenchLogArgs {
+    /// Entries to append (a pull every 5 minutes makes 105 120 a year).
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) entries: u64,
+    /// Folder for the log (cleared first).
+    #[arg(long, default_value = "bench-log")]
+    pub(crate) work_dir: PathBuf,
+    /// Also scan the same rows from 1, 10, 100… up to this many Parquet files (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) scan_files: u64,
+    /// Rows for the scan.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) scan_rows: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct BenchBuildArgs {
+    /// Dossiers in the lake (each has several versions and steps).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) dossiers: u64,
+    /// DuckDB threads.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    /// Folder for the prepared lake (reused between runs) and the runs.
+    #[arg(long, default_value = "target/bench")]
+    pub(crate) work_dir: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Dossiers changed before the incremental build.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) changed: u64,
+    /// DuckDB memory limit of every build.
+    #[arg(long, default_value = "3GB")]
+    pub(crate) memory_limit: String,
+    /// Also run `dbt build` with dbt-duckdb from this executable (e.g. .venv/bin/dbt).
+    #[arg(long)]
+    pub(crate) dbt: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct BenchBuildOnceArgs {
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
+    #[arg(long)]
+    pub(crate) sql: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    #[arg(long)]
+    pub(crate) memory_limit: String,
+    #[arg(long)]
+    pub(crate) full_refresh: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BenchIngestArgs {
+    /// Dossiers to generate (each has several versions: records > dossiers).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) dossiers: u64,
+    /// Threads for both engines.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    /// Folder for the generated input and the outputs (input is reused between runs).
+    #[arg(long, default_value = "target/bench")]
+    pub(crate) work_dir: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Keep the landed outputs.
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// DuckDB's memory_limit for its run (chiso's target is 1 GiB; pass e.g. 20GB to see
+    /// DuckDB unconstrained).
+    #[arg(long, default_value = "1GB")]
+    pub(crate) duckdb_memory_limit: String,
+}
+
+#[derive(Args)]
+pub(crate) struct BenchOnceArgs {
+    #[arg(long)]
+    pub(crate) engine: String,
+    #[arg(long)]
+    pub(crate) input: PathBuf,
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    #[arg(long, default_value = "1GB")]
+    pub(crate) duckdb_memory_limit: String,
+}
+
+pub(crate) async fn ingest(_g: &Globals, a: BenchIngestArgs) -> anyhow::Result<u8> {
+    let opts = chiso::bench::IngestBench {
+        dossiers: a.dossiers,
+        threads: a.threads,
+        work_dir: a.work_dir,
+        seed: a.seed,
+        keep: a.keep,
+        duckdb_memory_limit: a.duckdb_memory_limit,
+    };
+    tokio::task::spawn_blocking(move || chiso::bench::ingest(&opts)).await??;
+    Ok(EXIT_OK)
+}
+
+pub(crate) async fn build(g: &Globals, a: BenchBuildArgs) -> anyhow::Result<u8> {
+    let (project, _) = chiso::demo::load_project_or_embedded(&g.config)?;
+    let opts = chiso::bench::build::BuildBench {
+        dossiers: a.dossiers,
+        seed: a.seed,
+        threads: a.threads,
+        work_dir: a.work_dir,
+        changed: a.changed,
+        memory_limit: a.memory_limit,
+        sql_dir: project.root.join("sql"),
+        dbt: a.dbt,
+    };
+    chiso::bench::build::run(&opts).await?;
+    Ok(EXIT_OK)
+}
+
+pub(crate) async fn log(_g: &Globals, a: BenchLogArgs) -> anyhow::Result<u8> {
+    let opts = chiso::bench::log::LogBench {
+        entries: a.entries,
+        work_dir: std::env::current_dir()?.join(&a.work_dir),
+    };
+    let steps = tokio::task::spawn_blocking(move || chiso::bench::log::run(&opts)).await??;
+    println!("| entries | ms per commit (last step) | ms to read the snapshot | files |");
+    println!("|---:|---:|---:|---:|");
+    for s in steps {
+        println!(
+            "| {} | {:.2} | {:.1} | {} |",
+            s.entries, s.ms_per_commit, s.ms_snapshot, s.files
+        );
+    }
+    if a.scan_files > 0 {
+        let dir = std::env::current_dir()?.join(&a.work_dir);
+        let (rows, max) = (a.scan_rows, a.scan_files);
+        let steps =
+            tokio::task::spawn_blocking(move || chiso::bench::log::scan(&dir, rows, max, 2))
+                .await??;
+        println!();
+        println!("| files | rows | ms to read every row | ms to find nothing new |");
+        println!("|---:|---:|---:|---:|");
+        for s in steps {
+            println!(
+                "| {} | {} | {:.0} | {:.0} |",
+                s.files, s.rows, s.ms_scan, s.ms_nothing_new
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub(crate) async fn build_once(_g: &Globals, a: BenchBuildOnceArgs) -> anyhow::Result<u8> {
+    let m = tokio::task::spawn_blocking(move || {
+        chiso::bench::build::measure_build(
+            &a.dir,
+            &a.sql,
+            a.threads,
+            &a.memory_limit,
+            a.full_refresh,
+        )
+    })
+    .await??;
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(EXIT_OK)
+}
+
+pub(crate) async fn ingest_once(_g: &Globals, a: BenchOnceArgs) -> anyhow::Result<u8> {
+    let m = match a.engine.as_str() {
+        "chiso" => chiso::bench::measure_chiso(&a.input, &a.out, a.threads).await?,
+        "duckdb" => {
+            let (i, o, t, m) = (
+                a.input.clone(),
+                a.out.clone(),
+                a.threads,
+                a.duckdb_memory_limit.clone(),
+            );
+            tokio::task::spawn_blocking(move || chiso::bench::measure_duckdb(&i, &o, t, &m))
+                .await??
+        }
+        other => anyhow::bail!("--engine {other:?}: expected chiso or duckdb"),
+    };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(EXIT_OK)
+}

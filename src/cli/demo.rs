@@ -1,0 +1,154 @@
+//! `chiso demo`: the main job on the embedded default.
+
+use super::*;
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) world: WorldArgs,
+}
+
+pub(crate) fn print_ranking(r: &chiso::demo::Ranking, month: chiso::demo::Month) {
+    match month {
+        chiso::demo::Month::LatestComplete => println!(
+            "\nService-quality index, {} ({}), provinces, top {}:",
+            r.period,
+            r.status,
+            r.rows.len()
+        ),
+        chiso::demo::Month::Current => println!(
+            "\nThe month in progress, {} (provisional, judged as of {}: open dossiers due later count as on time), top {}:",
+            r.period,
+            r.judged_as_of,
+            r.rows.len()
+        ),
+    }
+    println!(
+        "{:>3}  {:<28} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8}",
+        "#", "UNIT", "CKMB", "TDGQ", "CLGQ", "TTTT", "MDSH", "MDHL", "TOTAL", "DOSSIERS"
+    );
+    for (i, row) in r.rows.iter().enumerate() {
+        let s = row.scores;
+        println!(
+            "{:>3}  {:<28} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.2} {:>8}",
+            i + 1,
+            row.unit_name,
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            s[4],
+            s[5],
+            s[6],
+            row.dossiers
+        );
+    }
+}
+
+pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
+    let (project, jobs) = chiso::demo::load_project_or_embedded(&g.config)?;
+    let warehouse = warehouse_dir(&g.dir, &project);
+    let sql_dir = project.root.join("sql");
+    let build_jobs = jobs.clone();
+    let cfg = a.world.config(0.0)?;
+    println!(
+        "chiso demo: simulator (seed {}, {} dossiers per working day, {} to {}) on 127.0.0.1, warehouse {}",
+        cfg.seed,
+        cfg.per_day,
+        cfg.from,
+        cfg.now.format("%Y-%m-%d %H:%M"),
+        warehouse.display()
+    );
+    let t0 = std::time::Instant::now();
+    let result = chiso::demo::run(project, jobs, warehouse.clone(), cfg).await?;
+    println!(
+        "Pulled every feed once from {} ({} dossiers in the simulated portal) in {:.1}s:\n",
+        result.sim_url,
+        result.dossiers_in_world,
+        t0.elapsed().as_secs_f64()
+    );
+    print_reports(&result.reports, Some(&result.served));
+    let mismatched: Vec<&RunReport> = result
+        .reports
+        .iter()
+        .filter(|r| {
+            result.served.get(&r.job).is_some_and(|s| {
+                s.served_records
+                    != r.totals.rows_landed + r.totals.rows_quarantined + r.totals.rows_skipped
+            })
+        })
+        .collect();
+    let skipped: u64 = result.reports.iter().map(|r| r.totals.rows_skipped).sum();
+    if mismatched.is_empty() && skipped == 0 {
+        println!("\nEvery record served was landed or quarantined (served = landed + quarantined for every feed).");
+    } else if mismatched.is_empty() {
+        println!("\nEvery record served was landed, quarantined, or skipped as already landed by an earlier run (served = landed + quarantined + skipped for every feed).");
+    } else {
+        for r in &mismatched {
+            println!(
+                "\nMISMATCH {}: served {:?}, landed {} + quarantined {} + skipped {}",
+                r.job,
+                result.served.get(&r.job),
+                r.totals.rows_landed,
+                r.totals.rows_quarantined,
+                r.totals.rows_skipped
+            );
+        }
+    }
+    // Build the warehouse and show the latest month's ranking, when the project has models.
+    let mut build_failed = false;
+    if sql_dir.is_dir() && mismatched.is_empty() {
+        let (w, s, j) = (warehouse.clone(), sql_dir.clone(), build_jobs);
+        let record = tokio::task::spawn_blocking(move || {
+            chiso::models::build::build(&w, &s, &j, &chiso::models::build::BuildOptions::default())
+        })
+        .await??;
+        let passed = record
+            .tests
+            .iter()
+            .filter(|t| t.status == TestStatus::Pass)
+            .count();
+        println!(
+            "\nBuilt the warehouse: {} models, {} of {} data tests passed, {:.1}s{}",
+            record.models.len(),
+            passed,
+            record.tests.len(),
+            record.seconds,
+            if record.published {
+                format!(" -> {}", record.published_path.display())
+            } else {
+                " (NOT published)".into()
+            }
+        );
+        build_failed = !record.published;
+        if record.published {
+            // The month leadership discusses, then the one in progress, judged as of
+            // the data (thin early in a month: the dossier counts show why).
+            for month in [
+                chiso::demo::Month::LatestComplete,
+                chiso::demo::Month::Current,
+            ] {
+                if let Some(r) = chiso::demo::ranking(&warehouse, month, 10)? {
+                    print_ranking(&r, month);
+                }
+            }
+        } else {
+            for m in record
+                .models
+                .iter()
+                .filter(|m| m.status == ModelStatus::Error)
+            {
+                println!("error in {}: {}", m.model, m.error.as_deref().unwrap_or(""));
+            }
+        }
+    }
+    println!(
+        "\nNext: chiso status --dir {d}   |   duckdb -c \"SELECT TrangThaiHoSo, count(*) FROM read_parquet('{d}/lake/portal/dossiers/*/*.parquet', hive_partitioning=true) GROUP BY 1 ORDER BY 1\"",
+        d = warehouse.display()
+    );
+    Ok(if !mismatched.is_empty() || build_failed {
+        EXIT_FAILED
+    } else {
+        exit_code(&result.reports)
+    })
+}
