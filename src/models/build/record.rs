@@ -1,0 +1,203 @@
+//! What a build leaves: the record of each model and data test, the build record (written to
+//! `_state/builds/<id>.json` and the published file), and what the newest published build read.
+
+use super::*;
+
+/// What became of a model in a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Built.
+    Ok,
+    /// A table kept: nothing it reads changed.
+    Unchanged,
+    /// Its SQL failed.
+    Error,
+    /// Not run: a model upstream failed.
+    Skipped,
+}
+
+impl ModelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Ok => "ok",
+            ModelStatus::Unchanged => "unchanged",
+            ModelStatus::Error => "error",
+            ModelStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What a data test found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestStatus {
+    /// No rows.
+    Pass,
+    /// Rows, and the test blocks publication (severity `error`).
+    Fail,
+    /// Rows, reported only (severity `warn`).
+    Warn,
+    /// The test's SQL failed.
+    Error,
+}
+
+impl TestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestStatus::Pass => "pass",
+            TestStatus::Fail => "fail",
+            TestStatus::Warn => "warn",
+            TestStatus::Error => "error",
+        }
+    }
+
+    /// A failure that keeps the build from publishing.
+    pub fn blocks(self) -> bool {
+        matches!(self, TestStatus::Fail | TestStatus::Error)
+    }
+}
+
+impl std::fmt::Display for TestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRun {
+    pub model: String,
+    pub materialized: String,
+    pub status: ModelStatus,
+    pub rows: Option<u64>,
+    pub seconds: f64,
+    pub error: Option<String>,
+    /// Why an incremental model was rebuilt from scratch although its table was kept: its SQL
+    /// changed since the starting file was built, or that of a model upstream did (kept rows
+    /// were computed by other SQL), or the file does not say which SQL built it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuilt_because: Option<String>,
+}
+
+impl ModelRun {
+    /// Built, or kept because nothing it reads changed.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.status, ModelStatus::Ok | ModelStatus::Unchanged)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRun {
+    pub test: String,
+    pub severity: String,
+    pub status: TestStatus,
+    pub failures: u64,
+    pub seconds: f64,
+    pub error: Option<String>,
+    /// `all` rows of the models it reads, or only the `new` rows an incremental model wrote
+    /// (the kept rows passed the same test in the build that made them).
+    pub rows_checked: String,
+    /// SHA-256 of the test's SQL over all rows: a changed test is run over all rows again.
+    pub sql_sha256: String,
+    /// Up to five of the rows it found, each as JSON (a failed or warning test): what to fix,
+    /// without rerunning its SQL.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub sample: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRecord {
+    pub build_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub models: Vec<ModelRun>,
+    pub tests: Vec<TestRun>,
+    /// The build file replaced `chiso.duckdb`.
+    pub published: bool,
+    pub published_path: PathBuf,
+    /// What the build file started as: `spare` (the file published before the current one),
+    /// `copy` (of the published file: the spare was missing or held by a reader) or `empty`.
+    pub started_from: String,
+    /// Datasets (`feed/dataset`) with no file in the lake when the build started: read as
+    /// empty, so their indicators follow the zero-denominator rules.
+    pub sources_without_data: Vec<String>,
+    /// Per dataset, how many compactions the lake had when the build read it (files they
+    /// retired are not read by this build; `chiso compact` deletes them once it is published).
+    pub lake_compactions: BTreeMap<String, u64>,
+}
+
+impl BuildRecord {
+    pub fn ok(&self) -> bool {
+        self.published
+    }
+}
+
+/// Per dataset, how many compactions the newest published build had read (from
+/// `_state/builds/`, named by time-ordered ids, so only the newest records are read); empty
+/// before the first published build.
+pub fn published_compactions(warehouse: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    let dir = warehouse.join("_state/builds");
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    names.sort();
+    for path in names.iter().rev() {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("reading {}", path.display()))?;
+        if v["published"].as_bool() == Some(true) {
+            return Ok(serde_json::from_value(v["lake_compactions"].clone()).unwrap_or_default());
+        }
+    }
+    Ok(BTreeMap::new())
+}
+
+pub(super) fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _chiso_builds (build_id VARCHAR, started_at VARCHAR, finished_at VARCHAR, \
+           seconds DOUBLE, published BOOLEAN, models INTEGER, tests_failed INTEGER);
+         CREATE TABLE IF NOT EXISTS _chiso_model_runs (build_id VARCHAR, model VARCHAR, materialized VARCHAR, \
+           status VARCHAR, rows BIGINT, seconds DOUBLE, error VARCHAR);",
+    )?;
+    let failed = r.tests.iter().filter(|t| t.status.blocks()).count() as i64;
+    conn.execute(
+        "INSERT INTO _chiso_builds VALUES (?, ?, ?, ?, ?, ?, ?)",
+        duckdb::params![
+            r.build_id,
+            r.started_at,
+            r.finished_at,
+            r.seconds,
+            r.published,
+            r.models.len() as i64,
+            failed
+        ],
+    )?;
+    for m in &r.models {
+        conn.execute(
+            "INSERT INTO _chiso_model_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            duckdb::params![
+                r.build_id,
+                m.model,
+                m.materialized,
+                m.status.as_str(),
+                m.rows.map(|x| x as i64),
+                m.seconds,
+                m.error
+            ],
+        )?;
+    }
+    Ok(())
+}
