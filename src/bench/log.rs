@@ -1,8 +1,8 @@
 //! `chiso bench log`: what the lake's commit log costs as a dataset's history grows. A run of a
 //! job appends one entry per chunk; a pull every five minutes is 105 120 entries a year. At each
 //! step this times one more commit (what a pull pays: reading the newest entry, writing and
-//! fsyncing the next) and the snapshot a build reads (`models::snapshot::read`: every entry, for
-//! the files they name). The Delta Lake side of the same measurement is `tools/delta-probe`
+//! fsyncing the next, and now and then a checkpoint of the log) and the snapshot a build reads
+//! (`models::snapshot::read`: the checkpoint and the entries after it). The Delta Lake side of the same measurement is `tools/delta-probe`
 //! (docs/scaling.md).
 
 use std::path::PathBuf;
@@ -70,6 +70,8 @@ pub fn run(opts: &LogBench) -> anyhow::Result<Vec<LogStep>> {
             retired: Vec::new(),
         };
         state.commit(&lock, entry, &cursor)?;
+        // As a run's end does.
+        state.checkpoint(&lock)?;
         cursor = next;
         let done = i + 1;
         if done == opts.entries || (done >= 10 && is_step(done)) {

@@ -146,6 +146,19 @@ pub struct CommitEntry {
     pub retired: Vec<String>,
 }
 
+/// Every this many entries, a run's end writes a checkpoint of the log (see `JobState::checkpoint`).
+pub const CHECKPOINT_EVERY: u64 = 1000;
+
+/// The log summed up to entry `seq`: what a snapshot needs, so that reading the dataset's state
+/// reads this file and the entries after it, not the whole history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LogCheckpoint {
+    seq: u64,
+    files: Vec<String>,
+    compactions: u64,
+    retired: Vec<(String, u64)>,
+}
+
 /// The dataset as the commit log has it now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogSnapshot {
@@ -234,25 +247,15 @@ impl JobState {
     /// Sequence numbers present in the log, ascending.
     pub fn seqs(&self) -> Result<Vec<u64>, CommitError> {
         let dir = self.log_dir();
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.io(&dir, e)),
-        };
-        let mut seqs: Vec<u64> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                name.strip_suffix(".json")?.parse().ok()
-            })
-            .collect();
-        seqs.sort_unstable();
-        Ok(seqs)
+        seqs_in(&dir).map_err(|e| self.io(&dir, e))
     }
 
     pub fn read(&self, seq: u64) -> Result<CommitEntry, CommitError> {
-        let path = self.log_dir().join(format!("{seq:020}.json"));
+        self.read_at(&self.log_dir().join(format!("{seq:020}.json")))
+    }
+
+    fn read_at(&self, path: &Path) -> Result<CommitEntry, CommitError> {
+        let path = path.to_path_buf();
         let bytes = std::fs::read(&path).map_err(|e| self.io(&path, e))?;
         serde_json::from_slice(&bytes).map_err(|source| CommitError::Corrupt {
             job: self.job.clone(),
@@ -279,9 +282,87 @@ impl JobState {
             .collect()
     }
 
-    /// Every entry, oldest first.
+    /// Every entry, oldest first (those a checkpoint moved to `log/archive/` included).
     pub fn all(&self) -> Result<Vec<CommitEntry>, CommitError> {
-        self.seqs()?.iter().map(|&s| self.read(s)).collect()
+        let archive = self.archive_dir();
+        let mut out = Vec::new();
+        let mut archived = std::collections::BTreeSet::new();
+        for seq in seqs_in(&archive).map_err(|e| self.io(&archive, e))? {
+            let path = archive.join(format!("{seq:020}.json"));
+            out.push(self.read_at(&path)?);
+            archived.insert(seq);
+        }
+        for seq in self.seqs()? {
+            if !archived.contains(&seq) {
+                out.push(self.read(seq)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn archive_dir(&self) -> PathBuf {
+        self.log_dir().join("archive")
+    }
+
+    fn checkpoint_path(&self) -> PathBuf {
+        self.dir.join("checkpoint.json")
+    }
+
+    fn read_checkpoint(&self) -> Result<Option<LogCheckpoint>, CommitError> {
+        let path = self.checkpoint_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| CommitError::Corrupt {
+                        job: self.job.clone(),
+                        path,
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(&path, e)),
+        }
+    }
+
+    /// Sums the log up when [`CHECKPOINT_EVERY`] entries have been committed since the last
+    /// checkpoint: writes `checkpoint.json` (the live files, the compactions and retired files,
+    /// up to the newest entry), then moves the entries before the newest into `log/archive/`,
+    /// so that commits and snapshots read the checkpoint and the few entries after it. Run under
+    /// the job's lock, at the end of a run. A crash between the two steps leaves entries the
+    /// checkpoint already covers in `log/`, which the readers skip. Returns whether it wrote one.
+    pub fn checkpoint(&self, _lock: &JobLock) -> Result<bool, CommitError> {
+        let seqs = self.seqs()?;
+        let Some(&last) = seqs.last() else {
+            return Ok(false);
+        };
+        let since = self.read_checkpoint()?.map_or(0, |c| c.seq);
+        if last.saturating_sub(since) < CHECKPOINT_EVERY {
+            return Ok(false);
+        }
+        let snap = self.snapshot()?;
+        let cp = LogCheckpoint {
+            seq: last,
+            files: snap.files,
+            compactions: snap.compactions,
+            retired: snap.retired,
+        };
+        let path = self.checkpoint_path();
+        write_durably(
+            &path,
+            &serde_json::to_vec(&cp).expect("checkpoints serialise"),
+        )
+        .map_err(|e| self.io(&path, e))?;
+        let (log, archive) = (self.log_dir(), self.archive_dir());
+        std::fs::create_dir_all(&archive).map_err(|e| self.io(&archive, e))?;
+        for seq in seqs.into_iter().filter(|&s| s < last) {
+            let name = format!("{seq:020}.json");
+            std::fs::rename(log.join(&name), archive.join(&name))
+                .map_err(|e| self.io(&log.join(&name), e))?;
+        }
+        sync_dir(&archive).map_err(|e| self.io(&archive, e))?;
+        sync_dir(&log).map_err(|e| self.io(&log, e))?;
+        Ok(true)
     }
 
     /// The data files the commit log names, relative to the warehouse, in commit order: what a
@@ -297,7 +378,15 @@ impl JobState {
         let mut out = LogSnapshot::default();
         let mut seen = HashSet::new();
         let mut retired = HashSet::new();
-        for e in self.all()? {
+        let mut after = 0;
+        if let Some(cp) = self.read_checkpoint()? {
+            seen.extend(cp.files.iter().cloned());
+            retired.extend(cp.retired.iter().map(|(f, _)| f.clone()));
+            (out.files, out.compactions, out.retired) = (cp.files, cp.compactions, cp.retired);
+            after = cp.seq;
+        }
+        for seq in self.seqs()?.into_iter().filter(|&s| s > after) {
+            let e = self.read(seq)?;
             if !e.retired.is_empty() {
                 out.compactions += 1;
                 for f in &e.retired {
@@ -492,6 +581,25 @@ fn file_name(rel: &str) -> String {
     rel.rsplit('/').next().unwrap_or(rel).to_string()
 }
 
+/// Sequence numbers of the entries in `dir`, ascending; a missing folder has none.
+fn seqs_in(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut seqs: Vec<u64> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
 /// Removes files below `dir` whose names match; returns how many. A missing folder is empty.
 fn remove_matching(dir: &Path, pred: &dyn Fn(&str) -> bool) -> std::io::Result<usize> {
     let rd = match std::fs::read_dir(dir) {
@@ -654,5 +762,82 @@ mod tests {
             .recover(&lock, &[dir.path().join("lake/f/d")], "t3")
             .unwrap();
         assert_eq!(again, Recovery::default());
+    }
+
+    /// A checkpoint sums the log up: the snapshot, the newest entry and every entry (status
+    /// reads them) are what they were without it; the log folder keeps only the newest entry
+    /// and what came after; a crash between writing the checkpoint and moving the entries it
+    /// covers changes nothing either.
+    #[test]
+    fn a_checkpoint_changes_no_answer_and_keeps_the_log_short() {
+        let wh = tempfile::tempdir().unwrap();
+        let st = JobState::new(wh.path(), "j");
+        let lock = st.lock().unwrap();
+        let n = CHECKPOINT_EVERY + 5;
+        let mut cursor = None;
+        for i in 1..=n {
+            let f1 = format!("lake/f/d/p=1/part-{i}-a.parquet");
+            let f2 = format!("lake/f/d/p=1/part-{i}-b.parquet");
+            let mut e = entry(
+                &format!("r{i}"),
+                EntryKind::Finished,
+                i as i64,
+                vec![&f1, &f2],
+            );
+            if i == 500 {
+                // a compaction retiring the first 100 entries' files
+                e.kind = EntryKind::Compaction;
+                e.files.truncate(1);
+                e.retired = (1..=100)
+                    .flat_map(|k| {
+                        [
+                            format!("lake/f/d/p=1/part-{k}-a.parquet"),
+                            format!("lake/f/d/p=1/part-{k}-b.parquet"),
+                        ]
+                    })
+                    .collect();
+            }
+            st.commit(&lock, e, &cursor).unwrap();
+            cursor = Some(Value::from(i as i64));
+        }
+        let (snap, all, latest) = (
+            st.snapshot().unwrap(),
+            st.all().unwrap(),
+            st.latest().unwrap(),
+        );
+        assert_eq!(snap.compactions, 1);
+        assert_eq!(snap.files.len() as u64, 2 * n - 200 - 1);
+        assert!(st.checkpoint(&lock).unwrap());
+        assert!(!st.checkpoint(&lock).unwrap(), "not due again yet");
+        assert_eq!(
+            st.seqs().unwrap(),
+            vec![n],
+            "only the newest entry stays in log/"
+        );
+        assert_eq!(st.snapshot().unwrap(), snap);
+        assert_eq!(st.latest().unwrap().map(|e| e.seq), latest.map(|e| e.seq));
+        assert_eq!(
+            st.all().unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            all.iter().map(|e| e.seq).collect::<Vec<_>>()
+        );
+        // The next commits go on from there, and the snapshot reads them after the checkpoint.
+        let e = entry(
+            "r-next",
+            EntryKind::Finished,
+            0,
+            vec!["lake/f/d/p=1/next.parquet"],
+        );
+        assert_eq!(st.commit(&lock, e, &cursor).unwrap(), n + 1);
+        let mut with_next = snap.files.clone();
+        with_next.push("lake/f/d/p=1/next.parquet".into());
+        assert_eq!(st.snapshot().unwrap().files, with_next);
+        // A crash after the checkpoint was written but before the entries moved: put some back.
+        let (log, archive) = (st.log_dir(), st.archive_dir());
+        for seq in [3u64, 600, n - 1] {
+            let name = format!("{seq:020}.json");
+            std::fs::rename(archive.join(&name), log.join(&name)).unwrap();
+        }
+        assert_eq!(st.snapshot().unwrap().files, with_next);
+        assert_eq!(st.all().unwrap().len() as u64, n + 1);
     }
 }

@@ -144,6 +144,7 @@ pub fn compact_job(
             retired,
         };
         state.commit(&lock, entry, &cursor)?;
+        state.checkpoint(&lock)?;
         state.end_run(&lock)?;
     } else {
         for (folder, files) in &groups {
