@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Command::Run(_) | Command::Sim(_) => "info",
         _ => "warn",
     };
-    cli::init_logging(cli.verbose, default_level);
+    cli::init_logging(cli.verbose, default_level, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -15,6 +15,8 @@ fn demo_runs_every_feed_and_reconciles() {
         .current_dir(dir.path())
         .arg("--config")
         .arg(&config)
+        // Logs as JSON lines, as a log collector takes them (stdout is the report either way).
+        .args(["--log-format", "json", "-v"])
         .args([
             "demo",
             "--dir",
@@ -27,11 +29,20 @@ fn demo_runs_every_feed_and_reconciles() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stdout}\n{stderr}");
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let finished: Vec<_> = logs
+        .iter()
+        .filter(|l| l["message"] == "Run finished.")
+        .collect();
+    assert_eq!(finished.len(), 9, "{stderr}");
+    assert!(finished
+        .iter()
+        .all(|l| l["level"] == "INFO" && l["job"].is_string() && l["run_id"].is_string()));
     for job in [
         "dossiers",
         "dossier_steps",
