@@ -85,10 +85,11 @@ pub fn compact_job(
         kept_retired: 0,
     };
     let entries = state.all()?;
-    let live: std::collections::HashSet<String> = state.snapshot()?.files.into_iter().collect();
+    let mut log = state.snapshot()?;
+    let live: std::collections::HashSet<&String> = log.files.iter().collect();
     let cutoff = time::now_local() - opts.older_than;
     // The live files old enough, by partition folder, in commit order.
-    let mut groups: BTreeMap<String, Vec<(LandedFile, String)>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<LandedFile>> = BTreeMap::new();
     for e in &entries {
         let Some(at) = time::parse_rfc3339_local(&e.committed_at) else {
             continue;
@@ -102,10 +103,7 @@ pub fn compact_job(
                     .parent()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                groups
-                    .entry(folder)
-                    .or_default()
-                    .push((f.clone(), e.committed_at.clone()));
+                groups.entry(folder).or_default().push(f.clone());
             }
         }
     }
@@ -119,7 +117,9 @@ pub fn compact_job(
         let mut retired = Vec::new();
         for (folder, files) in &groups {
             let (made, done) = rewrite(&conn, warehouse, folder, files, &run_id)?;
-            retired.extend(files.iter().map(|(f, _)| f.path.clone()));
+            retired.extend(files.iter().map(|f| f.path.clone()));
+            log.retired
+                .extend(files.iter().map(|f| (f.path.clone(), log.compactions + 1)));
             report.partitions.push(done);
             added.push(made);
         }
@@ -151,8 +151,8 @@ pub fn compact_job(
             report.partitions.push(PartitionCompaction {
                 partition: partition_of(folder),
                 files: files.len(),
-                rows: files.iter().map(|(f, _)| f.rows).sum(),
-                bytes_before: files.iter().map(|(f, _)| f.bytes).sum(),
+                rows: files.iter().map(|f| f.rows).sum(),
+                bytes_before: files.iter().map(|f| f.bytes).sum(),
                 bytes_after: 0,
                 file: String::new(),
             });
@@ -164,7 +164,8 @@ pub fn compact_job(
         .get(&dataset.key())
         .copied()
         .unwrap_or(0);
-    for (path, compaction) in state.snapshot()?.retired {
+    // Every compaction's retired files, this one's included (numbered after the others).
+    for (path, compaction) in log.retired {
         let file = warehouse.join(&path);
         if !file.exists() {
             continue;
@@ -196,12 +197,12 @@ fn rewrite(
     conn: &duck::Connection,
     warehouse: &Path,
     folder: &str,
-    files: &[(LandedFile, String)],
+    files: &[LandedFile],
     run_id: &str,
 ) -> anyhow::Result<(LandedFile, PartitionCompaction)> {
     let list: Vec<String> = files
         .iter()
-        .map(|(f, _)| duck::lit(&warehouse.join(&f.path).display().to_string()))
+        .map(|f| duck::lit(&warehouse.join(&f.path).display().to_string()))
         .collect();
     // The files as they are: no partition column from the folder (it stays in the path), every
     // column any of them has (a job file that gained a column), in landing order.
@@ -250,7 +251,7 @@ fn rewrite(
             partition,
             files: files.len(),
             rows: rows_out as u64,
-            bytes_before: files.iter().map(|(f, _)| f.bytes).sum(),
+            bytes_before: files.iter().map(|f| f.bytes).sum(),
             bytes_after: bytes,
             file: rel,
         },

@@ -321,9 +321,8 @@ pub fn build(
         let kept = warehouse.join("chiso.failed.duckdb");
         let _ = std::fs::rename(&build_file, &kept);
     }
-    let dir = warehouse.join("_state/builds");
     write_durably(
-        &dir.join(format!("{}.json", record.build_id)),
+        &record::builds_dir(warehouse).join(format!("{}.json", record.build_id)),
         &serde_json::to_vec_pretty(&record)?,
     )?;
     Ok(record)

@@ -139,20 +139,18 @@ impl BuildRecord {
     }
 }
 
+/// Where each build leaves its record, `<build id>.json`.
+pub(super) fn builds_dir(warehouse: &Path) -> PathBuf {
+    warehouse.join("_state/builds")
+}
+
 /// Per dataset, how many compactions the newest published build had read (from
 /// `_state/builds/`, named by time-ordered ids, so only the newest records are read); empty
 /// before the first published build.
 pub fn published_compactions(warehouse: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
-    let dir = warehouse.join("_state/builds");
-    let mut names: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
-    names.sort();
+    let dir = builds_dir(warehouse);
+    let names = crate::models::files_with_extension(&dir, "json")
+        .with_context(|| format!("listing {}", dir.display()))?;
     for path in names.iter().rev() {
         let v: serde_json::Value = serde_json::from_slice(
             &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,

@@ -28,10 +28,7 @@ pub(super) fn stale_models(
         .collect::<Result<_, _>>()?;
     for (name, m) in &project.models {
         if stored.get(name).is_some_and(|h| *h != m.sql_sha256) {
-            for down in project
-                .select(&[format!("{name}+")])
-                .map_err(|e| anyhow::anyhow!(e))?
-            {
+            for down in with_downstream(project, name)? {
                 let why = if down == *name {
                     "its SQL changed".to_string()
                 } else {
@@ -77,10 +74,7 @@ pub(super) fn compacted_since_built(
                 now.get(&key).copied().unwrap_or(0),
             );
             if after > before {
-                for down in project
-                    .select(&[format!("{name}+")])
-                    .map_err(|e| anyhow::anyhow!(e))?
-                {
+                for down in with_downstream(project, name)? {
                     out.entry(down).or_insert_with(|| {
                         format!("lake dataset {key} was compacted since it was built")
                     });
@@ -89,6 +83,13 @@ pub(super) fn compacted_since_built(
         }
     }
     Ok(out)
+}
+
+/// `name` and every model downstream of it (the selector `name+`).
+fn with_downstream(project: &Project, name: &str) -> anyhow::Result<BTreeSet<String>> {
+    project
+        .select(&[format!("{name}+")])
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Records how many compactions each dataset had when this build read it.
