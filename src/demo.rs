@@ -21,31 +21,41 @@ pub const EMBEDDED_JOBS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/e
 pub fn load_project_or_embedded(
     config_path: &Path,
 ) -> anyhow::Result<(ProjectConfig, Vec<config::JobConfig>)> {
+    load_all_or_embedded(config_path).map(|(p, j)| (p, j.pulls))
+}
+
+/// Loads the project at `config_path` with every job kind, or the embedded one if that file
+/// does not exist.
+pub fn load_all_or_embedded(config_path: &Path) -> anyhow::Result<(ProjectConfig, config::Jobs)> {
     if config_path.exists() {
         let project = ProjectConfig::load(config_path)?;
-        let jobs = config::load_jobs(&project.jobs_dir, &project)?;
+        let jobs = config::load_all_jobs(&project.jobs_dir, &project)?;
         return Ok((project, jobs));
     }
-    embedded_project()
+    embedded_all()
 }
 
 /// The project files built into the binary.
 pub fn embedded_project() -> anyhow::Result<(ProjectConfig, Vec<config::JobConfig>)> {
+    embedded_all().map(|(p, j)| (p, j.pulls))
+}
+
+/// The project files built into the binary, every job kind.
+pub fn embedded_all() -> anyhow::Result<(ProjectConfig, config::Jobs)> {
     let project =
         ProjectConfig::parse(Path::new("<built-in>/chiso.toml"), EMBEDDED_PROJECT, &|k| {
             std::env::var(k).ok()
         })?;
-    let mut jobs = Vec::new();
-    let mut errors = Vec::new();
-    for (name, text) in EMBEDDED_JOBS {
-        match config::parse_job(&PathBuf::from("<built-in>/jobs").join(name), text, &project) {
-            Ok(j) => jobs.push(j),
-            Err(mut e) => errors.append(&mut e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(config::ConfigErrors(errors).into());
-    }
+    let files: Vec<(PathBuf, String)> = EMBEDDED_JOBS
+        .iter()
+        .map(|(name, text)| {
+            (
+                PathBuf::from("<built-in>/jobs").join(name),
+                text.to_string(),
+            )
+        })
+        .collect();
+    let jobs = config::parse_job_files(&files, &project)?;
     Ok((project, jobs))
 }
 
@@ -210,4 +220,97 @@ pub async fn run(
         sim_url,
         dossiers_in_world,
     })
+}
+
+/// How `chiso demo --serve` runs the daemon.
+pub struct ServeDemo {
+    pub warehouse: PathBuf,
+    pub sim: SimConfig,
+    pub http: Option<std::net::SocketAddr>,
+    pub grace: std::time::Duration,
+    /// Seconds between pulls of the feeds that change (cursor and paged feeds); the snapshot
+    /// feeds are pulled every six times that.
+    pub pull_every: u32,
+}
+
+/// `chiso demo --serve`: the simulator in-process with its clock running, and the daemon on
+/// it with second-level schedules, until `shutdown`. The simulator's URL is returned through
+/// `started` once it listens.
+pub async fn serve(
+    mut project: ProjectConfig,
+    mut jobs: config::Jobs,
+    demo: ServeDemo,
+    shutdown: impl std::future::Future<Output = ()>,
+    notices: tokio::sync::mpsc::UnboundedSender<crate::serve::Notice>,
+) -> anyhow::Result<(crate::serve::ServeSummary, String)> {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let sim = demo.sim.clone();
+    let world = tokio::task::spawn_blocking(move || World::build(sim))
+        .await
+        .context("building the simulated world")?;
+    let handle = server::start(SimState::new(world, Faults::none(), Some(token.clone())), 0)
+        .await
+        .context("starting the simulator on 127.0.0.1")?;
+    project.retarget_sources(&handle.base_url(), &Secret::new(token));
+    let every = demo.pull_every.clamp(1, 59);
+    let snapshot_every = (every * 6).min(59);
+    jobs.pulls = jobs
+        .pulls
+        .into_iter()
+        .filter(|j| j.enabled && !matches!(j.protocol, config::Protocol::File(_)))
+        .map(|mut j| {
+            if let Some(s) = &j.source {
+                j.source = project.sources.get(&s.name).cloned();
+            }
+            let secs = match j.protocol {
+                config::Protocol::Snapshot(_) => snapshot_every,
+                _ => every,
+            };
+            j.schedule = config::CronExpr(format!("*/{secs} * * * * *"));
+            j
+        })
+        .collect();
+    // The build follows the pulls closely; no nightly build in a demo.
+    let quiet = std::time::Duration::from_secs(2);
+    match jobs.builds.iter_mut().find(|b| b.enabled) {
+        Some(b) => {
+            b.schedule = None;
+            b.after_pulls = true;
+            b.quiet_period = quiet;
+            b.max_delay = std::time::Duration::from_secs(u64::from(every) * 3);
+        }
+        None => jobs.builds.push(config::BuildJobConfig {
+            name: "build".into(),
+            file: PathBuf::from("<built-in>/jobs/build.toml"),
+            description: "Build the warehouse".into(),
+            enabled: true,
+            after_pulls: true,
+            quiet_period: quiet,
+            max_delay: std::time::Duration::from_secs(u64::from(every) * 3),
+            schedule: None,
+            select: Vec::new(),
+            threads: 0,
+            memory_limit: None,
+            freshness_target: None,
+        }),
+    }
+    if !project.root.join("sql").is_dir() {
+        // Outside a project (the built-in one has no models): pulls only.
+        jobs.builds.clear();
+    }
+    let sim_url = handle.base_url();
+    let opts = crate::serve::ServeOptions {
+        warehouse: demo.warehouse,
+        project_root: project.root.clone(),
+        sql_dir: project.root.join("sql"),
+        tz: project.timezone,
+        jobs,
+        http: demo.http,
+        grace: demo.grace,
+        retention: std::time::Duration::from_secs(90 * 86_400),
+        http_client: crate::feeds::http::http_client(),
+    };
+    let result = crate::serve::serve(opts, shutdown, Some(notices)).await;
+    handle.stop().await;
+    Ok((result?, sim_url))
 }

@@ -6,7 +6,10 @@
 //! - [`feeds`]: pull protocols (cursor, paged POST, snapshot, file) and HTTP retries;
 //! - [`lake`]: Parquet files, quarantine and the commit log that owns cursors;
 //! - [`pull`]: one run of a job, from feed to committed lake files;
-//! - [`status`]: what the commit logs say about each job;
+//! - [`status`]: what the commit logs, the fire history and the builds say about each job;
+//! - [`schedule`]: planned fire times, the fire history, the one-daemon lock;
+//! - [`serve`]: the daemon (`chiso serve`): fires jobs on their schedules, builds after pulls
+//!   that landed rows, and answers /health, /status and /metrics;
 //! - [`sim`]: the simulated tax administration, the embedded default source;
 //! - [`demo`], [`bench`]: the main job on the embedded default, and benchmarks;
 //! - [`duck`], [`time`], [`fs`]: DuckDB connections, wall-clock time and durable file steps
@@ -22,6 +25,8 @@ pub mod index;
 pub mod lake;
 pub mod models;
 pub mod pull;
+pub mod schedule;
+pub mod serve;
 pub mod sim;
 pub mod status;
 pub mod time;

@@ -1,13 +1,21 @@
-//! `chiso status`: per job, the last run, its outcome and rows, the committed cursor and how far
-//! behind the data is. Reads only the commit logs; never takes a job's lock for longer than a
+//! `chiso status`: per job, the last run, its outcome and rows, the committed cursor, how far
+//! behind the data is, the schedule (next fire, the last fires and what became of them) and the
+//! feed's freshness; the last build; the index's freshness (the published warehouse); open
+//! failures; and the daemon holding the warehouse, if one does. Reads the commit logs, the
+//! fire histories' tails and the build records; never takes a job's lock for longer than a
 //! check, never writes.
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::JobConfig;
+use crate::config::{BuildJobConfig, JobConfig, Jobs};
 use crate::lake::commit::{CommitError, EntryKind, JobState, Outcome};
+use crate::models::build::BuildSummary;
+use crate::schedule::{FireRecord, History, Holder, Schedule};
 use crate::time;
+
+/// Fires listed per job.
+pub const LAST_FIRES: usize = 5;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobStatus {
@@ -33,6 +41,17 @@ pub struct JobStatus {
     /// The commit log names at least one data file. Without any, builds read the dataset as
     /// empty and the indicators over it follow their zero-denominator rules.
     pub has_data: bool,
+    /// The schedule's next planned time (project zone), if the job is enabled.
+    pub next_fire: Option<String>,
+    /// The daemon's last fires of the job and what became of them, oldest first.
+    pub last_fires: Vec<FireRecord>,
+    /// When the newest landed record landed (the last commit that landed files).
+    pub newest_landing_at: Option<String>,
+    /// Seconds since then: the feed's freshness.
+    pub freshness_seconds: Option<i64>,
+    pub freshness_target_seconds: Option<u64>,
+    /// Older than its target (or no data at all while a target is set).
+    pub freshness_breach: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +103,12 @@ pub fn collect(
             }
         }
         let watermark = entries.iter().rev().find_map(|e| e.watermark.clone());
+        let newest_landing_at = entries
+            .iter()
+            .rev()
+            .find(|e| e.kind != EntryKind::Compaction && !e.files.is_empty());
+        let newest_landing =
+            newest_landing_at.and_then(|e| time::parse_rfc3339_local(&e.committed_at));
         let lag_seconds = watermark.as_deref().and_then(|w| {
             chrono::NaiveDateTime::parse_from_str(w, "%Y%m%d%H%M%S")
                 .ok()
@@ -114,9 +139,182 @@ pub fn collect(
             rows_landed_total: landed,
             rows_quarantined_total: quarantined,
             has_data: entries.iter().any(|e| !e.files.is_empty()),
+            next_fire: next_fire(job.enabled, &job.schedule),
+            last_fires: last_fires(warehouse, &job.name),
+            freshness_seconds: newest_landing.map(|t| (now - t).num_seconds()),
+            newest_landing_at: newest_landing_at.map(|e| e.committed_at.clone()),
+            freshness_target_seconds: job.freshness_target.map(|d| d.as_secs()),
+            freshness_breach: breach(
+                newest_landing.map(|t| (now - t).num_seconds()),
+                job.freshness_target,
+            ),
         });
     }
     Ok(out)
+}
+
+fn next_fire(enabled: bool, schedule: &crate::config::CronExpr) -> Option<String> {
+    if !enabled {
+        return None;
+    }
+    let s = Schedule::new(schedule, time::TZ).ok()?;
+    s.next_after(chrono::Utc::now())
+        .map(|t| crate::schedule::planned::local_rfc3339(t, time::TZ))
+}
+
+/// The newest fires, one record each: the last line written for its planned time.
+fn last_fires(warehouse: &std::path::Path, job: &str) -> Vec<FireRecord> {
+    let tail = History::new(warehouse, job).tail().unwrap_or_default();
+    let mut out: Vec<FireRecord> = Vec::new();
+    for r in tail.into_iter().rev() {
+        if !out.iter().any(|o| o.planned == r.planned) {
+            out.push(r);
+            if out.len() == LAST_FIRES {
+                break;
+            }
+        }
+    }
+    out.reverse();
+    out
+}
+
+fn breach(age: Option<i64>, target: Option<std::time::Duration>) -> bool {
+    match (age, target) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(a), Some(t)) => a > t.as_secs() as i64,
+    }
+}
+
+/// The build job as status reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildJobStatus {
+    pub job: String,
+    pub enabled: bool,
+    pub schedule: Option<String>,
+    pub next_fire: Option<String>,
+    pub after_pulls: bool,
+    pub quiet_period_seconds: f64,
+    pub max_delay_seconds: f64,
+    pub last_fires: Vec<FireRecord>,
+}
+
+/// The index as the published warehouse holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexStatus {
+    pub published_path: String,
+    /// The newest build, published or not.
+    pub last_build: Option<BuildSummary>,
+    /// The build that made the published file.
+    pub published_build: Option<BuildSummary>,
+    /// The published file holds every record landed before this time (when its build read the
+    /// lake's committed snapshot).
+    pub data_as_of: Option<String>,
+    /// Seconds since `data_as_of`: the index's freshness.
+    pub age_seconds: Option<i64>,
+    pub freshness_target_seconds: Option<u64>,
+    pub freshness_breach: bool,
+    /// Rows landed after the second of `data_as_of`, which the next build will add.
+    pub landed_since: bool,
+}
+
+/// Something failing now: a job whose last run failed, or a build that did not publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// `job NAME` or `build`.
+    pub what: String,
+    pub at: String,
+    pub error: String,
+}
+
+/// Everything `chiso status --json` and the daemon's /status report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub generated_at: String,
+    pub timezone: String,
+    /// The daemon holding the warehouse now, if any.
+    pub daemon: Option<Holder>,
+    pub jobs: Vec<JobStatus>,
+    pub build: Option<BuildJobStatus>,
+    pub index: IndexStatus,
+    pub failures: Vec<Failure>,
+}
+
+/// The whole status of a warehouse.
+pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Result<StatusReport> {
+    let statuses = collect(warehouse, &jobs.pulls)?;
+    let build_job: Option<&BuildJobConfig> = jobs
+        .builds
+        .iter()
+        .find(|b| b.enabled)
+        .or(jobs.builds.first());
+    let build = build_job.map(|b| BuildJobStatus {
+        job: b.name.clone(),
+        enabled: b.enabled,
+        schedule: b.schedule.as_ref().map(|s| s.0.clone()),
+        next_fire: b.schedule.as_ref().and_then(|s| next_fire(b.enabled, s)),
+        after_pulls: b.after_pulls,
+        quiet_period_seconds: b.quiet_period.as_secs_f64(),
+        max_delay_seconds: b.max_delay.as_secs_f64(),
+        last_fires: last_fires(warehouse, &b.name),
+    });
+    let (last_build, published_build) = crate::models::build::latest_builds(warehouse)?;
+    let now = time::now_local();
+    let data_as_of = published_build.as_ref().map(|b| b.started_at.clone());
+    let age_seconds = data_as_of
+        .as_deref()
+        .and_then(time::parse_rfc3339_local)
+        .map(|t| (now - t).num_seconds());
+    let target = build_job.and_then(|b| b.freshness_target);
+    let landed_since = match data_as_of.as_deref().and_then(time::parse_rfc3339_local) {
+        None => statuses.iter().any(|s| s.has_data),
+        Some(asof) => statuses.iter().any(|s| {
+            s.newest_landing_at
+                .as_deref()
+                .and_then(time::parse_rfc3339_local)
+                .is_some_and(|t| t > asof)
+        }),
+    };
+    let index = IndexStatus {
+        published_path: crate::models::build::published_path(warehouse)
+            .display()
+            .to_string(),
+        last_build: last_build.clone(),
+        published_build,
+        data_as_of,
+        age_seconds,
+        freshness_target_seconds: target.map(|d| d.as_secs()),
+        freshness_breach: breach(age_seconds, target),
+        landed_since,
+    };
+    let mut failures = Vec::new();
+    for s in &statuses {
+        if let Some(r) = &s.last_run {
+            if matches!(r.outcome, Some(Outcome::Failed)) {
+                failures.push(Failure {
+                    what: format!("job {}", s.job),
+                    at: r.finished_at.clone(),
+                    error: r.error.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    if let Some(b) = last_build.filter(|b| !b.published) {
+        failures.push(Failure {
+            what: "build".into(),
+            at: b.finished_at.clone(),
+            error: b.error.clone().unwrap_or_else(|| "not published".into()),
+        });
+    }
+    Ok(StatusReport {
+        generated_at: time::now_rfc3339(),
+        timezone: time::TZ.name().to_string(),
+        daemon: crate::schedule::lock::current_holder(warehouse),
+        jobs: statuses,
+        build,
+        index,
+        failures,
+    })
 }
 
 fn human_duration(secs: i64) -> String {
@@ -226,6 +424,149 @@ pub fn render(statuses: &[JobStatus]) -> String {
         }) = &s.last_run
         {
             out.push_str(&format!("\n{}: {e}", s.job));
+        }
+    }
+    out
+}
+
+fn fire_text(f: &FireRecord) -> String {
+    use crate::schedule::FireEvent;
+    let when = chrono::DateTime::parse_from_rfc3339(&f.planned)
+        .map(|t| t.format("%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| f.planned.clone());
+    let what = match f.event {
+        FireEvent::Claimed => "running".to_string(),
+        FireEvent::Finished => {
+            let caught = if f.how == Some(crate::schedule::FireHow::CaughtUp) {
+                " (caught up)"
+            } else {
+                ""
+            };
+            format!("{}{caught}", f.outcome.as_deref().unwrap_or("ran"))
+        }
+        FireEvent::SkippedOverlap => "skipped: still running".into(),
+        FireEvent::SkippedMisfire => "skipped: missed while down".into(),
+        FireEvent::Interrupted => "interrupted".into(),
+    };
+    format!("{when} {what}")
+}
+
+/// The text printed by `chiso status`: the jobs' table, then the schedule, the build, the
+/// index and what is failing.
+pub fn render_report(r: &StatusReport) -> String {
+    let mut out = render(&r.jobs);
+    out.push_str("\n\n");
+    match &r.daemon {
+        Some(d) => out.push_str(&format!(
+            "Daemon: chiso serve pid {} since {}{}\n",
+            d.pid,
+            d.started_at,
+            d.http
+                .as_deref()
+                .map(|h| format!(", http://{h}"))
+                .unwrap_or_default()
+        )),
+        None => out.push_str("Daemon: not running (start it with `chiso serve`)\n"),
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(vec![
+        "JOB",
+        "SCHEDULE",
+        "NEXT FIRE",
+        "FRESHNESS",
+        "LAST FIRES",
+    ]);
+    let now = chrono::Utc::now();
+    let until = |next: &Option<String>| {
+        next.as_deref()
+            .and_then(|n| chrono::DateTime::parse_from_rfc3339(n).ok())
+            .map(|n| {
+                format!(
+                    "in {}",
+                    human_duration((n.with_timezone(&chrono::Utc) - now).num_seconds())
+                )
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    for s in &r.jobs {
+        let fresh = match (s.freshness_seconds, s.freshness_breach) {
+            (Some(a), true) => format!(
+                "{} (target {}) BREACH",
+                human_duration(a),
+                human_duration(s.freshness_target_seconds.unwrap_or(0) as i64)
+            ),
+            (None, true) => "no data (target set) BREACH".into(),
+            (Some(a), false) => human_duration(a),
+            (None, false) => "-".into(),
+        };
+        t.add_row(vec![
+            s.job.clone(),
+            s.schedule.clone(),
+            until(&s.next_fire),
+            fresh,
+            s.last_fires
+                .iter()
+                .rev()
+                .take(3)
+                .map(fire_text)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ]);
+    }
+    if let Some(b) = &r.build {
+        t.add_row(vec![
+            format!("{} (build)", b.job),
+            b.schedule.clone().unwrap_or_else(|| "after pulls".into()),
+            until(&b.next_fire),
+            String::new(),
+            b.last_fires
+                .iter()
+                .rev()
+                .take(3)
+                .map(fire_text)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ]);
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+    let i = &r.index;
+    match &i.published_build {
+        None => out.push_str(&format!(
+            "Index: nothing published yet ({} does not exist; run `chiso build`)\n",
+            i.published_path
+        )),
+        Some(b) => out.push_str(&format!(
+            "Index: {} from build {} ({:.1}s); holds what landed before {} ({} ago){}{}\n",
+            i.published_path,
+            b.build_id,
+            b.seconds,
+            b.started_at,
+            human_duration(i.age_seconds.unwrap_or(0)),
+            if i.landed_since {
+                "; newer rows have landed since"
+            } else {
+                ""
+            },
+            if i.freshness_breach {
+                format!(
+                    " BREACH (target {})",
+                    human_duration(i.freshness_target_seconds.unwrap_or(0) as i64)
+                )
+            } else {
+                String::new()
+            }
+        )),
+    }
+    if r.failures.is_empty() {
+        out.push_str("Failing: nothing\n");
+    } else {
+        for f in &r.failures {
+            out.push_str(&format!(
+                "Failing: {} since {}: {}\n",
+                f.what, f.at, f.error
+            ));
         }
     }
     out

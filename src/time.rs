@@ -20,6 +20,14 @@ pub fn now_rfc3339() -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
+/// Now, as RFC 3339 with milliseconds and the +07:00 offset (for the daemon's fire history,
+/// where runs a second apart must be told apart).
+pub fn now_rfc3339_millis() -> String {
+    Utc::now()
+        .with_timezone(&TZ)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
 /// Local wall-clock microseconds since 1970-01-01 00:00 (the lake's `TIMESTAMP` encoding).
 pub fn micros(t: NaiveDateTime) -> i64 {
     t.and_utc().timestamp_micros()

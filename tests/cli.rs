@@ -85,7 +85,7 @@ fn demo_runs_every_feed_and_reconciles() {
         String::from_utf8_lossy(&st.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    let dossiers = v
+    let dossiers = v["jobs"]
         .as_array()
         .unwrap()
         .iter()

@@ -39,7 +39,7 @@ use std::path::Path;
 
 use axum::routing::get;
 use chiso::config::{FileParams, JobConfig, Protocol, Threads};
-use chiso::models::build::{build, published_path, BuildOptions, TestStatus};
+use chiso::models::build::{build, BuildOptions, TestStatus};
 use chiso::pull::{run_job, RunContext};
 use common::*;
 use serde_json::{json, Value};
@@ -741,16 +741,6 @@ async fn build_from(warehouse: &Path, sql: &Path, jobs: &[JobConfig], full_refre
     assert!(record.published);
 }
 
-fn open(warehouse: &Path) -> duckdb::Connection {
-    duckdb::Connection::open_with_flags(
-        published_path(warehouse),
-        duckdb::Config::default()
-            .access_mode(duckdb::AccessMode::ReadOnly)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 /// `n/d` of every indicator of a unit and period, in `INDICATORS` order.
 fn counts_of(conn: &duckdb::Connection, unit: &str, period: &str) -> String {
     let mut got = Vec::new();
@@ -1023,27 +1013,6 @@ async fn every_indicator_matches_the_hand_worked_values() {
     );
     drop(conn);
     server.abort();
-}
-
-/// Rows of a query, every column as text, for comparing two warehouses.
-fn rows(conn: &duckdb::Connection, sql: &str) -> Vec<String> {
-    let mut stmt = conn
-        .prepare(&format!("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM ({sql})"))
-        .unwrap();
-    let mut out = Vec::new();
-    let mut q = stmt.query([]).unwrap();
-    while let Some(r) = q.next().unwrap() {
-        let cols = r.as_ref().column_count();
-        let line: Vec<String> = (0..cols)
-            .map(|i| {
-                r.get::<_, Option<String>>(i)
-                    .unwrap()
-                    .unwrap_or_else(|| "∅".into())
-            })
-            .collect();
-        out.push(line.join("|"));
-    }
-    out
 }
 
 const COMPARED: [(&str, &str); 5] = [

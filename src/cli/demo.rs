@@ -6,6 +6,23 @@ use super::*;
 pub(crate) struct DemoArgs {
     #[command(flatten)]
     pub(crate) world: WorldArgs,
+    /// Keep going: the daemon on the simulator, whose clock runs so dossiers keep changing;
+    /// pulls every few seconds, a build after each burst, a line per build; until SIGTERM or
+    /// Ctrl-C.
+    #[arg(long)]
+    pub(crate) serve: bool,
+    /// With --serve: answer /health, /status and /metrics here.
+    #[arg(long, requires = "serve")]
+    pub(crate) http: Option<std::net::SocketAddr>,
+    /// With --serve: simulated seconds per real second.
+    #[arg(long, default_value_t = 300.0, requires = "serve")]
+    pub(crate) speed: f64,
+    /// With --serve: seconds between pulls of the changing feeds.
+    #[arg(long, default_value_t = 5, requires = "serve")]
+    pub(crate) every: u32,
+    /// With --serve: how long running runs may finish after SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, requires = "serve")]
+    pub(crate) grace: std::time::Duration,
 }
 
 pub(crate) fn print_ranking(r: &chiso::demo::Ranking, month: chiso::demo::Month) {
@@ -46,6 +63,9 @@ pub(crate) fn print_ranking(r: &chiso::demo::Ranking, month: chiso::demo::Month)
 }
 
 pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
+    if a.serve {
+        return demo_serve(g, a).await;
+    }
     let (project, jobs) = chiso::demo::load_project_or_embedded(&g.config)?;
     let warehouse = warehouse_dir(&g.dir, &project);
     let sql_dir = project.root.join("sql");
@@ -151,4 +171,100 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     } else {
         exit_code(&result.reports)
     })
+}
+
+/// `chiso demo --serve`: a line per build while the daemon runs on the simulator.
+async fn demo_serve(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
+    use super::serve::{exit_now, print_summary, stop_signal};
+    use chiso::serve::Notice;
+    let (project, jobs) = chiso::demo::load_all_or_embedded(&g.config)?;
+    let warehouse = warehouse_dir(&g.dir, &project);
+    let cfg = a.world.config(a.speed)?;
+    println!(
+        "chiso demo --serve: simulator (seed {}, {} dossiers per working day, clock from {} at {}x) and the daemon on warehouse {}; Ctrl-C stops.",
+        cfg.seed,
+        cfg.per_day,
+        cfg.now.format("%Y-%m-%d %H:%M"),
+        a.speed,
+        warehouse.display()
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let demo = chiso::demo::ServeDemo {
+        warehouse: warehouse.clone(),
+        sim: cfg,
+        http: a.http,
+        grace: a.grace,
+        pull_every: a.every,
+    };
+    let printer = tokio::spawn(async move {
+        let (mut rows, mut runs, mut cycle) = (0u64, 0usize, 0usize);
+        while let Some(n) = rx.recv().await {
+            match n {
+                Notice::Started { http } => {
+                    println!(
+                        "Daemon started{}; pulls every {}s, a build after each burst of pulls.",
+                        http.map(|h| format!(" (http://{h}/status, /metrics, /health)"))
+                            .unwrap_or_default(),
+                        a.every
+                    );
+                }
+                Notice::PullFinished {
+                    job,
+                    outcome,
+                    rows_landed,
+                    ..
+                } => {
+                    runs += 1;
+                    rows += rows_landed;
+                    if outcome != "ok" && outcome != "quarantined" {
+                        println!("  pull {job}: {outcome}");
+                    }
+                }
+                Notice::BuildFinished {
+                    outcome,
+                    seconds,
+                    build: summary,
+                    error,
+                    ..
+                } => {
+                    cycle += 1;
+                    let when = chiso::time::now_local().format("%H:%M:%S");
+                    if outcome != "ok" {
+                        println!("{when} cycle {cycle}: pulled {rows} rows in {runs} runs; build {outcome}: {}", error.unwrap_or_default());
+                    } else {
+                        let age = summary
+                            .as_ref()
+                            .and_then(|b| chiso::time::parse_rfc3339_local(&b.started_at))
+                            .map(|t| {
+                                (chiso::time::now_local() - t).num_milliseconds() as f64 / 1000.0
+                            })
+                            .unwrap_or(f64::NAN);
+                        let top = chiso::demo::ranking(&warehouse, chiso::demo::Month::Current, 1)
+                            .ok()
+                            .flatten()
+                            .and_then(|r| {
+                                r.rows.first().map(|u| {
+                                    format!(
+                                        "; {} provisional, first {} {:.2}",
+                                        r.period, u.unit_name, u.scores[6]
+                                    )
+                                })
+                            })
+                            .unwrap_or_default();
+                        println!("{when} cycle {cycle}: pulled {rows} rows in {runs} runs, built in {seconds:.1}s, index age {age:.1}s{top}");
+                    }
+                    rows = 0;
+                    runs = 0;
+                }
+                Notice::Stopping => {
+                    println!("Stopping: no new fires; running runs get the grace period.")
+                }
+            }
+        }
+    });
+    let (summary, sim_url) = chiso::demo::serve(project, jobs, demo, stop_signal(), tx).await?;
+    let _ = printer.await;
+    println!("Simulator was {sim_url}.");
+    print_summary(&summary);
+    exit_now(EXIT_OK)
 }

@@ -9,6 +9,7 @@ mod demo;
 mod index;
 mod jobs;
 mod run;
+mod serve;
 mod sim;
 mod snapshot;
 mod status;
@@ -27,6 +28,7 @@ pub(crate) use chiso::sim::{faults::Faults, SimConfig};
 
 use self::bench::*;
 use self::demo::*;
+use self::serve::ServeArgs;
 use self::sim::*;
 use self::status::*;
 use build::*;
@@ -110,6 +112,10 @@ pub(crate) enum Command {
     /// retired once a build has published without them. Builds after a compaction rebuild the
     /// incremental models that read the dataset.
     Compact(CompactArgs),
+    /// The daemon: fire every enabled job on its cron schedule (project time zone), build after
+    /// pulls that land rows (debounced), answer /health, /status and /metrics on --http; until
+    /// SIGTERM or SIGINT, then give running runs --grace and exit 0. One per warehouse.
+    Serve(ServeArgs),
     /// The lake's committed snapshot: per dataset, the Parquet files the commit logs name now
     /// (what a build started now would read; never a file a running pull has not committed).
     /// Other engines (Spark, Trino, Polars, DuckDB) read the same data from this list.
@@ -218,6 +224,7 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => self::run::run(&g, args).await,
         Command::Status(args) => self::status::status(&g, args).await,
+        Command::Serve(args) => self::serve::serve(&g, args).await,
         Command::Compact(args) => self::compact::compact(&g, args).await,
         Command::Snapshot(args) => self::snapshot::snapshot(&g, args).await,
         Command::Jobs(args) => self::jobs::jobs(&g, args).await,

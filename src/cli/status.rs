@@ -14,20 +14,21 @@ pub(crate) struct StatusArgs {
 pub(crate) async fn status(g: &Globals, args: StatusArgs) -> anyhow::Result<u8> {
     // Outside a project (e.g. after `chiso demo` in an empty folder) the built-in
     // project's jobs are the ones to report on.
-    let (project, jobs) = chiso::demo::load_project_or_embedded(&g.config)?;
-    let jobs: Vec<config::JobConfig> = if args.jobs.is_empty() {
-        jobs
-    } else {
-        select(&jobs, &args.jobs, false)?
+    let (project, mut jobs) = chiso::demo::load_all_or_embedded(&g.config)?;
+    if !args.jobs.is_empty() {
+        jobs.pulls = select(&jobs.pulls, &args.jobs, false)?
             .into_iter()
             .cloned()
-            .collect()
-    };
-    let st = chiso::status::collect(&warehouse_dir(&g.dir, &project), &jobs)?;
+            .collect();
+    }
+    let warehouse = warehouse_dir(&g.dir, &project);
+    let report =
+        tokio::task::spawn_blocking(move || chiso::status::collect_report(&warehouse, &jobs))
+            .await??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{}", chiso::status::render(&st));
+        println!("{}", chiso::status::render_report(&report));
     }
     Ok(EXIT_OK)
 }

@@ -36,12 +36,14 @@ use super::faults::{corrupt, Dice, Fault, Faults};
 use super::world::{secs, ts, Entry};
 use super::{SimFeed, World};
 
-/// The simulator's clock: `start_sim` advanced by `speed` simulated seconds per real second.
+/// The simulator's clock: `start_sim` advanced by `speed` simulated seconds per real second,
+/// until frozen (tests freeze it to compare two pulls of the same state).
 #[derive(Debug, Clone)]
 pub struct Clock {
     start_real: Instant,
     start_sim: NaiveDateTime,
     speed: f64,
+    frozen: Arc<std::sync::Mutex<Option<NaiveDateTime>>>,
 }
 
 impl Clock {
@@ -50,12 +52,26 @@ impl Clock {
             start_real: Instant::now(),
             start_sim,
             speed,
+            frozen: Arc::default(),
         }
     }
 
     pub fn now(&self) -> NaiveDateTime {
+        if let Some(t) = *self.frozen.lock().expect("clock") {
+            return t;
+        }
         let elapsed = self.start_real.elapsed().as_secs_f64() * self.speed;
         self.start_sim + Duration::milliseconds((elapsed * 1000.0) as i64)
+    }
+
+    /// Stops the clock where it is now: what the feeds serve stops changing.
+    pub fn freeze(&self) -> NaiveDateTime {
+        let mut f = self.frozen.lock().expect("clock");
+        if f.is_none() {
+            let elapsed = self.start_real.elapsed().as_secs_f64() * self.speed;
+            *f = Some(self.start_sim + Duration::milliseconds((elapsed * 1000.0) as i64));
+        }
+        f.expect("set")
     }
 }
 

@@ -176,3 +176,35 @@ pub fn drill_mismatches(conn: &duckdb::Connection) -> Vec<String> {
         .unwrap();
     rows
 }
+
+/// The published warehouse of `warehouse`, read-only.
+pub fn open(warehouse: &Path) -> duckdb::Connection {
+    duckdb::Connection::open_with_flags(
+        chiso::models::build::published_path(warehouse),
+        duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Rows of a query, each as its columns cast to text and joined by `|` (NULL as `∅`).
+pub fn rows(conn: &duckdb::Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM ({sql})"))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut q = stmt.query([]).unwrap();
+    while let Some(r) = q.next().unwrap() {
+        let cols = r.as_ref().column_count();
+        let line: Vec<String> = (0..cols)
+            .map(|i| {
+                r.get::<_, Option<String>>(i)
+                    .unwrap()
+                    .unwrap_or_else(|| "∅".into())
+            })
+            .collect();
+        out.push(line.join("|"));
+    }
+    out
+}

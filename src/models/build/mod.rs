@@ -31,7 +31,10 @@ mod staleness;
 
 pub use data_tests::test_published;
 pub use file::published_path;
-pub use record::{published_compactions, BuildRecord, ModelRun, ModelStatus, TestRun, TestStatus};
+pub use record::{
+    latest_builds, published_compactions, BuildRecord, BuildSummary, ModelRun, ModelStatus,
+    TestRun, TestStatus,
+};
 
 use data_tests::*;
 use file::*;

@@ -4,7 +4,7 @@
 use super::*;
 
 /// What became of a model in a build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelStatus {
     /// Built.
@@ -35,7 +35,7 @@ impl std::fmt::Display for ModelStatus {
 }
 
 /// What a data test found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TestStatus {
     /// No rows.
@@ -70,7 +70,7 @@ impl std::fmt::Display for TestStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ModelRun {
     pub model: String,
     pub materialized: String,
@@ -92,7 +92,7 @@ impl ModelRun {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TestRun {
     pub test: String,
     pub severity: String,
@@ -111,7 +111,7 @@ pub struct TestRun {
     pub sample: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BuildRecord {
     pub build_id: String,
     pub started_at: String,
@@ -161,6 +161,75 @@ pub fn published_compactions(warehouse: &Path) -> anyhow::Result<BTreeMap<String
         }
     }
     Ok(BTreeMap::new())
+}
+
+/// A build as `chiso status` and the daemon report it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BuildSummary {
+    pub build_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub published: bool,
+    pub models: usize,
+    pub models_failed: usize,
+    pub tests_failed: usize,
+    /// The first model error, or the first blocking test, of a build that did not publish.
+    pub error: Option<String>,
+}
+
+impl BuildSummary {
+    pub fn of(r: &BuildRecord) -> BuildSummary {
+        let failed_model = r.models.iter().find(|m| m.status == ModelStatus::Error);
+        let failed_test = r.tests.iter().find(|t| t.status.blocks());
+        BuildSummary {
+            build_id: r.build_id.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: r.finished_at.clone(),
+            seconds: r.seconds,
+            published: r.published,
+            models: r.models.len(),
+            models_failed: r
+                .models
+                .iter()
+                .filter(|m| m.status == ModelStatus::Error)
+                .count(),
+            tests_failed: r.tests.iter().filter(|t| t.status.blocks()).count(),
+            error: failed_model
+                .map(|m| format!("model {}: {}", m.model, m.error.as_deref().unwrap_or("")))
+                .or_else(|| {
+                    failed_test
+                        .map(|t| format!("data test {} failed ({} rows)", t.test, t.failures))
+                }),
+        }
+    }
+}
+
+/// The newest build and the newest published build (which may be the same), from
+/// `_state/builds/` (newest first by their time-ordered ids; reads until it has both).
+pub fn latest_builds(
+    warehouse: &Path,
+) -> anyhow::Result<(Option<BuildSummary>, Option<BuildSummary>)> {
+    let dir = builds_dir(warehouse);
+    let names = crate::models::files_with_extension(&dir, "json")
+        .with_context(|| format!("listing {}", dir.display()))?;
+    let mut newest = None;
+    for path in names.iter().rev() {
+        let Ok(r) = std::fs::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(serde_json::from_slice::<BuildRecord>(&b)?))
+        else {
+            continue; // a record being written, or of an older layout
+        };
+        let summary = BuildSummary::of(&r);
+        if newest.is_none() {
+            newest = Some(summary.clone());
+        }
+        if summary.published {
+            return Ok((newest, Some(summary)));
+        }
+    }
+    Ok((newest, None))
 }
 
 pub(super) fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::Result<()> {

@@ -16,6 +16,9 @@ use toml::Spanned;
 
 use crate::lake::schema::{ColumnSpec, ColumnType, DatasetSpec, Grain, PartitionSpec};
 
+pub mod daemon;
+pub use daemon::{BuildJobConfig, CatchUp, HumanDuration, JobKind, Overlap, RunPolicy};
+
 /// A configuration problem at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -562,6 +565,9 @@ impl ProjectConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobFile {
+    /// `pull` (the default); `build` files are read by `daemon::parse_build_job`.
+    #[allow(dead_code)]
+    kind: Option<String>,
     /// What the job pulls, for `chiso status` and the README.
     description: Option<String>,
     /// Cron expression in the project time zone (Asia/Ho_Chi_Minh).
@@ -579,6 +585,11 @@ struct JobFile {
     file: Option<FileParams>,
     #[serde(default)]
     retry: RetryParams,
+    /// How the daemon runs the job's fires.
+    #[serde(default)]
+    run: RunPolicy,
+    /// The newest landed record older than this is a freshness breach (status, metrics, log).
+    freshness_target: Option<HumanDuration>,
     dataset: DatasetSection,
 }
 
@@ -832,11 +843,27 @@ pub struct JobConfig {
     pub source: Option<SourceConfig>,
     pub protocol: Protocol,
     pub retry: RetryParams,
+    /// How the daemon runs its fires (`[run]`).
+    pub run: RunPolicy,
+    pub freshness_target: Option<std::time::Duration>,
     pub dataset: std::sync::Arc<DatasetSpec>,
 }
 
-/// Loads every `*.toml` in `dir`, returning all jobs or every problem found in any of them.
+/// Every job of a project: the pulls and the build jobs.
+#[derive(Debug, Clone, Default)]
+pub struct Jobs {
+    pub pulls: Vec<JobConfig>,
+    pub builds: Vec<BuildJobConfig>,
+}
+
+/// Loads every `*.toml` in `dir`, returning the pull jobs or every problem found in any job file
+/// (build jobs are checked too).
 pub fn load_jobs(dir: &Path, project: &ProjectConfig) -> Result<Vec<JobConfig>, ConfigErrors> {
+    load_all_jobs(dir, project).map(|j| j.pulls)
+}
+
+/// Loads every `*.toml` in `dir`: all jobs, or every problem found in any of them.
+pub fn load_all_jobs(dir: &Path, project: &ProjectConfig) -> Result<Jobs, ConfigErrors> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -852,14 +879,11 @@ pub fn load_jobs(dir: &Path, project: &ProjectConfig) -> Result<Vec<JobConfig>, 
         }
     };
     paths.sort();
-    let mut jobs = Vec::new();
+    let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
         match std::fs::read_to_string(&path) {
-            Ok(text) => match parse_job(&path, &text, project) {
-                Ok(job) => jobs.push(job),
-                Err(mut es) => errors.append(&mut es),
-            },
+            Ok(text) => files.push((path, text)),
             Err(e) => errors.push(ConfigError {
                 file: path.clone(),
                 line: 0,
@@ -868,9 +892,51 @@ pub fn load_jobs(dir: &Path, project: &ProjectConfig) -> Result<Vec<JobConfig>, 
             }),
         }
     }
+    match parse_job_files(&files, project) {
+        Ok(jobs) if errors.is_empty() => Ok(jobs),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(ConfigErrors(mut more)) => {
+            errors.append(&mut more);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Parses job files given as (path, text): all jobs, or every problem found in any of them.
+pub fn parse_job_files(
+    files: &[(PathBuf, String)],
+    project: &ProjectConfig,
+) -> Result<Jobs, ConfigErrors> {
+    let mut jobs = Jobs::default();
+    let mut errors = Vec::new();
+    for (path, text) in files {
+        let src = Source { path, text };
+        match daemon::job_kind(&src) {
+            Ok(JobKind::Pull) => match parse_job(path, text, project) {
+                Ok(job) => jobs.pulls.push(job),
+                Err(mut es) => errors.append(&mut es),
+            },
+            Ok(JobKind::Build) => match daemon::parse_build_job(path, &src) {
+                Ok(job) => jobs.builds.push(job),
+                Err(mut es) => errors.append(&mut es),
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    if jobs.builds.iter().filter(|b| b.enabled).count() > 1 {
+        errors.push(ConfigError {
+            file: jobs.builds[1].file.clone(),
+            line: 0,
+            snippet: String::new(),
+            message: format!(
+                "build job {} is the second enabled build job ({} is the first): a warehouse has one",
+                jobs.builds[1].name, jobs.builds[0].name
+            ),
+        });
+    }
     // Two jobs may not land in the same dataset: the lake has one writer per dataset.
     let mut claims: BTreeMap<(String, String), &JobConfig> = BTreeMap::new();
-    for job in &jobs {
+    for job in &jobs.pulls {
         let claim = (job.dataset.feed.clone(), job.dataset.name.clone());
         if let Some(other) = claims.get(&claim) {
             errors.push(ConfigError {
@@ -1024,6 +1090,8 @@ pub fn parse_job(
         source,
         protocol: protocol.expect("checked above"),
         retry: file.retry,
+        run: file.run,
+        freshness_target: file.freshness_target.map(|d| d.0),
         dataset: std::sync::Arc::new(dataset.expect("checked above")),
     })
 }

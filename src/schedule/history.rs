@@ -1,0 +1,312 @@
+//! The daemon's history of fires: `_state/_serve/fires/<job>.jsonl`, one JSON line per event,
+//! appended and fsynced. A fire is keyed by (job, planned time): a `claimed` line is written
+//! before its run starts, so a planned time is run at most once, across restarts too; `finished`
+//! follows the run; a fire that does not run is one `skipped` line (overlap, or a misfire after
+//! downtime); a claim left without an end by a killed daemon is closed as `interrupted` at the
+//! next start. Readers take the file's tail only, so `chiso status` stays flat as a year of
+//! fires accumulates; lines older than the retention are dropped at the daemon's start
+//! (recovery reads only the newest claim).
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to a fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FireEvent {
+    /// The fire's run is about to start (or waits in the job's queue).
+    Claimed,
+    /// Its run ended (see `outcome`).
+    Finished,
+    /// It found its job running and `overlap = "skip"`.
+    SkippedOverlap,
+    /// It was missed while the daemon was down and `catch_up` did not run it.
+    SkippedMisfire,
+    /// Claimed, but the daemon stopped before its run ended (SIGKILL, or grace over).
+    Interrupted,
+}
+
+/// How a fire came to be claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FireHow {
+    /// At its planned time (within `misfire_after`).
+    OnTime,
+    /// A misfire run by `catch_up` after downtime.
+    CaughtUp,
+    /// Waited for the run before it (`overlap = "queue"`).
+    Queued,
+    /// A build triggered by pulls that landed rows (planned time: when it was started).
+    Triggered,
+}
+
+/// One line of a job's fire history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FireRecord {
+    pub job: String,
+    /// The planned time, RFC 3339 in the project's zone: the fire's key with `job`.
+    pub planned: String,
+    pub event: FireEvent,
+    /// When the line was written (RFC 3339 with milliseconds, project zone).
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<FireHow>,
+    /// The runs (one per attempt) of a finished fire; the build id of a build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_ids: Vec<String>,
+    /// `ok`, `quarantined`, `failed`, `timed_out`, `busy` (a build found another running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub rows_landed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Misfires skipped or caught up beyond the planned times listed (`MAX_LISTED`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub more: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+impl FireRecord {
+    pub fn new(job: &str, planned: &str, event: FireEvent) -> FireRecord {
+        FireRecord {
+            job: job.to_string(),
+            planned: planned.to_string(),
+            event,
+            at: crate::time::now_rfc3339_millis(),
+            how: None,
+            run_ids: Vec::new(),
+            outcome: None,
+            attempts: 0,
+            rows_landed: 0,
+            seconds: None,
+            error: None,
+            more: 0,
+        }
+    }
+}
+
+/// The fires folder of a warehouse.
+pub fn fires_dir(warehouse: &Path) -> PathBuf {
+    warehouse.join("_state/_serve/fires")
+}
+
+/// A job's fire history file.
+#[derive(Debug, Clone)]
+pub struct History {
+    path: PathBuf,
+}
+
+/// How much of a file's end `tail` reads: far more than the lines a status or a recovery needs.
+const TAIL_BYTES: u64 = 256 * 1024;
+
+impl History {
+    pub fn new(warehouse: &Path, job: &str) -> History {
+        History {
+            path: fires_dir(warehouse).join(format!("{job}.jsonl")),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends records and fsyncs them (a claim must be on disk before its run starts).
+    pub fn append(&self, records: &[FireRecord]) -> std::io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent() {
+            crate::fs::create_dir_durably(dir)?;
+        }
+        let mut text = String::new();
+        // A line torn by a kill mid-write is ended first, so that the next one stands alone.
+        if let Ok(mut f) = std::fs::File::open(&self.path) {
+            let len = f.metadata()?.len();
+            if len > 0 {
+                f.seek(SeekFrom::Start(len - 1))?;
+                let mut last = [0u8; 1];
+                f.read_exact(&mut last)?;
+                if last[0] != b'\n' {
+                    text.push('\n');
+                }
+            }
+        }
+        for r in records {
+            text.push_str(&serde_json::to_string(r).map_err(std::io::Error::other)?);
+            text.push('\n');
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()
+    }
+
+    /// The newest records (those in the file's last 256 KiB), oldest first. A torn last line
+    /// (a kill mid-write) is skipped.
+    pub fn tail(&self) -> std::io::Result<Vec<FireRecord>> {
+        let mut f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        let start = len.saturating_sub(TAIL_BYTES);
+        f.seek(SeekFrom::Start(start))?;
+        let mut text = String::new();
+        f.take(TAIL_BYTES).read_to_string(&mut text)?;
+        let mut lines = text.lines();
+        if start > 0 {
+            lines.next(); // most likely cut
+        }
+        Ok(lines
+            .filter_map(|l| serde_json::from_str::<FireRecord>(l).ok())
+            .collect())
+    }
+
+    /// The newest planned time the job has a record of (claimed, skipped or otherwise): fires
+    /// up to it are spoken for.
+    pub fn last_planned(&self) -> std::io::Result<Option<String>> {
+        Ok(self
+            .tail()?
+            .into_iter()
+            .map(|r| r.planned)
+            .max_by(|a, b| by_time(a, b)))
+    }
+
+    /// Claims that never ended (the daemon died): closes each with an `interrupted` line and
+    /// returns them.
+    pub fn close_interrupted(&self) -> std::io::Result<Vec<FireRecord>> {
+        let tail = self.tail()?;
+        let mut open: Vec<&FireRecord> = Vec::new();
+        for r in &tail {
+            match r.event {
+                FireEvent::Claimed => open.push(r),
+                FireEvent::Finished | FireEvent::Interrupted => {
+                    open.retain(|c| c.planned != r.planned)
+                }
+                _ => {}
+            }
+        }
+        let closed: Vec<FireRecord> = open
+            .into_iter()
+            .map(|c| {
+                let mut r = FireRecord::new(&c.job, &c.planned, FireEvent::Interrupted);
+                r.how = c.how;
+                r.error = Some("the daemon stopped before the run ended".into());
+                r
+            })
+            .collect();
+        self.append(&closed)?;
+        Ok(closed)
+    }
+
+    /// Drops lines recorded before `keep_after` (RFC 3339), keeping at least the newest line.
+    /// Returns how many were dropped.
+    pub fn compact(&self, keep_after: &str) -> std::io::Result<usize> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let keep: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| {
+                *i + 1 == lines.len()
+                    || serde_json::from_str::<FireRecord>(l)
+                        .map(|r| by_time(&r.at, keep_after).is_ge())
+                        .unwrap_or(false)
+            })
+            .map(|(_, l)| *l)
+            .collect();
+        let dropped = lines.len() - keep.len();
+        if dropped > 0 {
+            let mut body = keep.join("\n");
+            body.push('\n');
+            let tmp = self.path.with_extension("jsonl.tmp");
+            {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(body.as_bytes())?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &self.path)?;
+            crate::fs::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(dropped)
+    }
+}
+
+/// Orders RFC 3339 times by the instant they name (strings of one zone also sort as text, but
+/// a record written with another offset must not confuse the order).
+pub fn by_time(a: &str, b: &str) -> std::cmp::Ordering {
+    match (
+        chrono::DateTime::parse_from_rfc3339(a),
+        chrono::DateTime::parse_from_rfc3339(b),
+    ) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_closed_once_and_the_tail_survives_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new(dir.path(), "dossiers");
+        let p1 = "2026-12-02T08:00:00+07:00";
+        let p2 = "2026-12-02T08:05:00+07:00";
+        h.append(&[FireRecord::new("dossiers", p1, FireEvent::Claimed)])
+            .unwrap();
+        h.append(&[FireRecord::new("dossiers", p1, FireEvent::Finished)])
+            .unwrap();
+        h.append(&[FireRecord::new("dossiers", p2, FireEvent::Claimed)])
+            .unwrap();
+        // a kill in the middle of a line
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(h.path())
+            .unwrap()
+            .write_all(b"{\"job\":\"dossiers\",\"plan")
+            .unwrap();
+        assert_eq!(h.last_planned().unwrap().as_deref(), Some(p2));
+        let closed = h.close_interrupted().unwrap();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].planned, p2);
+        assert!(h.close_interrupted().unwrap().is_empty(), "closed once");
+        let events: Vec<FireEvent> = h.tail().unwrap().iter().map(|r| r.event).collect();
+        assert_eq!(
+            events,
+            [
+                FireEvent::Claimed,
+                FireEvent::Finished,
+                FireEvent::Claimed,
+                FireEvent::Interrupted
+            ]
+        );
+        // Retention: everything is older than a time far ahead (the torn line goes too), but
+        // the newest line stays.
+        assert_eq!(h.compact("2099-01-01T00:00:00+07:00").unwrap(), 4);
+        assert_eq!(h.tail().unwrap().len(), 1);
+        assert_eq!(h.last_planned().unwrap().as_deref(), Some(p2));
+    }
+}
