@@ -6,6 +6,7 @@
 //! - [`feeds`]: pull protocols (cursor, paged POST, snapshot, file) and HTTP retries;
 //! - [`lake`]: Parquet files, quarantine and the commit log that owns cursors;
 //! - [`pull`]: one run of a job, from feed to committed lake files;
+//! - [`backfill`]: re-pulling a window of a cursor feed without moving the job's cursor;
 //! - [`status`]: what the commit logs, the fire history and the builds say about each job;
 //! - [`schedule`]: planned fire times, the fire history, the one-daemon lock;
 //! - [`serve`]: the daemon (`chiso serve`): fires jobs on their schedules, builds after pulls
@@ -15,6 +16,7 @@
 //! - [`duck`], [`time`], [`fs`]: DuckDB connections, wall-clock time and durable file steps
 //!   (folder fsync, whole-file writes, file locks), done one way.
 
+pub mod backfill;
 pub mod bench;
 pub mod config;
 pub mod demo;

@@ -17,7 +17,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run(_) | Command::Sim(_) | Command::Serve(_) => "info",
+        Command::Run(_) | Command::Sim(_) | Command::Serve(_) | Command::Backfill(_) => "info",
         _ => "warn",
     };
     cli::init_logging(cli.verbose, default_level, cli.log_format);

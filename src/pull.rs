@@ -18,7 +18,7 @@ use crate::config::{JobConfig, Protocol};
 use crate::feeds::paged_post::Watermark;
 use crate::feeds::{self, After, FeedClient, Puller, Records};
 use crate::lake::commit::{
-    CommitEntry, CommitError, EntryKind, JobState, Outcome, Recovery, RunTotals,
+    BackfillMark, CommitEntry, CommitError, EntryKind, JobState, Outcome, Recovery, RunTotals,
 };
 use crate::lake::parquet::{DatasetWriter, LandedFile, StagedFile};
 use crate::lake::schema::{DatasetSpec, RecordDecoder, Row};
@@ -50,6 +50,21 @@ pub struct RunReport {
     pub error: Option<String>,
     /// Set when the previous run had been interrupted and was cleaned up first.
     pub recovered_run: Option<String>,
+}
+
+/// A backfill's run (`chiso backfill`): re-pulls a cursor feed from `start` and commits its
+/// chunks like a run's, with its own position beside them (`BackfillMark`) and the job's cursor
+/// carried forward unchanged: the scheduled runs go on from where they were.
+#[derive(Clone)]
+pub struct BackfillRun {
+    pub id: String,
+    /// Where the feed starts: the position the window begins at, or where this backfill got to
+    /// before it was interrupted.
+    pub start: Option<Value>,
+    /// The run ends after the page that passes this version time (local microseconds).
+    pub until: Option<i64>,
+    /// Told the rows read so far after each page (a progress bar).
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -347,7 +362,11 @@ struct Run<'a> {
     run_id: String,
     started_at: String,
     cursor_before: Option<Value>,
+    /// The feed's position after the last commit (a backfill's own position).
     committed: Option<Value>,
+    /// The job's cursor, which a backfill's commits carry forward unchanged.
+    job_cursor: Option<Value>,
+    backfill: Option<BackfillRun>,
     totals: RunTotals,
     chunk_no: u32,
     version_max: Option<i64>,
@@ -413,8 +432,23 @@ impl Run<'_> {
             error,
             stamped_through: Some(self.clock.last()),
             retired: Vec::new(),
+            backfill: None,
         };
-        self.state.commit(&self.lock, entry, &self.committed)?;
+        let (entry, expected) = match &self.backfill {
+            None => (entry, &self.committed),
+            Some(b) => (
+                CommitEntry {
+                    cursor_after: self.job_cursor.clone(),
+                    backfill: Some(BackfillMark {
+                        id: b.id.clone(),
+                        cursor: cursor.clone(),
+                    }),
+                    ..entry
+                },
+                &self.job_cursor,
+            ),
+        };
+        self.state.commit(&self.lock, entry, expected)?;
         self.committed = cursor;
         self.chunk_no += 1;
         Ok(())
@@ -534,6 +568,32 @@ fn run_floor(state: &JobState) -> Result<i64, PullError> {
 /// Runs `job` once. A feed failure is reported in the `RunReport` (outcome `failed`); an
 /// `Err` means the run could not start or the lake could not be written.
 pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, PullError> {
+    run_job_as(ctx, job, None).await
+}
+
+/// Runs a backfill of `job` (a cursor feed): see [`BackfillRun`].
+pub async fn backfill_job(
+    ctx: &RunContext,
+    job: &JobConfig,
+    backfill: BackfillRun,
+) -> Result<RunReport, PullError> {
+    if !matches!(job.protocol, Protocol::Cursor(_)) {
+        return Err(PullError::Input {
+            job: job.name.clone(),
+            message: format!(
+                "a backfill re-pulls a cursor feed; this job's protocol is {} (snapshot feeds are whole at every run; paged feeds re-read from their watermark)",
+                job.protocol.name()
+            ),
+        });
+    }
+    run_job_as(ctx, job, Some(backfill)).await
+}
+
+async fn run_job_as(
+    ctx: &RunContext,
+    job: &JobConfig,
+    backfill: Option<BackfillRun>,
+) -> Result<RunReport, PullError> {
     let t0 = Instant::now();
     let state = JobState::new(&ctx.warehouse, &job.name);
     let spec = job.dataset.clone();
@@ -563,6 +623,10 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
     tokio::task::block_in_place(|| state.begin_run(&lock, &run_id, &started_at))?;
     // Stamps start after the newest stamp the dataset committed.
     let floor = run_floor(&state)?;
+    let start = match &backfill {
+        Some(b) => b.start.clone(),
+        None => cursor0.clone(),
+    };
     let mut run = Run {
         job,
         clock: LandingClock::after(floor),
@@ -570,8 +634,10 @@ pub async fn run_job(ctx: &RunContext, job: &JobConfig) -> Result<RunReport, Pul
         lock,
         run_id: run_id.clone(),
         started_at,
-        cursor_before: cursor0.clone(),
-        committed: cursor0.clone(),
+        cursor_before: start.clone(),
+        committed: start,
+        job_cursor: cursor0.clone(),
+        backfill,
         totals: RunTotals::default(),
         chunk_no: 0,
         version_max: None,
@@ -677,7 +743,16 @@ async fn run_http(
                 watermark.to_cursor().or(cursor)
             }
         };
-        if chunk.rows() >= job.dataset.commit_every_rows as u64 && !page.last {
+        // A backfill ends past its window (the rest is the scheduled runs' to pull).
+        let mut last = page.last;
+        if let Some(b) = &run.backfill {
+            if let Some(progress) = &b.progress {
+                progress(run.totals.rows_in + chunk.rows_in);
+            }
+            let newest = max_opt(run.version_max, chunk.version_max);
+            last |= b.until.zip(newest).is_some_and(|(u, v)| v > u);
+        }
+        if chunk.rows() >= job.dataset.commit_every_rows as u64 && !last {
             let finished =
                 tokio::task::block_in_place(|| chunk.finish()).map_err(|e| run.lake_err(e))?;
             run.totals.retries = client.retries();
@@ -686,7 +761,7 @@ async fn run_http(
             })?;
             chunk = Chunk::new(names, run.chunk_no, "", watermark_col, watermark.clone());
         }
-        if page.last {
+        if last {
             break;
         }
     }

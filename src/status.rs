@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{BuildJobConfig, JobConfig, Jobs};
-use crate::lake::commit::{CommitError, EntryKind, JobState, Outcome};
+use crate::lake::commit::{CommitError, JobState, Outcome};
 use crate::models::build::BuildSummary;
 use crate::schedule::{FireRecord, History, Holder, Schedule};
 use crate::time;
@@ -76,39 +76,14 @@ pub fn collect(
     let mut out = Vec::new();
     for job in jobs {
         let state = JobState::new(warehouse, &job.name);
-        let entries = state.all()?;
-        // Compactions are maintenance, not runs of the job.
-        let runs: Vec<_> = entries
-            .iter()
-            .filter(|e| e.kind != EntryKind::Compaction)
-            .collect();
-        let last = runs
-            .iter()
-            .rev()
-            .find(|e| e.kind != EntryKind::Checkpoint)
-            .or(runs.last())
-            .copied();
-        let last_success = entries
-            .iter()
-            .rev()
-            .find(|e| matches!(e.outcome, Some(Outcome::Ok | Outcome::Quarantined)));
-        // A run's totals are cumulative: sum the last entry of each run.
-        let mut landed = 0;
-        let mut quarantined = 0;
-        for (i, e) in entries.iter().enumerate() {
-            let next_same = entries.get(i + 1).is_some_and(|n| n.run_id == e.run_id);
-            if !next_same {
-                landed += e.totals.rows_landed;
-                quarantined += e.totals.rows_quarantined;
-            }
-        }
-        let watermark = entries.iter().rev().find_map(|e| e.watermark.clone());
-        let newest_landing_at = entries
-            .iter()
-            .rev()
-            .find(|e| e.kind != EntryKind::Compaction && !e.files.is_empty());
-        let newest_landing =
-            newest_landing_at.and_then(|e| time::parse_rfc3339_local(&e.committed_at));
+        // The checkpoint's summary and the entries after it: flat as runs accumulate.
+        let summary = state.summary()?;
+        let last = summary.last_run();
+        let watermark = summary.watermark.clone();
+        let newest_landing = summary
+            .newest_landing_at
+            .as_deref()
+            .and_then(time::parse_rfc3339_local);
         let lag_seconds = watermark.as_deref().and_then(|w| {
             chrono::NaiveDateTime::parse_from_str(w, "%Y%m%d%H%M%S")
                 .ok()
@@ -132,17 +107,17 @@ pub fn collect(
                 retries: e.totals.retries,
                 error: e.error.clone(),
             }),
-            last_success_at: last_success.map(|e| e.committed_at.clone()),
-            cursor: entries.last().and_then(|e| e.cursor_after.clone()),
+            last_success_at: summary.last_success_at.clone(),
+            cursor: state.cursor()?,
             watermark,
             lag_seconds,
-            rows_landed_total: landed,
-            rows_quarantined_total: quarantined,
-            has_data: entries.iter().any(|e| !e.files.is_empty()),
+            rows_landed_total: summary.rows_landed(),
+            rows_quarantined_total: summary.rows_quarantined(),
+            has_data: summary.has_data,
             next_fire: next_fire(job.enabled, &job.schedule),
             last_fires: last_fires(warehouse, &job.name),
             freshness_seconds: newest_landing.map(|t| (now - t).num_seconds()),
-            newest_landing_at: newest_landing_at.map(|e| e.committed_at.clone()),
+            newest_landing_at: summary.newest_landing_at.clone(),
             freshness_target_seconds: job.freshness_target.map(|d| d.as_secs()),
             freshness_breach: breach(
                 newest_landing.map(|t| (now - t).num_seconds()),

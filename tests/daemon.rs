@@ -110,6 +110,40 @@ fn account(records: &[FireRecord]) -> Accounted {
     }
 }
 
+/// Prometheus' own `promtool check metrics` (Debian's `prometheus` package) accepts the text.
+/// Without promtool the check is skipped with a note, unless CHISO_REQUIRE_PROMTOOL is set, as
+/// `.ci/run` sets it (having installed the package).
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CHISO_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("note: promtool not found ({e}); /metrics not checked by it (apt-get install prometheus)");
+            return;
+        }
+        Err(e) => panic!("promtool is required (CHISO_REQUIRE_PROMTOOL): {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A minute and a half of the daemon in two parts, with a stop and a restart between them:
 /// every planned fire is accounted for (ran, skipped by overlap, caught up or skipped after the
 /// downtime), no job's runs overlap, bursts of pulls cause fewer builds, /health, /status and
@@ -195,6 +229,7 @@ async fn the_daemon_fires_every_job_and_keeps_the_index_equal_to_a_one_off_build
     ] {
         assert!(metrics.contains(name), "{name} not in /metrics:\n{metrics}");
     }
+    promtool_accepts(&metrics);
     let part1 = first.await.unwrap().unwrap();
     let t1_end = Utc::now();
     while rx.try_recv().is_ok() {}

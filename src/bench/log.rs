@@ -2,7 +2,8 @@
 //! job appends one entry per chunk; a pull every five minutes is 105 120 entries a year. At each
 //! step this times one more commit (what a pull pays: reading the newest entry, writing and
 //! fsyncing the next, and now and then a checkpoint of the log) and the snapshot a build reads
-//! (`models::snapshot::read`: the checkpoint and the entries after it). The Delta Lake side of the same measurement is `tools/delta-probe`
+//! (`models::snapshot::read`: the checkpoint and the entries after it), and the fold of the log
+//! `chiso status` reads (`JobState::summary`, also from the checkpoint). The Delta Lake side of the same measurement is `tools/delta-probe`
 //! (docs/scaling.md).
 
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub struct LogStep {
     pub entries: u64,
     pub ms_per_commit: f64,
     pub ms_snapshot: f64,
+    /// Folding the log for `chiso status` (`JobState::summary`).
+    pub ms_status: f64,
     pub files: usize,
 }
 
@@ -68,6 +71,7 @@ pub fn run(opts: &LogBench) -> anyhow::Result<Vec<LogStep>> {
             error: None,
             stamped_through: Some(i as i64),
             retired: Vec::new(),
+            backfill: None,
         };
         state.commit(&lock, entry, &cursor)?;
         // As a run's end does.
@@ -79,10 +83,14 @@ pub fn run(opts: &LogBench) -> anyhow::Result<Vec<LogStep>> {
             let t = Instant::now();
             let files = state.committed_files()?.len();
             let ms_snapshot = t.elapsed().as_secs_f64() * 1000.0;
+            let t = Instant::now();
+            state.summary()?;
+            let ms_status = t.elapsed().as_secs_f64() * 1000.0;
             steps.push(LogStep {
                 entries: done,
                 ms_per_commit,
                 ms_snapshot,
+                ms_status,
                 files,
             });
             step_start = done;

@@ -147,12 +147,12 @@ pub(crate) async fn log(_g: &Globals, a: BenchLogArgs) -> anyhow::Result<u8> {
         work_dir: std::env::current_dir()?.join(&a.work_dir),
     };
     let steps = tokio::task::spawn_blocking(move || chiso::bench::log::run(&opts)).await??;
-    println!("| entries | ms per commit (last step) | ms to read the snapshot | files |");
-    println!("|---:|---:|---:|---:|");
+    println!("| entries | ms per commit (last step) | ms to read the snapshot | ms to fold the log for status | files |");
+    println!("|---:|---:|---:|---:|---:|");
     for s in steps {
         println!(
-            "| {} | {:.2} | {:.1} | {} |",
-            s.entries, s.ms_per_commit, s.ms_snapshot, s.files
+            "| {} | {:.2} | {:.1} | {:.1} | {} |",
+            s.entries, s.ms_per_commit, s.ms_snapshot, s.ms_status, s.files
         );
     }
     if a.scan_files > 0 {

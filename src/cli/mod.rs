@@ -2,6 +2,7 @@
 //! warehouse folder, the jobs selected, exit codes, logging), and `dispatch`, which hands each
 //! command to its file here, where it calls the library and prints.
 
+mod backfill;
 mod bench;
 mod build;
 mod compact;
@@ -26,6 +27,7 @@ pub(crate) use chiso::models::build::{ModelStatus, TestStatus};
 pub(crate) use chiso::pull::{self, RunContext, RunReport};
 pub(crate) use chiso::sim::{faults::Faults, SimConfig};
 
+use self::backfill::BackfillArgs;
 use self::bench::*;
 use self::demo::*;
 use self::serve::ServeArgs;
@@ -112,6 +114,10 @@ pub(crate) enum Command {
     /// retired once a build has published without them. Builds after a compaction rebuild the
     /// incremental models that read the dataset.
     Compact(CompactArgs),
+    /// Re-pull a window of a cursor feed (from the cursor the job had at --since), then build.
+    /// Resumable: after a crash, the same command goes on from its last commit. Never moves the
+    /// job's own cursor; the lake's dedup makes re-read records harmless.
+    Backfill(BackfillArgs),
     /// The daemon: fire every enabled job on its cron schedule (project time zone), build after
     /// pulls that land rows (debounced), answer /health, /status and /metrics on --http; until
     /// SIGTERM or SIGINT, then give running runs --grace and exit 0. One per warehouse.
@@ -225,6 +231,7 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => self::run::run(&g, args).await,
         Command::Status(args) => self::status::status(&g, args).await,
         Command::Serve(args) => self::serve::serve(&g, args).await,
+        Command::Backfill(args) => self::backfill::backfill(&g, args).await,
         Command::Compact(args) => self::compact::compact(&g, args).await,
         Command::Snapshot(args) => self::snapshot::snapshot(&g, args).await,
         Command::Jobs(args) => self::jobs::jobs(&g, args).await,

@@ -144,6 +144,18 @@ pub struct CommitEntry {
     /// Files of earlier entries this one replaces (a compaction): no longer in the snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<String>,
+    /// Set by a backfill's chunks: its own position. `cursor_after` of such an entry is the
+    /// job's cursor carried forward unchanged, so a backfill never moves the job back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillMark>,
+}
+
+/// Where a backfill (`chiso backfill`) has got to, committed with its chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackfillMark {
+    pub id: String,
+    /// The feed's cursor after the chunk: a resumed backfill starts from here.
+    pub cursor: Option<Value>,
 }
 
 /// Every this many entries, a run's end writes a checkpoint of the log (see `JobState::checkpoint`).
@@ -157,6 +169,82 @@ struct LogCheckpoint {
     files: Vec<String>,
     compactions: u64,
     retired: Vec<(String, u64)>,
+    /// What `chiso status` needs, up to `seq` (absent in checkpoints written before it).
+    #[serde(default)]
+    summary: Option<LogSummary>,
+}
+
+/// The log folded into what `chiso status` reports, so that status reads a checkpoint and the
+/// entries after it rather than a year of runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogSummary {
+    pub entries: u64,
+    /// The newest entry that ended a run (finished or interrupted; compactions are
+    /// maintenance, not runs), and the newest entry of a run of any kind; files left out.
+    last_ended: Option<CommitEntry>,
+    last_entry: Option<CommitEntry>,
+    /// When the newest run that did not fail or get interrupted committed.
+    pub last_success_at: Option<String>,
+    /// The newest version time landed.
+    pub watermark: Option<String>,
+    /// When the newest entry that landed files (not a compaction) committed.
+    pub newest_landing_at: Option<String>,
+    pub has_data: bool,
+    /// Rows landed and quarantined by runs before the current one, and by the current one.
+    rows_landed_before: u64,
+    rows_quarantined_before: u64,
+    current_run: Option<String>,
+    current_landed: u64,
+    current_quarantined: u64,
+}
+
+impl LogSummary {
+    /// Adds an entry (in log order).
+    pub fn fold(&mut self, e: &CommitEntry) {
+        self.entries += 1;
+        // A run's totals are cumulative: count the last entry of each run.
+        if self.current_run.as_deref() != Some(e.run_id.as_str()) {
+            self.rows_landed_before += self.current_landed;
+            self.rows_quarantined_before += self.current_quarantined;
+            self.current_run = Some(e.run_id.clone());
+        }
+        self.current_landed = e.totals.rows_landed;
+        self.current_quarantined = e.totals.rows_quarantined;
+        if e.kind != EntryKind::Compaction {
+            let lean = CommitEntry {
+                files: Vec::new(),
+                quarantine_files: Vec::new(),
+                ..e.clone()
+            };
+            if e.kind != EntryKind::Checkpoint {
+                self.last_ended = Some(lean.clone());
+            }
+            self.last_entry = Some(lean);
+            if !e.files.is_empty() {
+                self.newest_landing_at = Some(e.committed_at.clone());
+            }
+        }
+        if matches!(e.outcome, Some(Outcome::Ok | Outcome::Quarantined)) {
+            self.last_success_at = Some(e.committed_at.clone());
+        }
+        if e.watermark.is_some() {
+            self.watermark = e.watermark.clone();
+        }
+        self.has_data |= !e.files.is_empty();
+    }
+
+    /// The last run: the newest that ended, else the newest entry of one (a first run going).
+    pub fn last_run(&self) -> Option<&CommitEntry> {
+        self.last_ended.as_ref().or(self.last_entry.as_ref())
+    }
+
+    pub fn rows_landed(&self) -> u64 {
+        self.rows_landed_before + self.current_landed
+    }
+
+    pub fn rows_quarantined(&self) -> u64 {
+        self.rows_quarantined_before + self.current_quarantined
+    }
 }
 
 /// The dataset as the commit log has it now.
@@ -341,11 +429,13 @@ impl JobState {
             return Ok(false);
         }
         let snap = self.snapshot()?;
+        let summary = self.summary()?;
         let cp = LogCheckpoint {
             seq: last,
             files: snap.files,
             compactions: snap.compactions,
             retired: snap.retired,
+            summary: Some(summary),
         };
         let path = self.checkpoint_path();
         write_durably(
@@ -401,6 +491,31 @@ impl JobState {
             }
         }
         out.files.retain(|f| !retired.contains(f));
+        Ok(out)
+    }
+
+    /// The log folded for `chiso status`: the checkpoint's summary and the entries after it
+    /// (every entry, archived ones included, when the checkpoint predates summaries).
+    pub fn summary(&self) -> Result<LogSummary, CommitError> {
+        let cp = self.read_checkpoint()?;
+        let (mut out, after) = match cp {
+            Some(LogCheckpoint {
+                seq,
+                summary: Some(s),
+                ..
+            }) => (s, seq),
+            Some(_) => {
+                let mut out = LogSummary::default();
+                for e in self.all()? {
+                    out.fold(&e);
+                }
+                return Ok(out);
+            }
+            None => (LogSummary::default(), 0),
+        };
+        for seq in self.seqs()?.into_iter().filter(|&s| s > after) {
+            out.fold(&self.read(seq)?);
+        }
         Ok(out)
     }
 
@@ -563,6 +678,7 @@ impl JobState {
                 )),
                 stamped_through: None,
                 retired: Vec::new(),
+            backfill: None,
             };
             self.commit(lock, entry, &cursor)?;
         }
@@ -657,6 +773,7 @@ mod tests {
             error: None,
             stamped_through: None,
             retired: Vec::new(),
+            backfill: None,
         }
     }
 
@@ -784,6 +901,12 @@ mod tests {
                 i as i64,
                 vec![&f1, &f2],
             );
+            e.totals.rows_landed = 2;
+            e.outcome = Some(Outcome::Ok);
+            e.committed_at = format!("t{i:05}");
+            if i % 7 == 0 {
+                e.watermark = Some(format!("w{i:05}"));
+            }
             if i == 500 {
                 // a compaction retiring the first 100 entries' files
                 e.kind = EntryKind::Compaction;
@@ -807,7 +930,25 @@ mod tests {
         );
         assert_eq!(snap.compactions, 1);
         assert_eq!(snap.files.len() as u64, 2 * n - 200 - 1);
+        // The status summary folds every entry; from the checkpoint it must say the same.
+        let folded = |entries: &[CommitEntry]| {
+            let mut s = LogSummary::default();
+            entries.iter().for_each(|e| s.fold(e));
+            s
+        };
+        let summary = st.summary().unwrap();
+        assert_eq!(summary, folded(&all));
+        assert_eq!(summary.rows_landed(), 2 * n);
+        assert_eq!(
+            summary.last_run().map(|e| e.run_id.as_str()),
+            Some(format!("r{n}").as_str())
+        );
+        assert_eq!(
+            summary.watermark.as_deref(),
+            Some(format!("w{:05}", n / 7 * 7).as_str())
+        );
         assert!(st.checkpoint(&lock).unwrap());
+        assert_eq!(st.summary().unwrap(), summary);
         assert!(!st.checkpoint(&lock).unwrap(), "not due again yet");
         assert_eq!(
             st.seqs().unwrap(),
@@ -839,5 +980,6 @@ mod tests {
         }
         assert_eq!(st.snapshot().unwrap().files, with_next);
         assert_eq!(st.all().unwrap().len() as u64, n + 1);
+        assert_eq!(st.summary().unwrap(), folded(&st.all().unwrap()));
     }
 }

@@ -142,6 +142,7 @@ pub fn compact_job(
             error: None,
             stamped_through: None,
             retired,
+            backfill: None,
         };
         state.commit(&lock, entry, &cursor)?;
         state.checkpoint(&lock)?;
