@@ -25,6 +25,16 @@ pub fn open(path: &Path, threads: usize) -> duckdb::Result<Connection> {
     Ok(conn)
 }
 
+/// A database file, read-only (a reader beside the builds: it never blocks a publication).
+pub fn open_read_only(path: &Path) -> duckdb::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
+    )?;
+    configure(&conn, 0)?;
+    Ok(conn)
+}
+
 fn configure(conn: &Connection, threads: usize) -> duckdb::Result<()> {
     conn.execute_batch(SAFE_SETTINGS)?;
     if threads > 0 {

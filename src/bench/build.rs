@@ -235,7 +235,7 @@ pub async fn prepare_lake(opts: &BuildBench) -> anyhow::Result<PathBuf> {
 
 /// New versions of `n` dossiers received in the 30 days before the simulator's `now`, written
 /// as the portal would send them: open dossiers are processed, the others re-sent unchanged.
-fn write_changes(run: &Path, out: &Path, n: u64, seed: u64) -> anyhow::Result<u64> {
+pub(super) fn write_changes(run: &Path, out: &Path, n: u64, seed: u64) -> anyhow::Result<u64> {
     let job = file_job("dossiers", out, 1)?;
     let now = "2026-11-27 12:00:00";
     let select: Vec<String> = job

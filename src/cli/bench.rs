@@ -20,6 +20,65 @@ pub(crate) enum BenchCommand {
     /// The lake's commit log as a dataset's history grows: time per commit (what a pull pays)
     /// and to read the snapshot (what a build pays), at 10, 20, 50, 100… entries.
     Log(BenchLogArgs),
+    /// Freshness: with N dossiers of history pulled and built and the daemon running, change
+    /// dossiers at the simulator one at a time and time each until it is readable in
+    /// warehouse/chiso.duckdb, split into wait for the pull, pull, debounce, build, publish.
+    Freshness(BenchFreshnessArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BenchFreshnessArgs {
+    /// Dossiers of history (the lake of `bench build`, prepared once per size and seed).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) dossiers: u64,
+    /// Dossiers changed, one at a time.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) changes: u64,
+    /// The dossiers job's schedule: every this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) every: u32,
+    /// The build job's quiet period.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) quiet: std::time::Duration,
+    /// The build job's maximum delay.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) max_delay: std::time::Duration,
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    #[arg(long, default_value = "target/bench")]
+    pub(crate) work_dir: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    #[arg(long, default_value = "3GB")]
+    pub(crate) memory_limit: String,
+    /// Print the changes as JSON too.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn freshness(_g: &Globals, a: BenchFreshnessArgs) -> anyhow::Result<u8> {
+    let sql_dir = std::env::current_dir()?.join("sql");
+    if !sql_dir.is_dir() {
+        anyhow::bail!("run chiso bench freshness from the project folder (it builds sql/)");
+    }
+    let opts = chiso::bench::freshness::FreshnessBench {
+        dossiers: a.dossiers,
+        seed: a.seed,
+        threads: a.threads,
+        work_dir: std::env::current_dir()?.join(&a.work_dir),
+        sql_dir,
+        memory_limit: a.memory_limit,
+        changes: a.changes,
+        every: a.every,
+        quiet: a.quiet,
+        max_delay: a.max_delay,
+    };
+    let changes = chiso::bench::freshness::run(&opts).await?;
+    chiso::bench::freshness::print_table(&opts, &changes);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&changes)?);
+    }
+    Ok(EXIT_OK)
 }
 
 #[derive(Args)]

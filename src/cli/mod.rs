@@ -244,6 +244,7 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(BenchCommand::Ingest(a)) => self::bench::ingest(&g, a).await,
         Command::Bench(BenchCommand::Build(a)) => self::bench::build(&g, a).await,
         Command::Bench(BenchCommand::Log(a)) => self::bench::log(&g, a).await,
+        Command::Bench(BenchCommand::Freshness(a)) => self::bench::freshness(&g, a).await,
         Command::Bench(BenchCommand::BuildOnce(a)) => self::bench::build_once(&g, a).await,
         Command::Bench(BenchCommand::IngestOnce(a)) => self::bench::ingest_once(&g, a).await,
     }

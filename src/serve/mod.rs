@@ -315,10 +315,18 @@ pub async fn serve(
     let mut breaches = std::collections::BTreeSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Besides the one-second tick, wake when the build's debounce ends.
+        let debounce_over = d.build_deadline();
         tokio::select! {
             _ = &mut shutdown => break,
             msg = rx.recv() => if let Some(m) = msg { d.handle(m)? },
             _ = tick.tick() => {}
+            _ = async {
+                match debounce_over {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         shared.beat();
         d.reconcile(Utc::now())?;
@@ -398,6 +406,17 @@ impl Daemon {
 
     fn stopping(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    /// When the pending build's debounce ends (the quiet period after the last landing, or
+    /// the maximum delay after the first), if a build is pending and none is running.
+    fn build_deadline(&self) -> Option<Instant> {
+        let b = self.build.as_ref()?;
+        if b.running.is_some() {
+            return None;
+        }
+        let (first, last) = (b.first_landed?, b.last_landed?);
+        Some((last + b.job.quiet_period).min(first + b.job.max_delay))
     }
 
     fn busy(&self) -> bool {

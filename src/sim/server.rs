@@ -11,7 +11,7 @@
 //! | `GET /registry/units.json` | snapshot | unit registry (§2) |
 //! | `GET /calendar/days.csv` | snapshot | holidays and compensatory working days (3.7) |
 //! | `GET /reports/national/received.csv` | snapshot | national report (3.6) |
-//! | `GET /_sim/stats`, `POST /_sim/faults`, `GET /_sim/health` | control | |
+//! | `GET /_sim/stats`, `POST /_sim/faults`, `GET /_sim/health`, `POST /_sim/records/{feed}` (add a record to a cursor feed: a changed dossier) | control | |
 //!
 //! Records become visible as the simulator's clock passes the time they reach the portal.
 //! When a token is set, feed routes need `Authorization: Bearer <token>` or basic credentials
@@ -86,8 +86,19 @@ pub struct FeedStats {
     pub slow: u64,
 }
 
+/// A record added while the simulator runs (`POST /_sim/records/{feed}`, or
+/// [`SimState::inject`]): served after the world's visible records of its cursor feed, in the
+/// order added, with the time it was first served (the freshness benchmark's start).
+pub struct Injected {
+    pub entry: Entry,
+    pub added: Instant,
+    pub first_served: std::sync::OnceLock<Instant>,
+}
+
 pub struct SimState {
     pub world: World,
+    /// Records added at run time, per cursor feed.
+    pub injected: Mutex<BTreeMap<&'static str, Vec<Arc<Injected>>>>,
     pub clock: Clock,
     pub faults: RwLock<Faults>,
     dice: Dice,
@@ -108,11 +119,62 @@ impl SimState {
             units_json: world.units_json(),
             calendar_csv: world.calendar_csv(),
             world,
+            injected: Mutex::new(BTreeMap::new()),
             clock,
             faults: RwLock::new(faults),
             stats: Mutex::new(BTreeMap::new()),
             token: token.filter(|t| !t.is_empty()),
         }
+    }
+
+    /// Adds a record (the feed's JSON, one object) to a cursor feed: a new version of a dossier,
+    /// say. It is served from now on after the world's records; the handle tells when it was
+    /// first served.
+    pub fn inject(&self, feed: SimFeed, json: &str) -> Result<Arc<Injected>, String> {
+        if !matches!(
+            feed,
+            SimFeed::Dossiers | SimFeed::DossierSteps | SimFeed::Payments
+        ) {
+            return Err(format!("{} is not a cursor feed", feed.name()));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("not a JSON record: {e}"))?;
+        let (key, version) = feed.fault_fields();
+        let text = |f: &str| match &v[f] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        if text(key).is_empty() {
+            return Err(format!("the record has no {key}"));
+        }
+        let injected = Arc::new(Injected {
+            entry: Entry {
+                visible_at: super::world::secs(self.clock.now()),
+                key: text(key),
+                version: text(version),
+                json: serde_json::to_string(&v).expect("json"),
+                event: 0,
+            },
+            added: Instant::now(),
+            first_served: std::sync::OnceLock::new(),
+        });
+        self.injected
+            .lock()
+            .expect("injected lock")
+            .entry(feed.name())
+            .or_default()
+            .push(injected.clone());
+        Ok(injected)
+    }
+
+    fn injected_for(&self, feed: SimFeed) -> Vec<Arc<Injected>> {
+        self.injected
+            .lock()
+            .expect("injected lock")
+            .get(feed.name())
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn stats(&self) -> BTreeMap<String, FeedStats> {
@@ -246,6 +308,7 @@ pub fn router(state: Shared) -> Router {
         .route("/_sim/health", get(|| async { "ok" }))
         .route("/_sim/stats", get(stats))
         .route("/_sim/faults", post(set_faults).get(get_faults))
+        .route("/_sim/records/{feed}", post(add_record))
         .with_state(state)
 }
 
@@ -374,12 +437,43 @@ async fn cursor_feed(
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let now = state.clock.now();
     let visible = state.world.visible(feed, now);
-    let start = since.min(visible.len());
-    let end = (start + limit).min(visible.len());
-    serve_records(&state, feed, &visible[start..end], |array| {
-        format!("{{\"data\":{array},\"next_cursor\":\"{end}\"}}")
-    })
-    .await
+    let injected = state.injected_for(feed);
+    let total = visible.len() + injected.len();
+    let start = since.min(total);
+    let end = (start + limit).min(total);
+    let envelope = |array: String| format!("{{\"data\":{array},\"next_cursor\":\"{end}\"}}");
+    if injected.is_empty() {
+        return serve_records(&state, feed, &visible[start..end], envelope).await;
+    }
+    // The world's records, then those added at run time (positions stay put: the clock of a
+    // simulator that takes records is frozen).
+    let mut page: Vec<Entry> = visible[start.min(visible.len())..end.min(visible.len())].to_vec();
+    for i in start.max(visible.len())..end {
+        let added = &injected[i - visible.len()];
+        added.first_served.get_or_init(Instant::now);
+        page.push(added.entry.clone());
+    }
+    serve_records(&state, feed, &page, envelope).await
+}
+
+/// `POST /_sim/records/{feed}`: adds the JSON record in the body to a cursor feed.
+async fn add_record(
+    State(state): State<Shared>,
+    axum::extract::Path(feed): axum::extract::Path<String>,
+    body: String,
+) -> Response {
+    let Some(feed) = SimFeed::ALL.iter().copied().find(|f| f.name() == feed) else {
+        return (StatusCode::NOT_FOUND, format!("no feed {feed:?}")).into_response();
+    };
+    match state.inject(feed, &body) {
+        Ok(added) => Json(serde_json::json!({
+            "feed": feed.name(),
+            "key": added.entry.key,
+            "version": added.entry.version,
+        }))
+        .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
 }
 
 /// Draws the request's fault, serialises `entries` (with malformed copies mixed in as set) and
