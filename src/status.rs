@@ -412,10 +412,10 @@ fn fire_text(f: &FireRecord) -> String {
     let what = match f.event {
         FireEvent::Claimed => "running".to_string(),
         FireEvent::Finished => {
-            let caught = if f.how == Some(crate::schedule::FireHow::CaughtUp) {
-                " (caught up)"
-            } else {
-                ""
+            let caught = match f.how {
+                Some(crate::schedule::FireHow::CaughtUp) => " (caught up)",
+                Some(crate::schedule::FireHow::Manual) => " (by hand)",
+                _ => "",
             };
             format!("{}{caught}", f.outcome.as_deref().unwrap_or("ran"))
         }

@@ -86,6 +86,9 @@ pub(crate) async fn backfill(g: &Globals, a: BackfillArgs) -> anyhow::Result<u8>
     let t0 = std::time::Instant::now();
     let (record, report) = chiso::backfill::run(&ctx, &job, record, Some(progress)).await?;
     bar.finish_and_clear();
+    if let Err(e) = chiso::schedule::history::record_manual(&warehouse, &report) {
+        eprintln!("chiso: recording the backfill's run in the job's history: {e}");
+    }
     let secs = t0.elapsed().as_secs_f64();
     let mut code = exit_code(std::slice::from_ref(&report));
     let mut built = None;

@@ -94,7 +94,13 @@ pub(crate) async fn run(g: &Globals, args: RunArgs) -> anyhow::Result<u8> {
     let mut errors = Vec::new();
     for (name, r) in pull::run_many(&ctx, &selected).await {
         match r {
-            Ok(rep) => reports.push(rep),
+            Ok(rep) => {
+                // The run shows in the job's history beside the daemon's fires.
+                if let Err(e) = chiso::schedule::history::record_manual(&ctx.warehouse, &rep) {
+                    eprintln!("chiso: job {name}: recording the run in its history: {e}");
+                }
+                reports.push(rep)
+            }
             Err(e) => errors.push(format!("job {name}: {e}")),
         }
     }

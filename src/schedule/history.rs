@@ -41,6 +41,10 @@ pub enum FireHow {
     Queued,
     /// A build triggered by pulls that landed rows (planned time: when it was started).
     Triggered,
+    /// Not a fire: a run started by hand (`chiso run`, `chiso backfill`), recorded so that the
+    /// history shows every run of the job; `planned` is when it started. Never counts as a
+    /// planned time spoken for.
+    Manual,
 }
 
 /// One line of a job's fire history.
@@ -97,6 +101,25 @@ impl FireRecord {
             more: 0,
         }
     }
+}
+
+/// Records a run started by hand (`chiso run`, `chiso backfill`) in its job's history, beside
+/// the daemon's fires: one `finished` line, appended whole (the daemon may be appending too).
+pub fn record_manual(warehouse: &Path, report: &crate::pull::RunReport) -> std::io::Result<()> {
+    let started =
+        chrono::Utc::now() - chrono::Duration::milliseconds((report.seconds * 1000.0) as i64);
+    let planned = started
+        .with_timezone(&crate::time::TZ)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
+    let mut r = FireRecord::new(&report.job, &planned, FireEvent::Finished);
+    r.how = Some(FireHow::Manual);
+    r.run_ids = vec![report.run_id.clone()];
+    r.outcome = Some(report.outcome.as_str().to_string());
+    r.attempts = 1;
+    r.rows_landed = report.totals.rows_landed;
+    r.seconds = Some(report.seconds);
+    r.error = report.error.clone();
+    History::new(warehouse, &report.job).append(&[r])
 }
 
 /// The fires folder of a warehouse.
@@ -185,6 +208,7 @@ impl History {
         Ok(self
             .tail()?
             .into_iter()
+            .filter(|r| r.how != Some(FireHow::Manual))
             .map(|r| r.planned)
             .max_by(|a, b| by_time(a, b)))
     }
@@ -289,6 +313,15 @@ mod tests {
             .write_all(b"{\"job\":\"dossiers\",\"plan")
             .unwrap();
         assert_eq!(h.last_planned().unwrap().as_deref(), Some(p2));
+        // A run by hand, later than every fire, is in the history but speaks for no fire.
+        let mut manual = FireRecord::new(
+            "dossiers",
+            "2026-12-02T09:00:00.500+07:00",
+            FireEvent::Finished,
+        );
+        manual.how = Some(FireHow::Manual);
+        h.append(&[manual]).unwrap();
+        assert_eq!(h.last_planned().unwrap().as_deref(), Some(p2));
         let closed = h.close_interrupted().unwrap();
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].planned, p2);
@@ -300,12 +333,13 @@ mod tests {
                 FireEvent::Claimed,
                 FireEvent::Finished,
                 FireEvent::Claimed,
+                FireEvent::Finished,
                 FireEvent::Interrupted
             ]
         );
         // Retention: everything is older than a time far ahead (the torn line goes too), but
         // the newest line stays.
-        assert_eq!(h.compact("2099-01-01T00:00:00+07:00").unwrap(), 4);
+        assert_eq!(h.compact("2099-01-01T00:00:00+07:00").unwrap(), 5);
         assert_eq!(h.tail().unwrap().len(), 1);
         assert_eq!(h.last_planned().unwrap().as_deref(), Some(p2));
     }
