@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use chiso::config::{CatchUp, CronExpr, HumanDuration, Jobs, Overlap, ProjectConfig, Secret};
+use chiso::config::{CatchUp, CronExpr, HumanDuration, Jobs, Overlap, ProjectConfig};
 use chiso::models::build::{build, BuildOptions};
 use chiso::pull::RunContext;
 use chiso::schedule::{FireEvent, FireHow, FireRecord, History, Schedule};
@@ -19,13 +19,7 @@ use common::*;
 
 /// The repository's jobs with second-level schedules, aimed at `base_url`.
 fn fast_jobs(base_url: &str) -> (ProjectConfig, Jobs) {
-    let mut project = ProjectConfig::parse(
-        &repo().join("chiso.toml"),
-        &std::fs::read_to_string(repo().join("chiso.toml")).unwrap(),
-        &|_| None,
-    )
-    .unwrap();
-    project.retarget_sources(base_url, &Secret::new(TOKEN));
+    let project = project_at(base_url);
     let mut jobs = chiso::config::load_all_jobs(&repo().join("jobs"), &project).unwrap();
     for j in &mut jobs.pulls {
         let every = match j.protocol {

@@ -395,15 +395,7 @@ pub async fn run(opts: &BuildBench) -> anyhow::Result<Vec<BuildMeasurement>> {
     let run = opts
         .work_dir
         .join(format!("run-{}-s{}", opts.dossiers, opts.seed));
-    let _ = std::fs::remove_dir_all(&run);
-    let st = Command::new("cp")
-        .arg("-al")
-        .arg(&lake)
-        .arg(&run)
-        .status()?;
-    if !st.success() {
-        bail!("cp -al {} {} failed", lake.display(), run.display());
-    }
+    super::hard_link_copy(&lake, &run)?;
     let mut out = Vec::new();
     eprintln!("Full build ...");
     out.push(run_child(&child_args(opts, &run, true))?);

@@ -112,15 +112,7 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
     let run = opts
         .work_dir
         .join(format!("fresh-{}-s{}", opts.dossiers, opts.seed));
-    let _ = std::fs::remove_dir_all(&run);
-    let st = std::process::Command::new("cp")
-        .arg("-al")
-        .arg(&lake)
-        .arg(&run)
-        .status()?;
-    if !st.success() {
-        bail!("cp -al {} {} failed", lake.display(), run.display());
-    }
+    super::hard_link_copy(&lake, &run)?;
     let (mut project, all) = crate::demo::embedded_all()?;
     let build_opts = |full| BuildOptions {
         select: Vec::new(),

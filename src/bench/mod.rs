@@ -66,6 +66,17 @@ fn dir_size(dir: &Path) -> (u64, u64) {
     (bytes, files)
 }
 
+/// A copy of a prepared lake made of hard links (`cp -al`: lake files are never modified in
+/// place), so that each run starts from the same state; `to` is replaced.
+pub fn hard_link_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(to);
+    let st = Command::new("cp").arg("-al").arg(from).arg(to).status()?;
+    if !st.success() {
+        anyhow::bail!("cp -al {} {} failed", from.display(), to.display());
+    }
+    Ok(())
+}
+
 /// The frozen simulated world both benchmarks generate from: 2026-01-01 to 2026-11-27 noon,
 /// about `dossiers` dossiers spread over its working days.
 pub fn sim_config(dossiers: u64, seed: u64) -> SimConfig {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
-use super::{is_ident, ConfigError, CronExpr, Source};
+use super::{ConfigError, CronExpr, Source};
 
 /// A duration written as humans do, `"30s"`, `"15m"`, `"1h 30m"` (humantime).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,18 +204,8 @@ pub(super) fn parse_build_job(
     path: &Path,
     src: &Source<'_>,
 ) -> Result<BuildJobConfig, Vec<ConfigError>> {
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
     let mut errors = Vec::new();
-    if !is_ident(&name) {
-        errors.push(src.at(
-            None,
-            format!("job name {name:?} (the file name) must be lower-case letters, digits and '_'"),
-        ));
-    }
+    let name = super::job_name(src, &mut errors);
     let file: BuildJobFile = match toml::from_str(src.text) {
         Ok(f) => f,
         Err(e) => {

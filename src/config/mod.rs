@@ -962,6 +962,23 @@ pub fn parse_job_files(
     }
 }
 
+/// A job's name, its file's stem; an error when it is not an identifier.
+fn job_name(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> String {
+    let name = src
+        .path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if !is_ident(&name) {
+        errors.push(src.at(
+            None,
+            format!("job name {name:?} (the file name) must be lower-case letters, digits and '_'"),
+        ));
+    }
+    name
+}
+
 /// Parses and validates one job file.
 pub fn parse_job(
     path: &Path,
@@ -969,18 +986,8 @@ pub fn parse_job(
     project: &ProjectConfig,
 ) -> Result<JobConfig, Vec<ConfigError>> {
     let src = Source { path, text };
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
     let mut errors = Vec::new();
-    if !is_ident(&name) {
-        errors.push(src.at(
-            None,
-            format!("job name {name:?} (the file name) must be lower-case letters, digits and '_'"),
-        ));
-    }
+    let name = job_name(&src, &mut errors);
     let file: JobFile = match toml::from_str(text) {
         Ok(f) => f,
         Err(e) => {

@@ -41,8 +41,8 @@ pub async fn start_sim(cfg: SimConfig, faults: Faults) -> SimHandle {
         .unwrap()
 }
 
-/// The repository's project and jobs, every source pointed at `base_url`.
-pub fn project_for(base_url: &str) -> (ProjectConfig, Vec<JobConfig>) {
+/// The repository's project, every source pointed at `base_url`.
+pub fn project_at(base_url: &str) -> ProjectConfig {
     let mut project = ProjectConfig::parse(
         &repo().join("chiso.toml"),
         &std::fs::read_to_string(repo().join("chiso.toml")).unwrap(),
@@ -50,6 +50,12 @@ pub fn project_for(base_url: &str) -> (ProjectConfig, Vec<JobConfig>) {
     )
     .unwrap();
     project.retarget_sources(base_url, &Secret::new(TOKEN));
+    project
+}
+
+/// The repository's project and jobs, every source pointed at `base_url`.
+pub fn project_for(base_url: &str) -> (ProjectConfig, Vec<JobConfig>) {
+    let project = project_at(base_url);
     let jobs = config::load_jobs(&repo().join("jobs"), &project).unwrap();
     (project, jobs)
 }
