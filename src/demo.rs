@@ -292,6 +292,7 @@ pub async fn serve(
             threads: 0,
             memory_limit: None,
             freshness_target: None,
+            storage_version: project.storage_version.clone(),
         }),
     }
     if !project.root.join("sql").is_dir() {

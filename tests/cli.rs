@@ -7,6 +7,55 @@ fn chiso() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chiso"))
 }
 
+/// A DuckDB 1.x CLI (`CHISO_DUCKDB1_CLI`, else `duckdb` on the PATH if it is 1.x; PyPI's
+/// `duckdb-cli==1.5.6` is one) opens the published file read-only and reads the marts. Without
+/// one the check is skipped with a note, unless CHISO_REQUIRE_DUCKDB1 is set, as `.ci/run` sets
+/// it (having installed one).
+fn duckdb1_reads_the_marts(published: &std::path::Path) {
+    let cli = std::env::var("CHISO_DUCKDB1_CLI").unwrap_or_else(|_| "duckdb".into());
+    let version = Command::new(&cli)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .filter(|v| v.starts_with("v1."));
+    let Some(version) = version else {
+        assert!(
+            std::env::var_os("CHISO_REQUIRE_DUCKDB1").is_none(),
+            "CHISO_REQUIRE_DUCKDB1 is set but {cli} is not a DuckDB 1.x CLI"
+        );
+        eprintln!("note: no DuckDB 1.x CLI ({cli}); the published file's format is not checked with one (pip install duckdb-cli==1.5.6)");
+        return;
+    };
+    let out = Command::new(&cli)
+        .arg("-readonly")
+        .arg(published)
+        .arg("-csv")
+        .arg("-c")
+        .arg("SELECT (SELECT count(*) FROM mart_index_unit_period) || ',' || (SELECT count(*) FROM mart_index_indicator) || ',' || (SELECT count(*) FROM mart_index_unit_period WHERE total BETWEEN 0 AND 100) AS n")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "DuckDB {version} could not read {}: {text}{}",
+        published.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: Vec<u64> = text
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim_matches('"')
+        .split(',')
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    assert!(
+        counts.len() == 3 && counts[0] > 0 && counts[1] > 0 && counts[2] == counts[0],
+        "DuckDB {version} read {text}"
+    );
+}
+
 #[test]
 fn demo_runs_every_feed_and_reconciles() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,6 +213,8 @@ fn demo_runs_every_feed_and_reconciles() {
         t.status.success() && out.contains(" passed, 0 failed"),
         "{out}"
     );
+    // The published file opens in a DuckDB 1.x client, read-only, marts and all.
+    duckdb1_reads_the_marts(&wh.join("chiso.duckdb"));
 
     // CHISO_PROFILE_DIR: each file holds the statement it is named after, not a query the
     // runner ran after it (row counts and reuse tokens used to overwrite the models' files).

@@ -46,6 +46,8 @@ pub struct BuildBench {
     pub changed: u64,
     /// DuckDB memory limit of the builds (chiso and dbt alike).
     pub memory_limit: String,
+    /// Storage format of the warehouse file (`latest`: this DuckDB's newest).
+    pub storage_version: String,
     pub sql_dir: PathBuf,
     /// Also run `dbt build` with this dbt executable (dbt-duckdb installed beside it).
     pub dbt: Option<PathBuf>,
@@ -76,6 +78,7 @@ pub fn measure_build(
     threads: usize,
     memory_limit: &str,
     full_refresh: bool,
+    storage_version: Option<&str>,
 ) -> anyhow::Result<BuildMeasurement> {
     let (_, jobs) = crate::demo::embedded_project()?;
     let opts = BuildOptions {
@@ -83,6 +86,7 @@ pub fn measure_build(
         full_refresh,
         threads,
         memory_limit: Some(memory_limit.to_string()),
+        storage_version: storage_version.map(str::to_string),
     };
     let t0 = Instant::now();
     let record = build(warehouse, sql_dir, &jobs, &opts)?;
@@ -298,6 +302,8 @@ fn child_args(opts: &BuildBench, run: &Path, full: bool) -> Vec<String> {
         opts.threads.to_string(),
         "--memory-limit".into(),
         opts.memory_limit.clone(),
+        "--storage-version".into(),
+        opts.storage_version.clone(),
     ];
     if full {
         a.push("--full-refresh".into());
@@ -432,8 +438,8 @@ pub async fn run(opts: &BuildBench) -> anyhow::Result<Vec<BuildMeasurement>> {
 fn print_table(opts: &BuildBench, ms: &[BuildMeasurement]) {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "\nBuild benchmark: {} dossiers, {} thread(s), DuckDB memory_limit {}",
-        opts.dossiers, opts.threads, opts.memory_limit
+        "\nBuild benchmark: {} dossiers, {} thread(s), DuckDB memory_limit {}, storage version {}",
+        opts.dossiers, opts.threads, opts.memory_limit, opts.storage_version
     );
     println!(
         "{:<42} {:>9} {:>9} {:>9} {:>7} {:>13}",

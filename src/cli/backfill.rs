@@ -97,7 +97,15 @@ pub(crate) async fn backfill(g: &Globals, a: BackfillArgs) -> anyhow::Result<u8>
         if sql_dir.is_dir() {
             let (w, j) = (warehouse.clone(), jobs.clone());
             let b = tokio::task::spawn_blocking(move || {
-                chiso::models::build::build(&w, &sql_dir, &j, &Default::default())
+                chiso::models::build::build(
+                    &w,
+                    &sql_dir,
+                    &j,
+                    &chiso::models::build::BuildOptions {
+                        storage_version: project.storage_version.clone(),
+                        ..Default::default()
+                    },
+                )
             })
             .await??;
             if !b.published {

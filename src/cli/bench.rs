@@ -116,6 +116,9 @@ pub(crate) struct BenchBuildArgs {
     /// DuckDB memory limit of every build.
     #[arg(long, default_value = "3GB")]
     pub(crate) memory_limit: String,
+    /// Storage format of the warehouse file (`latest`: this DuckDB's newest).
+    #[arg(long, default_value = "v1.4.0")]
+    pub(crate) storage_version: String,
     /// Also run `dbt build` with dbt-duckdb from this executable (e.g. .venv/bin/dbt).
     #[arg(long)]
     pub(crate) dbt: Option<PathBuf>,
@@ -133,6 +136,8 @@ pub(crate) struct BenchBuildOnceArgs {
     pub(crate) memory_limit: String,
     #[arg(long)]
     pub(crate) full_refresh: bool,
+    #[arg(long, default_value = "v1.4.0")]
+    pub(crate) storage_version: String,
 }
 
 #[derive(Args)]
@@ -193,6 +198,7 @@ pub(crate) async fn build(g: &Globals, a: BenchBuildArgs) -> anyhow::Result<u8> 
         work_dir: a.work_dir,
         changed: a.changed,
         memory_limit: a.memory_limit,
+        storage_version: a.storage_version,
         sql_dir: project.root.join("sql"),
         dbt: a.dbt,
     };
@@ -241,6 +247,7 @@ pub(crate) async fn build_once(_g: &Globals, a: BenchBuildOnceArgs) -> anyhow::R
             a.threads,
             &a.memory_limit,
             a.full_refresh,
+            Some(a.storage_version.as_str()).filter(|v| *v != "latest"),
         )
     })
     .await??;

@@ -117,6 +117,7 @@ pub(crate) async fn build(g: &Globals, a: BuildArgs) -> anyhow::Result<u8> {
         full_refresh: a.full_refresh,
         threads: a.threads,
         memory_limit: a.memory_limit,
+        storage_version: project.storage_version.clone(),
     };
     let record = tokio::task::spawn_blocking(move || {
         chiso::models::build::build(&warehouse, &sql_dir, &jobs, &opts)

@@ -70,6 +70,10 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     let warehouse = warehouse_dir(&g.dir, &project);
     let sql_dir = project.root.join("sql");
     let build_jobs = jobs.clone();
+    let build_opts = chiso::models::build::BuildOptions {
+        storage_version: project.storage_version.clone(),
+        ..Default::default()
+    };
     let cfg = a.world.config(0.0)?;
     println!(
         "chiso demo: simulator (seed {}, {} dossiers per working day, {} to {}) on 127.0.0.1, warehouse {}",
@@ -120,7 +124,7 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     if sql_dir.is_dir() && mismatched.is_empty() {
         let (w, s, j) = (warehouse.clone(), sql_dir.clone(), build_jobs);
         let record = tokio::task::spawn_blocking(move || {
-            chiso::models::build::build(&w, &s, &j, &chiso::models::build::BuildOptions::default())
+            chiso::models::build::build(&w, &s, &j, &build_opts)
         })
         .await??;
         let passed = record

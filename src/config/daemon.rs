@@ -159,6 +159,8 @@ pub struct BuildJobConfig {
     pub memory_limit: Option<String>,
     /// The published warehouse's data older than this is a freshness breach.
     pub freshness_target: Option<Duration>,
+    /// The published file's storage format (chiso.toml's `warehouse.storage_version`).
+    pub storage_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,5 +240,6 @@ pub(super) fn parse_build_job(
         threads: file.threads,
         memory_limit: file.memory_limit,
         freshness_target: file.freshness_target.map(|d| d.0),
+        storage_version: Some(crate::models::build::DEFAULT_STORAGE_VERSION.to_string()),
     })
 }

@@ -277,6 +277,9 @@ struct WarehouseSection {
     /// Folder of job files, relative to the project folder. Default `jobs`.
     #[serde(default = "default_jobs_dir")]
     jobs_dir: String,
+    /// Storage format of the published `chiso.duckdb`: `v1.4.0` (default: DuckDB 1.4 and
+    /// later, 1.x clients included, open it) or `latest` (this DuckDB's newest).
+    storage_version: Option<Spanned<String>>,
 }
 
 impl Default for WarehouseSection {
@@ -285,6 +288,7 @@ impl Default for WarehouseSection {
             dir: default_warehouse_dir(),
             timezone: Spanned::new(0..0, default_tz_str()),
             jobs_dir: default_jobs_dir(),
+            storage_version: None,
         }
     }
 }
@@ -400,6 +404,8 @@ pub struct ProjectConfig {
     pub jobs_dir: PathBuf,
     pub timezone: chrono_tz::Tz,
     pub sources: BTreeMap<String, SourceConfig>,
+    /// The published file's storage format (`None`: DuckDB's newest).
+    pub storage_version: Option<String>,
 }
 
 impl ProjectConfig {
@@ -447,6 +453,29 @@ impl ProjectConfig {
                     ),
                 ));
                 chrono_tz::Asia::Ho_Chi_Minh
+            }
+        };
+        let storage_version = match &file.warehouse.storage_version {
+            None => Some(crate::models::build::DEFAULT_STORAGE_VERSION.to_string()),
+            Some(v) if v.get_ref() == "latest" => None,
+            Some(v) => {
+                let ok = v.get_ref().strip_prefix('v').is_some_and(|rest| {
+                    let parts: Vec<&str> = rest.split('.').collect();
+                    parts.len() == 3
+                        && parts
+                            .iter()
+                            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                });
+                if !ok {
+                    errors.push(src.at(
+                        Some(v.span()),
+                        format!(
+                            "warehouse.storage_version {:?}: expected a DuckDB version like \"v1.4.0\", or \"latest\"",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                Some(v.get_ref().clone())
             }
         };
         let mut sources = BTreeMap::new();
@@ -538,6 +567,7 @@ impl ProjectConfig {
             file: path.to_path_buf(),
             timezone,
             sources,
+            storage_version,
         })
     }
 
@@ -917,7 +947,10 @@ pub fn parse_job_files(
                 Err(mut es) => errors.append(&mut es),
             },
             Ok(JobKind::Build) => match daemon::parse_build_job(path, &src) {
-                Ok(job) => jobs.builds.push(job),
+                Ok(mut job) => {
+                    job.storage_version = project.storage_version.clone();
+                    jobs.builds.push(job)
+                }
                 Err(mut es) => errors.append(&mut es),
             },
             Err(e) => errors.push(e),

@@ -698,6 +698,7 @@ impl Daemon {
             full_refresh: false,
             threads: b.job.threads,
             memory_limit: b.job.memory_limit.clone(),
+            storage_version: b.job.storage_version.clone(),
         };
         let name = b.job.name.clone();
         let tx = self.tx.clone();

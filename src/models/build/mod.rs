@@ -43,7 +43,7 @@ use record::save_record;
 use relations::*;
 use staleness::*;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub select: Vec<String>,
     /// Rebuild incremental models from scratch.
@@ -53,6 +53,25 @@ pub struct BuildOptions {
     /// DuckDB's `memory_limit` for the build (e.g. `3GB`); DuckDB spills to disk beyond it.
     /// `None`: DuckDB's default (80% of RAM).
     pub memory_limit: Option<String>,
+    /// The storage format of the published file (`v1.4.0`: DuckDB 1.4 and later read it;
+    /// `None`: this DuckDB's newest, which 1.x clients refuse).
+    pub storage_version: Option<String>,
+}
+
+/// The storage format published by default: the oldest the models need, so that DuckDB 1.x
+/// clients (the CLI, Node, .NET and Go bindings, BI tools built on them) open the warehouse.
+pub const DEFAULT_STORAGE_VERSION: &str = "v1.4.0";
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            select: Vec::new(),
+            full_refresh: false,
+            threads: 0,
+            memory_limit: None,
+            storage_version: Some(DEFAULT_STORAGE_VERSION.to_string()),
+        }
+    }
 }
 
 /// Builds the selected models and publishes the result if everything passed.
@@ -86,7 +105,13 @@ pub fn build(
         let _ = std::fs::remove_file(stale);
     }
     let spare = warehouse.join("chiso.spare.duckdb");
-    let (conn, started_from) = start_build_file(&published, &spare, &build_file, opts.threads)?;
+    let (conn, started_from) = start_build_file(
+        &published,
+        &spare,
+        &build_file,
+        opts.threads,
+        opts.storage_version.as_deref(),
+    )?;
     tracing::info!(build_id = %build_id, started_from, "Build started.");
     // What the build reads of the lake: the files committed now, whatever lands meanwhile.
     let lake = snapshot::read_lake(warehouse, jobs)?;
