@@ -106,7 +106,7 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     if mismatched.is_empty() && skipped == 0 {
         println!("\nEvery record served was landed or quarantined (served = landed + quarantined for every feed).");
     } else if mismatched.is_empty() {
-        println!("\nEvery record served was landed, quarantined, or skipped as already landed by an earlier run (served = landed + quarantined + skipped for every feed).");
+        println!("\nEvery record served was landed, quarantined, or skipped as already landed (served = landed + quarantined + skipped for every feed; a paged feed asks again from its watermark and skips the records it already has).");
     } else {
         for r in &mismatched {
             println!(
