@@ -53,6 +53,13 @@ pub struct BuildBench {
     pub dbt: Option<PathBuf>,
 }
 
+impl BuildBench {
+    /// The storage version the builds ask for (`latest`: none, DuckDB's newest).
+    pub fn storage(&self) -> Option<String> {
+        Some(self.storage_version.clone()).filter(|v| v != "latest")
+    }
+}
+
 /// One timed build, printed as JSON by the child process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildMeasurement {

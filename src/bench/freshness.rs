@@ -20,7 +20,6 @@
 //! pull (until the run that read it committed), the debounce (until the build started), the
 //! build, and the publication (until a reader sees it: the rename, and this poll).
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,12 +35,9 @@ use crate::sim::server::{self, SimState};
 
 /// Options of `chiso bench freshness`.
 pub struct FreshnessBench {
-    pub dossiers: u64,
-    pub seed: u64,
-    pub threads: usize,
-    pub work_dir: PathBuf,
-    pub sql_dir: PathBuf,
-    pub memory_limit: String,
+    /// The history's lake (prepared as `bench build` prepares it), the builds' threads, memory
+    /// limit and storage version, the models.
+    pub lake: BuildBench,
     pub changes: u64,
     /// The dossiers job's schedule, every this many seconds.
     pub every: u32,
@@ -106,36 +102,26 @@ fn finished_builds(log: &Mutex<Vec<Stamped>>) -> usize {
 }
 
 pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
-    let build_bench = BuildBench {
-        dossiers: opts.dossiers,
-        seed: opts.seed,
-        threads: opts.threads,
-        work_dir: opts.work_dir.clone(),
-        changed: opts.changes,
-        memory_limit: opts.memory_limit.clone(),
-        storage_version: crate::models::build::DEFAULT_STORAGE_VERSION.into(),
-        sql_dir: opts.sql_dir.clone(),
-        dbt: None,
-    };
-    eprintln!("Preparing the lake of {} dossiers ...", opts.dossiers);
-    let lake = prepare_lake(&build_bench).await?;
-    let run = opts
+    let lake_opts = &opts.lake;
+    eprintln!("Preparing the lake of {} dossiers ...", lake_opts.dossiers);
+    let lake = prepare_lake(lake_opts).await?;
+    let run = lake_opts
         .work_dir
-        .join(format!("fresh-{}-s{}", opts.dossiers, opts.seed));
+        .join(format!("fresh-{}-s{}", lake_opts.dossiers, lake_opts.seed));
     super::hard_link_copy(&lake, &run)?;
     let (mut project, all) = crate::demo::embedded_all()?;
     let build_opts = |full| BuildOptions {
         select: Vec::new(),
         full_refresh: full,
-        threads: opts.threads,
-        memory_limit: Some(opts.memory_limit.clone()),
-        storage_version: project.storage_version.clone(),
+        threads: lake_opts.threads,
+        memory_limit: Some(lake_opts.memory_limit.clone()),
+        storage_version: lake_opts.storage(),
     };
     for (label, full) in [("Full build", true), ("Build with nothing new", false)] {
         eprintln!("{label} ...");
         let (w, s, j, o) = (
             run.clone(),
-            opts.sql_dir.clone(),
+            lake_opts.sql_dir.clone(),
             all.pulls.clone(),
             build_opts(full),
         );
@@ -147,8 +133,8 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
     }
     // The changes, as the portal would send them: open dossiers that finish (their new
     // version becomes the current one; a dossier re-sent unchanged would change nothing).
-    let changes_file = opts.work_dir.join("freshness-changes.ndjson");
-    write_changes(&run, &changes_file, opts.changes * 20, opts.seed)?;
+    let changes_file = lake_opts.work_dir.join("freshness-changes.ndjson");
+    write_changes(&run, &changes_file, opts.changes * 20, lake_opts.seed)?;
     let changes: Vec<String> = std::fs::read_to_string(&changes_file)?
         .lines()
         .filter(|l| {
@@ -196,7 +182,7 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
             &cursor,
         )?;
     }
-    let config = super::sim_config(opts.dossiers, opts.seed);
+    let config = super::sim_config(lake_opts.dossiers, lake_opts.seed);
     let token = uuid::Uuid::new_v4().simple().to_string();
     let world = crate::sim::generate::snapshot_world(&config, Default::default());
     let sim = server::start(SimState::new(world, Faults::none(), Some(token.clone())), 0)
@@ -222,12 +208,13 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
     b.schedule = None;
     b.quiet_period = opts.quiet;
     b.max_delay = opts.max_delay.max(opts.quiet);
-    b.threads = opts.threads;
-    b.memory_limit = Some(opts.memory_limit.clone());
+    b.threads = lake_opts.threads;
+    b.memory_limit = Some(lake_opts.memory_limit.clone());
+    b.storage_version = lake_opts.storage();
     let serve_opts = ServeOptions {
         warehouse: run.clone(),
         project_root: std::env::current_dir()?,
-        sql_dir: opts.sql_dir.clone(),
+        sql_dir: lake_opts.sql_dir.clone(),
         tz: project.timezone,
         jobs,
         http: None,
@@ -256,7 +243,7 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
             }
         })
     };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(lake_opts.seed);
     let mut out = Vec::new();
     for (i, line) in changes.iter().enumerate() {
         let pause = rng.random_range(0..u64::from(opts.every) * 1000);
@@ -373,7 +360,7 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 pub fn print_table(opts: &FreshnessBench, changes: &[Change]) {
     println!(
         "\nFreshness at {} dossiers: {} changes, pulls every {} s, build quiet period {:?}, max delay {:?}\n",
-        opts.dossiers,
+        opts.lake.dossiers,
         changes.len(),
         opts.every,
         opts.quiet,

@@ -26,11 +26,28 @@ pub(crate) enum BenchCommand {
     Freshness(BenchFreshnessArgs),
 }
 
+/// What the benchmarks on simulated dossiers share.
 #[derive(Args)]
-pub(crate) struct BenchFreshnessArgs {
-    /// Dossiers of history (the lake of `bench build`, prepared once per size and seed).
+pub(crate) struct BenchDataArgs {
+    /// Dossiers of simulated history (each has several versions and steps).
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) dossiers: u64,
+    /// Threads (chiso's and DuckDB's).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    /// Work folder: the generated input or prepared lake (reused between runs) and the runs.
+    #[arg(long, default_value = "target/bench")]
+    pub(crate) work_dir: PathBuf,
+    /// Seed of the simulated world.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct BenchFreshnessArgs {
+    /// The history: the lake of `bench build`, prepared once per size and seed.
+    #[command(flatten)]
+    pub(crate) data: BenchDataArgs,
     /// Dossiers changed, one at a time.
     #[arg(long, default_value_t = 20)]
     pub(crate) changes: u64,
@@ -43,12 +60,7 @@ pub(crate) struct BenchFreshnessArgs {
     /// The build job's maximum delay.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) max_delay: std::time::Duration,
-    #[arg(long, default_value_t = 2)]
-    pub(crate) threads: usize,
-    #[arg(long, default_value = "target/bench")]
-    pub(crate) work_dir: PathBuf,
-    #[arg(long, default_value_t = 42)]
-    pub(crate) seed: u64,
+    /// DuckDB memory limit of every build.
     #[arg(long, default_value = "3GB")]
     pub(crate) memory_limit: String,
     /// Print the changes as JSON too.
@@ -56,18 +68,27 @@ pub(crate) struct BenchFreshnessArgs {
     pub(crate) json: bool,
 }
 
-pub(crate) async fn freshness(_g: &Globals, a: BenchFreshnessArgs) -> anyhow::Result<u8> {
-    let sql_dir = std::env::current_dir()?.join("sql");
+pub(crate) async fn freshness(g: &Globals, a: BenchFreshnessArgs) -> anyhow::Result<u8> {
+    let (project, _) = chiso::demo::load_project_or_embedded(&g.config)?;
+    let sql_dir = project.root.join("sql");
     if !sql_dir.is_dir() {
         anyhow::bail!("run chiso bench freshness from the project folder (it builds sql/)");
     }
     let opts = chiso::bench::freshness::FreshnessBench {
-        dossiers: a.dossiers,
-        seed: a.seed,
-        threads: a.threads,
-        work_dir: std::env::current_dir()?.join(&a.work_dir),
-        sql_dir,
-        memory_limit: a.memory_limit,
+        lake: chiso::bench::build::BuildBench {
+            dossiers: a.data.dossiers,
+            seed: a.data.seed,
+            threads: a.data.threads,
+            work_dir: std::env::current_dir()?.join(&a.data.work_dir),
+            changed: a.changes,
+            memory_limit: a.memory_limit,
+            storage_version: project
+                .storage_version
+                .clone()
+                .unwrap_or_else(|| "latest".into()),
+            sql_dir,
+            dbt: None,
+        },
         changes: a.changes,
         every: a.every,
         quiet: a.quiet,
@@ -99,17 +120,8 @@ pub(crate) struct BenchLogArgs {
 
 #[derive(Args)]
 pub(crate) struct BenchBuildArgs {
-    /// Dossiers in the lake (each has several versions and steps).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub(crate) dossiers: u64,
-    /// DuckDB threads.
-    #[arg(long, default_value_t = 2)]
-    pub(crate) threads: usize,
-    /// Folder for the prepared lake (reused between runs) and the runs.
-    #[arg(long, default_value = "target/bench")]
-    pub(crate) work_dir: PathBuf,
-    #[arg(long, default_value_t = 42)]
-    pub(crate) seed: u64,
+    #[command(flatten)]
+    pub(crate) data: BenchDataArgs,
     /// Dossiers changed before the incremental build.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) changed: u64,
@@ -142,17 +154,8 @@ pub(crate) struct BenchBuildOnceArgs {
 
 #[derive(Args)]
 pub(crate) struct BenchIngestArgs {
-    /// Dossiers to generate (each has several versions: records > dossiers).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub(crate) dossiers: u64,
-    /// Threads for both engines.
-    #[arg(long, default_value_t = 2)]
-    pub(crate) threads: usize,
-    /// Folder for the generated input and the outputs (input is reused between runs).
-    #[arg(long, default_value = "target/bench")]
-    pub(crate) work_dir: PathBuf,
-    #[arg(long, default_value_t = 42)]
-    pub(crate) seed: u64,
+    #[command(flatten)]
+    pub(crate) data: BenchDataArgs,
     /// Keep the landed outputs.
     #[arg(long)]
     pub(crate) keep: bool,
@@ -178,10 +181,10 @@ pub(crate) struct BenchOnceArgs {
 
 pub(crate) async fn ingest(_g: &Globals, a: BenchIngestArgs) -> anyhow::Result<u8> {
     let opts = chiso::bench::IngestBench {
-        dossiers: a.dossiers,
-        threads: a.threads,
-        work_dir: a.work_dir,
-        seed: a.seed,
+        dossiers: a.data.dossiers,
+        threads: a.data.threads,
+        work_dir: a.data.work_dir,
+        seed: a.data.seed,
         keep: a.keep,
         duckdb_memory_limit: a.duckdb_memory_limit,
     };
@@ -192,10 +195,10 @@ pub(crate) async fn ingest(_g: &Globals, a: BenchIngestArgs) -> anyhow::Result<u
 pub(crate) async fn build(g: &Globals, a: BenchBuildArgs) -> anyhow::Result<u8> {
     let (project, _) = chiso::demo::load_project_or_embedded(&g.config)?;
     let opts = chiso::bench::build::BuildBench {
-        dossiers: a.dossiers,
-        seed: a.seed,
-        threads: a.threads,
-        work_dir: a.work_dir,
+        dossiers: a.data.dossiers,
+        seed: a.data.seed,
+        threads: a.data.threads,
+        work_dir: a.data.work_dir,
         changed: a.changed,
         memory_limit: a.memory_limit,
         storage_version: a.storage_version,
