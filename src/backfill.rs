@@ -94,13 +94,7 @@ pub fn start(
     window: &Window,
     requested_by: &str,
 ) -> anyhow::Result<BackfillRecord> {
-    if !matches!(job.protocol, crate::config::Protocol::Cursor(_)) {
-        anyhow::bail!(
-            "job {}: a backfill re-pulls a cursor feed; this job's protocol is {} (snapshot feeds are whole at every run; paged feeds re-read from their watermark)",
-            job.name,
-            job.protocol.name()
-        );
-    }
+    pull::backfill_possible(job)?;
     if let Some(u) = window.until {
         if u <= window.since {
             anyhow::bail!(
@@ -160,34 +154,32 @@ pub fn start(
     Ok(record)
 }
 
-/// Where `record` resumes: its last committed position, or its start.
-fn position(warehouse: &Path, record: &BackfillRecord) -> anyhow::Result<Option<Value>> {
-    let entries = JobState::new(warehouse, &record.job).all()?;
-    Ok(entries
-        .iter()
-        .rev()
-        .find_map(|e| e.backfill.as_ref().filter(|b| b.id == record.id))
-        .map(|b| b.cursor.clone())
-        .unwrap_or_else(|| record.start_cursor.clone()))
+/// What the backfill has committed so far, read from the job's commit log in one pass.
+struct Committed {
+    /// Per run (in order), the rows read and landed by its last committed chunk.
+    runs: Vec<(String, u64, u64)>,
+    /// Where it resumes: its last committed position, or its start.
+    position: Option<Value>,
 }
 
-/// What the backfill's runs have committed so far: per run (in order), the rows read and
-/// landed by its last committed chunk.
-fn committed_runs(
-    warehouse: &Path,
-    record: &BackfillRecord,
-) -> anyhow::Result<Vec<(String, u64, u64)>> {
+fn committed(warehouse: &Path, record: &BackfillRecord) -> anyhow::Result<Committed> {
     let entries = JobState::new(warehouse, &record.job).all()?;
-    let mut out: Vec<(String, u64, u64)> = Vec::new();
-    for e in entries
-        .iter()
-        .filter(|e| e.backfill.as_ref().is_some_and(|b| b.id == record.id))
-    {
-        match out.last_mut() {
+    let mut out = Committed {
+        runs: Vec::new(),
+        position: record.start_cursor.clone(),
+    };
+    for e in &entries {
+        let Some(mark) = e.backfill.as_ref().filter(|b| b.id == record.id) else {
+            continue;
+        };
+        out.position = mark.cursor.clone();
+        match out.runs.last_mut() {
             Some(last) if last.0 == e.run_id => {
                 (last.1, last.2) = (e.totals.rows_in, e.totals.rows_landed)
             }
-            _ => out.push((e.run_id.clone(), e.totals.rows_in, e.totals.rows_landed)),
+            _ => out
+                .runs
+                .push((e.run_id.clone(), e.totals.rows_in, e.totals.rows_landed)),
         }
     }
     Ok(out)
@@ -202,11 +194,11 @@ pub async fn run(
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 ) -> anyhow::Result<(BackfillRecord, RunReport)> {
     let warehouse = ctx.warehouse.clone();
-    let start = position(&warehouse, &record)?;
-    let before: u64 = committed_runs(&warehouse, &record)?
-        .iter()
-        .map(|r| r.1)
-        .sum();
+    let so_far = committed(&warehouse, &record)?;
+    let (start, before) = (
+        so_far.position,
+        so_far.runs.iter().map(|r| r.1).sum::<u64>(),
+    );
     let until = record
         .until
         .as_deref()
@@ -225,7 +217,7 @@ pub async fn run(
     )
     .await?;
     // Every run's committed part, the interrupted ones' included.
-    let runs = committed_runs(&warehouse, &record)?;
+    let runs = committed(&warehouse, &record)?.runs;
     record.runs = runs.iter().map(|r| r.0.clone()).collect();
     record.rows_read = runs.iter().map(|r| r.1).sum();
     record.rows_landed = runs.iter().map(|r| r.2).sum();

@@ -577,16 +577,22 @@ pub async fn backfill_job(
     job: &JobConfig,
     backfill: BackfillRun,
 ) -> Result<RunReport, PullError> {
-    if !matches!(job.protocol, Protocol::Cursor(_)) {
-        return Err(PullError::Input {
-            job: job.name.clone(),
-            message: format!(
-                "a backfill re-pulls a cursor feed; this job's protocol is {} (snapshot feeds are whole at every run; paged feeds re-read from their watermark)",
-                job.protocol.name()
-            ),
-        });
-    }
+    backfill_possible(job)?;
     run_job_as(ctx, job, Some(backfill)).await
+}
+
+/// Whether `job` can be backfilled: a cursor feed.
+pub fn backfill_possible(job: &JobConfig) -> Result<(), PullError> {
+    if matches!(job.protocol, Protocol::Cursor(_)) {
+        return Ok(());
+    }
+    Err(PullError::Input {
+        job: job.name.clone(),
+        message: format!(
+            "a backfill re-pulls a cursor feed; this job's protocol is {} (snapshot feeds are whole at every run; paged feeds re-read from their watermark)",
+            job.protocol.name()
+        ),
+    })
 }
 
 async fn run_job_as(

@@ -169,6 +169,11 @@ pub(crate) fn warehouse_dir(cli_dir: &Option<PathBuf>, project: &ProjectConfig) 
 }
 
 pub(crate) fn load(config_path: &Path) -> anyhow::Result<(ProjectConfig, Vec<config::JobConfig>)> {
+    load_all(config_path).map(|(p, j)| (p, j.pulls))
+}
+
+/// The project and every job kind (pulls and the build job).
+pub(crate) fn load_all(config_path: &Path) -> anyhow::Result<(ProjectConfig, config::Jobs)> {
     if !config_path.exists() {
         anyhow::bail!(
             "{} not found (run chiso from the project folder, or pass --config FILE; `chiso demo` needs no project)",
@@ -176,7 +181,7 @@ pub(crate) fn load(config_path: &Path) -> anyhow::Result<(ProjectConfig, Vec<con
         );
     }
     let project = ProjectConfig::load(config_path)?;
-    let jobs = config::load_jobs(&project.jobs_dir, &project)?;
+    let jobs = config::load_all_jobs(&project.jobs_dir, &project)?;
     Ok((project, jobs))
 }
 

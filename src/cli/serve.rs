@@ -46,11 +46,7 @@ pub(crate) fn print_summary(s: &chiso::serve::ServeSummary) {
 }
 
 pub(crate) async fn serve(g: &Globals, a: ServeArgs) -> anyhow::Result<u8> {
-    let (project, jobs) = {
-        let project = ProjectConfig::load(&g.config)?;
-        let jobs = config::load_all_jobs(&project.jobs_dir, &project)?;
-        (project, jobs)
-    };
+    let (project, jobs) = load_all(&g.config)?;
     let opts = chiso::serve::ServeOptions {
         warehouse: warehouse_dir(&g.dir, &project),
         project_root: project.root.clone(),

@@ -155,27 +155,27 @@ impl History {
         if let Some(dir) = self.path.parent() {
             crate::fs::create_dir_durably(dir)?;
         }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
         let mut text = String::new();
         // A line torn by a kill mid-write is ended first, so that the next one stands alone.
-        if let Ok(mut f) = std::fs::File::open(&self.path) {
-            let len = f.metadata()?.len();
-            if len > 0 {
-                f.seek(SeekFrom::Start(len - 1))?;
-                let mut last = [0u8; 1];
-                f.read_exact(&mut last)?;
-                if last[0] != b'\n' {
-                    text.push('\n');
-                }
+        let len = f.metadata()?.len();
+        if len > 0 {
+            f.seek(SeekFrom::Start(len - 1))?;
+            let mut last = [0u8; 1];
+            f.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                text.push('\n');
             }
         }
         for r in records {
             text.push_str(&serde_json::to_string(r).map_err(std::io::Error::other)?);
             text.push('\n');
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        // Appended at the end whatever the position the read left (O_APPEND).
         f.write_all(text.as_bytes())?;
         f.sync_data()
     }
