@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use chiso::config::{CatchUp, CronExpr, HumanDuration, Jobs, Overlap, ProjectConfig};
-use chiso::models::build::{build, BuildOptions};
 use chiso::pull::RunContext;
 use chiso::schedule::{FireEvent, FireHow, FireRecord, History, Schedule};
 use chiso::serve::{Notice, ServeOptions};
@@ -414,26 +413,12 @@ async fn the_daemon_fires_every_job_and_keeps_the_index_equal_to_a_one_off_build
     for (name, r) in chiso::pull::run_many(&ctx, &jobs.pulls).await {
         r.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    let (w, j) = (fresh.path().to_path_buf(), jobs.pulls.clone());
-    let record = tokio::task::spawn_blocking(move || {
-        build(&w, &repo().join("sql"), &j, &BuildOptions::default())
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let record = build_record(fresh.path(), &repo().join("sql"), &jobs.pulls, false).await;
     assert!(record.published);
     if let Ok(keep) = std::env::var("CHISO_KEEP_TEST_DIRS") {
         let keep = std::path::PathBuf::from(keep);
-        let _ = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(wh.path())
-            .arg(keep.join("daemon"))
-            .status();
-        let _ = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(fresh.path())
-            .arg(keep.join("once"))
-            .status();
+        copy_dir(wh.path(), &keep.join("daemon"));
+        copy_dir(fresh.path(), &keep.join("once"));
     }
     let (a, b) = (open(wh.path()), open(fresh.path()));
     // The provisional index: the periods still open. (Final periods may differ, rightly: the
@@ -447,14 +432,9 @@ async fn the_daemon_fires_every_job_and_keeps_the_index_equal_to_a_one_off_build
         format!("SELECT * FROM mart_index_indicator WHERE (unit_id, period) IN {provisional} ORDER BY ALL"),
         "SELECT * EXCLUDE (computed_at, change_from_previous) FROM mart_index_unit_period WHERE status = 'provisional' ORDER BY ALL".to_string(),
     ] {
-        let (x, y) = (rows(&a, &sql), rows(&b, &sql));
-        assert!(!x.is_empty(), "{sql}: empty");
-        let only_daemon: Vec<_> = x.iter().filter(|r| !y.contains(r)).take(5).collect();
-        let only_once: Vec<_> = y.iter().filter(|r| !x.contains(r)).take(5).collect();
-        assert!(
-            only_daemon.is_empty() && only_once.is_empty(),
-            "{sql}\nonly the daemon's: {only_daemon:#?}\nonly the one-off build's: {only_once:#?}"
-        );
+        if let Some(d) = row_differences(&a, &b, &sql, ("the daemon's", "the one-off build's")) {
+            panic!("{sql}\n{d}");
+        }
     }
     sim.stop().await;
 }

@@ -715,21 +715,7 @@ async fn build_now(warehouse: &Path, jobs: &[JobConfig], full_refresh: bool) {
 
 /// A build of the models in `sql` (the repository's, or a changed copy).
 async fn build_from(warehouse: &Path, sql: &Path, jobs: &[JobConfig], full_refresh: bool) {
-    let (w, sql, j) = (warehouse.to_path_buf(), sql.to_path_buf(), jobs.to_vec());
-    let record = tokio::task::spawn_blocking(move || {
-        build(
-            &w,
-            &sql,
-            &j,
-            &BuildOptions {
-                full_refresh,
-                ..BuildOptions::default()
-            },
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let record = build_record(warehouse, sql, jobs, full_refresh).await;
     let bad: Vec<_> = record.models.iter().filter(|m| !m.succeeded()).collect();
     assert!(bad.is_empty(), "{bad:#?}");
     let failing: Vec<_> = record
@@ -1221,18 +1207,6 @@ async fn an_incremental_build_equals_a_full_build() {
     server.abort();
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// DOSSIER_SYNC's sync window is a methodology parameter (SPEC §4). D2's status 9 (step 03-26
 /// 09:00) first reached the portal 03-28 10:00: 49 hours. Under the 24 hours of dvcqg-2026 A's
 /// March is 3 of 6; with a 50-hour window D2 is in time and March is 4 of 6. An incremental
@@ -1612,21 +1586,7 @@ async fn build_expecting_warnings(
     full_refresh: bool,
     warnings: &[(&str, u64)],
 ) -> chiso::models::build::BuildRecord {
-    let (w, sql, j) = (warehouse.to_path_buf(), repo().join("sql"), jobs.to_vec());
-    let record = tokio::task::spawn_blocking(move || {
-        build(
-            &w,
-            &sql,
-            &j,
-            &BuildOptions {
-                full_refresh,
-                ..BuildOptions::default()
-            },
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let record = build_record(warehouse, &repo().join("sql"), jobs, full_refresh).await;
     let bad: Vec<_> = record.models.iter().filter(|m| !m.succeeded()).collect();
     assert!(bad.is_empty(), "{bad:#?}");
     for t in &record.tests {
@@ -2380,29 +2340,6 @@ async fn every_unit_is_ranked_and_rolled_up_whatever_the_tree() {
     server2.abort();
 }
 
-/// A build of `sql` that may fail: its record.
-async fn build_record(
-    warehouse: &Path,
-    sql: &Path,
-    jobs: &[JobConfig],
-) -> chiso::models::build::BuildRecord {
-    let (w, sql, j) = (warehouse.to_path_buf(), sql.to_path_buf(), jobs.to_vec());
-    tokio::task::spawn_blocking(move || {
-        build(
-            &w,
-            &sql,
-            &j,
-            &BuildOptions {
-                full_refresh: true,
-                ..BuildOptions::default()
-            },
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap()
-}
-
 /// Each invariant the builds check (the data tests of sql/tests/) fails, and stops the
 /// publication, when a model is broken on purpose: a copy of sql/ with one change each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2478,7 +2415,7 @@ async fn each_invariant_fails_on_a_deliberately_broken_model() {
         let original = std::fs::read_to_string(&path).unwrap();
         assert!(original.contains(text), "{file} no longer has {text:?}");
         std::fs::write(&path, original.replacen(text, &replacement, 1)).unwrap();
-        let record = build_record(wh.path(), sql.path(), &jobs).await;
+        let record = build_record(wh.path(), sql.path(), &jobs, true).await;
         let run = record.tests.iter().find(|t| t.test == test);
         // The relationships to the registry and the catalogue warn (the source needs
         // correcting; the rest is published); every other invariant blocks.
@@ -2503,7 +2440,7 @@ async fn each_invariant_fails_on_a_deliberately_broken_model() {
     let csv = sql.path().join("methodology/dvcqg-2026.csv");
     let text = std::fs::read_to_string(&csv).unwrap();
     std::fs::write(&csv, format!("{}{methodology_row}\n", text)).unwrap();
-    let record = build_record(wh.path(), sql.path(), &jobs).await;
+    let record = build_record(wh.path(), sql.path(), &jobs, true).await;
     let run = record
         .tests
         .iter()
@@ -2683,13 +2620,7 @@ async fn pulls_and_builds_side_by_side_equal_a_quiet_rebuild() {
     };
     let mut builds = 0;
     while builds < 50 {
-        let (w, j) = (wh.path().to_path_buf(), jobs.clone());
-        let record = tokio::task::spawn_blocking(move || {
-            build(&w, &repo().join("sql"), &j, &BuildOptions::default())
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let record = build_record(wh.path(), &repo().join("sql"), &jobs, false).await;
         assert!(
             record.models.iter().all(|m| m.succeeded()),
             "build {builds}: {:#?}",
@@ -2711,13 +2642,7 @@ async fn pulls_and_builds_side_by_side_equal_a_quiet_rebuild() {
     for (name, r) in chiso::pull::run_many(&context, &jobs).await {
         r.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    let (w, j) = (wh.path().to_path_buf(), jobs.clone());
-    tokio::task::spawn_blocking(move || {
-        build(&w, &repo().join("sql"), &j, &BuildOptions::default())
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    build_record(wh.path(), &repo().join("sql"), &jobs, false).await;
     let quiet = tempfile::tempdir().unwrap();
     copy_dir(&wh.path().join("lake"), &quiet.path().join("lake"));
     copy_dir(&wh.path().join("_state"), &quiet.path().join("_state"));
@@ -2726,21 +2651,7 @@ async fn pulls_and_builds_side_by_side_equal_a_quiet_rebuild() {
             let _ = std::fs::remove_file(quiet.path().join("_state").join(&job.name).join(stale));
         }
     }
-    let (w, j) = (quiet.path().to_path_buf(), jobs.clone());
-    tokio::task::spawn_blocking(move || {
-        build(
-            &w,
-            &repo().join("sql"),
-            &j,
-            &BuildOptions {
-                full_refresh: true,
-                ..BuildOptions::default()
-            },
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    build_record(quiet.path(), &repo().join("sql"), &jobs, true).await;
     if let Ok(keep) = std::env::var("CHISO_KEEP_TEST_DIRS") {
         let keep = std::path::PathBuf::from(keep);
         copy_dir(wh.path(), &keep.join("incremental"));
@@ -2749,14 +2660,8 @@ async fn pulls_and_builds_side_by_side_equal_a_quiet_rebuild() {
     let (a, b) = (open(wh.path()), open(quiet.path()));
     let mut differences = Vec::new();
     for (name, sql) in COMPARED {
-        let (x, y) = (rows(&a, sql), rows(&b, sql));
-        assert!(!x.is_empty(), "{name} is empty");
-        let only_inc: Vec<_> = x.iter().filter(|r| !y.contains(r)).take(5).collect();
-        let only_full: Vec<_> = y.iter().filter(|r| !x.contains(r)).take(5).collect();
-        if !(only_inc.is_empty() && only_full.is_empty()) {
-            differences.push(format!(
-                "{name}:\nonly incremental: {only_inc:#?}\nonly full: {only_full:#?}"
-            ));
+        if let Some(d) = row_differences(&a, &b, sql, ("incremental", "full")) {
+            differences.push(format!("{name}:\n{d}"));
         }
     }
     sim.stop().await;
@@ -2872,13 +2777,7 @@ async fn compaction_keeps_every_row_and_the_warehouse() {
     );
 
     // The next build rebuilds what reads the compacted datasets, and names why.
-    let (w, j) = (wh.path().to_path_buf(), jobs.clone());
-    let record = tokio::task::spawn_blocking(move || {
-        build(&w, &repo().join("sql"), &j, &BuildOptions::default())
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let record = build_record(wh.path(), &repo().join("sql"), &jobs, false).await;
     assert!(record.published);
     let fct = record
         .models

@@ -5,26 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use chiso::models::build::{build, published_path, BuildOptions, TestStatus};
 use chiso::pull::{run_job, RunContext};
 use chiso::sim::faults::Faults;
 use chiso::sim::SimFeed;
 use common::*;
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
 
 fn scalar(conn: &duckdb::Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0))

@@ -214,3 +214,57 @@ pub fn rows(conn: &duckdb::Connection, sql: &str) -> Vec<String> {
     }
     out
 }
+
+/// The rows of `sql` only in `a` and only in `b` (the first five of each), told with the two
+/// sides' names; `None` when they hold the same rows. `a` must return some.
+pub fn row_differences(
+    a: &duckdb::Connection,
+    b: &duckdb::Connection,
+    sql: &str,
+    (side_a, side_b): (&str, &str),
+) -> Option<String> {
+    let (x, y) = (rows(a, sql), rows(b, sql));
+    assert!(!x.is_empty(), "{sql}: no rows in the {side_a} warehouse");
+    let only_a: Vec<_> = x.iter().filter(|r| !y.contains(r)).take(5).collect();
+    let only_b: Vec<_> = y.iter().filter(|r| !x.contains(r)).take(5).collect();
+    (!(only_a.is_empty() && only_b.is_empty()))
+        .then(|| format!("only {side_a}: {only_a:#?}\nonly {side_b}: {only_b:#?}"))
+}
+
+/// Copies the folder `from` to `to` (created), recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A build of the models in `sql` (the repository's, or a changed copy), off the async
+/// workers: its record, published or not.
+pub async fn build_record(
+    warehouse: &Path,
+    sql: &Path,
+    jobs: &[JobConfig],
+    full_refresh: bool,
+) -> chiso::models::build::BuildRecord {
+    let (w, sql, j) = (warehouse.to_path_buf(), sql.to_path_buf(), jobs.to_vec());
+    tokio::task::spawn_blocking(move || {
+        chiso::models::build::build(
+            &w,
+            &sql,
+            &j,
+            &chiso::models::build::BuildOptions {
+                full_refresh,
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
