@@ -11,6 +11,8 @@
 //! - [`schedule`]: planned fire times, the fire history, the one-daemon lock;
 //! - [`serve`]: the daemon (`chiso serve`): fires jobs on their schedules, builds after pulls
 //!   that landed rows, and answers /health, /status and /metrics;
+//! - [`publish`]: revisions of a period's index, their files and the push to the portals;
+//!   [`ledger`]: where revisions and receipts are kept (`publications.duckdb`);
 //! - [`sim`]: the simulated tax administration, the embedded default source;
 //! - [`demo`], [`bench`]: the main job on the embedded default, and benchmarks;
 //! - [`duck`], [`time`], [`fs`]: DuckDB connections, wall-clock time and durable file steps
@@ -25,7 +27,9 @@ pub mod feeds;
 pub mod fs;
 pub mod index;
 pub mod lake;
+pub mod ledger;
 pub mod models;
+pub mod publish;
 pub mod pull;
 pub mod schedule;
 pub mod serve;

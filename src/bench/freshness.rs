@@ -192,6 +192,7 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
     let mut jobs = Jobs {
         pulls: all.pulls,
         builds: all.builds,
+        publishes: Vec::new(),
     };
     for j in &mut jobs.pulls {
         if let Some(s) = &j.source {

@@ -9,6 +9,7 @@ mod compact;
 mod demo;
 mod index;
 mod jobs;
+mod publish;
 mod run;
 mod serve;
 mod sim;
@@ -28,6 +29,7 @@ pub(crate) use chiso::pull::{self, RunContext, RunReport};
 pub(crate) use chiso::sim::{faults::Faults, SimConfig};
 
 use self::backfill::BackfillArgs;
+use self::publish::PublishArgs;
 use self::bench::*;
 use self::demo::*;
 use self::serve::ServeArgs;
@@ -122,6 +124,16 @@ pub(crate) enum Command {
     /// pulls that land rows (debounced), answer /health, /status and /metrics on --http; until
     /// SIGTERM or SIGINT, then give running runs --grace and exit 0. One per warehouse.
     Serve(ServeArgs),
+    /// Publish periods of the index from the published warehouse: each becomes revision N in
+    /// the ledger (warehouse/publications.duckdb; nothing new when its numbers equal the
+    /// latest revision), its files are written under warehouse/exports/<period>/rev-<N>/ (CSV,
+    /// JSON, XLSX, an HTML report, manifest.json), and final revisions are sent to the portals
+    /// of [publish.targets] (each acknowledged once). Personal data blocks it; the guard's
+    /// warnings block a final revision unless --accept.
+    ///
+    /// Exit status: 0 done, 1 a push is still pending (retried by the next publish), 2 bad
+    /// configuration.
+    Publish(PublishArgs),
     /// The lake's committed snapshot: per dataset, the Parquet files the commit logs name now
     /// (what a build started now would read; never a file a running pull has not committed).
     /// Other engines (Spark, Trino, Polars, DuckDB) read the same data from this list.
@@ -237,6 +249,7 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => self::status::status(&g, args).await,
         Command::Serve(args) => self::serve::serve(&g, args).await,
         Command::Backfill(args) => self::backfill::backfill(&g, args).await,
+        Command::Publish(args) => self::publish::publish(&g, args).await,
         Command::Compact(args) => self::compact::compact(&g, args).await,
         Command::Snapshot(args) => self::snapshot::snapshot(&g, args).await,
         Command::Jobs(args) => self::jobs::jobs(&g, args).await,

@@ -81,8 +81,33 @@ pub(crate) fn print_reports(
     }
 }
 
-pub(crate) async fn run(g: &Globals, args: RunArgs) -> anyhow::Result<u8> {
-    let (project, jobs) = load(&g.config)?;
+pub(crate) async fn run(g: &Globals, mut args: RunArgs) -> anyhow::Result<u8> {
+    let (project, all) = load_all(&g.config)?;
+    // Publish jobs named here run first (by name only: --all runs the pulls).
+    let publishes: Vec<config::PublishJobConfig> = all
+        .publishes
+        .iter()
+        .filter(|p| args.jobs.contains(&p.name))
+        .cloned()
+        .collect();
+    args.jobs.retain(|n| !publishes.iter().any(|p| &p.name == n));
+    let mut failed_publish = false;
+    for job in &publishes {
+        match self::publish::run_publish_job(g, &project, &all, job).await {
+            Ok(report) => {
+                self::publish::print_report(&report);
+                failed_publish |= report.pending_pushes() > 0;
+            }
+            Err(e) => {
+                eprintln!("chiso: job {}: {e:#}", job.name);
+                failed_publish = true;
+            }
+        }
+    }
+    if !publishes.is_empty() && args.jobs.is_empty() && !args.all {
+        return Ok(if failed_publish { EXIT_FAILED } else { EXIT_OK });
+    }
+    let jobs = all.pulls.clone();
     let selected = select(&jobs, &args.jobs, args.all)?;
     let ctx = RunContext {
         warehouse: warehouse_dir(&g.dir, &project),
@@ -113,7 +138,7 @@ pub(crate) async fn run(g: &Globals, args: RunArgs) -> anyhow::Result<u8> {
     for e in &errors {
         eprintln!("chiso: {e}");
     }
-    Ok(if errors.is_empty() {
+    Ok(if errors.is_empty() && !failed_publish {
         exit_code(&reports)
     } else {
         EXIT_FAILED

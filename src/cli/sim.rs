@@ -84,6 +84,9 @@ pub(crate) struct SimServeArgs {
     /// The paged feeds serve current records only and move one to the end at every page after
     /// the first, as a live API whose records change while a client reads it.
     #[arg(long)]
+    /// Share of publications the simulated portals refuse with 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) fault_publish: f64,
     pub(crate) moving_records: bool,
 }
 
@@ -110,6 +113,9 @@ pub(crate) async fn serve(_g: &Globals, a: SimServeArgs) -> anyhow::Result<u8> {
         truncate_rate: a.fault_truncate,
         malformed_rate: a.fault_malformed,
         moving_records: a.moving_records,
+        publish_error_rate: a.fault_publish,
+        publish_lost_rate: 0.0,
+        publish_delay_ms: 0,
     };
     faults
         .validate()

@@ -118,6 +118,7 @@ fn two() -> u32 {
 pub enum JobKind {
     Pull,
     Build,
+    Publish,
 }
 
 #[derive(Deserialize)]
@@ -133,9 +134,10 @@ pub(super) fn job_kind(src: &Source<'_>) -> Result<JobKind, ConfigError> {
         Some(k) => match k.get_ref().as_str() {
             "pull" => Ok(JobKind::Pull),
             "build" => Ok(JobKind::Build),
+            "publish" => Ok(JobKind::Publish),
             other => Err(src.at(
                 Some(k.span()),
-                format!("kind {other:?}: expected \"pull\" (the default) or \"build\""),
+                format!("kind {other:?}: expected \"pull\" (the default), \"build\" or \"publish\""),
             )),
         },
     }

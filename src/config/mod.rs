@@ -17,6 +17,8 @@ use toml::Spanned;
 use crate::lake::schema::{ColumnSpec, ColumnType, DatasetSpec, Grain, PartitionSpec};
 
 pub mod daemon;
+pub mod publish;
+pub use publish::{PeriodChoice, PublishConfig, PublishJobConfig, PushFormat, TargetConfig};
 pub use daemon::{BuildJobConfig, CatchUp, HumanDuration, JobKind, Overlap, RunPolicy};
 
 /// A configuration problem at a place in a file.
@@ -263,6 +265,8 @@ struct ProjectFile {
     warehouse: WarehouseSection,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<SourceSection>>,
+    #[serde(default)]
+    publish: publish::PublishSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -406,6 +410,8 @@ pub struct ProjectConfig {
     pub sources: BTreeMap<String, SourceConfig>,
     /// The published file's storage format (`None`: DuckDB's newest).
     pub storage_version: Option<String>,
+    /// `[publish]`: the guard's thresholds and the portals final revisions are sent to.
+    pub publish: PublishConfig,
 }
 
 impl ProjectConfig {
@@ -478,6 +484,7 @@ impl ProjectConfig {
                 Some(v.get_ref().clone())
             }
         };
+        let publish = file.publish.resolve(&src, env, &mut errors);
         let mut sources = BTreeMap::new();
         for (name, section) in file.sources {
             let span = section.span();
@@ -568,12 +575,14 @@ impl ProjectConfig {
             timezone,
             sources,
             storage_version,
+            publish,
         })
     }
 
     /// Points every source at `base_url`, with `token` as the bearer token or basic password
     /// (used by `chiso demo` and tests to aim the whole project at an in-process simulator).
     pub fn retarget_sources(&mut self, base_url: &str, token: &Secret) {
+        self.retarget_targets(base_url, token);
         for s in self.sources.values_mut() {
             s.base_url = base_url.trim_end_matches('/').to_string();
             s.auth = match &s.auth {
@@ -584,6 +593,20 @@ impl ProjectConfig {
                     password: token.clone(),
                 },
             };
+        }
+    }
+}
+
+impl ProjectConfig {
+    /// Points every publication target at `base_url`, keeping each URL's path (the simulator
+    /// receives publications as the portals would), with `token` as its bearer token.
+    pub fn retarget_targets(&mut self, base_url: &str, token: &Secret) {
+        for t in &mut self.publish.targets {
+            let path = reqwest::Url::parse(&t.url)
+                .map(|u| u.path().to_string())
+                .unwrap_or_default();
+            t.url = format!("{}{}", base_url.trim_end_matches('/'), path);
+            t.token = token.clone();
         }
     }
 }
@@ -884,6 +907,7 @@ pub struct JobConfig {
 pub struct Jobs {
     pub pulls: Vec<JobConfig>,
     pub builds: Vec<BuildJobConfig>,
+    pub publishes: Vec<PublishJobConfig>,
 }
 
 /// Loads every `*.toml` in `dir`, returning the pull jobs or every problem found in any job file
@@ -951,6 +975,10 @@ pub fn parse_job_files(
                     job.storage_version = project.storage_version.clone();
                     jobs.builds.push(job)
                 }
+                Err(mut es) => errors.append(&mut es),
+            },
+            Ok(JobKind::Publish) => match publish::parse_publish_job(path, &src) {
+                Ok(job) => jobs.publishes.push(job),
                 Err(mut es) => errors.append(&mut es),
             },
             Err(e) => errors.push(e),

@@ -26,6 +26,12 @@ pub struct Faults {
     /// up a place while a client walks the pages.
     #[serde(default)]
     pub moving_records: bool,
+    /// Share of publications (`POST /publications/{portal}`) refused with 503 before storing.
+    pub publish_error_rate: f64,
+    /// Share of publications stored whose answer is lost (503 after storing).
+    pub publish_lost_rate: f64,
+    /// Milliseconds a portal waits after storing a publication before it answers.
+    pub publish_delay_ms: u64,
 }
 
 impl Faults {
@@ -39,6 +45,8 @@ impl Faults {
             ("slow_rate", self.slow_rate),
             ("truncate_rate", self.truncate_rate),
             ("malformed_rate", self.malformed_rate),
+            ("publish_error_rate", self.publish_error_rate),
+            ("publish_lost_rate", self.publish_lost_rate),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} = {v}: must be between 0 and 1"));

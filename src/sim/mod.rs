@@ -10,6 +10,7 @@
 pub mod calendar;
 pub mod catalogue;
 pub mod faults;
+pub mod portal;
 pub mod generate;
 pub mod names;
 pub mod server;

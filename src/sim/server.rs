@@ -11,7 +11,8 @@
 //! | `GET /registry/units.json` | snapshot | unit registry (§2) |
 //! | `GET /calendar/days.csv` | snapshot | holidays and compensatory working days (3.7) |
 //! | `GET /reports/national/received.csv` | snapshot | national report (3.6) |
-//! | `GET /_sim/stats`, `POST /_sim/faults`, `GET /_sim/health`, `POST /_sim/records/{feed}` (add a record to a cursor feed: a changed dossier) | control | |
+//! | `POST /publications/{portal}` (Idempotency-Key) | publication | a portal receiving a revision ([`super::portal`]) |
+//! | `GET /_sim/stats`, `POST /_sim/faults`, `GET /_sim/health`, `POST /_sim/records/{feed}` (add a record to a cursor feed: a changed dossier), `GET /_sim/publications` | control | |
 //!
 //! Records become visible as the simulator's clock passes the time they reach the portal.
 //! When a token is set, feed routes need `Authorization: Bearer <token>` or basic credentials
@@ -101,7 +102,9 @@ pub struct SimState {
     pub injected: Mutex<BTreeMap<&'static str, Vec<Arc<Injected>>>>,
     pub clock: Clock,
     pub faults: RwLock<Faults>,
-    dice: Dice,
+    pub(super) dice: Dice,
+    /// What the simulated portals received (`POST /publications/{portal}`).
+    pub portals: Mutex<super::portal::Portals>,
     pub stats: Mutex<BTreeMap<String, FeedStats>>,
     /// `moving_records`: (feed, key) → the update time (seconds) the record was moved to.
     moved: Mutex<BTreeMap<(&'static str, String), i64>>,
@@ -123,6 +126,7 @@ impl SimState {
             clock,
             faults: RwLock::new(faults),
             stats: Mutex::new(BTreeMap::new()),
+            portals: Mutex::default(),
             token: token.filter(|t| !t.is_empty()),
         }
     }
@@ -186,7 +190,7 @@ impl SimState {
         f(s.entry(feed.to_string()).or_default());
     }
 
-    fn authorised(&self, headers: &HeaderMap) -> bool {
+    pub(super) fn authorised(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
@@ -211,7 +215,7 @@ impl SimState {
     }
 }
 
-type Shared = Arc<SimState>;
+pub(super) type Shared = Arc<SimState>;
 
 /// A running simulator.
 pub struct SimHandle {
@@ -309,6 +313,8 @@ pub fn router(state: Shared) -> Router {
         .route("/_sim/stats", get(stats))
         .route("/_sim/faults", post(set_faults).get(get_faults))
         .route("/_sim/records/{feed}", post(add_record))
+        .route("/publications/{portal}", post(super::portal::receive))
+        .route("/_sim/publications", get(super::portal::list))
         .with_state(state)
 }
 

@@ -302,6 +302,10 @@ pub fn build(
     )?;
     record_tests_passed(&conn, &tests)?;
     record_model_sql(&conn, &project, &models)?;
+    // What was published (revisions, receipts), beside the marts for BI tools.
+    if let Err(e) = crate::ledger::copy_into(&conn, warehouse) {
+        tracing::error!(error = %format!("{e:#}"), "Copying the publication ledger into the warehouse failed; the previous copy stays.");
+    }
     record_compactions(&conn, &lake.compactions)?;
     reuse::save(&conn, &states)?;
     let blocking = tests.iter().any(|t| t.status.blocks());

@@ -1,0 +1,163 @@
+//! `chiso publish`: record periods as revisions, write their files, send them to the portals;
+//! and `chiso run` of a publish job.
+
+use super::*;
+use chiso::publish::{PublishOptions, PublishReport};
+
+#[derive(Args)]
+pub(crate) struct PublishArgs {
+    /// Periods: 2026-10 (a month), 2026-Q4 (a quarter), 2026 (a year).
+    #[arg(required = true)]
+    pub(crate) periods: Vec<String>,
+    /// A preview: written under exports/ and kept as a provisional revision, never sent;
+    /// the guard's warnings are reported and do not block it.
+    #[arg(long)]
+    pub(crate) provisional: bool,
+    /// Publish final despite the guard's warnings, for this reason (kept in the ledger and
+    /// the manifest).
+    #[arg(long, value_name = "REASON")]
+    pub(crate) accept: Option<String>,
+    /// A note kept with the revision.
+    #[arg(long)]
+    pub(crate) note: Option<String>,
+    /// Record and write, but do not send to the portals (pending pushes wait for the next
+    /// publish).
+    #[arg(long)]
+    pub(crate) no_push: bool,
+    /// Do not rebuild the warehouse afterwards (the revision shows in pub_* tables at the next
+    /// build).
+    #[arg(long)]
+    pub(crate) no_build: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn publish(g: &Globals, a: PublishArgs) -> anyhow::Result<u8> {
+    let (project, jobs) = load_all(&g.config)?;
+    let periods = a
+        .periods
+        .iter()
+        .map(|p| chiso::publish::parse_period(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = PublishOptions {
+        provisional: a.provisional,
+        accept: a.accept,
+        note: a.note,
+        push: !a.no_push,
+    };
+    let report = run_publish(g, &project, &jobs, &periods, &opts, !a.no_build).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.pending_pushes() > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// Publishes, then (if anything new was recorded) builds, so that the warehouse's pub_* tables
+/// show it.
+pub(crate) async fn run_publish(
+    g: &Globals,
+    project: &ProjectConfig,
+    jobs: &config::Jobs,
+    periods: &[String],
+    opts: &PublishOptions,
+    build_after: bool,
+) -> anyhow::Result<PublishReport> {
+    let warehouse = warehouse_dir(&g.dir, project);
+    let report = chiso::publish::publish(
+        &warehouse,
+        &jobs.pulls,
+        &project.publish,
+        periods,
+        opts,
+        &chiso::feeds::http::http_client(),
+    )
+    .await?;
+    if build_after && report.periods.iter().any(|p| p.created) {
+        let sql_dir = project.root.join("sql");
+        let pulls = jobs.pulls.clone();
+        let opts = chiso::models::build::BuildOptions {
+            storage_version: project.storage_version.clone(),
+            ..Default::default()
+        };
+        let record = tokio::task::spawn_blocking(move || {
+            chiso::models::build::build(&warehouse, &sql_dir, &pulls, &opts)
+        })
+        .await?;
+        match record {
+            Ok(r) if r.published => {}
+            Ok(_) => eprintln!("chiso: the build after publishing failed; the warehouse shows the new revision after the next build"),
+            Err(e) => eprintln!("chiso: the build after publishing did not run ({e:#}); the warehouse shows the new revision after the next build"),
+        }
+    }
+    Ok(report)
+}
+
+pub(crate) fn print_report(r: &PublishReport) {
+    for p in &r.periods {
+        if p.created {
+            println!(
+                "{} revision {} ({}) recorded; files in {}",
+                p.period,
+                p.revision,
+                p.status,
+                p.folder.display()
+            );
+        } else {
+            println!(
+                "{} unchanged since revision {} ({}): nothing new recorded",
+                p.period, p.revision, p.status
+            );
+        }
+        for w in &p.warnings {
+            println!("  warning: {}", w.line());
+        }
+        if let Some(c) = &p.change_note {
+            for line in c.text().lines() {
+                println!("  {line}");
+            }
+        }
+    }
+    for x in &r.pushes {
+        let what = if x.acknowledged {
+            format!(
+                "acknowledged{} (receipt {})",
+                if x.duplicate { " as a duplicate" } else { "" },
+                x.receipt.as_deref().unwrap_or("-")
+            )
+        } else {
+            format!(
+                "NOT acknowledged, stays pending: {}",
+                x.error.as_deref().unwrap_or("")
+            )
+        };
+        println!(
+            "push {} {} rev {}: {what} after {} attempt(s)",
+            x.target, x.period, x.revision, x.attempts
+        );
+    }
+}
+
+/// `chiso run` of a publish job: the period its rule names today.
+pub(crate) async fn run_publish_job(
+    g: &Globals,
+    project: &ProjectConfig,
+    jobs: &config::Jobs,
+    job: &config::PublishJobConfig,
+) -> anyhow::Result<PublishReport> {
+    let today = chiso::time::now_local().date();
+    let period = chiso::publish::choose_period(&job.period, today);
+    let opts = PublishOptions {
+        provisional: job.provisional,
+        accept: None,
+        note: Some(format!("publish job {}", job.name)),
+        push: job.push,
+    };
+    run_publish(g, project, jobs, &[period], &opts, true).await
+}

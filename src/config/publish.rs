@@ -1,0 +1,217 @@
+//! Publication settings: `[publish]` in chiso.toml (the guard's thresholds and the portals a
+//! final revision is sent to, `[publish.targets.<name>]`) and the publish job kind
+//! (`kind = "publish"` in a job file), which `chiso run` and `chiso serve` run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{interpolate, is_environment_reference, ConfigError, CronExpr, Secret, Source};
+
+/// `[publish]` of chiso.toml.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PublishSection {
+    /// A unit's total moving more than this many points from the previous period is a
+    /// warning that blocks a final publication unless accepted. Default 15.
+    max_change_points: Option<f64>,
+    /// Days after a period's end that late syncs are waited for: a feed whose watermark has
+    /// not passed the end plus these days is incomplete for the period. Default 10.
+    grace_days: Option<u32>,
+    #[serde(default)]
+    targets: BTreeMap<String, Spanned<TargetSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetSection {
+    /// Where a revision is POSTed, `${VAR:-default}` allowed.
+    url: Spanned<String>,
+    /// Bearer token; from the environment only (`${VAR}`).
+    token: Option<Spanned<String>>,
+    /// `json` (default: the revision with its indicator detail) or `csv` (units only).
+    #[serde(default)]
+    format: PushFormat,
+    /// Unit levels sent (1 central, 2 provincial, 3 base). Default all.
+    levels: Option<Vec<i64>>,
+    /// Seconds per request. Default 30.
+    timeout_secs: Option<u64>,
+    /// Tries per push within one publish (with backoff between). Default 4.
+    attempts: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushFormat {
+    #[default]
+    Json,
+    Csv,
+}
+
+/// The resolved `[publish]` settings.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    pub max_change_points: f64,
+    pub grace_days: u32,
+    pub targets: Vec<TargetConfig>,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            max_change_points: 15.0,
+            grace_days: 10,
+            targets: Vec::new(),
+        }
+    }
+}
+
+/// A portal a final revision is sent to.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub url: String,
+    pub token: Secret,
+    pub format: PushFormat,
+    pub levels: Vec<i64>,
+    pub timeout: Duration,
+    pub attempts: u32,
+}
+
+impl PublishSection {
+    pub(super) fn resolve(
+        self,
+        src: &Source<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+        errors: &mut Vec<ConfigError>,
+    ) -> PublishConfig {
+        let defaults = PublishConfig::default();
+        let mut targets = Vec::new();
+        for (name, section) in self.targets {
+            let t = section.into_inner();
+            let url = interpolate(t.url.get_ref(), env).unwrap_or_else(|msg| {
+                errors.push(src.at(Some(t.url.span()), format!("publish.targets.{name}.url: {msg}")));
+                String::new()
+            });
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(src.at(
+                    Some(t.url.span()),
+                    format!("publish.targets.{name}.url: {url:?} must start with http:// or https://"),
+                ));
+            }
+            let token = match &t.token {
+                None => Secret::default(),
+                Some(v) if !is_environment_reference(v.get_ref()) => {
+                    errors.push(src.at(
+                        Some(v.span()),
+                        format!(
+                            "publish.targets.{name}.token: secrets are read from the environment; write \"${{CHISO_PUBLISH_{}_TOKEN}}\" and export that variable",
+                            name.to_uppercase()
+                        ),
+                    ));
+                    Secret::default()
+                }
+                Some(v) => Secret::new(interpolate(v.get_ref(), env).unwrap_or_default()),
+            };
+            let levels = t.levels.unwrap_or_else(|| vec![1, 2, 3]);
+            if levels.is_empty() || levels.iter().any(|l| !(1..=4).contains(l)) {
+                errors.push(src.at(
+                    None,
+                    format!("publish.targets.{name}.levels {levels:?}: expected levels 1 to 4"),
+                ));
+            }
+            targets.push(TargetConfig {
+                name,
+                url,
+                token,
+                format: t.format,
+                levels,
+                timeout: Duration::from_secs(t.timeout_secs.unwrap_or(30)),
+                attempts: t.attempts.unwrap_or(4).max(1),
+            });
+        }
+        PublishConfig {
+            max_change_points: self.max_change_points.unwrap_or(defaults.max_change_points),
+            grace_days: self.grace_days.unwrap_or(defaults.grace_days),
+            targets,
+        }
+    }
+}
+
+/// Which period a publish job publishes, relative to the day it runs (project time zone).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodChoice {
+    PreviousMonth,
+    CurrentMonth,
+    PreviousQuarter,
+    CurrentQuarter,
+    PreviousYear,
+    CurrentYear,
+}
+
+/// A publish job (`kind = "publish"`): publishes a period on a schedule, e.g. the previous
+/// month as final on the 11th, or the current month as a provisional preview every day.
+#[derive(Debug, Clone)]
+pub struct PublishJobConfig {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub enabled: bool,
+    pub schedule: CronExpr,
+    pub period: PeriodChoice,
+    pub provisional: bool,
+    /// Send to the targets after recording (final revisions only). Default true.
+    pub push: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishJobFile {
+    #[allow(dead_code)]
+    kind: String,
+    description: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    schedule: CronExpr,
+    period: PeriodChoice,
+    #[serde(default)]
+    provisional: bool,
+    #[serde(default = "yes")]
+    push: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub(super) fn parse_publish_job(
+    path: &Path,
+    src: &Source<'_>,
+) -> Result<PublishJobConfig, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let name = super::job_name(src, &mut errors);
+    let file: PublishJobFile = match toml::from_str(src.text) {
+        Ok(f) => f,
+        Err(e) => {
+            errors.push(src.toml_error(e));
+            return Err(errors);
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(PublishJobConfig {
+        name,
+        file: path.to_path_buf(),
+        description: file.description.unwrap_or_default(),
+        enabled: file.enabled,
+        schedule: file.schedule,
+        period: file.period,
+        provisional: file.provisional,
+        push: file.push,
+    })
+}

@@ -1,0 +1,327 @@
+//! The publication ledger: every revision of a period's published index, its rows, and what
+//! each portal acknowledged, in `warehouse/publications.duckdb`.
+//!
+//! - `pub_revisions`: one row per (period, revision), append-only: status (provisional or
+//!   final), when, the methodology, the data watermark, the digest of the model SQL, the build
+//!   it was read from, the change note, the warnings and the reasons they were accepted.
+//! - `pub_index_unit_period`, `pub_index_indicator`: the marts' rows as published, with the
+//!   revision. Their columns follow the marts (new mart columns are added, never removed).
+//! - `pub_receipts`: one row per (target, period, revision) of a final revision: pending until
+//!   the portal acknowledged it, then acknowledged with the portal's receipt.
+//!
+//! Only `chiso publish` writes it (under `_state/_publish/lock`). Every build copies it into
+//! the published warehouse ([`copy_into`]) with views of the latest revision per period and
+//! `pub_revision_pending`, so BI tools read what was published beside the marts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::duck;
+
+pub const FILE: &str = "publications.duckdb";
+
+/// The ledger's tables, in the order they are copied.
+pub const TABLES: [&str; 4] = [
+    "pub_revisions",
+    "pub_index_unit_period",
+    "pub_index_indicator",
+    "pub_receipts",
+];
+
+/// Mart columns a revision does not compare: they move at every build without the numbers
+/// moving (when it was computed, how far the data reached, the moment a live period is judged
+/// at; the status is compared).
+pub const UNCOMPARED: [&str; 4] = ["revision", "computed_at", "data_watermark", "judged_as_of"];
+
+/// The marts a revision publishes, with the ledger table each is kept in and its key.
+pub const PUBLISHED: [(&str, &str, &[&str]); 2] = [
+    ("mart_index_unit_period", "pub_index_unit_period", &["unit_id"]),
+    (
+        "mart_index_indicator",
+        "pub_index_indicator",
+        &["unit_id", "indicator"],
+    ),
+];
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pub_revisions (
+    period VARCHAR NOT NULL,
+    revision INTEGER NOT NULL,
+    status VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    methodology VARCHAR,
+    data_watermark TIMESTAMP,
+    sql_digest VARCHAR,
+    build_id VARCHAR,
+    build_started_at VARCHAR,
+    previous_revision INTEGER,
+    units INTEGER,
+    note VARCHAR,
+    change_note JSON,
+    warnings JSON,
+    accepted VARCHAR,
+    chiso_version VARCHAR,
+    PRIMARY KEY (period, revision)
+);
+CREATE TABLE IF NOT EXISTS pub_receipts (
+    target VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    revision INTEGER NOT NULL,
+    idempotency_key VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error VARCHAR,
+    acknowledged_at TIMESTAMP,
+    portal_receipt VARCHAR,
+    duplicate BOOLEAN,
+    PRIMARY KEY (target, period, revision)
+);
+";
+
+pub fn path(warehouse: &Path) -> PathBuf {
+    warehouse.join(FILE)
+}
+
+/// Opens the ledger for writing, creating its tables. Waits up to `wait` for a build that is
+/// copying it (DuckDB lets one process write a file, or several read it).
+pub fn open(warehouse: &Path, wait: Duration) -> anyhow::Result<duck::Connection> {
+    let p = path(warehouse);
+    let conn = retry_locked(wait, || duck::open(&p, 1))
+        .with_context(|| format!("opening the publication ledger {}", p.display()))?;
+    conn.execute_batch(SCHEMA)
+        .context("creating the ledger's tables")?;
+    Ok(conn)
+}
+
+/// Opens the ledger read-only, if it exists.
+pub fn open_read_only(
+    warehouse: &Path,
+    wait: Duration,
+) -> anyhow::Result<Option<duck::Connection>> {
+    let p = path(warehouse);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let conn = retry_locked(wait, || duck::open_read_only(&p))
+        .with_context(|| format!("opening the publication ledger {}", p.display()))?;
+    Ok(Some(conn))
+}
+
+fn retry_locked<T>(
+    wait: Duration,
+    mut f: impl FnMut() -> duckdb::Result<T>,
+) -> duckdb::Result<T> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match f() {
+            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_lock_error(e: &duckdb::Error) -> bool {
+    let s = e.to_string();
+    s.contains("Could not set lock") || s.contains("Conflicting lock")
+}
+
+/// The columns of `table` in database `db` (`main` of the connection when `None`), in order.
+pub fn columns(
+    conn: &duck::Connection,
+    db: Option<&str>,
+    table: &str,
+) -> duckdb::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT column_name FROM duckdb_columns() \
+         WHERE table_name = ? AND database_name = coalesce(?, current_database()) \
+         ORDER BY column_index",
+    )?;
+    let rows = stmt.query_map(duckdb::params![table, db], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Copies the ledger into the build file `conn` is writing (called by every build before it
+/// publishes), and makes the views over it. Without a ledger nothing is made. When a publish
+/// holds the ledger for longer than a few seconds the copies the build file started with are
+/// kept (one publication behind at most) and the next build brings them up to date.
+pub fn copy_into(conn: &duck::Connection, warehouse: &Path) -> anyhow::Result<()> {
+    let p = path(warehouse);
+    if !p.exists() {
+        return Ok(());
+    }
+    let attach = format!(
+        "ATTACH {} AS chiso_ledger (READ_ONLY)",
+        duck::lit(&p.display().to_string())
+    );
+    match retry_locked(Duration::from_secs(5), || conn.execute_batch(&attach)) {
+        Ok(()) => {}
+        Err(e) if is_lock_error(&e) => {
+            tracing::warn!(error = %e, "The publication ledger is busy: the warehouse keeps the publications it had; the next build copies them.");
+            return views(conn);
+        }
+        Err(e) => return Err(e).context("attaching the publication ledger"),
+    }
+    let copied = (|| -> anyhow::Result<()> {
+        for t in TABLES {
+            if columns(conn, Some("chiso_ledger"), t)?.is_empty() {
+                continue;
+            }
+            conn.execute_batch(&format!(
+                "CREATE OR REPLACE TABLE {t} AS SELECT * FROM chiso_ledger.{t};"
+            ))
+            .with_context(|| format!("copying {t} from the publication ledger"))?;
+        }
+        Ok(())
+    })();
+    conn.execute_batch("DETACH chiso_ledger;")?;
+    copied?;
+    views(conn)
+}
+
+/// The views BI tools read: the latest revision of each period and its rows, and what a build
+/// changed of a final period since its latest final revision (`pub_revision_pending`).
+fn views(conn: &duck::Connection) -> anyhow::Result<()> {
+    if columns(conn, None, "pub_revisions")?.is_empty() {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "CREATE OR REPLACE VIEW pub_latest_revisions AS
+           SELECT * FROM pub_revisions
+           QUALIFY row_number() OVER (PARTITION BY period ORDER BY revision DESC) = 1;",
+    )?;
+    for (_, table, _) in PUBLISHED {
+        if columns(conn, None, table)?.is_empty() {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE VIEW pub_latest_{rest} AS
+               SELECT t.* FROM {table} AS t JOIN pub_latest_revisions AS r USING (period, revision);",
+            rest = table.trim_start_matches("pub_"),
+        ))?;
+    }
+    conn.execute_batch(&pending_sql(conn)?)?;
+    Ok(())
+}
+
+/// `pub_revision_pending`: per final period and unit, what moved since the latest final
+/// revision (the unit's published and current totals, the indicators whose values differ, or
+/// the unit appearing or going). Empty when every final period is as published.
+fn pending_sql(conn: &duck::Connection) -> anyhow::Result<String> {
+    let mut parts = Vec::new();
+    for (mart, table, key) in PUBLISHED {
+        let published = columns(conn, None, table)?;
+        let current = columns(conn, None, mart)?;
+        let compared: Vec<&String> = published
+            .iter()
+            .filter(|c| current.contains(c) && !UNCOMPARED.contains(&c.as_str()))
+            .filter(|c| !key.contains(&c.as_str()) && c.as_str() != "period")
+            .collect();
+        if published.is_empty() || current.is_empty() || compared.is_empty() {
+            return Ok("CREATE OR REPLACE VIEW pub_revision_pending AS \
+                SELECT NULL::VARCHAR AS period, NULL::INTEGER AS revision, NULL::VARCHAR AS unit_id, \
+                NULL::DOUBLE AS published_total, NULL::DOUBLE AS current_total, \
+                NULL::VARCHAR[] AS indicators_moved WHERE false;"
+                .to_string());
+        }
+        let differs = compared
+            .iter()
+            .map(|c| format!("p.\"{c}\" IS DISTINCT FROM m.\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let on = key
+            .iter()
+            .map(|k| format!("p.\"{k}\" = m.\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let first = key[0];
+        parts.push((
+            table,
+            format!(
+                "SELECT coalesce(p.period, m.period) AS period, coalesce(p.unit_id, m.unit_id) AS unit_id, \
+                   {ind} AS indicator, {tot_p} AS published_total, {tot_m} AS current_total \
+                 FROM (SELECT t.* FROM {table} AS t JOIN finals USING (period, revision)) AS p \
+                 FULL JOIN (SELECT * FROM {mart} WHERE period IN (SELECT period FROM finals)) AS m \
+                   ON p.period = m.period AND {on} \
+                 WHERE p.\"{first}\" IS NULL OR m.\"{first}\" IS NULL OR {differs}",
+                ind = if key.len() > 1 {
+                    "coalesce(p.indicator, m.indicator)"
+                } else {
+                    "NULL::VARCHAR"
+                },
+                tot_p = if key.len() > 1 { "NULL::DOUBLE" } else { "p.total" },
+                tot_m = if key.len() > 1 { "NULL::DOUBLE" } else { "m.total" },
+            ),
+        ));
+    }
+    let (_, units) = &parts[0];
+    let (_, indicators) = &parts[1];
+    Ok(format!(
+        "CREATE OR REPLACE VIEW pub_revision_pending AS
+         WITH finals AS (
+             SELECT period, max(revision) AS revision FROM pub_revisions
+             WHERE status = 'final' GROUP BY period
+         ),
+         units AS ({units}),
+         indicators AS ({indicators}),
+         moved AS (
+             SELECT period, unit_id FROM units UNION SELECT period, unit_id FROM indicators
+         )
+         SELECT m.period, f.revision, m.unit_id,
+                p.total AS published_total, c.total AS current_total,
+                (SELECT list(DISTINCT i.indicator ORDER BY i.indicator) FROM indicators AS i
+                  WHERE i.period = m.period AND i.unit_id = m.unit_id) AS indicators_moved
+         FROM moved AS m
+         JOIN finals AS f USING (period)
+         LEFT JOIN pub_index_unit_period AS p
+           ON p.period = m.period AND p.revision = f.revision AND p.unit_id = m.unit_id
+         LEFT JOIN mart_index_unit_period AS c ON c.period = m.period AND c.unit_id = m.unit_id;"
+    ))
+}
+
+/// A final period whose numbers moved since its latest final revision.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pending {
+    pub period: String,
+    /// The latest final revision.
+    pub revision: i64,
+    /// The units that moved, appeared or went.
+    pub units: Vec<String>,
+}
+
+/// What `pub_revision_pending` of the published warehouse says, by period. Empty without it.
+pub fn pending(conn: &duck::Connection) -> anyhow::Result<Vec<Pending>> {
+    if duck::object_kind(conn, "pub_revision_pending")?.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT period, any_value(revision), list(unit_id ORDER BY unit_id) \
+         FROM pub_revision_pending GROUP BY period ORDER BY period",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let units: duckdb::types::Value = r.get(2)?;
+        Ok(Pending {
+            period: r.get(0)?,
+            revision: r.get(1)?,
+            units: strings(units),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The strings of a DuckDB list value.
+pub fn strings(v: duckdb::types::Value) -> Vec<String> {
+    match v {
+        duckdb::types::Value::List(items) => items
+            .into_iter()
+            .filter_map(|i| match i {
+                duckdb::types::Value::Text(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}

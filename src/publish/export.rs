@@ -1,0 +1,517 @@
+//! The files of a revision, under `warehouse/exports/<period>/rev-<N>/`, written from the
+//! ledger's rows (never from the marts, which move on): CSV and JSON per unit level, an XLSX
+//! workbook, the HTML report and `manifest.json` with every file's SHA-256. A revision's folder
+//! is written whole under a temporary name and renamed into place, so it is either complete or
+//! absent; a publish writes the folders missing after a crash.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::guard::Warning;
+use super::revision::ChangeNote;
+use crate::duck;
+use crate::fs::{sync_dir, write_durably};
+
+/// The index groups in the methodology's order: (column, code, Vietnamese name, maximum).
+pub const GROUPS: [(&str, &str, &str, f64); 6] = [
+    ("ckmb", "CKMB", "Công khai, minh bạch", 18.0),
+    ("tdgq", "TDGQ", "Tiến độ giải quyết", 20.0),
+    ("clgq", "CLGQ", "Dịch vụ trực tuyến", 12.0),
+    ("tttt", "TTTT", "Thanh toán trực tuyến", 10.0),
+    ("mdsh", "MDSH", "Mức độ số hóa hồ sơ", 22.0),
+    ("mdhl", "MDHL", "Mức độ hài lòng", 18.0),
+];
+
+/// A revision's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub period: String,
+    pub revision: i64,
+    pub status: String,
+    pub created_at: String,
+    pub methodology: Option<String>,
+    pub data_watermark: Option<String>,
+    pub sql_digest: Option<String>,
+    pub build_id: Option<String>,
+    pub previous_revision: Option<i64>,
+    pub note: Option<String>,
+    pub change_note: Option<ChangeNote>,
+    pub warnings: Vec<Warning>,
+    pub accepted: Option<String>,
+}
+
+/// One unit's row of a revision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UnitRow {
+    pub unit_id: String,
+    pub unit_name: Option<String>,
+    pub unit_level: Option<i64>,
+    pub parent_unit_id: Option<String>,
+    pub period: String,
+    pub ckmb: f64,
+    pub tdgq: f64,
+    pub clgq: f64,
+    pub tttt: f64,
+    pub mdsh: f64,
+    pub mdhl: f64,
+    pub total: f64,
+    pub rank_among_siblings: Option<i64>,
+    pub change_from_previous: Option<f64>,
+    pub status: String,
+}
+
+impl UnitRow {
+    pub fn group(&self, col: &str) -> f64 {
+        match col {
+            "ckmb" => self.ckmb,
+            "tdgq" => self.tdgq,
+            "clgq" => self.clgq,
+            "tttt" => self.tttt,
+            "mdsh" => self.mdsh,
+            _ => self.mdhl,
+        }
+    }
+}
+
+/// One indicator of a unit in a revision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndicatorRow {
+    pub unit_id: String,
+    pub group_code: Option<String>,
+    pub indicator: String,
+    pub numerator: Option<f64>,
+    pub denominator: Option<f64>,
+    pub ratio: Option<f64>,
+    pub points: Option<f64>,
+    pub max_points: Option<f64>,
+}
+
+/// A revision as published: its record and its rows.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub meta: Meta,
+    pub units: Vec<UnitRow>,
+    pub indicators: Vec<IndicatorRow>,
+}
+
+impl Revision {
+    /// Reads revision `revision` of `period` from the ledger (the connection's main database).
+    pub fn load(conn: &duck::Connection, period: &str, revision: i64) -> anyhow::Result<Revision> {
+        let meta = conn
+            .query_row(
+                "SELECT period, revision, status, strftime(created_at, '%Y-%m-%dT%H:%M:%S+07:00'), methodology, \
+                   strftime(data_watermark, '%Y-%m-%d %H:%M:%S'), sql_digest, build_id, previous_revision, note, \
+                   CAST(change_note AS VARCHAR), CAST(warnings AS VARCHAR), accepted \
+                 FROM pub_revisions WHERE period = ? AND revision = ?",
+                duckdb::params![period, revision],
+                |r| {
+                    Ok((
+                        Meta {
+                            period: r.get(0)?,
+                            revision: r.get(1)?,
+                            status: r.get(2)?,
+                            created_at: r.get(3)?,
+                            methodology: r.get(4)?,
+                            data_watermark: r.get(5)?,
+                            sql_digest: r.get(6)?,
+                            build_id: r.get(7)?,
+                            previous_revision: r.get(8)?,
+                            note: r.get(9)?,
+                            change_note: None,
+                            warnings: Vec::new(),
+                            accepted: r.get(12)?,
+                        },
+                        r.get::<_, Option<String>>(10)?,
+                        r.get::<_, Option<String>>(11)?,
+                    ))
+                },
+            )
+            .with_context(|| format!("reading revision {revision} of {period} from the ledger"))?;
+        let (mut meta, change, warnings) = meta;
+        meta.change_note = change.map(|c| serde_json::from_str(&c)).transpose()?;
+        meta.warnings = warnings
+            .map(|w| serde_json::from_str(&w))
+            .transpose()?
+            .unwrap_or_default();
+        let mut stmt = conn.prepare(
+            "SELECT unit_id, unit_name, unit_level, parent_unit_id, period, ckmb, tdgq, clgq, tttt, mdsh, mdhl, \
+               total, rank_among_siblings, change_from_previous, status \
+             FROM pub_index_unit_period WHERE period = ? AND revision = ? \
+             ORDER BY unit_level, parent_unit_id NULLS FIRST, rank_among_siblings, unit_id",
+        )?;
+        let units = stmt
+            .query_map(duckdb::params![period, revision], |r| {
+                Ok(UnitRow {
+                    unit_id: r.get(0)?,
+                    unit_name: r.get(1)?,
+                    unit_level: r.get(2)?,
+                    parent_unit_id: r.get(3)?,
+                    period: r.get(4)?,
+                    ckmb: r.get(5)?,
+                    tdgq: r.get(6)?,
+                    clgq: r.get(7)?,
+                    tttt: r.get(8)?,
+                    mdsh: r.get(9)?,
+                    mdhl: r.get(10)?,
+                    total: r.get(11)?,
+                    rank_among_siblings: r.get(12)?,
+                    change_from_previous: r.get(13)?,
+                    status: r.get(14)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT unit_id, group_code, indicator, numerator, denominator, ratio, points, max_points \
+             FROM pub_index_indicator WHERE period = ? AND revision = ? ORDER BY unit_id, group_code, indicator",
+        )?;
+        let indicators = stmt
+            .query_map(duckdb::params![period, revision], |r| {
+                Ok(IndicatorRow {
+                    unit_id: r.get(0)?,
+                    group_code: r.get(1)?,
+                    indicator: r.get(2)?,
+                    numerator: r.get(3)?,
+                    denominator: r.get(4)?,
+                    ratio: r.get(5)?,
+                    points: r.get(6)?,
+                    max_points: r.get(7)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Revision {
+            meta,
+            units,
+            indicators,
+        })
+    }
+
+    /// The unit levels present, in order.
+    pub fn levels(&self) -> Vec<i64> {
+        let mut l: Vec<i64> = self.units.iter().filter_map(|u| u.unit_level).collect();
+        l.sort();
+        l.dedup();
+        l
+    }
+
+    pub fn units_of(&self, level: i64) -> impl Iterator<Item = &UnitRow> {
+        self.units
+            .iter()
+            .filter(move |u| u.unit_level == Some(level))
+    }
+
+    /// Indicator rows per unit.
+    pub fn indicators_by_unit(&self) -> BTreeMap<&str, Vec<&IndicatorRow>> {
+        let mut m: BTreeMap<&str, Vec<&IndicatorRow>> = BTreeMap::new();
+        for i in &self.indicators {
+            m.entry(i.unit_id.as_str()).or_default().push(i);
+        }
+        m
+    }
+}
+
+pub fn exports_dir(warehouse: &Path) -> PathBuf {
+    warehouse.join("exports")
+}
+
+pub fn revision_dir(warehouse: &Path, period: &str, revision: i64) -> PathBuf {
+    exports_dir(warehouse)
+        .join(period)
+        .join(format!("rev-{revision}"))
+}
+
+const UNIT_HEADERS: [&str; 15] = [
+    "unit_id",
+    "unit_name",
+    "unit_level",
+    "parent_unit_id",
+    "period",
+    "ckmb",
+    "tdgq",
+    "clgq",
+    "tttt",
+    "mdsh",
+    "mdhl",
+    "total",
+    "rank_among_siblings",
+    "change_from_previous",
+    "status",
+];
+
+const INDICATOR_HEADERS: [&str; 8] = [
+    "unit_id",
+    "group_code",
+    "indicator",
+    "numerator",
+    "denominator",
+    "ratio",
+    "points",
+    "max_points",
+];
+
+fn num(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// The units of `levels` as CSV (full precision; the workbook and the report round).
+pub fn units_csv(rev: &Revision, levels: &[i64]) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(UNIT_HEADERS)?;
+    for u in rev
+        .units
+        .iter()
+        .filter(|u| u.unit_level.is_some_and(|l| levels.contains(&l)))
+    {
+        w.write_record([
+            u.unit_id.clone(),
+            u.unit_name.clone().unwrap_or_default(),
+            u.unit_level.map(|l| l.to_string()).unwrap_or_default(),
+            u.parent_unit_id.clone().unwrap_or_default(),
+            u.period.clone(),
+            u.ckmb.to_string(),
+            u.tdgq.to_string(),
+            u.clgq.to_string(),
+            u.tttt.to_string(),
+            u.mdsh.to_string(),
+            u.mdhl.to_string(),
+            u.total.to_string(),
+            u.rank_among_siblings
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            num(u.change_from_previous),
+            u.status.clone(),
+        ])?;
+    }
+    Ok(w.into_inner()?)
+}
+
+fn indicators_csv(rev: &Revision, level: i64) -> anyhow::Result<Vec<u8>> {
+    let units: std::collections::BTreeSet<&str> =
+        rev.units_of(level).map(|u| u.unit_id.as_str()).collect();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(INDICATOR_HEADERS)?;
+    for i in rev
+        .indicators
+        .iter()
+        .filter(|i| units.contains(i.unit_id.as_str()))
+    {
+        w.write_record([
+            i.unit_id.clone(),
+            i.group_code.clone().unwrap_or_default(),
+            i.indicator.clone(),
+            num(i.numerator),
+            num(i.denominator),
+            num(i.ratio),
+            num(i.points),
+            num(i.max_points),
+        ])?;
+    }
+    Ok(w.into_inner()?)
+}
+
+/// The revision's record and the units of `levels`, each with its indicators: the JSON file
+/// of a level and the JSON the portals receive.
+pub fn units_json(rev: &Revision, levels: &[i64]) -> serde_json::Value {
+    let by_unit = rev.indicators_by_unit();
+    let units: Vec<serde_json::Value> = rev
+        .units
+        .iter()
+        .filter(|u| u.unit_level.is_some_and(|l| levels.contains(&l)))
+        .map(|u| {
+            let mut v = serde_json::to_value(u).expect("serialisable");
+            v["indicators"] = serde_json::to_value(by_unit.get(u.unit_id.as_str()))
+                .expect("serialisable");
+            v
+        })
+        .collect();
+    serde_json::json!({
+        "period": rev.meta.period,
+        "revision": rev.meta.revision,
+        "status": rev.meta.status,
+        "methodology": rev.meta.methodology,
+        "data_watermark": rev.meta.data_watermark,
+        "previous_revision": rev.meta.previous_revision,
+        "change_note": rev.meta.change_note,
+        "levels": levels,
+        "units": units,
+    })
+}
+
+/// The workbook an office sends: a sheet per unit level, a sheet of indicator detail,
+/// Vietnamese headers, numbers shown to 2 decimals, the header row frozen.
+pub fn workbook(rev: &Revision) -> anyhow::Result<Vec<u8>> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut wb = Workbook::new();
+    let head = Format::new().set_bold().set_text_wrap();
+    let two = Format::new().set_num_format("0.00");
+    let mut unit_headers: Vec<String> = vec![
+        "Mã đơn vị".into(),
+        "Tên đơn vị".into(),
+        "Đơn vị cấp trên".into(),
+    ];
+    unit_headers.extend(
+        GROUPS
+            .iter()
+            .map(|(_, code, name, max)| format!("{name} ({code}, tối đa {max})")),
+    );
+    unit_headers.extend([
+        "Tổng điểm".into(),
+        "Xếp hạng".into(),
+        "Thay đổi so với kỳ trước".into(),
+        "Trạng thái".into(),
+    ]);
+    for level in rev.levels() {
+        let ws = wb.add_worksheet();
+        ws.set_name(sheet_name(level))?;
+        for (c, h) in unit_headers.iter().enumerate() {
+            ws.write_string_with_format(0, c as u16, h, &head)?;
+        }
+        for (r, u) in rev.units_of(level).enumerate() {
+            let r = r as u32 + 1;
+            ws.write_string(r, 0, &u.unit_id)?;
+            ws.write_string(r, 1, u.unit_name.as_deref().unwrap_or(""))?;
+            ws.write_string(r, 2, u.parent_unit_id.as_deref().unwrap_or(""))?;
+            for (k, (col, ..)) in GROUPS.iter().enumerate() {
+                ws.write_number_with_format(r, 3 + k as u16, u.group(col), &two)?;
+            }
+            ws.write_number_with_format(r, 9, u.total, &two)?;
+            if let Some(rank) = u.rank_among_siblings {
+                ws.write_number(r, 10, rank as f64)?;
+            }
+            if let Some(c) = u.change_from_previous {
+                ws.write_number_with_format(r, 11, c, &two)?;
+            }
+            ws.write_string(r, 12, status_vi(&u.status))?;
+        }
+        ws.set_freeze_panes(1, 0)?;
+        ws.set_column_width(1, 36)?;
+        ws.set_row_height(0, 45)?;
+    }
+    let ws = wb.add_worksheet();
+    ws.set_name(INDICATOR_SHEET)?;
+    for (c, h) in INDICATOR_SHEET_HEADERS.iter().enumerate() {
+        ws.write_string_with_format(0, c as u16, *h, &head)?;
+    }
+    for (r, i) in rev.indicators.iter().enumerate() {
+        let r = r as u32 + 1;
+        ws.write_string(r, 0, &i.unit_id)?;
+        ws.write_string(r, 1, i.group_code.as_deref().unwrap_or(""))?;
+        ws.write_string(r, 2, &i.indicator)?;
+        for (k, v) in [i.numerator, i.denominator, i.ratio, i.points, i.max_points]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(v) = v {
+                ws.write_number_with_format(r, 3 + k as u16, v, &two)?;
+            }
+        }
+    }
+    ws.set_freeze_panes(1, 0)?;
+    Ok(wb.save_to_buffer()?)
+}
+
+pub const INDICATOR_SHEET: &str = "Chi tiết chỉ số";
+pub const INDICATOR_SHEET_HEADERS: [&str; 8] = [
+    "Mã đơn vị",
+    "Nhóm",
+    "Chỉ số",
+    "Tử số",
+    "Mẫu số",
+    "Tỷ lệ",
+    "Điểm",
+    "Điểm tối đa",
+];
+
+pub fn sheet_name(level: i64) -> String {
+    format!("Đơn vị cấp {level}")
+}
+
+pub fn status_vi(status: &str) -> &'static str {
+    match status {
+        "final" => "Chính thức",
+        _ => "Tạm tính",
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Writes the revision's folder unless it is there; returns it.
+pub fn ensure(warehouse: &Path, rev: &Revision, duckdb_version: &str) -> anyhow::Result<PathBuf> {
+    let dir = revision_dir(warehouse, &rev.meta.period, rev.meta.revision);
+    if dir.join("manifest.json").exists() {
+        return Ok(dir);
+    }
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for level in rev.levels() {
+        files.push((format!("units-level-{level}.csv"), units_csv(rev, &[level])?));
+        files.push((
+            format!("indicators-level-{level}.csv"),
+            indicators_csv(rev, level)?,
+        ));
+        files.push((
+            format!("units-level-{level}.json"),
+            serde_json::to_vec_pretty(&units_json(rev, &[level]))?,
+        ));
+    }
+    files.push(("index.xlsx".into(), workbook(rev)?));
+    files.push((
+        "report.html".into(),
+        super::report::render(rev)?.into_bytes(),
+    ));
+    let listed: Vec<ManifestFile> = files
+        .iter()
+        .map(|(name, bytes)| ManifestFile {
+            name: name.clone(),
+            bytes: bytes.len() as u64,
+            sha256: format!("{:x}", Sha256::digest(bytes)),
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "period": rev.meta.period,
+        "revision": rev.meta.revision,
+        "previous_revision": rev.meta.previous_revision,
+        "status": rev.meta.status,
+        "created_at": rev.meta.created_at,
+        "methodology": rev.meta.methodology,
+        "data_watermark": rev.meta.data_watermark,
+        "model_sql_digest": rev.meta.sql_digest,
+        "build_id": rev.meta.build_id,
+        "chiso_version": env!("CARGO_PKG_VERSION"),
+        "duckdb_version": duckdb_version,
+        "units": rev.units.len(),
+        "change_summary": rev.meta.change_note.as_ref().map(|c| c.text()),
+        "warnings": rev.meta.warnings,
+        "accepted": rev.meta.accepted,
+        "files": listed,
+    });
+    files.push(("manifest.json".into(), serde_json::to_vec_pretty(&manifest)?));
+    let parent = dir.parent().expect("a period folder");
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".rev-{}.tmp-{}",
+        rev.meta.revision,
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    for (name, bytes) in &files {
+        write_durably(&tmp.join(name), bytes)
+            .with_context(|| format!("writing {}", tmp.join(name).display()))?;
+    }
+    sync_dir(&tmp)?;
+    if dir.exists() {
+        // A folder left without its manifest by an older crash: replaced whole.
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::rename(&tmp, &dir).with_context(|| format!("publishing {}", dir.display()))?;
+    sync_dir(parent)?;
+    Ok(dir)
+}

@@ -1,0 +1,301 @@
+//! The guard a revision passes before anything is written or sent.
+//!
+//! Personal data blocks every publication, provisional or not: no published column may be named
+//! like a column the job files declare `personal = true`, and no published text may hold a value
+//! of such a column from the lake (applicant names and ID numbers, officer names, petitioners),
+//! nor anything shaped like an ID number, a phone number or an e-mail address.
+//!
+//! Warnings block a final publication unless accepted (`--accept "reason"`, recorded in the
+//! manifest and the ledger): a unit's total moved more than `max_change_points` from the
+//! previous period; a feed's data has not reached the period's end plus the grace days; a unit
+//! that had dossiers in the previous period has none.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{JobConfig, PublishConfig};
+use crate::duck;
+use crate::lake::commit::JobState;
+use crate::ledger;
+use crate::models::snapshot;
+
+/// Units listed in a warning shown to a person (all are kept in the ledger and the manifest).
+const SHOWN: usize = 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Warning {
+    /// `moved`, `incomplete_feed` or `units_without_dossiers`.
+    pub kind: String,
+    pub message: String,
+    #[serde(default)]
+    pub units: Vec<String>,
+}
+
+impl Warning {
+    /// One line: the message and the first units.
+    pub fn line(&self) -> String {
+        if self.units.is_empty() {
+            return self.message.clone();
+        }
+        let more = self.units.len().saturating_sub(SHOWN);
+        format!(
+            "{}: {}{}",
+            self.message,
+            self.units[..self.units.len().min(SHOWN)].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// Where each published mart's columns end up.
+fn files_of(mart: &str) -> &'static str {
+    if mart == "mart_index_unit_period" {
+        "units-level-N.csv, units-level-N.json, index.xlsx, report.html and the portals' payloads"
+    } else {
+        "indicators-level-N.csv, units-level-N.json, index.xlsx, report.html and the portals' payloads"
+    }
+}
+
+/// A personal value shown in an error: its first character and its length, never the value.
+fn masked(v: &str) -> String {
+    let first: String = v.chars().take(1).collect();
+    format!("{first}… ({} characters)", v.chars().count())
+}
+
+struct Pattern {
+    what: &'static str,
+    re: Regex,
+}
+
+fn patterns() -> &'static [Pattern] {
+    static P: OnceLock<Vec<Pattern>> = OnceLock::new();
+    P.get_or_init(|| {
+        let p = |what, re: &str| Pattern {
+            what,
+            re: Regex::new(re).expect("valid pattern"),
+        };
+        vec![
+            p("an e-mail address", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"),
+            p("a phone number", r"(^|[^0-9.])(\+84|0)[0-9]{9,10}($|[^0-9])"),
+            p("an ID number (9 or 12 digits)", r"(^|[^0-9.])([0-9]{12}|[0-9]{9})($|[^0-9.])"),
+        ]
+    })
+}
+
+/// Checks free text that will be published (a change note, an acceptance reason).
+pub fn check_text(what: &str, text: &str) -> anyhow::Result<()> {
+    for p in patterns() {
+        if p.re.is_match(text) {
+            bail!("personal data would be published: {what} holds {}; nothing was written or sent", p.what);
+        }
+    }
+    Ok(())
+}
+
+/// Personal data in the rows of `period` the marts would publish: an error naming the column,
+/// the unit and the files, or nothing.
+pub fn personal_data(
+    conn: &duck::Connection,
+    warehouse: &Path,
+    jobs: &[JobConfig],
+    period: &str,
+) -> anyhow::Result<()> {
+    let personal_columns: Vec<(String, String)> = jobs
+        .iter()
+        .flat_map(|j| {
+            j.dataset
+                .columns
+                .iter()
+                .filter(|c| c.personal)
+                .map(move |c| (j.name.clone(), c.name.clone()))
+        })
+        .collect();
+    for (mart, _, _) in ledger::PUBLISHED {
+        for col in ledger::columns(conn, Some("wh"), mart)? {
+            if let Some((job, pc)) = personal_columns
+                .iter()
+                .find(|(_, pc)| pc.eq_ignore_ascii_case(&col))
+            {
+                bail!(
+                    "personal data would be published: column {col} of {mart} is named like {job}.{pc}, declared personal = true; it would go into {}; nothing was written or sent",
+                    files_of(mart)
+                );
+            }
+        }
+    }
+    // The lake's personal values, from the files committed now.
+    conn.execute_batch(
+        "CREATE OR REPLACE TEMP TABLE chiso_personal (v VARCHAR, origin VARCHAR);",
+    )?;
+    let lake = snapshot::read(warehouse, jobs)?;
+    for job in jobs {
+        let files = lake.get(&job.dataset.key()).cloned().unwrap_or_default();
+        if files.is_empty() {
+            continue;
+        }
+        let list = files
+            .iter()
+            .map(|f| duck::lit(f))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for c in job.dataset.columns.iter().filter(|c| c.personal) {
+            conn.execute_batch(&format!(
+                "INSERT INTO chiso_personal SELECT DISTINCT trim(CAST(\"{col}\" AS VARCHAR)), {origin} \
+                 FROM read_parquet([{list}], union_by_name = true) \
+                 WHERE \"{col}\" IS NOT NULL AND length(trim(CAST(\"{col}\" AS VARCHAR))) >= 3;",
+                col = c.name,
+                origin = duck::lit(&format!("{}.{}", job.name, c.name)),
+            ))
+            .with_context(|| format!("reading {}.{} from the lake", job.name, c.name))?;
+        }
+    }
+    for (mart, _, _) in ledger::PUBLISHED {
+        let mut stmt = conn.prepare(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'wh' AND table_name = ? \
+             AND data_type = 'VARCHAR' ORDER BY column_index",
+        )?;
+        let text_columns: Vec<String> = stmt
+            .query_map([mart], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for col in &text_columns {
+            // Equal to a personal value, or containing one long enough not to be a word
+            // (compared over the column's distinct values: a few hundred, not every row).
+            let found: Option<(String, String, String)> = conn
+                .query_row(
+                    &format!(
+                        "SELECT (SELECT min(unit_id) FROM wh.{mart} WHERE period = $1 AND \"{col}\" = d.c), p.origin, p.v \
+                         FROM (SELECT DISTINCT \"{col}\" AS c FROM wh.{mart} WHERE period = $1 AND \"{col}\" IS NOT NULL) AS d \
+                         JOIN chiso_personal AS p ON trim(d.c) = p.v OR (length(p.v) >= 8 AND contains(d.c, p.v)) \
+                         LIMIT 1"
+                    ),
+                    [period],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .map(Some)
+                .or_else(|e| match e {
+                    duckdb::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?;
+            if let Some((unit, origin, v)) = found {
+                bail!(
+                    "personal data would be published: column {col} of {mart} (unit {unit}, period {period}) holds a value of {origin}, declared personal = true: {}; it would go into {}; nothing was written or sent",
+                    masked(&v),
+                    files_of(mart)
+                );
+            }
+            let mut stmt = conn.prepare(&format!(
+                "SELECT DISTINCT unit_id, \"{col}\" FROM wh.{mart} WHERE period = ? AND \"{col}\" IS NOT NULL"
+            ))?;
+            let values: Vec<(String, String)> = stmt
+                .query_map([period], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (unit, v) in values {
+                for p in patterns() {
+                    if p.re.is_match(&v) {
+                        bail!(
+                            "personal data would be published: column {col} of {mart} (unit {unit}, period {period}) holds {}: {}; it would go into {}; nothing was written or sent",
+                            p.what,
+                            masked(&v),
+                            files_of(mart)
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The warnings a final publication of `period` must have accepted.
+pub fn warnings(
+    conn: &duck::Connection,
+    warehouse: &Path,
+    jobs: &[JobConfig],
+    cfg: &PublishConfig,
+    period: &str,
+) -> anyhow::Result<Vec<Warning>> {
+    let mut out = Vec::new();
+    let units_where = |sql: &str, params: &[&dyn duckdb::ToSql]| -> anyhow::Result<Vec<String>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    let moved = units_where(
+        "SELECT unit_id || ' (' || printf('%+.2f', change_from_previous) || ')' FROM wh.mart_index_unit_period \
+         WHERE period = ? AND abs(change_from_previous) > ? ORDER BY abs(change_from_previous) DESC, unit_id",
+        &[&period, &cfg.max_change_points],
+    )?;
+    if !moved.is_empty() {
+        out.push(Warning {
+            kind: "moved".into(),
+            message: format!(
+                "{} unit(s) moved more than {} points from the previous period",
+                moved.len(),
+                cfg.max_change_points
+            ),
+            units: moved,
+        });
+    }
+    let (ends_before, previous): (String, Option<String>) = conn
+        .query_row(
+            "SELECT strftime(ends_before, '%Y%m%d'), previous_period FROM wh.int_period_judgement WHERE period = ?",
+            [period],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .context("reading the period's end from int_period_judgement")?;
+    let due = chrono::NaiveDate::parse_from_str(&ends_before, "%Y%m%d")
+        .map(|d| d + chrono::Duration::days(i64::from(cfg.grace_days)))
+        .context("the period's end")?;
+    let due_compact = due.format("%Y%m%d000000").to_string();
+    let mut short = Vec::new();
+    for job in jobs.iter().filter(|j| j.dataset.version.is_some()) {
+        let summary = JobState::new(warehouse, &job.name).summary()?;
+        match summary.watermark {
+            Some(w) if w.as_str() >= due_compact.as_str() => {}
+            Some(w) => short.push(format!("{} (data to {w})", job.name)),
+            None => short.push(format!("{} (no data)", job.name)),
+        }
+    }
+    if !short.is_empty() {
+        out.push(Warning {
+            kind: "incomplete_feed".into(),
+            message: format!(
+                "feeds whose data has not reached the period's end plus {} days ({}): {}",
+                cfg.grace_days,
+                due,
+                short.join(", ")
+            ),
+            units: Vec::new(),
+        });
+    }
+    if let Some(prev) = previous {
+        let gone = units_where(
+            "SELECT p.unit_id FROM wh.mart_index_indicator AS p \
+             LEFT JOIN wh.mart_index_indicator AS c \
+               ON c.unit_id = p.unit_id AND c.indicator = p.indicator AND c.period = ? \
+             WHERE p.period = ? AND p.indicator = 'ONLINE_DOSSIER_SHARE' AND p.denominator > 0 \
+               AND coalesce(c.denominator, 0) = 0 \
+             ORDER BY 1",
+            &[&period, &prev],
+        )?;
+        if !gone.is_empty() {
+            out.push(Warning {
+                kind: "units_without_dossiers".into(),
+                message: format!(
+                    "{} unit(s) received dossiers in {prev} and none in {period}",
+                    gone.len()
+                ),
+                units: gone,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,278 @@
+//! Publication: `chiso publish PERIOD [--provisional]` freezes a period's index as a revision
+//! in the ledger (`warehouse/publications.duckdb`, [`crate::ledger`]), writes its files under
+//! `warehouse/exports/<period>/rev-<N>/`, and sends final revisions to the portals.
+//!
+//! - A period whose numbers equal its latest revision gets no new revision and sends nothing.
+//! - A final revision is never changed: when late data or a methodology change moves a final
+//!   period, the warehouse's `pub_revision_pending` (and `chiso status`) say so, and the next
+//!   publish of the period writes revision N+1 with a change note.
+//! - The guard ([`guard`]) runs before anything is written or sent: personal data blocks every
+//!   publication; warnings block a final one unless accepted.
+//! - A provisional revision is a preview: written like any other, never sent.
+//!
+//! Steps: [`revision`] (compare, change note, record), [`guard`], [`export`] and [`report`]
+//! (the files), [`push`] (the portals).
+
+pub mod export;
+pub mod guard;
+pub mod push;
+pub mod report;
+pub mod revision;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::{Datelike, NaiveDate};
+use serde::Serialize;
+
+use crate::config::{JobConfig, PeriodChoice, PublishConfig};
+use crate::duck;
+use crate::fs::FileLock;
+use crate::ledger;
+use crate::models::build::published_path;
+
+pub use push::PushOutcome;
+pub use revision::ChangeNote;
+
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// A preview: recorded and written, marked provisional, never sent; warnings do not block.
+    pub provisional: bool,
+    /// Accepts the guard's warnings for a final revision, with the reason (recorded).
+    pub accept: Option<String>,
+    /// A note kept with the revision.
+    pub note: Option<String>,
+    /// Send pending final revisions to the targets.
+    pub push: bool,
+}
+
+/// What became of one period.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeriodOutcome {
+    pub period: String,
+    /// The revision that now stands for the period.
+    pub revision: i64,
+    pub status: String,
+    /// A new revision was recorded (false: the numbers equal the latest revision).
+    pub created: bool,
+    pub folder: PathBuf,
+    pub change_note: Option<ChangeNote>,
+    pub warnings: Vec<guard::Warning>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishReport {
+    pub periods: Vec<PeriodOutcome>,
+    pub pushes: Vec<PushOutcome>,
+}
+
+impl PublishReport {
+    /// Pushes still pending after this publish.
+    pub fn pending_pushes(&self) -> usize {
+        self.pushes.iter().filter(|p| !p.acknowledged).count()
+    }
+}
+
+/// Checks a period name: `2026-10`, `2026-Q4` or `2026`.
+pub fn parse_period(s: &str) -> anyhow::Result<String> {
+    let ok = match s.len() {
+        4 => s.parse::<u32>().is_ok(),
+        7 if &s[4..6] == "-Q" => s[..4].parse::<u32>().is_ok() && matches!(&s[6..], "1" | "2" | "3" | "4"),
+        7 => {
+            s[..4].parse::<u32>().is_ok()
+                && &s[4..5] == "-"
+                && s[5..].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
+        }
+        _ => false,
+    };
+    if !ok {
+        bail!("{s:?} is not a period: expected a month (2026-10), a quarter (2026-Q4) or a year (2026)");
+    }
+    Ok(s.to_string())
+}
+
+/// The period a publish job means on `today` (project time zone).
+pub fn choose_period(choice: &PeriodChoice, today: NaiveDate) -> String {
+    let (y, m) = (today.year(), today.month());
+    let q = (m - 1) / 3 + 1;
+    match choice {
+        PeriodChoice::CurrentMonth => format!("{y}-{m:02}"),
+        PeriodChoice::PreviousMonth if m == 1 => format!("{}-12", y - 1),
+        PeriodChoice::PreviousMonth => format!("{y}-{:02}", m - 1),
+        PeriodChoice::CurrentQuarter => format!("{y}-Q{q}"),
+        PeriodChoice::PreviousQuarter if q == 1 => format!("{}-Q4", y - 1),
+        PeriodChoice::PreviousQuarter => format!("{y}-Q{}", q - 1),
+        PeriodChoice::CurrentYear => format!("{y}"),
+        PeriodChoice::PreviousYear => format!("{}", y - 1),
+    }
+}
+
+/// Publishes `periods` from the published warehouse, then sends what is pending (unless a
+/// preview). One publish at a time per warehouse.
+pub async fn publish(
+    warehouse: &Path,
+    jobs: &[JobConfig],
+    cfg: &PublishConfig,
+    periods: &[String],
+    opts: &PublishOptions,
+    http: &reqwest::Client,
+) -> anyhow::Result<PublishReport> {
+    let _lock = FileLock::acquire(&warehouse.join("_state/_publish/lock"))
+        .context("another chiso publish is running on this warehouse")?;
+    let outcomes = {
+        let (w, j, c, p, o) = (
+            warehouse.to_path_buf(),
+            jobs.to_vec(),
+            cfg.clone(),
+            periods.to_vec(),
+            opts.clone(),
+        );
+        tokio::task::spawn_blocking(move || record_periods(&w, &j, &c, &p, &o)).await??
+    };
+    let pushes = if opts.push && !opts.provisional {
+        push::push_pending(warehouse, &cfg.targets, http).await?
+    } else {
+        Vec::new()
+    };
+    Ok(PublishReport {
+        periods: outcomes,
+        pushes,
+    })
+}
+
+fn record_periods(
+    warehouse: &Path,
+    jobs: &[JobConfig],
+    cfg: &PublishConfig,
+    periods: &[String],
+    opts: &PublishOptions,
+) -> anyhow::Result<Vec<PeriodOutcome>> {
+    let published = published_path(warehouse);
+    if !published.exists() {
+        bail!(
+            "{} does not exist: build the warehouse first (chiso build)",
+            published.display()
+        );
+    }
+    let conn = ledger::open(warehouse, Duration::from_secs(30))?;
+    conn.execute_batch(&format!(
+        "ATTACH {} AS wh (READ_ONLY);",
+        duck::lit(&published.display().to_string())
+    ))
+    .with_context(|| format!("opening {}", published.display()))?;
+    let duckdb_version: String = conn.query_row("SELECT version()", [], |r| r.get(0))?;
+    let mut out = Vec::new();
+    for period in periods {
+        out.push(record_period(&conn, warehouse, jobs, cfg, period, opts)?);
+    }
+    // Folders a crash left unwritten (the ledger is written first).
+    let mut stmt = conn.prepare("SELECT period, revision FROM pub_revisions ORDER BY 1, 2")?;
+    let all: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (period, rev) in all {
+        if !export::revision_dir(warehouse, &period, rev)
+            .join("manifest.json")
+            .exists()
+        {
+            let r = export::Revision::load(&conn, &period, rev)?;
+            export::ensure(warehouse, &r, &duckdb_version)?;
+        }
+    }
+    Ok(out)
+}
+
+fn record_period(
+    conn: &duck::Connection,
+    warehouse: &Path,
+    jobs: &[JobConfig],
+    cfg: &PublishConfig,
+    period: &str,
+    opts: &PublishOptions,
+) -> anyhow::Result<PeriodOutcome> {
+    let basis = revision::basis(conn, period)?;
+    let status = if opts.provisional {
+        "provisional"
+    } else {
+        "final"
+    };
+    if !opts.provisional && basis.mart_status != "final" {
+        bail!(
+            "{period} is still provisional: its data has not passed the period's end plus the grace days; `chiso publish {period} --provisional` writes a preview"
+        );
+    }
+    let latest = revision::latest(conn, period)?;
+    if let Some(l) = &latest {
+        if opts.provisional && l.status == "final" {
+            bail!(
+                "{period} is published final (revision {}); a provisional preview would not replace it: publish it without --provisional to record a correction",
+                l.revision
+            );
+        }
+        if l.status == status && revision::equals(conn, period, l.revision)? {
+            tracing::info!(period, revision = l.revision, "Unchanged since its latest revision: nothing new recorded.");
+            return Ok(PeriodOutcome {
+                period: period.to_string(),
+                revision: l.revision,
+                status: l.status.clone(),
+                created: false,
+                folder: export::revision_dir(warehouse, period, l.revision),
+                change_note: None,
+                warnings: Vec::new(),
+            });
+        }
+    }
+    guard::personal_data(conn, warehouse, jobs, period)?;
+    let warnings = guard::warnings(conn, warehouse, jobs, cfg, period)?;
+    if status == "final" && !warnings.is_empty() && opts.accept.is_none() {
+        let list: Vec<String> = warnings.iter().map(|w| format!("- {}", w.line())).collect();
+        bail!(
+            "{period} was not published: the guard warns\n{}\nCheck them, then publish with --accept \"reason\" (recorded with the revision), or publish a preview with --provisional.",
+            list.join("\n")
+        );
+    }
+    let change = latest
+        .as_ref()
+        .map(|l| revision::change_note(conn, warehouse, jobs, &basis, l, status))
+        .transpose()?;
+    if let Some(c) = &change {
+        guard::check_text("the change note", &c.text())?;
+    }
+    for (what, text) in [
+        ("the --accept reason", opts.accept.as_deref()),
+        ("the --note", opts.note.as_deref()),
+    ] {
+        if let Some(t) = text {
+            guard::check_text(what, t)?;
+        }
+    }
+    let number = latest.as_ref().map_or(1, |l| l.revision + 1);
+    revision::record(
+        conn,
+        &revision::NewRevision {
+            basis: &basis,
+            revision: number,
+            status,
+            previous: latest.as_ref().map(|l| l.revision),
+            note: opts.note.as_deref(),
+            change: change.as_ref(),
+            warnings: &warnings,
+            accepted: opts.accept.as_deref(),
+            targets: &cfg.targets,
+        },
+    )?;
+    tracing::info!(period, revision = number, status, "Revision recorded.");
+    let duckdb_version: String = conn.query_row("SELECT version()", [], |r| r.get(0))?;
+    let rev = export::Revision::load(conn, period, number)?;
+    let folder = export::ensure(warehouse, &rev, &duckdb_version)?;
+    Ok(PeriodOutcome {
+        period: period.to_string(),
+        revision: number,
+        status: status.to_string(),
+        created: true,
+        folder,
+        change_note: change,
+        warnings,
+    })
+}
