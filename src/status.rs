@@ -212,7 +212,49 @@ pub struct StatusReport {
     pub jobs: Vec<JobStatus>,
     pub build: Option<BuildJobStatus>,
     pub index: IndexStatus,
+    pub publications: PublicationStatus,
     pub failures: Vec<Failure>,
+}
+
+/// What was published, as the published warehouse and the ledger say.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PublicationStatus {
+    /// Final periods whose numbers moved since their latest final revision (as of the
+    /// published build): the next `chiso publish` of each writes a new revision.
+    pub revisions_pending: Vec<crate::ledger::Pending>,
+    /// Pushes to the portals not acknowledged yet (`None`: no ledger, or it was busy).
+    pub pushes_pending: Option<u64>,
+    /// The latest revision per period: (period, revision, status).
+    pub latest: Vec<(String, i64, String)>,
+}
+
+fn publication_status(warehouse: &std::path::Path) -> PublicationStatus {
+    let mut st = PublicationStatus::default();
+    let published = crate::models::build::published_path(warehouse);
+    if published.exists() {
+        match crate::duck::open_read_only(&published)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| crate::ledger::pending(&c))
+        {
+            Ok(p) => st.revisions_pending = p,
+            Err(e) => tracing::warn!(error = %e, "Reading pub_revision_pending from the published warehouse failed."),
+        }
+    }
+    if let Ok(Some(conn)) =
+        crate::ledger::open_read_only(warehouse, std::time::Duration::from_secs(2))
+    {
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).ok();
+        st.pushes_pending = count("SELECT count(*) FROM pub_receipts WHERE status <> 'acknowledged'")
+            .map(|n| n as u64);
+        if let Ok(mut stmt) = conn.prepare(
+            "SELECT period, max(revision), arg_max(status, revision) FROM pub_revisions GROUP BY period ORDER BY period",
+        ) {
+            if let Ok(rows) = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))) {
+                st.latest = rows.filter_map(Result::ok).collect();
+            }
+        }
+    }
+    st
 }
 
 /// The whole status of a warehouse.
@@ -288,6 +330,7 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
         jobs: statuses,
         build,
         index,
+        publications: publication_status(warehouse),
         failures,
     })
 }
@@ -533,6 +576,38 @@ pub fn render_report(r: &StatusReport) -> String {
                 String::new()
             }
         )),
+    }
+    let p = &r.publications;
+    if !p.latest.is_empty() {
+        out.push_str(&format!(
+            "Published: {}{}\n",
+            p.latest
+                .iter()
+                .map(|(period, rev, status)| format!("{period} rev {rev} ({status})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match p.pushes_pending {
+                Some(n) if n > 0 => format!("; {n} push(es) to the portals pending"),
+                _ => String::new(),
+            }
+        ));
+    }
+    for x in &p.revisions_pending {
+        let shown: Vec<&str> = x.units.iter().take(20).map(String::as_str).collect();
+        out.push_str(&format!(
+            "Revision pending: {} (final revision {} published) moved for {} unit(s): {}{}; `chiso publish {}` records revision {}\n",
+            x.period,
+            x.revision,
+            x.units.len(),
+            shown.join(", "),
+            if x.units.len() > shown.len() {
+                format!(" and {} more", x.units.len() - shown.len())
+            } else {
+                String::new()
+            },
+            x.period,
+            x.revision + 1
+        ));
     }
     if r.failures.is_empty() {
         out.push_str("Failing: nothing\n");

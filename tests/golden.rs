@@ -2838,3 +2838,237 @@ async fn compaction_keeps_every_row_and_the_warehouse() {
     }
     sim.stop().await;
 }
+
+/// Publication on the hand-worked data: 2026-03 published final is revision 1 and goes to each
+/// portal once; publishing it again changes nothing and sends nothing; a dossier version that
+/// lands late for March (D3, A's, paid online after all: `DuocThanhToanTrucTuyen` 1, synced
+/// 07-20 with the status it had) moves the final month, which status reports as a revision
+/// pending, and the next publish writes revision 2 with the change note worked out by hand:
+///
+/// - A, March: ONLINE_PAYMENT_DOSSIER was 1/2 (D1 paid online; D3, fee 30,000, not), now 2/2:
+///   6 × 1/2 = 3 points → 6 × 2/2 = 6; TTTT 5 → 8; total 65.4583 → 68.4583 (+3).
+/// - P1 and CT roll A and B up; B has no obligation in March (0/0): 1/2 → 2/2 there too, +3.
+/// - Nothing else moves: ONLINE_PAYMENT_FORMALITY counts procedures (X had a dossier paid
+///   online already, D1), and the version's status is the one D3 had, so no sync is late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note() {
+    let (url, _server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    build_now(wh.path(), &jobs, false).await;
+
+    // The three portals are the simulator's publication endpoints.
+    let sim = start_sim(small_world(3, 0.5), chiso::sim::faults::Faults::none()).await;
+    let cfg = project_at(&sim.base_url()).publish;
+    assert_eq!(cfg.targets.len(), 3);
+    let http = chiso::feeds::http::http_client();
+    let opts = chiso::publish::PublishOptions {
+        // The golden feeds stop in July: ratings and petitions have not passed 04-10.
+        accept: Some("golden data: the record feeds stop before the grace ends".into()),
+        push: true,
+        ..Default::default()
+    };
+    let march = vec!["2026-03".to_string()];
+    let publish = |opts: chiso::publish::PublishOptions| {
+        let (jobs, cfg, http, march) = (&jobs, &cfg, &http, &march);
+        let w = wh.path().to_path_buf();
+        async move {
+            chiso::publish::publish(&w, jobs, cfg, march, &opts, http)
+                .await
+                .unwrap()
+        }
+    };
+    let first = publish(opts.clone()).await;
+    assert_eq!(first.periods[0].revision, 1);
+    assert!(first.periods[0].created);
+    assert_eq!(first.periods[0].status, "final");
+    assert!(first.pushes.iter().all(|p| p.acknowledged && !p.duplicate));
+    let received = |rev: &str| {
+        let mut r: Vec<String> = sim
+            .state
+            .publications()
+            .iter()
+            .filter(|p| p.revision == rev)
+            .map(|p| format!("{} {} {}", p.portal, p.period, p.duplicates))
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(
+        received("1"),
+        vec!["dvcqg 2026-03 0", "gdt 2026-03 0", "mof 2026-03 0"]
+    );
+
+    // Unchanged: no revision 2, nothing sent.
+    let again = publish(opts.clone()).await;
+    assert!(!again.periods[0].created, "{:?}", again.periods[0]);
+    assert_eq!(again.periods[0].revision, 1);
+    assert!(again.pushes.is_empty(), "{:?}", again.pushes);
+    assert_eq!(sim.state.publications().len(), 3);
+
+    // D3's late version, landed by the dossiers job alone, then a build.
+    let d3 = dossiers().into_iter().find(|d| d.id == "D3").unwrap();
+    let mut late = d3.base.clone();
+    for (k, v) in [
+        ("MaHoSo", json!("D3")),
+        ("DonViXuLy", json!("A")),
+        ("TrangThaiHoSo", json!("9")),
+        (
+            "DanhSachHoSoBoSung",
+            json!([{"NgayBoSung": ts("03-31 10:00"), "NgayTiepNhanBoSung": ts("04-01 09:00")}]),
+        ),
+        ("NgayKetThucXuLy", json!(ts("04-02 16:00"))),
+        ("DuocThanhToanTrucTuyen", json!(1)),
+        ("ThoiDiemDongBo", json!(ts("07-20 09:00"))),
+    ] {
+        late[k] = v;
+    }
+    std::fs::write(input.path().join("dossiers.ndjson"), ndjson(&[late])).unwrap();
+    let ctx = RunContext {
+        warehouse: wh.path().to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    let dossiers_job = jobs.iter().find(|j| j.name == "dossiers").unwrap();
+    let r = run_job(&ctx, dossiers_job).await.unwrap();
+    assert_eq!(r.totals.rows_landed, 1);
+    build_now(wh.path(), &jobs, false).await;
+
+    // The build kept what was published and says what moved since.
+    {
+        let conn = open(wh.path());
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT period, revision, unit_id, round(current_total - published_total, 6), indicators_moved \
+                 FROM pub_revision_pending ORDER BY unit_id"
+            ),
+            vec![
+                "2026-03|1|A|3.0|[ONLINE_PAYMENT_DOSSIER]",
+                "2026-03|1|CT|3.0|[ONLINE_PAYMENT_DOSSIER]",
+                "2026-03|1|P1|3.0|[ONLINE_PAYMENT_DOSSIER]",
+            ]
+        );
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT round(published_total, 4), round(current_total, 4) FROM pub_revision_pending WHERE unit_id = 'A'"
+            ),
+            vec!["65.4583|68.4583"]
+        );
+        // The published rows of revision 1 are frozen: A's March total as worked out above.
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT round(total, 4) FROM pub_latest_index_unit_period WHERE unit_id = 'A' AND period = '2026-03'"
+            ),
+            vec!["65.4583"]
+        );
+    }
+    let all = chiso::config::Jobs {
+        pulls: jobs.clone(),
+        ..Default::default()
+    };
+    let status = chiso::status::collect_report(wh.path(), &all).unwrap();
+    let pending = &status.publications.revisions_pending;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].period, "2026-03");
+    assert_eq!(pending[0].units, vec!["A", "CT", "P1"]);
+    assert!(chiso::status::render_report(&status)
+        .contains("Revision pending: 2026-03 (final revision 1 published) moved for 3 unit(s): A, CT, P1"));
+
+    let second = publish(opts.clone()).await;
+    let p = &second.periods[0];
+    assert!(p.created);
+    assert_eq!(p.revision, 2);
+    let note = p.change_note.as_ref().unwrap();
+    assert_eq!(note.previous_revision, 1);
+    assert_eq!(
+        note.reasons,
+        vec!["data landed after revision 1 (dossiers: 1 rows)"]
+    );
+    let moved: Vec<String> = note
+        .units
+        .iter()
+        .map(|u| {
+            let i = &u.indicators;
+            format!(
+                "{} {:+.4} {}",
+                u.unit_id,
+                u.total_to.unwrap() - u.total_from.unwrap(),
+                i.iter()
+                    .map(|i| format!(
+                        "{} {} → {} {:+.4}",
+                        i.indicator,
+                        i.from.as_deref().unwrap(),
+                        i.to.as_deref().unwrap(),
+                        i.points_to.unwrap() - i.points_from.unwrap()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        moved,
+        vec![
+            "A +3.0000 ONLINE_PAYMENT_DOSSIER 1.0/2.0 → 2.0/2.0 +3.0000",
+            "CT +3.0000 ONLINE_PAYMENT_DOSSIER 1.0/2.0 → 2.0/2.0 +3.0000",
+            "P1 +3.0000 ONLINE_PAYMENT_DOSSIER 1.0/2.0 → 2.0/2.0 +3.0000",
+        ]
+    );
+    let a = &note.units[0];
+    assert!((a.total_from.unwrap() - 65.458_333_333).abs() < 1e-6);
+    assert!((a.total_to.unwrap() - 68.458_333_333).abs() < 1e-6);
+    // Each portal received revision 2 once, and revision 1 was not sent again.
+    assert_eq!(
+        received("2"),
+        vec!["dvcqg 2026-03 0", "gdt 2026-03 0", "mof 2026-03 0"]
+    );
+    assert_eq!(sim.state.publications().len(), 6);
+    // The files of revision 2: the change note in the report and the manifest.
+    let dir = wh.path().join("exports/2026-03/rev-2");
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("id=\"change-note\""));
+    assert!(html.contains("65.46 → 68.46 (+3.00)"));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["revision"], 2);
+    assert_eq!(manifest["previous_revision"], 1);
+    assert!(manifest["change_summary"]
+        .as_str()
+        .unwrap()
+        .contains("A Đơn vị A: total 65.46 → 68.46 (+3.00); ONLINE_PAYMENT_DOSSIER 1.0/2.0 → 2.0/2.0, +3.00 points"));
+    // Revision 1's files stay as they were.
+    assert!(wh.path().join("exports/2026-03/rev-1/manifest.json").exists());
+
+    // After the build that follows, nothing is pending and the latest views show revision 2.
+    build_now(wh.path(), &jobs, false).await;
+    let conn = open(wh.path());
+    assert!(rows(&conn, "SELECT * FROM pub_revision_pending").is_empty());
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT revision, round(total, 4) FROM pub_latest_index_unit_period WHERE unit_id = 'A' AND period = '2026-03'"
+        ),
+        vec!["2|68.4583"]
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT revision, round(total, 4) FROM pub_index_unit_period WHERE unit_id = 'A' ORDER BY 1"
+        ),
+        vec!["1|65.4583", "2|68.4583"]
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT count(*) FILTER (WHERE status = 'acknowledged'), count(*) FROM pub_receipts"
+        ),
+        vec!["6|6"]
+    );
+    sim.stop().await;
+}

@@ -84,10 +84,10 @@ pub(crate) struct SimServeArgs {
     /// The paged feeds serve current records only and move one to the end at every page after
     /// the first, as a live API whose records change while a client reads it.
     #[arg(long)]
+    pub(crate) moving_records: bool,
     /// Share of publications the simulated portals refuse with 503.
     #[arg(long, default_value_t = 0.0)]
     pub(crate) fault_publish: f64,
-    pub(crate) moving_records: bool,
 }
 
 #[derive(Args)]

@@ -345,8 +345,11 @@ pub fn change_note(
     }
     let mut units: Vec<UnitChange> = units.into_values().collect();
     units.sort_by(|a, b| {
-        let d = |u: &UnitChange| (u.total_to.unwrap_or(0.0) - u.total_from.unwrap_or(0.0)).abs();
-        d(b).total_cmp(&d(a)).then_with(|| a.unit_id.cmp(&b.unit_id))
+        // The largest move first, to the sixth decimal (sums of doubles differ further down).
+        let d = |u: &UnitChange| {
+            ((u.total_to.unwrap_or(0.0) - u.total_from.unwrap_or(0.0)).abs() * 1e6).round() as i64
+        };
+        d(b).cmp(&d(a)).then_with(|| a.unit_id.cmp(&b.unit_id))
     });
     Ok(ChangeNote {
         previous_revision: rev,
