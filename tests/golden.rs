@@ -3070,5 +3070,23 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
         ),
         vec!["6|6"]
     );
+    // The report of revision 2 as a leader sees it: rendered by headless Chromium, the
+    // ranking has a row per unit, a chart per group, the change note names the three units.
+    if let Some(page) = chromium_render(&dir.join("report.html")) {
+        let units: usize = rows(
+            &conn,
+            "SELECT count(*) FROM pub_index_unit_period WHERE period = '2026-03' AND revision = 2",
+        )[0]
+        .parse()
+        .unwrap();
+        assert_eq!(units, 4);
+        assert_eq!(page.dom.matches("class=\"rank-row\"").count(), units);
+        assert_eq!(page.dom.matches("class=\"group-chart\"").count(), 6);
+        assert_eq!(page.dom.matches("<svg").count(), 7, "6 groups and the totals");
+        assert!(page.dom.contains("id=\"change-note\""));
+        assert_eq!(page.dom.matches("class=\"changed-unit\"").count(), 3);
+        let (inked, colours) = png_content(&page.png);
+        assert!(inked > 0.03 && colours > 20, "a blank page? {inked} inked, {colours} colours");
+    }
     sim.stop().await;
 }

@@ -29,6 +29,8 @@ pub struct Received {
     pub content_type: String,
     pub bytes: usize,
     pub sha256: String,
+    /// The body as received (text: JSON or CSV).
+    pub body: String,
     /// Sends of the same key after the first, answered as duplicates.
     pub duplicates: u32,
 }
@@ -104,6 +106,7 @@ pub(super) async fn receive(
                     content_type: header("content-type"),
                     bytes: body.len(),
                     sha256: format!("{:x}", Sha256::digest(&body)),
+                    body: String::from_utf8_lossy(&body).into_owned(),
                     duplicates: 0,
                 };
                 let at = p.received.len();
@@ -130,8 +133,18 @@ pub(super) async fn receive(
 
 pub(super) async fn list(State(state): State<Shared>) -> Response {
     let p = state.portals.lock().expect("portals lock");
+    let listed: Vec<serde_json::Value> = p
+        .received
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).expect("serialisable");
+            // The list says what arrived; the bodies stay in the process (tests read them).
+            v.as_object_mut().expect("object").remove("body");
+            v
+        })
+        .collect();
     Json(serde_json::json!({
-        "received": p.received,
+        "received": listed,
         "failed": p.failed,
         "lost": p.lost,
     }))

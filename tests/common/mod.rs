@@ -268,3 +268,87 @@ pub async fn build_record(
     .unwrap()
     .unwrap()
 }
+
+/// What headless Chromium made of a page: the DOM after load and a screenshot.
+pub struct Rendered {
+    pub dom: String,
+    pub png: Vec<u8>,
+}
+
+/// Renders a local HTML file in Debian's Chromium, headless and kept off the network (the
+/// flags that stop its background connections, and a proxy that goes nowhere, so a page that
+/// needed the network would show it). `None` when Chromium is not installed, unless
+/// `CHISO_REQUIRE_CHROMIUM` is set (CI sets it), which makes that a failure.
+pub fn chromium_render(html: &Path) -> Option<Rendered> {
+    let bin = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(bin) = bin else {
+        assert!(
+            std::env::var_os("CHISO_REQUIRE_CHROMIUM").is_none(),
+            "CHISO_REQUIRE_CHROMIUM is set but chromium is not installed"
+        );
+        eprintln!("note: chromium not installed; the rendered-page checks are skipped (apt-get install chromium)");
+        return None;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let shot = profile.path().join("page.png");
+    let url = format!("file://{}", html.canonicalize().unwrap().display());
+    let run = |extra: &[String]| {
+        let out = std::process::Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--proxy-server=127.0.0.1:9",
+                "--window-size=1280,1800",
+                "--hide-scrollbars",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                profile.path().join("profile").display()
+            ))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let dom = String::from_utf8(run(&["--dump-dom".into()]).stdout).unwrap();
+    run(&[format!("--screenshot={}", shot.display())]);
+    Some(Rendered {
+        dom,
+        png: std::fs::read(&shot).unwrap(),
+    })
+}
+
+/// Whether a PNG screenshot shows something: its share of pixels that are not the page's
+/// background white, and how many distinct colours it has.
+pub fn png_content(png: &[u8]) -> (f64, usize) {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
+    let inked = pixels
+        .iter()
+        .filter(|p| p.iter().take(3).any(|c| *c < 240))
+        .count();
+    let colours: std::collections::BTreeSet<Vec<u8>> = pixels.iter().map(|p| p.to_vec()).collect();
+    (inked as f64 / pixels.len() as f64, colours.len())
+}

@@ -1,0 +1,354 @@
+//! Publication on the simulator's data: the files of a revision read back as a person would
+//! (the workbook through calamine, the report in headless Chromium), no personal value of the
+//! lake in any published file or payload, a planted one blocked by the guard, a provisional
+//! preview never sent, and the binary killed between a push and its receipt.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use calamine::{Data, Reader, Xlsx};
+use chiso::config::{JobConfig, ProjectConfig};
+use chiso::publish::export::{Revision, INDICATOR_SHEET, INDICATOR_SHEET_HEADERS};
+use chiso::publish::PublishOptions;
+use chiso::sim::faults::Faults;
+use chiso::sim::server::SimHandle;
+use common::*;
+
+struct World {
+    sim: SimHandle,
+    project: ProjectConfig,
+    jobs: Vec<JobConfig>,
+    wh: tempfile::TempDir,
+}
+
+/// The small world pulled and built.
+async fn built_world(faults: Faults) -> World {
+    let sim = start_sim(small_world(21, 4.0), faults).await;
+    let (project, jobs) = project_for(&sim.base_url());
+    let wh = tempfile::tempdir().unwrap();
+    let ctx = chiso::pull::RunContext {
+        warehouse: wh.path().to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    for (name, r) in chiso::pull::run_many(&ctx, &jobs).await {
+        assert!(r.unwrap().error.is_none(), "{name}");
+    }
+    let record = build_record(wh.path(), &repo().join("sql"), &jobs, false).await;
+    assert!(record.published);
+    World {
+        sim,
+        project,
+        jobs,
+        wh,
+    }
+}
+
+impl World {
+    async fn publish(
+        &self,
+        periods: &[&str],
+        opts: PublishOptions,
+    ) -> anyhow::Result<chiso::publish::PublishReport> {
+        let periods: Vec<String> = periods.iter().map(|p| p.to_string()).collect();
+        chiso::publish::publish(
+            self.wh.path(),
+            &self.jobs,
+            &self.project.publish,
+            &periods,
+            &opts,
+            &chiso::feeds::http::http_client(),
+        )
+        .await
+    }
+
+    fn revision(&self, period: &str, rev: i64) -> Revision {
+        let conn = chiso::ledger::open_read_only(self.wh.path(), Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        Revision::load(&conn, period, rev).unwrap()
+    }
+}
+
+fn accepted() -> PublishOptions {
+    PublishOptions {
+        accept: Some("test data".into()),
+        push: true,
+        ..Default::default()
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn cell_text(d: &Data) -> String {
+    match d {
+        Data::String(s) => s.clone(),
+        Data::Float(f) => f.to_string(),
+        Data::Int(i) => i.to_string(),
+        Data::Empty => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn number(d: &Data) -> Option<f64> {
+    match d {
+        Data::Float(f) => Some(*f),
+        Data::Int(i) => Some(*i as f64),
+        Data::Empty => None,
+        other => panic!("expected a number, found {other:?}"),
+    }
+}
+
+/// The lake's values of every column declared `personal = true`.
+fn personal_values(warehouse: &Path, jobs: &[JobConfig]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for job in jobs {
+        for c in job.dataset.columns.iter().filter(|c| c.personal) {
+            let glob = lake_glob(warehouse, job);
+            if glob::glob(&glob).unwrap().next().is_none() {
+                continue;
+            }
+            for r in query(&format!(
+                "SELECT DISTINCT trim(CAST(\"{}\" AS VARCHAR)) FROM read_parquet('{glob}', union_by_name = true) WHERE \"{}\" IS NOT NULL",
+                c.name, c.name
+            )) {
+                if r[0].chars().count() >= 3 {
+                    out.insert(r[0].clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_reads_back_as_the_revision_and_holds_no_personal_data() {
+    let w = built_world(Faults::none()).await;
+    let report = w.publish(&["2026-07"], accepted()).await.unwrap();
+    let p = &report.periods[0];
+    assert!(p.created && p.revision == 1 && p.status == "final");
+    assert_eq!(report.pushes.len(), 3);
+    assert!(report.pushes.iter().all(|x| x.acknowledged));
+    let rev = w.revision("2026-07", 1);
+    assert!(rev.units.len() > 50, "{} units", rev.units.len());
+    let dir = w.wh.path().join("exports/2026-07/rev-1");
+
+    // The workbook: a sheet per level and one of indicator detail, Vietnamese headers, every
+    // value equal to the revision's rows, shown to 2 decimals, the header row frozen.
+    let mut book: Xlsx<_> = calamine::open_workbook(dir.join("index.xlsx")).unwrap();
+    let levels = rev.levels();
+    let mut want_sheets: Vec<String> = levels
+        .iter()
+        .map(|l| chiso::publish::export::sheet_name(*l))
+        .collect();
+    want_sheets.push(INDICATOR_SHEET.into());
+    assert_eq!(book.sheet_names(), want_sheets);
+    for level in &levels {
+        let range = book
+            .worksheet_range(&chiso::publish::export::sheet_name(*level))
+            .unwrap();
+        let mut rows = range.rows();
+        let header: Vec<String> = rows.next().unwrap().iter().map(cell_text).collect();
+        assert_eq!(header[0], "Mã đơn vị");
+        assert_eq!(header[1], "Tên đơn vị");
+        assert_eq!(header[3], "Công khai, minh bạch (CKMB, tối đa 18)");
+        assert_eq!(header[9], "Tổng điểm");
+        assert_eq!(header[10], "Xếp hạng");
+        let want: Vec<_> = rev.units_of(*level).collect();
+        let got: Vec<&[Data]> = rows.collect();
+        assert_eq!(got.len(), want.len(), "level {level}");
+        for (row, u) in got.iter().zip(&want) {
+            assert_eq!(cell_text(&row[0]), u.unit_id);
+            assert_eq!(cell_text(&row[1]), u.unit_name.clone().unwrap_or_default());
+            assert_eq!(
+                cell_text(&row[2]),
+                u.parent_unit_id.clone().unwrap_or_default()
+            );
+            let groups = [u.ckmb, u.tdgq, u.clgq, u.tttt, u.mdsh, u.mdhl, u.total];
+            for (k, v) in groups.iter().enumerate() {
+                assert_eq!(number(&row[3 + k]), Some(*v), "{} column {}", u.unit_id, 3 + k);
+            }
+            assert_eq!(number(&row[10]), u.rank_among_siblings.map(|r| r as f64));
+            assert_eq!(number(&row[11]), u.change_from_previous);
+            assert_eq!(
+                cell_text(&row[12]),
+                chiso::publish::export::status_vi(&u.status)
+            );
+        }
+    }
+    let range = book.worksheet_range(INDICATOR_SHEET).unwrap();
+    let mut rows = range.rows();
+    let header: Vec<String> = rows.next().unwrap().iter().map(cell_text).collect();
+    assert_eq!(header, INDICATOR_SHEET_HEADERS);
+    let got: Vec<&[Data]> = rows.collect();
+    assert_eq!(got.len(), rev.indicators.len());
+    for (row, i) in got.iter().zip(&rev.indicators) {
+        assert_eq!(cell_text(&row[0]), i.unit_id);
+        assert_eq!(cell_text(&row[2]), i.indicator);
+        let values = [i.numerator, i.denominator, i.ratio, i.points, i.max_points];
+        for (k, v) in values.iter().enumerate() {
+            assert_eq!(number(&row[3 + k]), *v, "{} {}", i.unit_id, i.indicator);
+        }
+    }
+    // Frozen header and the 2-decimal format, from the sheet's own XML.
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(dir.join("index.xlsx")).unwrap()).unwrap();
+    let mut sheet1 = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("xl/worksheets/sheet1.xml").unwrap(), &mut sheet1)
+        .unwrap();
+    assert!(sheet1.contains("ySplit=\"1\"") && sheet1.contains("state=\"frozen\""), "{sheet1:.400}");
+    let mut styles = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("xl/styles.xml").unwrap(), &mut styles).unwrap();
+    assert!(styles.contains("formatCode=\"0.00\""), "numbers are shown to 2 decimals");
+
+    // The manifest lists every file with its SHA-256.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let listed = manifest["files"].as_array().unwrap();
+    let on_disk = files_under(&dir);
+    assert_eq!(listed.len() + 1, on_disk.len(), "every file but the manifest itself");
+    for f in listed {
+        let bytes = std::fs::read(dir.join(f["name"].as_str().unwrap())).unwrap();
+        use sha2::Digest;
+        assert_eq!(
+            f["sha256"].as_str().unwrap(),
+            format!("{:x}", sha2::Sha256::digest(&bytes))
+        );
+    }
+    for key in ["methodology", "data_watermark", "model_sql_digest", "chiso_version", "duckdb_version", "created_at"] {
+        assert!(manifest[key].is_string(), "{key}: {}", manifest[key]);
+    }
+
+    // The report in headless Chromium: a ranking row per unit, a chart per group, not blank.
+    if let Some(page) = chromium_render(&dir.join("report.html")) {
+        assert_eq!(page.dom.matches("class=\"rank-row\"").count(), rev.units.len());
+        assert_eq!(page.dom.matches("class=\"group-chart\"").count(), 6);
+        assert!(page.dom.matches("class=\"mover\"").count() > 0);
+        assert!(!page.dom.contains("id=\"change-note\""), "revision 1 has no change note");
+        let (inked, colours) = png_content(&page.png);
+        assert!(inked > 0.03 && colours > 20, "a blank page? {inked} inked, {colours} colours");
+    }
+
+    // No personal value of the lake in any published file, the workbook's cells or what the
+    // portals received.
+    let personal = personal_values(w.wh.path(), &w.jobs);
+    assert!(personal.len() > 100, "{} personal values", personal.len());
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for f in files_under(&w.wh.path().join("exports")) {
+        if f.extension().is_some_and(|e| e == "xlsx") {
+            let mut book: Xlsx<_> = calamine::open_workbook(&f).unwrap();
+            for name in book.sheet_names() {
+                let range = book.worksheet_range(&name).unwrap();
+                let cells: Vec<String> = range.rows().flatten().map(cell_text).collect();
+                texts.push((format!("{} {name}", f.display()), cells.join("\n")));
+            }
+        } else {
+            texts.push((f.display().to_string(), std::fs::read_to_string(&f).unwrap()));
+        }
+    }
+    for r in w.sim.state.publications() {
+        texts.push((format!("payload to {}", r.portal), r.body.clone()));
+    }
+    assert!(texts.len() > 10);
+    for (what, text) in &texts {
+        for v in &personal {
+            assert!(!text.contains(v.as_str()), "{what} holds a personal value");
+        }
+    }
+
+    // A personal value planted in a mart column: the guard blocks the period and names the
+    // column and the files; nothing is written or sent.
+    let applicant = query(&format!(
+        "SELECT ChuHoSo FROM read_parquet('{}') WHERE length(ChuHoSo) >= 8 LIMIT 1",
+        lake_glob(w.wh.path(), w.jobs.iter().find(|j| j.name == "dossiers").unwrap())
+    ))[0][0]
+        .clone();
+    {
+        let conn = duckdb::Connection::open(chiso::models::build::published_path(w.wh.path()))
+            .unwrap();
+        conn.execute(
+            "UPDATE mart_index_unit_period SET unit_name = ? WHERE period = '2026-06' AND unit_level = 3 \
+             AND unit_id = (SELECT min(unit_id) FROM mart_index_unit_period WHERE period = '2026-06' AND unit_level = 3)",
+            [&applicant],
+        )
+        .unwrap();
+    }
+    let sent = w.sim.state.publications().len();
+    let err = w.publish(&["2026-06"], accepted()).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("column unit_name of mart_index_unit_period"), "{msg}");
+    // Applicants' and officers' names come from the same pool in the simulator: the value is
+    // named as one of the personal columns holding it.
+    assert!(
+        ["dossiers.ChuHoSo", "dossier_steps.NguoiXuLy", "petitions.NguoiGui"]
+            .iter()
+            .any(|c| msg.contains(&format!("a value of {c}, declared personal = true"))),
+        "{msg}"
+    );
+    assert!(msg.contains("units-level-N.csv"), "{msg}");
+    assert!(!msg.contains(&applicant), "the error shows the value itself: {msg}");
+    assert!(!w.wh.path().join("exports/2026-06").exists());
+    assert_eq!(w.sim.state.publications().len(), sent);
+    // Provisional previews are guarded too.
+    let opts = PublishOptions {
+        provisional: true,
+        ..Default::default()
+    };
+    assert!(w.publish(&["2026-06"], opts).await.is_err());
+    w.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisional_preview_is_written_and_never_sent() {
+    let w = built_world(Faults::none()).await;
+    // The live month: the final publication is refused, the preview is not.
+    let err = w.publish(&["2026-09"], accepted()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("still provisional"), "{err:#}");
+    let opts = PublishOptions {
+        provisional: true,
+        push: true,
+        ..Default::default()
+    };
+    let r = w.publish(&["2026-09"], opts.clone()).await.unwrap();
+    let p = &r.periods[0];
+    assert!(p.created && p.status == "provisional" && p.revision == 1);
+    // Its warnings are reported (the feeds have not passed September's end), not blocking.
+    assert!(p.warnings.iter().any(|x| x.kind == "incomplete_feed"), "{:?}", p.warnings);
+    assert!(r.pushes.is_empty());
+    assert!(w.sim.state.publications().is_empty());
+    assert!(w.wh.path().join("exports/2026-09/rev-1/report.html").exists());
+    // The same preview again: nothing new.
+    let again = w.publish(&["2026-09"], opts).await.unwrap();
+    assert!(!again.periods[0].created);
+    // A final month without --accept is held back by its warnings, naming them.
+    let strict = PublishOptions {
+        push: true,
+        ..Default::default()
+    };
+    match w.publish(&["2026-07"], strict).await {
+        Err(e) => assert!(format!("{e:#}").contains("--accept"), "{e:#}"),
+        Ok(r) => assert!(r.periods[0].warnings.is_empty()),
+    }
+    let conn = chiso::ledger::open_read_only(w.wh.path(), Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    let receipts: i64 = conn
+        .query_row("SELECT count(*) FROM pub_receipts WHERE period = '2026-09'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(receipts, 0, "a provisional revision has nothing to send");
+    w.sim.stop().await;
+}
