@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use calamine::{Data, Reader, Xlsx};
 use chiso::config::{JobConfig, ProjectConfig};
@@ -351,4 +351,154 @@ async fn a_provisional_preview_is_written_and_never_sent() {
         .unwrap();
     assert_eq!(receipts, 0, "a provisional revision has nothing to send");
     w.sim.stop().await;
+}
+
+const URL_VARS: [&str; 7] = [
+    "CHISO_PORTAL_URL",
+    "CHISO_PAYMENTS_URL",
+    "CHISO_REPORTING_URL",
+    "CHISO_CATALOGUE_URL",
+    "CHISO_REGISTRY_URL",
+    "CHISO_CALENDAR_URL",
+    "CHISO_NATIONAL_REPORT_URL",
+];
+
+/// `chiso publish` (the binary) on the repository's project, its sources and the three
+/// portals aimed at the simulator.
+fn chiso_publish(warehouse: &Path, url: &str, periods: &[String]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chiso"));
+    c.arg("--config")
+        .arg(repo().join("chiso.toml"))
+        .arg("--dir")
+        .arg(warehouse)
+        .arg("publish")
+        .args(periods)
+        .args(["--accept", "kill test", "--no-build"])
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for v in URL_VARS {
+        c.env(v, url);
+    }
+    for t in ["DVCQG", "MOF", "GDT"] {
+        c.env(
+            format!("CHISO_PUBLISH_{t}_URL"),
+            format!("{url}/publications/{}", t.to_lowercase()),
+        );
+        c.env(format!("CHISO_PUBLISH_{t}_TOKEN"), TOKEN);
+    }
+    c
+}
+
+/// Each portal receives each revision exactly once although 30% of pushes fail and the
+/// publisher is SIGKILLed between a push reaching the portal and its receipt being recorded,
+/// at least 10 times: every restart sends the unacknowledged push again with the same key,
+/// the portal answers it as a duplicate, and the receipt is recorded then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
+    use rand::{Rng, SeedableRng};
+    let faults = Faults {
+        publish_error_rate: 0.3,
+        // The portal stores, then answers after this long: the window the kills aim at.
+        publish_delay_ms: 700,
+        ..Faults::none()
+    };
+    let mut cfg = small_world(33, 1.0);
+    cfg.from = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+    let sim = start_sim(cfg, faults).await;
+    let (_, jobs) = project_for(&sim.base_url());
+    let wh = tempfile::tempdir().unwrap();
+    let ctx = chiso::pull::RunContext {
+        warehouse: wh.path().to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    for (name, r) in chiso::pull::run_many(&ctx, &jobs).await {
+        assert!(r.unwrap().error.is_none(), "{name}");
+    }
+    assert!(build_record(wh.path(), &repo().join("sql"), &jobs, false).await.published);
+    // Five final periods, three portals: 15 pushes, each a chance to kill.
+    let periods: Vec<String> = rows(
+        &open(wh.path()),
+        "SELECT DISTINCT period FROM mart_index_unit_period WHERE status = 'final' \
+         AND period_type IN ('month', 'quarter') ORDER BY 1 DESC LIMIT 5",
+    );
+    assert_eq!(periods.len(), 5, "{periods:?}");
+    let expected: BTreeSet<String> = periods
+        .iter()
+        .flat_map(|p| ["dvcqg", "gdt", "mof"].map(|t| format!("{t} {p} 1")))
+        .collect();
+
+    let url = sim.base_url();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let (mut kills, mut runs) = (0, 0);
+    let done = loop {
+        runs += 1;
+        assert!(runs < 200, "no end after {runs} runs ({kills} kills)");
+        let stored = sim.state.publications().len();
+        let mut child = chiso_publish(wh.path(), &url, &periods).spawn().unwrap();
+        let t0 = Instant::now();
+        let exit = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if sim.state.publications().len() > stored {
+                // Stored by the portal, its answer not back yet: kill somewhere in the window.
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                break None;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "publish hung");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        match exit {
+            Some(s) if s.success() => break runs,
+            // Exit 1: a push used up its attempts (30% fail); the next run sends it again.
+            Some(s) => assert_eq!(s.code(), Some(1), "publish failed: {s}"),
+            None => {}
+        }
+    };
+    assert!(kills >= 10, "only {kills} kills in {done} runs");
+    let received = sim.state.publications();
+    let got: Vec<String> = received
+        .iter()
+        .map(|r| format!("{} {} {}", r.portal, r.period, r.revision))
+        .collect();
+    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), unique.len(), "a portal stored a revision twice");
+    assert_eq!(unique, expected);
+    // Every kill left a push unacknowledged, sent again and answered as a duplicate.
+    let duplicates: u32 = received.iter().map(|r| r.duplicates).sum();
+    assert!(duplicates >= kills, "{duplicates} duplicates for {kills} kills");
+    assert!(sim.state.portals.lock().unwrap().failed > 0, "no push failed");
+    {
+        let conn = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        let (acked, all): (i64, i64) = conn
+            .query_row(
+                "SELECT count(*) FILTER (WHERE status = 'acknowledged'), count(*) FROM pub_receipts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((acked, all), (expected.len() as i64, expected.len() as i64));
+        let revisions: i64 = conn
+            .query_row("SELECT count(*) FROM pub_revisions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(revisions, periods.len() as i64, "one revision per period");
+    }
+    // Once more: nothing new recorded, nothing sent.
+    let status = chiso_publish(wh.path(), &url, &periods).status().unwrap();
+    assert!(status.success());
+    let after = sim.state.publications();
+    assert_eq!(after.len(), received.len());
+    assert_eq!(after.iter().map(|r| r.duplicates).sum::<u32>(), duplicates);
+    eprintln!(
+        "{kills} kills in {done} runs; {} publications stored once each, {duplicates} duplicates answered",
+        received.len()
+    );
+    sim.stop().await;
 }
