@@ -310,6 +310,7 @@ pub async fn serve(
         grace: demo.grace,
         retention: std::time::Duration::from_secs(90 * 86_400),
         http_client: crate::feeds::http::http_client(),
+        publish: project.publish.clone(),
     };
     let result = crate::serve::serve(opts, shutdown, Some(notices)).await;
     handle.stop().await;

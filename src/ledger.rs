@@ -37,7 +37,11 @@ pub const UNCOMPARED: [&str; 4] = ["revision", "computed_at", "data_watermark", 
 
 /// The marts a revision publishes, with the ledger table each is kept in and its key.
 pub const PUBLISHED: [(&str, &str, &[&str]); 2] = [
-    ("mart_index_unit_period", "pub_index_unit_period", &["unit_id"]),
+    (
+        "mart_index_unit_period",
+        "pub_index_unit_period",
+        &["unit_id"],
+    ),
     (
         "mart_index_indicator",
         "pub_index_indicator",
@@ -109,10 +113,7 @@ pub fn open_read_only(
     Ok(Some(conn))
 }
 
-fn retry_locked<T>(
-    wait: Duration,
-    mut f: impl FnMut() -> duckdb::Result<T>,
-) -> duckdb::Result<T> {
+fn retry_locked<T>(wait: Duration, mut f: impl FnMut() -> duckdb::Result<T>) -> duckdb::Result<T> {
     let deadline = std::time::Instant::now() + wait;
     loop {
         match f() {

@@ -237,15 +237,18 @@ fn publication_status(warehouse: &std::path::Path) -> PublicationStatus {
             .and_then(|c| crate::ledger::pending(&c))
         {
             Ok(p) => st.revisions_pending = p,
-            Err(e) => tracing::warn!(error = %e, "Reading pub_revision_pending from the published warehouse failed."),
+            Err(e) => {
+                tracing::warn!(error = %e, "Reading pub_revision_pending from the published warehouse failed.")
+            }
         }
     }
     if let Ok(Some(conn)) =
         crate::ledger::open_read_only(warehouse, std::time::Duration::from_secs(2))
     {
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).ok();
-        st.pushes_pending = count("SELECT count(*) FROM pub_receipts WHERE status <> 'acknowledged'")
-            .map(|n| n as u64);
+        st.pushes_pending =
+            count("SELECT count(*) FROM pub_receipts WHERE status <> 'acknowledged'")
+                .map(|n| n as u64);
         if let Ok(mut stmt) = conn.prepare(
             "SELECT period, max(revision), arg_max(status, revision) FROM pub_revisions GROUP BY period ORDER BY period",
         ) {

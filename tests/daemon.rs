@@ -38,6 +38,9 @@ fn fast_jobs(base_url: &str) -> (ProjectConfig, Jobs) {
         };
         j.run.retry_delay = HumanDuration(Duration::from_millis(200));
     }
+    // The repository's publish jobs name periods by today's date, which the simulated world
+    // does not reach; `the_daemon_runs_publish_jobs` gives the daemon its own.
+    jobs.publishes.clear();
     let b = jobs
         .builds
         .iter_mut()
@@ -60,6 +63,7 @@ fn options(warehouse: &Path, project: &ProjectConfig, jobs: &Jobs) -> ServeOptio
         grace: Duration::from_secs(30),
         retention: Duration::from_secs(86_400),
         http_client: chiso::feeds::http::http_client(),
+        publish: project.publish.clone(),
     }
 }
 
@@ -436,5 +440,119 @@ async fn the_daemon_fires_every_job_and_keeps_the_index_equal_to_a_one_off_build
             panic!("{sql}\n{d}");
         }
     }
+    sim.stop().await;
+}
+
+/// The daemon runs publish jobs: a provisional preview of September every 2 s records one
+/// revision (its later fires find the numbers unchanged) and is never sent; the revision asks
+/// for a build, after which the warehouse's `pub_latest_revisions` shows it; a final
+/// publication of July that the guard holds back is a failed fire saying why, and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_publish_jobs() {
+    use chiso::config::{PeriodChoice, PublishJobConfig};
+    let sim = start_sim(small_world(5, 2.0), chiso::sim::faults::Faults::none()).await;
+    let (project, mut jobs) = fast_jobs(&sim.base_url());
+    let wh = tempfile::tempdir().unwrap();
+    let ctx = chiso::pull::RunContext {
+        warehouse: wh.path().to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    for (name, r) in chiso::pull::run_many(&ctx, &jobs.pulls).await {
+        assert!(r.unwrap().error.is_none(), "{name}");
+    }
+    assert!(
+        build_record(wh.path(), &repo().join("sql"), &jobs.pulls, false)
+            .await
+            .published
+    );
+    for j in &mut jobs.pulls {
+        j.enabled = false; // nothing new to pull: the publish jobs alone
+    }
+    let job = |name: &str, period: &str, provisional: bool| PublishJobConfig {
+        name: name.into(),
+        file: repo().join("jobs").join(format!("{name}.toml")),
+        description: String::new(),
+        enabled: true,
+        schedule: CronExpr("*/2 * * * * *".into()),
+        period: PeriodChoice::Fixed(period.into()),
+        provisional,
+        push: true,
+    };
+    jobs.publishes = vec![
+        job("preview_september", "2026-09", true),
+        job("final_july", "2026-07", false),
+    ];
+    let mut opts = options(wh.path(), &project, &jobs);
+    opts.http = None;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(chiso::serve::serve(
+        opts,
+        async move {
+            let _ = stop_rx.await;
+        },
+        None,
+    ));
+    let finished = |name: &str| -> Vec<FireRecord> {
+        History::new(wh.path(), name)
+            .tail()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event == FireEvent::Finished)
+            .collect()
+    };
+    let t0 = std::time::Instant::now();
+    loop {
+        let built = !finished("build").is_empty();
+        if finished("preview_september").len() >= 3 && finished("final_july").len() >= 2 && built {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the publish jobs did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop_tx.send(());
+    daemon.await.unwrap().unwrap();
+
+    let previews = finished("preview_september");
+    assert!(
+        previews.iter().all(|r| r.outcome.as_deref() == Some("ok")),
+        "{previews:?}"
+    );
+    let finals = finished("final_july");
+    assert!(
+        finals.iter().all(|r| r.outcome.as_deref() == Some("failed")
+            && r.error.as_deref().is_some_and(|e| e.contains("--accept"))),
+        "{finals:?}"
+    );
+    let ledger = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    let revisions: Vec<(String, i64, String)> = {
+        let mut stmt = ledger
+            .prepare("SELECT period, revision, status FROM pub_revisions ORDER BY 1, 2")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows
+    };
+    assert_eq!(
+        revisions,
+        vec![("2026-09".to_string(), 1, "provisional".to_string())]
+    );
+    assert!(sim.state.publications().is_empty(), "a preview was sent");
+    let conn = open(wh.path());
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT period, revision, status FROM pub_latest_revisions"
+        ),
+        vec!["2026-09|1|provisional"]
+    );
     sim.stop().await;
 }

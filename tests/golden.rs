@@ -2977,8 +2977,9 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].period, "2026-03");
     assert_eq!(pending[0].units, vec!["A", "CT", "P1"]);
-    assert!(chiso::status::render_report(&status)
-        .contains("Revision pending: 2026-03 (final revision 1 published) moved for 3 unit(s): A, CT, P1"));
+    assert!(chiso::status::render_report(&status).contains(
+        "Revision pending: 2026-03 (final revision 1 published) moved for 3 unit(s): A, CT, P1"
+    ));
 
     let second = publish(opts.clone()).await;
     let p = &second.periods[0];
@@ -3043,7 +3044,10 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
         .unwrap()
         .contains("A Đơn vị A: total 65.46 → 68.46 (+3.00); ONLINE_PAYMENT_DOSSIER 1.0/2.0 → 2.0/2.0, +3.00 points"));
     // Revision 1's files stay as they were.
-    assert!(wh.path().join("exports/2026-03/rev-1/manifest.json").exists());
+    assert!(wh
+        .path()
+        .join("exports/2026-03/rev-1/manifest.json")
+        .exists());
 
     // After the build that follows, nothing is pending and the latest views show revision 2.
     build_now(wh.path(), &jobs, false).await;
@@ -3082,11 +3086,18 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
         assert_eq!(units, 4);
         assert_eq!(page.dom.matches("class=\"rank-row\"").count(), units);
         assert_eq!(page.dom.matches("class=\"group-chart\"").count(), 6);
-        assert_eq!(page.dom.matches("<svg").count(), 7, "6 groups and the totals");
+        assert_eq!(
+            page.dom.matches("<svg").count(),
+            7,
+            "6 groups and the totals"
+        );
         assert!(page.dom.contains("id=\"change-note\""));
         assert_eq!(page.dom.matches("class=\"changed-unit\"").count(), 3);
         let (inked, colours) = png_content(&page.png);
-        assert!(inked > 0.03 && colours > 20, "a blank page? {inked} inked, {colours} colours");
+        assert!(
+            inked > 0.03 && colours > 20,
+            "a blank page? {inked} inked, {colours} colours"
+        );
     }
     sim.stop().await;
 }

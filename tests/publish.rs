@@ -181,7 +181,13 @@ async fn every_file_reads_back_as_the_revision_and_holds_no_personal_data() {
             );
             let groups = [u.ckmb, u.tdgq, u.clgq, u.tttt, u.mdsh, u.mdhl, u.total];
             for (k, v) in groups.iter().enumerate() {
-                assert_eq!(number(&row[3 + k]), Some(*v), "{} column {}", u.unit_id, 3 + k);
+                assert_eq!(
+                    number(&row[3 + k]),
+                    Some(*v),
+                    "{} column {}",
+                    u.unit_id,
+                    3 + k
+                );
             }
             assert_eq!(number(&row[10]), u.rank_among_siblings.map(|r| r as f64));
             assert_eq!(number(&row[11]), u.change_from_previous);
@@ -206,21 +212,35 @@ async fn every_file_reads_back_as_the_revision_and_holds_no_personal_data() {
         }
     }
     // Frozen header and the 2-decimal format, from the sheet's own XML.
-    let mut zip = zip::ZipArchive::new(std::fs::File::open(dir.join("index.xlsx")).unwrap()).unwrap();
+    let mut zip =
+        zip::ZipArchive::new(std::fs::File::open(dir.join("index.xlsx")).unwrap()).unwrap();
     let mut sheet1 = String::new();
-    std::io::Read::read_to_string(&mut zip.by_name("xl/worksheets/sheet1.xml").unwrap(), &mut sheet1)
-        .unwrap();
-    assert!(sheet1.contains("ySplit=\"1\"") && sheet1.contains("state=\"frozen\""), "{sheet1:.400}");
+    std::io::Read::read_to_string(
+        &mut zip.by_name("xl/worksheets/sheet1.xml").unwrap(),
+        &mut sheet1,
+    )
+    .unwrap();
+    assert!(
+        sheet1.contains("ySplit=\"1\"") && sheet1.contains("state=\"frozen\""),
+        "{sheet1:.400}"
+    );
     let mut styles = String::new();
     std::io::Read::read_to_string(&mut zip.by_name("xl/styles.xml").unwrap(), &mut styles).unwrap();
-    assert!(styles.contains("formatCode=\"0.00\""), "numbers are shown to 2 decimals");
+    assert!(
+        styles.contains("formatCode=\"0.00\""),
+        "numbers are shown to 2 decimals"
+    );
 
     // The manifest lists every file with its SHA-256.
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let listed = manifest["files"].as_array().unwrap();
     let on_disk = files_under(&dir);
-    assert_eq!(listed.len() + 1, on_disk.len(), "every file but the manifest itself");
+    assert_eq!(
+        listed.len() + 1,
+        on_disk.len(),
+        "every file but the manifest itself"
+    );
     for f in listed {
         let bytes = std::fs::read(dir.join(f["name"].as_str().unwrap())).unwrap();
         use sha2::Digest;
@@ -229,18 +249,34 @@ async fn every_file_reads_back_as_the_revision_and_holds_no_personal_data() {
             format!("{:x}", sha2::Sha256::digest(&bytes))
         );
     }
-    for key in ["methodology", "data_watermark", "model_sql_digest", "chiso_version", "duckdb_version", "created_at"] {
+    for key in [
+        "methodology",
+        "data_watermark",
+        "model_sql_digest",
+        "chiso_version",
+        "duckdb_version",
+        "created_at",
+    ] {
         assert!(manifest[key].is_string(), "{key}: {}", manifest[key]);
     }
 
     // The report in headless Chromium: a ranking row per unit, a chart per group, not blank.
     if let Some(page) = chromium_render(&dir.join("report.html")) {
-        assert_eq!(page.dom.matches("class=\"rank-row\"").count(), rev.units.len());
+        assert_eq!(
+            page.dom.matches("class=\"rank-row\"").count(),
+            rev.units.len()
+        );
         assert_eq!(page.dom.matches("class=\"group-chart\"").count(), 6);
         assert!(page.dom.matches("class=\"mover\"").count() > 0);
-        assert!(!page.dom.contains("id=\"change-note\""), "revision 1 has no change note");
+        assert!(
+            !page.dom.contains("id=\"change-note\""),
+            "revision 1 has no change note"
+        );
         let (inked, colours) = png_content(&page.png);
-        assert!(inked > 0.03 && colours > 20, "a blank page? {inked} inked, {colours} colours");
+        assert!(
+            inked > 0.03 && colours > 20,
+            "a blank page? {inked} inked, {colours} colours"
+        );
     }
 
     // No personal value of the lake in any published file, the workbook's cells or what the
@@ -257,7 +293,10 @@ async fn every_file_reads_back_as_the_revision_and_holds_no_personal_data() {
                 texts.push((format!("{} {name}", f.display()), cells.join("\n")));
             }
         } else {
-            texts.push((f.display().to_string(), std::fs::read_to_string(&f).unwrap()));
+            texts.push((
+                f.display().to_string(),
+                std::fs::read_to_string(&f).unwrap(),
+            ));
         }
     }
     for r in w.sim.state.publications() {
@@ -274,12 +313,15 @@ async fn every_file_reads_back_as_the_revision_and_holds_no_personal_data() {
     // column and the files; nothing is written or sent.
     let applicant = query(&format!(
         "SELECT ChuHoSo FROM read_parquet('{}') WHERE length(ChuHoSo) >= 8 LIMIT 1",
-        lake_glob(w.wh.path(), w.jobs.iter().find(|j| j.name == "dossiers").unwrap())
+        lake_glob(
+            w.wh.path(),
+            w.jobs.iter().find(|j| j.name == "dossiers").unwrap()
+        )
     ))[0][0]
         .clone();
     {
-        let conn = duckdb::Connection::open(chiso::models::build::published_path(w.wh.path()))
-            .unwrap();
+        let conn =
+            duckdb::Connection::open(chiso::models::build::published_path(w.wh.path())).unwrap();
         conn.execute(
             "UPDATE mart_index_unit_period SET unit_name = ? WHERE period = '2026-06' AND unit_level = 3 \
              AND unit_id = (SELECT min(unit_id) FROM mart_index_unit_period WHERE period = '2026-06' AND unit_level = 3)",
@@ -290,17 +332,27 @@ async fn every_file_reads_back_as_the_revision_and_holds_no_personal_data() {
     let sent = w.sim.state.publications().len();
     let err = w.publish(&["2026-06"], accepted()).await.unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("column unit_name of mart_index_unit_period"), "{msg}");
+    assert!(
+        msg.contains("column unit_name of mart_index_unit_period"),
+        "{msg}"
+    );
     // Applicants' and officers' names come from the same pool in the simulator: the value is
     // named as one of the personal columns holding it.
     assert!(
-        ["dossiers.ChuHoSo", "dossier_steps.NguoiXuLy", "petitions.NguoiGui"]
-            .iter()
-            .any(|c| msg.contains(&format!("a value of {c}, declared personal = true"))),
+        [
+            "dossiers.ChuHoSo",
+            "dossier_steps.NguoiXuLy",
+            "petitions.NguoiGui"
+        ]
+        .iter()
+        .any(|c| msg.contains(&format!("a value of {c}, declared personal = true"))),
         "{msg}"
     );
     assert!(msg.contains("units-level-N.csv"), "{msg}");
-    assert!(!msg.contains(&applicant), "the error shows the value itself: {msg}");
+    assert!(
+        !msg.contains(&applicant),
+        "the error shows the value itself: {msg}"
+    );
     assert!(!w.wh.path().join("exports/2026-06").exists());
     assert_eq!(w.sim.state.publications().len(), sent);
     // Provisional previews are guarded too.
@@ -327,10 +379,18 @@ async fn a_provisional_preview_is_written_and_never_sent() {
     let p = &r.periods[0];
     assert!(p.created && p.status == "provisional" && p.revision == 1);
     // Its warnings are reported (the feeds have not passed September's end), not blocking.
-    assert!(p.warnings.iter().any(|x| x.kind == "incomplete_feed"), "{:?}", p.warnings);
+    assert!(
+        p.warnings.iter().any(|x| x.kind == "incomplete_feed"),
+        "{:?}",
+        p.warnings
+    );
     assert!(r.pushes.is_empty());
     assert!(w.sim.state.publications().is_empty());
-    assert!(w.wh.path().join("exports/2026-09/rev-1/report.html").exists());
+    assert!(w
+        .wh
+        .path()
+        .join("exports/2026-09/rev-1/report.html")
+        .exists());
     // The same preview again: nothing new.
     let again = w.publish(&["2026-09"], opts).await.unwrap();
     assert!(!again.periods[0].created);
@@ -347,7 +407,11 @@ async fn a_provisional_preview_is_written_and_never_sent() {
         .unwrap()
         .unwrap();
     let receipts: i64 = conn
-        .query_row("SELECT count(*) FROM pub_receipts WHERE period = '2026-09'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM pub_receipts WHERE period = '2026-09'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(receipts, 0, "a provisional revision has nothing to send");
     w.sim.stop().await;
@@ -416,7 +480,11 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     for (name, r) in chiso::pull::run_many(&ctx, &jobs).await {
         assert!(r.unwrap().error.is_none(), "{name}");
     }
-    assert!(build_record(wh.path(), &repo().join("sql"), &jobs, false).await.published);
+    assert!(
+        build_record(wh.path(), &repo().join("sql"), &jobs, false)
+            .await
+            .published
+    );
     // Five final periods, three portals: 15 pushes, each a chance to kill.
     let periods: Vec<String> = rows(
         &open(wh.path()),
@@ -471,8 +539,14 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     assert_eq!(unique, expected);
     // Every kill left a push unacknowledged, sent again and answered as a duplicate.
     let duplicates: u32 = received.iter().map(|r| r.duplicates).sum();
-    assert!(duplicates >= kills, "{duplicates} duplicates for {kills} kills");
-    assert!(sim.state.portals.lock().unwrap().failed > 0, "no push failed");
+    assert!(
+        duplicates >= kills,
+        "{duplicates} duplicates for {kills} kills"
+    );
+    assert!(
+        sim.state.portals.lock().unwrap().failed > 0,
+        "no push failed"
+    );
     {
         let conn = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))
             .unwrap()

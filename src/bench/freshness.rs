@@ -222,6 +222,7 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
         grace: Duration::from_secs(60),
         retention: Duration::from_secs(86_400),
         http_client: crate::feeds::http::http_client(),
+        publish: Default::default(),
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -70,6 +70,7 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     let warehouse = warehouse_dir(&g.dir, &project);
     let sql_dir = project.root.join("sql");
     let build_jobs = jobs.clone();
+    let publish_cfg = project.publish.clone();
     let build_opts = chiso::models::build::BuildOptions {
         storage_version: project.storage_version.clone(),
         ..Default::default()
@@ -122,6 +123,7 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     // Build the warehouse and show the latest month's ranking, when the project has models.
     let mut build_failed = false;
     if sql_dir.is_dir() && mismatched.is_empty() {
+        let build_jobs_for_publish = build_jobs.clone();
         let (w, s, j) = (warehouse.clone(), sql_dir.clone(), build_jobs);
         let record = tokio::task::spawn_blocking(move || {
             chiso::models::build::build(&w, &s, &j, &build_opts)
@@ -148,13 +150,22 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
         if record.published {
             // The month leadership discusses, then the one in progress, judged as of
             // the data (thin early in a month: the dossier counts show why).
+            let mut latest = None;
             for month in [
                 chiso::demo::Month::LatestComplete,
                 chiso::demo::Month::Current,
             ] {
                 if let Some(r) = chiso::demo::ranking(&warehouse, month, 10)? {
                     print_ranking(&r, month);
+                    if month == chiso::demo::Month::LatestComplete {
+                        latest = Some(r.period.clone());
+                    }
                 }
+            }
+            // The month leadership discusses, as a publication preview: the files an office
+            // sends and the report, never sent anywhere (`chiso publish` sends final ones).
+            if let Some(period) = latest {
+                preview(&warehouse, &build_jobs_for_publish, &publish_cfg, &period).await;
             }
         } else {
             for m in record
@@ -271,4 +282,41 @@ async fn demo_serve(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     println!("Simulator was {sim_url}.");
     print_summary(&summary);
     exit_now(EXIT_OK)
+}
+
+/// Publishes `period` as a provisional preview and says where its report is.
+async fn preview(
+    warehouse: &Path,
+    jobs: &[config::JobConfig],
+    cfg: &config::PublishConfig,
+    period: &str,
+) {
+    let opts = chiso::publish::PublishOptions {
+        provisional: true,
+        push: false,
+        ..Default::default()
+    };
+    match chiso::publish::publish(
+        warehouse,
+        jobs,
+        cfg,
+        &[period.to_string()],
+        &opts,
+        &chiso::feeds::http::http_client(),
+    )
+    .await
+    {
+        Ok(r) => {
+            let p = &r.periods[0];
+            println!(
+                "\nA publication preview of {} ({} revision {}{}, never sent): {}",
+                p.period,
+                p.status,
+                p.revision,
+                if p.created { "" } else { ", unchanged" },
+                p.folder.join("report.html").display()
+            );
+        }
+        Err(e) => println!("\nNo publication preview of {period}: {e:#}"),
+    }
 }

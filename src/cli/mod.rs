@@ -29,9 +29,9 @@ pub(crate) use chiso::pull::{self, RunContext, RunReport};
 pub(crate) use chiso::sim::{faults::Faults, SimConfig};
 
 use self::backfill::BackfillArgs;
-use self::publish::PublishArgs;
 use self::bench::*;
 use self::demo::*;
+use self::publish::PublishArgs;
 use self::serve::ServeArgs;
 use self::sim::*;
 use self::status::*;

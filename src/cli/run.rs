@@ -90,7 +90,8 @@ pub(crate) async fn run(g: &Globals, mut args: RunArgs) -> anyhow::Result<u8> {
         .filter(|p| args.jobs.contains(&p.name))
         .cloned()
         .collect();
-    args.jobs.retain(|n| !publishes.iter().any(|p| &p.name == n));
+    args.jobs
+        .retain(|n| !publishes.iter().any(|p| &p.name == n));
     let mut failed_publish = false;
     for job in &publishes {
         match self::publish::run_publish_job(g, &project, &all, job).await {

@@ -57,6 +57,7 @@ pub(crate) async fn serve(g: &Globals, a: ServeArgs) -> anyhow::Result<u8> {
         grace: a.grace,
         retention: a.retention,
         http_client: chiso::feeds::http::http_client(),
+        publish: project.publish.clone(),
     };
     let summary = chiso::serve::serve(opts, stop_signal(), None).await?;
     print_summary(&summary);

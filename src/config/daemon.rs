@@ -137,7 +137,9 @@ pub(super) fn job_kind(src: &Source<'_>) -> Result<JobKind, ConfigError> {
             "publish" => Ok(JobKind::Publish),
             other => Err(src.at(
                 Some(k.span()),
-                format!("kind {other:?}: expected \"pull\" (the default), \"build\" or \"publish\""),
+                format!(
+                    "kind {other:?}: expected \"pull\" (the default), \"build\" or \"publish\""
+                ),
             )),
         },
     }

@@ -18,8 +18,8 @@ use crate::lake::schema::{ColumnSpec, ColumnType, DatasetSpec, Grain, PartitionS
 
 pub mod daemon;
 pub mod publish;
-pub use publish::{PeriodChoice, PublishConfig, PublishJobConfig, PushFormat, TargetConfig};
 pub use daemon::{BuildJobConfig, CatchUp, HumanDuration, JobKind, Overlap, RunPolicy};
+pub use publish::{PeriodChoice, PublishConfig, PublishJobConfig, PushFormat, TargetConfig};
 
 /// A configuration problem at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -93,13 +93,18 @@ impl PublishSection {
         for (name, section) in self.targets {
             let t = section.into_inner();
             let url = interpolate(t.url.get_ref(), env).unwrap_or_else(|msg| {
-                errors.push(src.at(Some(t.url.span()), format!("publish.targets.{name}.url: {msg}")));
+                errors.push(src.at(
+                    Some(t.url.span()),
+                    format!("publish.targets.{name}.url: {msg}"),
+                ));
                 String::new()
             });
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 errors.push(src.at(
                     Some(t.url.span()),
-                    format!("publish.targets.{name}.url: {url:?} must start with http:// or https://"),
+                    format!(
+                        "publish.targets.{name}.url: {url:?} must start with http:// or https://"
+                    ),
                 ));
             }
             let token = match &t.token {
@@ -141,8 +146,9 @@ impl PublishSection {
     }
 }
 
-/// Which period a publish job publishes, relative to the day it runs (project time zone).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// Which period a publish job publishes: relative to the day it runs (project time zone), or
+/// a period named outright (`"2026"`: the year, published when its data is final).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeriodChoice {
     PreviousMonth,
@@ -151,6 +157,45 @@ pub enum PeriodChoice {
     CurrentQuarter,
     PreviousYear,
     CurrentYear,
+    Fixed(String),
+}
+
+impl<'de> Deserialize<'de> for PeriodChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "previous_month" => PeriodChoice::PreviousMonth,
+            "current_month" => PeriodChoice::CurrentMonth,
+            "previous_quarter" => PeriodChoice::PreviousQuarter,
+            "current_quarter" => PeriodChoice::CurrentQuarter,
+            "previous_year" => PeriodChoice::PreviousYear,
+            "current_year" => PeriodChoice::CurrentYear,
+            other => PeriodChoice::Fixed(parse_period(other).map_err(serde::de::Error::custom)?),
+        })
+    }
+}
+
+/// Checks a period name: `2026-10` (a month), `2026-Q4` (a quarter) or `2026` (a year).
+pub fn parse_period(s: &str) -> Result<String, String> {
+    let year = |y: &str| y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit());
+    let ok = match s.len() {
+        4 => year(s),
+        7 if &s[4..6] == "-Q" => year(&s[..4]) && matches!(&s[6..], "1" | "2" | "3" | "4"),
+        7 => {
+            year(&s[..4])
+                && &s[4..5] == "-"
+                && s[5..].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a period: expected a month (2026-10), a quarter (2026-Q4) or a year (2026), \
+             or in a job file previous_month, current_month, previous_quarter, current_quarter, previous_year, current_year"
+        ))
+    }
 }
 
 /// A publish job (`kind = "publish"`): publishes a period on a schedule, e.g. the previous

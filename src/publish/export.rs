@@ -322,8 +322,8 @@ pub fn units_json(rev: &Revision, levels: &[i64]) -> serde_json::Value {
         .filter(|u| u.unit_level.is_some_and(|l| levels.contains(&l)))
         .map(|u| {
             let mut v = serde_json::to_value(u).expect("serialisable");
-            v["indicators"] = serde_json::to_value(by_unit.get(u.unit_id.as_str()))
-                .expect("serialisable");
+            v["indicators"] =
+                serde_json::to_value(by_unit.get(u.unit_id.as_str())).expect("serialisable");
             v
         })
         .collect();
@@ -451,7 +451,10 @@ pub fn ensure(warehouse: &Path, rev: &Revision, duckdb_version: &str) -> anyhow:
     }
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for level in rev.levels() {
-        files.push((format!("units-level-{level}.csv"), units_csv(rev, &[level])?));
+        files.push((
+            format!("units-level-{level}.csv"),
+            units_csv(rev, &[level])?,
+        ));
         files.push((
             format!("indicators-level-{level}.csv"),
             indicators_csv(rev, level)?,
@@ -492,7 +495,10 @@ pub fn ensure(warehouse: &Path, rev: &Revision, duckdb_version: &str) -> anyhow:
         "accepted": rev.meta.accepted,
         "files": listed,
     });
-    files.push(("manifest.json".into(), serde_json::to_vec_pretty(&manifest)?));
+    files.push((
+        "manifest.json".into(),
+        serde_json::to_vec_pretty(&manifest)?,
+    ));
     let parent = dir.parent().expect("a period folder");
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = parent.join(format!(

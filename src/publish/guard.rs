@@ -83,9 +83,18 @@ fn patterns() -> &'static [Pattern] {
             re: Regex::new(re).expect("valid pattern"),
         };
         vec![
-            p("an e-mail address", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"),
-            p("a phone number", r"(^|[^0-9.])(\+84|0)[0-9]{9,10}($|[^0-9])"),
-            p("an ID number (9 or 12 digits)", r"(^|[^0-9.])([0-9]{12}|[0-9]{9})($|[^0-9.])"),
+            p(
+                "an e-mail address",
+                r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+",
+            ),
+            p(
+                "a phone number",
+                r"(^|[^0-9.])(\+84|0)[0-9]{9,10}($|[^0-9])",
+            ),
+            p(
+                "an ID number (9 or 12 digits)",
+                r"(^|[^0-9.])([0-9]{12}|[0-9]{9})($|[^0-9.])",
+            ),
         ]
     })
 }
@@ -94,7 +103,10 @@ fn patterns() -> &'static [Pattern] {
 pub fn check_text(what: &str, text: &str) -> anyhow::Result<()> {
     for p in patterns() {
         if p.re.is_match(text) {
-            bail!("personal data would be published: {what} holds {}; nothing was written or sent", p.what);
+            bail!(
+                "personal data would be published: {what} holds {}; nothing was written or sent",
+                p.what
+            );
         }
     }
     Ok(())
@@ -132,9 +144,7 @@ pub fn personal_data(
         }
     }
     // The lake's personal values, from the files committed now.
-    conn.execute_batch(
-        "CREATE OR REPLACE TEMP TABLE chiso_personal (v VARCHAR, origin VARCHAR);",
-    )?;
+    conn.execute_batch("CREATE OR REPLACE TEMP TABLE chiso_personal (v VARCHAR, origin VARCHAR);")?;
     let lake = snapshot::read(warehouse, jobs)?;
     for job in jobs {
         let files = lake.get(&job.dataset.key()).cloned().unwrap_or_default();

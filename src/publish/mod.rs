@@ -76,20 +76,7 @@ impl PublishReport {
 
 /// Checks a period name: `2026-10`, `2026-Q4` or `2026`.
 pub fn parse_period(s: &str) -> anyhow::Result<String> {
-    let ok = match s.len() {
-        4 => s.parse::<u32>().is_ok(),
-        7 if &s[4..6] == "-Q" => s[..4].parse::<u32>().is_ok() && matches!(&s[6..], "1" | "2" | "3" | "4"),
-        7 => {
-            s[..4].parse::<u32>().is_ok()
-                && &s[4..5] == "-"
-                && s[5..].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
-        }
-        _ => false,
-    };
-    if !ok {
-        bail!("{s:?} is not a period: expected a month (2026-10), a quarter (2026-Q4) or a year (2026)");
-    }
-    Ok(s.to_string())
+    crate::config::publish::parse_period(s).map_err(anyhow::Error::msg)
 }
 
 /// The period a publish job means on `today` (project time zone).
@@ -105,6 +92,7 @@ pub fn choose_period(choice: &PeriodChoice, today: NaiveDate) -> String {
         PeriodChoice::PreviousQuarter => format!("{y}-Q{}", q - 1),
         PeriodChoice::CurrentYear => format!("{y}"),
         PeriodChoice::PreviousYear => format!("{}", y - 1),
+        PeriodChoice::Fixed(p) => p.clone(),
     }
 }
 
@@ -211,7 +199,11 @@ fn record_period(
             );
         }
         if l.status == status && revision::equals(conn, period, l.revision)? {
-            tracing::info!(period, revision = l.revision, "Unchanged since its latest revision: nothing new recorded.");
+            tracing::info!(
+                period,
+                revision = l.revision,
+                "Unchanged since its latest revision: nothing new recorded."
+            );
             return Ok(PeriodOutcome {
                 period: period.to_string(),
                 revision: l.revision,

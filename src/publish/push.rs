@@ -74,11 +74,10 @@ pub async fn push_pending(
             .collect::<Result<_, _>>()?;
         let mut revisions: BTreeMap<(String, i64), Revision> = BTreeMap::new();
         for (_, period, rev) in &pending {
-            if !revisions.contains_key(&(period.clone(), *rev)) {
-                revisions.insert(
-                    (period.clone(), *rev),
-                    Revision::load(&conn, period, *rev)?,
-                );
+            if let std::collections::btree_map::Entry::Vacant(e) =
+                revisions.entry((period.clone(), *rev))
+            {
+                e.insert(Revision::load(&conn, period, *rev)?);
             }
         }
         (pending, revisions)

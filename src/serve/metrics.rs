@@ -64,6 +64,14 @@ fn describe() {
     describe_counter!("chiso_rows_landed_total", "Rows landed in the lake by job.");
     describe_counter!("chiso_rows_quarantined_total", "Rows quarantined by job.");
     describe_gauge!(
+        "chiso_publication_revisions_pending",
+        "Final periods whose numbers moved since their latest final revision (publish them again)."
+    );
+    describe_gauge!(
+        "chiso_publication_pushes_pending",
+        "Pushes of final revisions to the portals not acknowledged yet."
+    );
+    describe_gauge!(
         "chiso_last_success_timestamp_seconds",
         Unit::Seconds,
         "Unix time of each job's newest run that did not fail."
@@ -162,4 +170,9 @@ pub fn refresh(r: &StatusReport) {
     }
     gauge!("chiso_index_freshness_breach").set(if r.index.freshness_breach { 1.0 } else { 0.0 });
     gauge!("chiso_open_failures").set(r.failures.len() as f64);
+    gauge!("chiso_publication_revisions_pending")
+        .set(r.publications.revisions_pending.len() as f64);
+    if let Some(n) = r.publications.pushes_pending {
+        gauge!("chiso_publication_pushes_pending").set(n as f64);
+    }
 }

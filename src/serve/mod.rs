@@ -1,5 +1,6 @@
 //! `chiso serve`: the daemon. It fires every enabled pull job on its cron schedule, builds the
-//! warehouse after pulls that landed rows (debounced), and answers `/health`, `/status` and
+//! warehouse after pulls that landed rows (debounced), runs the publish jobs
+//! ([`publishing`]), and answers `/health`, `/status` and
 //! `/metrics` over HTTP, until SIGTERM or SIGINT.
 //!
 //! One loop owns the state: which job runs, its queue, the build's debounce. Everything else
@@ -11,6 +12,7 @@
 
 pub mod http;
 pub mod metrics;
+mod publishing;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -47,6 +49,8 @@ pub struct ServeOptions {
     /// Fire history older than this is dropped at start.
     pub retention: Duration,
     pub http_client: reqwest::Client,
+    /// `[publish]` of chiso.toml, for the publish jobs.
+    pub publish: crate::config::PublishConfig,
 }
 
 /// What the daemon tells whoever watches it (`chiso demo --serve` prints a line per cycle).
@@ -96,6 +100,11 @@ enum Msg {
         record: FireRecord,
         summary: Option<BuildSummary>,
         busy: bool,
+    },
+    PublishDone {
+        slot: usize,
+        record: FireRecord,
+        created: bool,
     },
 }
 
@@ -168,6 +177,7 @@ struct Daemon {
     ctx: RunContext,
     pulls: Vec<PullSlot>,
     build: Option<BuildSlot>,
+    publishes: Vec<publishing::PublishSlot>,
     tx: mpsc::UnboundedSender<Msg>,
     stop: watch::Receiver<bool>,
     notices: Option<mpsc::UnboundedSender<Notice>>,
@@ -232,6 +242,17 @@ pub async fn serve(
             })
         }
     };
+    let mut publishes = Vec::new();
+    for job in opts.jobs.publishes.iter().filter(|j| j.enabled) {
+        let history = History::new(&opts.warehouse, &job.name);
+        publishes.push(publishing::PublishSlot {
+            job: job.clone(),
+            schedule: Schedule::new(&job.schedule, opts.tz).map_err(anyhow::Error::msg)?,
+            last_planned: recover_history(&history, &keep_after, now)?,
+            history,
+            running: None,
+        });
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -265,6 +286,7 @@ pub async fn serve(
                 .iter()
                 .filter_map(|b| b.schedule.as_ref().map(|s| s.with_seconds())),
         )
+        .chain(publishes.iter().map(|p| p.schedule.with_seconds()))
         .collect();
     for expr in crons {
         let tx = tx.clone();
@@ -292,6 +314,7 @@ pub async fn serve(
         ctx,
         pulls,
         build,
+        publishes,
         tx,
         stop: stop_rx,
         notices,
@@ -422,6 +445,7 @@ impl Daemon {
     fn busy(&self) -> bool {
         self.pulls.iter().any(|p| p.running.is_some())
             || self.build.as_ref().is_some_and(|b| b.running.is_some())
+            || self.publishes.iter().any(|p| p.running.is_some())
     }
 
     /// Fires every planned time that has come due.
@@ -445,7 +469,8 @@ impl Daemon {
                 self.fire(i, t, FireHow::OnTime)?;
             }
         }
-        self.reconcile_build(now)
+        self.reconcile_build(now)?;
+        self.reconcile_publishes(now)
     }
 
     /// Planned times missed (the daemon was down, or far behind), by the job's `catch_up`.
@@ -555,6 +580,11 @@ impl Daemon {
     fn handle(&mut self, m: Msg) -> anyhow::Result<()> {
         match m {
             Msg::Wake => Ok(()), // the loop reconciles after every message
+            Msg::PublishDone {
+                slot,
+                record,
+                created,
+            } => self.publish_done(slot, record, created),
             Msg::PullDone { slot: i, record } => {
                 let slot = &mut self.pulls[i];
                 slot.running = None;
@@ -797,6 +827,22 @@ impl Daemon {
                 rec.error = Some("cut short: the grace period ran out".into());
                 slot.history.append(&[rec])?;
                 tracing::warn!(job = %slot.job.name, "Run cut short at stop; it is recovered at its next run.");
+                n += 1;
+            }
+        }
+        for p in &mut self.publishes {
+            if let Some((planned, how)) = p.running.take() {
+                let mut rec = FireRecord::new(
+                    &p.job.name,
+                    &local_rfc3339(planned, self.opts.tz),
+                    FireEvent::Interrupted,
+                );
+                rec.how = Some(how);
+                rec.error = Some(
+                    "cut short: the grace period ran out; the next publish sends what is pending"
+                        .into(),
+                );
+                p.history.append(&[rec])?;
                 n += 1;
             }
         }

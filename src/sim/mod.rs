@@ -10,9 +10,9 @@
 pub mod calendar;
 pub mod catalogue;
 pub mod faults;
-pub mod portal;
 pub mod generate;
 pub mod names;
+pub mod portal;
 pub mod server;
 pub mod units;
 pub mod world;

@@ -72,7 +72,11 @@ pub(super) async fn receive(
     };
     let key = header("idempotency-key");
     if key.is_empty() {
-        return (StatusCode::BAD_REQUEST, "an Idempotency-Key header is required").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "an Idempotency-Key header is required",
+        )
+            .into_response();
     }
     let faults = state.faults.read().expect("faults lock").clone();
     let (fail, lose) = {
@@ -86,7 +90,11 @@ pub(super) async fn receive(
     };
     if fail {
         state.portals.lock().expect("portals lock").failed += 1;
-        return (StatusCode::SERVICE_UNAVAILABLE, "simulated fault: portal unavailable").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "simulated fault: portal unavailable",
+        )
+            .into_response();
     }
     let (receipt, duplicate) = {
         let mut p = state.portals.lock().expect("portals lock");
@@ -121,9 +129,17 @@ pub(super) async fn receive(
     }
     if lose {
         state.portals.lock().expect("portals lock").lost += 1;
-        return (StatusCode::SERVICE_UNAVAILABLE, "simulated fault: answer lost").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "simulated fault: answer lost",
+        )
+            .into_response();
     }
-    let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     (
         status,
         Json(serde_json::json!({ "receipt": receipt, "duplicate": duplicate })),
