@@ -84,6 +84,12 @@ CREATE TABLE IF NOT EXISTS pub_receipts (
 );
 ";
 
+/// The key a portal deduplicates a push on: one per target, period and revision (kept in
+/// `pub_receipts`).
+pub fn idempotency_key(target: &str, period: &str, revision: i64) -> String {
+    format!("chiso/{target}/{period}/rev-{revision}")
+}
+
 pub fn path(warehouse: &Path) -> PathBuf {
     warehouse.join(FILE)
 }

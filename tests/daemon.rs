@@ -453,19 +453,7 @@ async fn the_daemon_runs_publish_jobs() {
     let sim = start_sim(small_world(5, 2.0), chiso::sim::faults::Faults::none()).await;
     let (project, mut jobs) = fast_jobs(&sim.base_url());
     let wh = tempfile::tempdir().unwrap();
-    let ctx = chiso::pull::RunContext {
-        warehouse: wh.path().to_path_buf(),
-        project_root: repo(),
-        http: chiso::feeds::http::http_client(),
-    };
-    for (name, r) in chiso::pull::run_many(&ctx, &jobs.pulls).await {
-        assert!(r.unwrap().error.is_none(), "{name}");
-    }
-    assert!(
-        build_record(wh.path(), &repo().join("sql"), &jobs.pulls, false)
-            .await
-            .published
-    );
+    pull_and_build(wh.path(), &jobs.pulls).await;
     for j in &mut jobs.pulls {
         j.enabled = false; // nothing new to pull: the publish jobs alone
     }

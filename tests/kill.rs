@@ -18,25 +18,6 @@ use chiso::sim::SimFeed;
 use common::*;
 use rand::{Rng, SeedableRng};
 
-const URL_VARS: [&str; 7] = [
-    "CHISO_PORTAL_URL",
-    "CHISO_PAYMENTS_URL",
-    "CHISO_REPORTING_URL",
-    "CHISO_CATALOGUE_URL",
-    "CHISO_REGISTRY_URL",
-    "CHISO_CALENDAR_URL",
-    "CHISO_NATIONAL_REPORT_URL",
-];
-const TOKEN_VARS: [&str; 7] = [
-    "CHISO_PORTAL_TOKEN",
-    "CHISO_PAYMENTS_TOKEN",
-    "CHISO_REPORTING_PASSWORD",
-    "CHISO_CATALOGUE_TOKEN",
-    "CHISO_REGISTRY_TOKEN",
-    "CHISO_CALENDAR_TOKEN",
-    "CHISO_NATIONAL_REPORT_TOKEN",
-];
-
 /// The repository's project with second-level schedules, small pages and frequent commits.
 fn write_project(dir: &Path) {
     std::fs::create_dir_all(dir.join("jobs")).unwrap();

@@ -29,16 +29,7 @@ async fn built_world(faults: Faults) -> World {
     let sim = start_sim(small_world(21, 4.0), faults).await;
     let (project, jobs) = project_for(&sim.base_url());
     let wh = tempfile::tempdir().unwrap();
-    let ctx = chiso::pull::RunContext {
-        warehouse: wh.path().to_path_buf(),
-        project_root: repo(),
-        http: chiso::feeds::http::http_client(),
-    };
-    for (name, r) in chiso::pull::run_many(&ctx, &jobs).await {
-        assert!(r.unwrap().error.is_none(), "{name}");
-    }
-    let record = build_record(wh.path(), &repo().join("sql"), &jobs, false).await;
-    assert!(record.published);
+    pull_and_build(wh.path(), &jobs).await;
     World {
         sim,
         project,
@@ -417,16 +408,6 @@ async fn a_provisional_preview_is_written_and_never_sent() {
     w.sim.stop().await;
 }
 
-const URL_VARS: [&str; 7] = [
-    "CHISO_PORTAL_URL",
-    "CHISO_PAYMENTS_URL",
-    "CHISO_REPORTING_URL",
-    "CHISO_CATALOGUE_URL",
-    "CHISO_REGISTRY_URL",
-    "CHISO_CALENDAR_URL",
-    "CHISO_NATIONAL_REPORT_URL",
-];
-
 /// `chiso publish` (the binary) on the repository's project, its sources and the three
 /// portals aimed at the simulator.
 fn chiso_publish(warehouse: &Path, url: &str, periods: &[String]) -> std::process::Command {
@@ -443,6 +424,9 @@ fn chiso_publish(warehouse: &Path, url: &str, periods: &[String]) -> std::proces
         .stderr(std::process::Stdio::null());
     for v in URL_VARS {
         c.env(v, url);
+    }
+    for v in TOKEN_VARS {
+        c.env(v, TOKEN);
     }
     for t in ["DVCQG", "MOF", "GDT"] {
         c.env(
@@ -472,19 +456,7 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     let sim = start_sim(cfg, faults).await;
     let (_, jobs) = project_for(&sim.base_url());
     let wh = tempfile::tempdir().unwrap();
-    let ctx = chiso::pull::RunContext {
-        warehouse: wh.path().to_path_buf(),
-        project_root: repo(),
-        http: chiso::feeds::http::http_client(),
-    };
-    for (name, r) in chiso::pull::run_many(&ctx, &jobs).await {
-        assert!(r.unwrap().error.is_none(), "{name}");
-    }
-    assert!(
-        build_record(wh.path(), &repo().join("sql"), &jobs, false)
-            .await
-            .published
-    );
+    pull_and_build(wh.path(), &jobs).await;
     // Five final periods, three portals: 15 pushes, each a chance to kill.
     let periods: Vec<String> = rows(
         &open(wh.path()),

@@ -10,14 +10,15 @@
 //!   publication; warnings block a final one unless accepted.
 //! - A provisional revision is a preview: written like any other, never sent.
 //!
-//! Steps: [`revision`] (compare, change note, record), [`guard`], [`export`] and [`report`]
-//! (the files), [`push`] (the portals).
+//! Steps: [`revision`] (compare, change note, record), [`guard`], [`rows`] (a revision read
+//! back), [`export`] and [`report`] (the files), [`push`] (the portals).
 
 pub mod export;
 pub mod guard;
 pub mod push;
 pub mod report;
 pub mod revision;
+pub mod rows;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

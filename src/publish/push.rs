@@ -13,14 +13,12 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use serde::Serialize;
 
-use super::export::{units_csv, units_json, Revision};
+use super::export::{units_csv, units_json};
+use super::rows::Revision;
 use crate::config::{PushFormat, TargetConfig};
 use crate::ledger;
 
-/// The key a portal deduplicates on: one per target, period and revision.
-pub fn idempotency_key(target: &str, period: &str, revision: i64) -> String {
-    format!("chiso/{target}/{period}/rev-{revision}")
-}
+pub use crate::ledger::idempotency_key;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PushOutcome {

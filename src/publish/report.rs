@@ -8,7 +8,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::export::{status_vi, Revision, GROUPS};
+use super::rows::{status_vi, Revision, UnitRow, GROUPS};
 
 const TEMPLATE: &str = include_str!("report.html");
 
@@ -204,7 +204,7 @@ pub fn render(rev: &Revision) -> anyhow::Result<String> {
         .filter(|u| u.change_from_previous.is_some_and(|c| c != 0.0))
         .collect();
     moved.sort_by(|a, b| {
-        let c = |u: &&&super::export::UnitRow| u.change_from_previous.unwrap_or(0.0).abs();
+        let c = |u: &&&UnitRow| u.change_from_previous.unwrap_or(0.0).abs();
         c(b).total_cmp(&c(a)).then(a.unit_id.cmp(&b.unit_id))
     });
     let movers: Vec<Mover> = moved

@@ -461,7 +461,7 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<()
                         t.name,
                         b.period,
                         n.revision,
-                        super::push::idempotency_key(&t.name, &b.period, n.revision)
+                        ledger::idempotency_key(&t.name, &b.period, n.revision)
                     ],
                 )?;
             }

@@ -4,19 +4,14 @@
 //! (a second send of a key is answered as a duplicate with the first receipt, and not stored
 //! again); faults make it fail before storing (`publish_error_rate`), lose its answer after
 //! storing (`publish_lost_rate`) or answer slowly after storing (`publish_delay_ms`).
-//! `GET /_sim/publications` lists what was received, for tests.
+//! `GET /_sim/publications` lists what was received. The routes are in [`super::server`].
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::server::{Shared, SimState};
+use super::faults::Faults;
 
 /// One publication a portal stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -47,122 +42,88 @@ pub struct Portals {
     pub lost: u64,
 }
 
-impl SimState {
-    /// What the portals received so far.
-    pub fn publications(&self) -> Vec<Received> {
-        self.portals.lock().expect("portals lock").received.clone()
-    }
+/// What a portal does with one publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Refused before storing (a fault).
+    Failed,
+    /// Stored now (`duplicate` false) or earlier under the same key (`duplicate` true), with
+    /// the receipt; `lost`: the answer never reaches the sender (a fault).
+    Stored {
+        receipt: String,
+        duplicate: bool,
+        lost: bool,
+    },
 }
 
-pub(super) async fn receive(
-    State(state): State<Shared>,
-    Path(portal): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !state.authorised(&headers) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong credentials").into_response();
-    }
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let key = header("idempotency-key");
-    if key.is_empty() {
-        return (
-            StatusCode::BAD_REQUEST,
-            "an Idempotency-Key header is required",
-        )
-            .into_response();
-    }
-    let faults = state.faults.read().expect("faults lock").clone();
-    let (fail, lose) = {
-        let mut rng = state.dice.next();
-        let x: f64 = rng.random();
-        (
-            x < faults.publish_error_rate,
-            x >= faults.publish_error_rate
-                && x < faults.publish_error_rate + faults.publish_lost_rate,
-        )
-    };
-    if fail {
-        state.portals.lock().expect("portals lock").failed += 1;
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "simulated fault: portal unavailable",
-        )
-            .into_response();
-    }
-    let (receipt, duplicate) = {
-        let mut p = state.portals.lock().expect("portals lock");
-        match p.by_key.get(&(portal.clone(), key.clone())).copied() {
-            Some(i) => {
-                p.received[i].duplicates += 1;
-                (p.received[i].receipt.clone(), true)
-            }
-            None => {
-                let receipt = format!("{portal}-{}", p.received.len() + 1);
-                let r = Received {
-                    portal: portal.clone(),
-                    idempotency_key: key.clone(),
-                    receipt: receipt.clone(),
-                    period: header("x-chiso-period"),
-                    revision: header("x-chiso-revision"),
-                    content_type: header("content-type"),
-                    bytes: body.len(),
-                    sha256: format!("{:x}", Sha256::digest(&body)),
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                    duplicates: 0,
-                };
-                let at = p.received.len();
-                p.by_key.insert((portal.clone(), key), at);
-                p.received.push(r);
-                (receipt, false)
-            }
+/// One publication as it arrives.
+pub struct Arrival<'a> {
+    pub portal: &'a str,
+    pub key: &'a str,
+    pub period: &'a str,
+    pub revision: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+impl Portals {
+    /// Stores `a` once per (portal, key); `roll` (0..1) against the faults decides a refusal
+    /// before storing or an answer lost after.
+    pub fn receive(&mut self, a: &Arrival<'_>, faults: &Faults, roll: f64) -> Answer {
+        if roll < faults.publish_error_rate {
+            self.failed += 1;
+            return Answer::Failed;
         }
-    };
-    if faults.publish_delay_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(faults.publish_delay_ms)).await;
+        let lost = roll < faults.publish_error_rate + faults.publish_lost_rate;
+        if lost {
+            self.lost += 1;
+        }
+        if let Some(i) = self
+            .by_key
+            .get(&(a.portal.to_string(), a.key.to_string()))
+            .copied()
+        {
+            self.received[i].duplicates += 1;
+            return Answer::Stored {
+                receipt: self.received[i].receipt.clone(),
+                duplicate: true,
+                lost,
+            };
+        }
+        let receipt = format!("{}-{}", a.portal, self.received.len() + 1);
+        let at = self.received.len();
+        self.by_key
+            .insert((a.portal.to_string(), a.key.to_string()), at);
+        self.received.push(Received {
+            portal: a.portal.to_string(),
+            idempotency_key: a.key.to_string(),
+            receipt: receipt.clone(),
+            period: a.period.to_string(),
+            revision: a.revision.to_string(),
+            content_type: a.content_type.to_string(),
+            bytes: a.body.len(),
+            sha256: format!("{:x}", Sha256::digest(a.body)),
+            body: String::from_utf8_lossy(a.body).into_owned(),
+            duplicates: 0,
+        });
+        Answer::Stored {
+            receipt,
+            duplicate: false,
+            lost,
+        }
     }
-    if lose {
-        state.portals.lock().expect("portals lock").lost += 1;
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "simulated fault: answer lost",
-        )
-            .into_response();
-    }
-    let status = if duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    (
-        status,
-        Json(serde_json::json!({ "receipt": receipt, "duplicate": duplicate })),
-    )
-        .into_response()
-}
 
-pub(super) async fn list(State(state): State<Shared>) -> Response {
-    let p = state.portals.lock().expect("portals lock");
-    let listed: Vec<serde_json::Value> = p
-        .received
-        .iter()
-        .map(|r| {
-            let mut v = serde_json::to_value(r).expect("serialisable");
-            // The list says what arrived; the bodies stay in the process (tests read them).
-            v.as_object_mut().expect("object").remove("body");
-            v
-        })
-        .collect();
-    Json(serde_json::json!({
-        "received": listed,
-        "failed": p.failed,
-        "lost": p.lost,
-    }))
-    .into_response()
+    /// What was received, without the bodies (they stay in the process, for tests).
+    pub fn listing(&self) -> serde_json::Value {
+        let listed: Vec<serde_json::Value> = self
+            .received
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).expect("serialisable");
+                v.as_object_mut().expect("object").remove("body");
+                v
+            })
+            .collect();
+        serde_json::json!({ "received": listed, "failed": self.failed, "lost": self.lost })
+    }
 }

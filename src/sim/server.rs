@@ -102,7 +102,7 @@ pub struct SimState {
     pub injected: Mutex<BTreeMap<&'static str, Vec<Arc<Injected>>>>,
     pub clock: Clock,
     pub faults: RwLock<Faults>,
-    pub(super) dice: Dice,
+    dice: Dice,
     /// What the simulated portals received (`POST /publications/{portal}`).
     pub portals: Mutex<super::portal::Portals>,
     pub stats: Mutex<BTreeMap<String, FeedStats>>,
@@ -190,7 +190,7 @@ impl SimState {
         f(s.entry(feed.to_string()).or_default());
     }
 
-    pub(super) fn authorised(&self, headers: &HeaderMap) -> bool {
+    fn authorised(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
@@ -215,7 +215,7 @@ impl SimState {
     }
 }
 
-pub(super) type Shared = Arc<SimState>;
+type Shared = Arc<SimState>;
 
 /// A running simulator.
 pub struct SimHandle {
@@ -313,8 +313,8 @@ pub fn router(state: Shared) -> Router {
         .route("/_sim/stats", get(stats))
         .route("/_sim/faults", post(set_faults).get(get_faults))
         .route("/_sim/records/{feed}", post(add_record))
-        .route("/publications/{portal}", post(super::portal::receive))
-        .route("/_sim/publications", get(super::portal::list))
+        .route("/publications/{portal}", post(receive_publication))
+        .route("/_sim/publications", get(list_publications))
         .with_state(state)
 }
 
@@ -686,4 +686,94 @@ async fn set_faults(State(state): State<Shared>, Json(f): Json<Faults>) -> Respo
     }
     *state.faults.write().expect("faults lock") = f.clone();
     Json(f).into_response()
+}
+
+impl SimState {
+    /// What the simulated portals received so far.
+    pub fn publications(&self) -> Vec<super::portal::Received> {
+        self.portals.lock().expect("portals lock").received.clone()
+    }
+}
+
+/// `POST /publications/{portal}`: a portal receiving a revision ([`super::portal`]).
+async fn receive_publication(
+    State(state): State<Shared>,
+    axum::extract::Path(portal): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    use super::portal::{Answer, Arrival};
+    if !state.authorised(&headers) {
+        return unauthorised();
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let key = header("idempotency-key");
+    if key.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "an Idempotency-Key header is required",
+        )
+            .into_response();
+    }
+    let faults = state.faults.read().expect("faults lock").clone();
+    let roll: f64 = state.dice.next().random();
+    let (period, revision, content_type) = (
+        header("x-chiso-period"),
+        header("x-chiso-revision"),
+        header("content-type"),
+    );
+    let answer = state.portals.lock().expect("portals lock").receive(
+        &Arrival {
+            portal: &portal,
+            key: &key,
+            period: &period,
+            revision: &revision,
+            content_type: &content_type,
+            body: &body,
+        },
+        &faults,
+        roll,
+    );
+    let Answer::Stored {
+        receipt,
+        duplicate,
+        lost,
+    } = answer
+    else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "simulated fault: portal unavailable",
+        )
+            .into_response();
+    };
+    if faults.publish_delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(faults.publish_delay_ms)).await;
+    }
+    if lost {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "simulated fault: answer lost",
+        )
+            .into_response();
+    }
+    let status = if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (
+        status,
+        Json(serde_json::json!({ "receipt": receipt, "duplicate": duplicate })),
+    )
+        .into_response()
+}
+
+async fn list_publications(State(state): State<Shared>) -> Response {
+    Json(state.portals.lock().expect("portals lock").listing()).into_response()
 }

@@ -352,3 +352,40 @@ pub fn png_content(png: &[u8]) -> (f64, usize) {
     let colours: std::collections::BTreeSet<Vec<u8>> = pixels.iter().map(|p| p.to_vec()).collect();
     (inked as f64 / pixels.len() as f64, colours.len())
 }
+
+/// Every job once into `warehouse` (each must finish without error), then a build that must
+/// publish: a warehouse holding the simulator's state.
+pub async fn pull_and_build(warehouse: &Path, jobs: &[JobConfig]) {
+    let ctx = chiso::pull::RunContext {
+        warehouse: warehouse.to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    for (name, r) in chiso::pull::run_many(&ctx, jobs).await {
+        let report = r.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(report.error.is_none(), "{name}: {:?}", report.error);
+    }
+    let record = build_record(warehouse, &repo().join("sql"), jobs, false).await;
+    assert!(record.published, "the build did not publish");
+}
+
+/// The environment variables of `chiso.toml`'s source URLs and secrets, for running the
+/// binary against the simulator.
+pub const URL_VARS: [&str; 7] = [
+    "CHISO_PORTAL_URL",
+    "CHISO_PAYMENTS_URL",
+    "CHISO_REPORTING_URL",
+    "CHISO_CATALOGUE_URL",
+    "CHISO_REGISTRY_URL",
+    "CHISO_CALENDAR_URL",
+    "CHISO_NATIONAL_REPORT_URL",
+];
+pub const TOKEN_VARS: [&str; 7] = [
+    "CHISO_PORTAL_TOKEN",
+    "CHISO_PAYMENTS_TOKEN",
+    "CHISO_REPORTING_PASSWORD",
+    "CHISO_CATALOGUE_TOKEN",
+    "CHISO_REGISTRY_TOKEN",
+    "CHISO_CALENDAR_TOKEN",
+    "CHISO_NATIONAL_REPORT_TOKEN",
+];
