@@ -8,7 +8,8 @@ fn chiso() -> Command {
 }
 
 /// A DuckDB 1.x CLI (`CHISO_DUCKDB1_CLI`, else `duckdb` on the PATH if it is 1.x; PyPI's
-/// `duckdb-cli==1.5.6` is one) opens the published file read-only and reads the marts. Without
+/// `duckdb-cli==1.5.6` is one) opens the published file read-only and reads the marts and the
+/// publication views (`chiso demo`'s preview and one more). Without
 /// one the check is skipped with a note, unless CHISO_REQUIRE_DUCKDB1 is set, as `.ci/run` sets
 /// it (having installed one).
 fn duckdb1_reads_the_marts(published: &std::path::Path) {
@@ -32,7 +33,7 @@ fn duckdb1_reads_the_marts(published: &std::path::Path) {
         .arg(published)
         .arg("-csv")
         .arg("-c")
-        .arg("SELECT (SELECT count(*) FROM mart_index_unit_period) || ',' || (SELECT count(*) FROM mart_index_indicator) || ',' || (SELECT count(*) FROM mart_index_unit_period WHERE total BETWEEN 0 AND 100) AS n")
+        .arg("SELECT (SELECT count(*) FROM mart_index_unit_period) || ',' || (SELECT count(*) FROM mart_index_indicator) || ',' || (SELECT count(*) FROM mart_index_unit_period WHERE total BETWEEN 0 AND 100) || ',' || (SELECT count(*) FROM pub_latest_revisions) || ',' || (SELECT count(*) FROM pub_latest_index_unit_period) || ',' || (SELECT count(*) FROM pub_revision_pending) AS n")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -51,7 +52,12 @@ fn duckdb1_reads_the_marts(published: &std::path::Path) {
         .map(|n| n.parse().unwrap_or(0))
         .collect();
     assert!(
-        counts.len() == 3 && counts[0] > 0 && counts[1] > 0 && counts[2] == counts[0],
+        counts.len() == 6
+            && counts[0] > 0
+            && counts[1] > 0
+            && counts[2] == counts[0]
+            && counts[3] >= 1
+            && counts[4] > 0,
         "DuckDB {version} read {text}"
     );
 }
@@ -213,7 +219,31 @@ fn demo_runs_every_feed_and_reconciles() {
         t.status.success() && out.contains(" passed, 0 failed"),
         "{out}"
     );
-    // The published file opens in a DuckDB 1.x client, read-only, marts and all.
+    // A preview publication (and the build after it) puts the pub_* tables and views in the
+    // published file.
+    let month: String = chiso::duck::open_read_only(&wh.join("chiso.duckdb"))
+        .unwrap()
+        .query_row(
+            "SELECT max(period) FROM mart_index_unit_period WHERE period_type = 'month'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let p = chiso()
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(&wh)
+        .args(["publish", &month, "--provisional"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&p.stdout);
+    assert!(
+        p.status.success() && out.contains(&format!("{month} revision 1 (provisional) recorded")),
+        "{out}\n{}",
+        String::from_utf8_lossy(&p.stderr)
+    );
+    // The published file opens in a DuckDB 1.x client, read-only, marts, publications and all.
     duckdb1_reads_the_marts(&wh.join("chiso.duckdb"));
 
     // CHISO_PROFILE_DIR: each file holds the statement it is named after, not a query the
