@@ -316,7 +316,8 @@ async fn every_file_reads_back_as_the_revision_and_holds_no_personal_data() {
         conn.execute(
             "UPDATE mart_index_unit_period SET unit_name = ? WHERE period = '2026-06' AND unit_level = 3 \
              AND unit_id = (SELECT min(unit_id) FROM mart_index_unit_period WHERE period = '2026-06' AND unit_level = 3)",
-            [&applicant],
+            // Inside a longer text, as a careless join or a free-text field would put it.
+            [&format!("Thuế cơ sở 1 ({applicant})")],
         )
         .unwrap();
     }

@@ -167,6 +167,10 @@ pub fn personal_data(
             .with_context(|| format!("reading {}.{} from the lake", job.name, c.name))?;
         }
     }
+    conn.execute_batch(
+        "CREATE OR REPLACE TEMP TABLE chiso_personal_words AS SELECT DISTINCT v, origin FROM chiso_personal \
+         WHERE length(v) >= 8 AND NOT regexp_full_match(v, '[0-9 .+()-]+');",
+    )?;
     for (mart, _, _) in ledger::PUBLISHED {
         let mut stmt = conn.prepare(
             "SELECT column_name FROM duckdb_columns() WHERE database_name = 'wh' AND table_name = ? \
@@ -176,15 +180,19 @@ pub fn personal_data(
             .query_map([mart], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for col in &text_columns {
-            // Equal to a personal value, or containing one long enough not to be a word
-            // (compared over the column's distinct values: a few hundred, not every row).
+            // Equal to a personal value (a hash join), or containing a word-like one long
+            // enough not to be a common word (names, not numbers: the patterns below catch
+            // ID numbers and phones); over the column's distinct values, a few hundred.
             let found: Option<(String, String, String)> = conn
                 .query_row(
                     &format!(
-                        "SELECT (SELECT min(unit_id) FROM wh.{mart} WHERE period = $1 AND \"{col}\" = d.c), p.origin, p.v \
-                         FROM (SELECT DISTINCT \"{col}\" AS c FROM wh.{mart} WHERE period = $1 AND \"{col}\" IS NOT NULL) AS d \
-                         JOIN chiso_personal AS p ON trim(d.c) = p.v OR (length(p.v) >= 8 AND contains(d.c, p.v)) \
-                         LIMIT 1"
+                        "WITH d AS (SELECT DISTINCT \"{col}\" AS c FROM wh.{mart} WHERE period = $1 AND \"{col}\" IS NOT NULL), \
+                         hit AS ( \
+                           (SELECT d.c, p.origin, p.v FROM d JOIN chiso_personal AS p ON trim(d.c) = p.v LIMIT 1) \
+                           UNION ALL \
+                           (SELECT d.c, p.origin, p.v FROM d JOIN chiso_personal_words AS p ON contains(d.c, p.v) LIMIT 1)) \
+                         SELECT (SELECT min(unit_id) FROM wh.{mart} WHERE period = $1 AND \"{col}\" = hit.c), origin, v \
+                         FROM hit LIMIT 1"
                     ),
                     [period],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
