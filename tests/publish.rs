@@ -384,8 +384,24 @@ async fn a_provisional_preview_is_written_and_never_sent() {
         .join("exports/2026-09/rev-1/report.html")
         .exists());
     // The same preview again: nothing new.
+    let again = w.publish(&["2026-09"], opts.clone()).await.unwrap();
+    assert!(!again.periods[0].created);
+    // A revision whose folder is gone (a crash after the ledger's commit, before the rename,
+    // or a half-written temporary folder) gets it back, the same bytes, from the ledger.
+    let folder = w.wh.path().join("exports/2026-09/rev-1");
+    let manifest = std::fs::read_to_string(folder.join("manifest.json")).unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+    let half = w.wh.path().join("exports/2026-09/.rev-1.tmp-999999");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("units-level-1.csv"), "half").unwrap();
     let again = w.publish(&["2026-09"], opts).await.unwrap();
     assert!(!again.periods[0].created);
+    assert_eq!(
+        std::fs::read_to_string(folder.join("manifest.json")).unwrap(),
+        manifest,
+        "the files written again differ"
+    );
+    assert!(!half.exists(), "the half-written folder is left behind");
     // A final month without --accept is held back by its warnings, naming them.
     let strict = PublishOptions {
         push: true,

@@ -44,7 +44,8 @@ pub(crate) async fn publish(g: &Globals, a: PublishArgs) -> anyhow::Result<u8> {
         provisional: a.provisional,
         accept: a.accept,
         note: a.note,
-        push: !a.no_push,
+        // A preview by hand sends nothing at all, not even what is pending.
+        push: !a.no_push && !a.provisional,
     };
     let report = run_publish(g, &project, &jobs, &periods, &opts, !a.no_build).await?;
     if a.json {

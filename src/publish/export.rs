@@ -143,8 +143,37 @@ pub fn units_json(rev: &Revision, levels: &[i64]) -> serde_json::Value {
 /// The workbook an office sends: a sheet per unit level, a sheet of indicator detail,
 /// Vietnamese headers, numbers shown to 2 decimals, the header row frozen.
 pub fn workbook(rev: &Revision) -> anyhow::Result<Vec<u8>> {
-    use rust_xlsxwriter::{Format, Workbook};
+    use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook};
     let mut wb = Workbook::new();
+    // Stamped with the revision's time, not the writing's: a revision's files are the same
+    // bytes whenever they are written (again, after a crash).
+    let created = chrono::NaiveDateTime::parse_from_str(
+        rev.meta.created_at.get(..19).unwrap_or_default(),
+        "%Y-%m-%dT%H:%M:%S",
+    )
+    .with_context(|| format!("the revision's time {:?}", rev.meta.created_at))?;
+    {
+        use chrono::{Datelike, Timelike};
+        let stamp = ExcelDateTime::from_ymd(
+            created.year() as u16,
+            created.month() as u8,
+            created.day() as u8,
+        )?
+        .and_hms(
+            created.hour() as u16,
+            created.minute() as u8,
+            created.second(),
+        )?;
+        wb.set_properties(
+            &DocProperties::new()
+                .set_title(format!(
+                    "Chỉ số phục vụ — kỳ {}, lần công bố {}",
+                    rev.meta.period, rev.meta.revision
+                ))
+                .set_author("chiso")
+                .set_creation_datetime(&stamp),
+        );
+    }
     let head = Format::new().set_bold().set_text_wrap();
     let two = Format::new().set_num_format("0.00");
     let mut unit_headers: Vec<String> = vec![
@@ -299,7 +328,13 @@ pub fn ensure(warehouse: &Path, rev: &Revision, duckdb_version: &str) -> anyhow:
         rev.meta.revision,
         std::process::id()
     ));
-    let _ = std::fs::remove_dir_all(&tmp);
+    // Folders a crash left half written (this revision's, by any process) go first.
+    let stale = format!(".rev-{}.tmp-", rev.meta.revision);
+    for e in std::fs::read_dir(parent)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&stale) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     std::fs::create_dir_all(&tmp)?;
     for (name, bytes) in &files {
         write_durably(&tmp.join(name), bytes)

@@ -44,7 +44,7 @@ pub struct PublishOptions {
     pub accept: Option<String>,
     /// A note kept with the revision.
     pub note: Option<String>,
-    /// Send pending final revisions to the targets.
+    /// Send the final revisions still pending to the targets (a provisional revision never is).
     pub push: bool,
 }
 
@@ -119,7 +119,9 @@ pub async fn publish(
         );
         tokio::task::spawn_blocking(move || record_periods(&w, &j, &c, &p, &o)).await??
     };
-    let pushes = if opts.push && !opts.provisional {
+    // Pending pushes are of final revisions only (a provisional one has no receipts), so a
+    // scheduled preview also sends what an earlier final publication left pending.
+    let pushes = if opts.push {
         push::push_pending(warehouse, &cfg.targets, http).await?
     } else {
         Vec::new()
