@@ -142,12 +142,24 @@ pub fn columns(
     db: Option<&str>,
     table: &str,
 ) -> duckdb::Result<Vec<String>> {
+    Ok(column_types(conn, db, table)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The columns of `table` in database `db` with their DuckDB types, in order.
+pub fn column_types(
+    conn: &duck::Connection,
+    db: Option<&str>,
+    table: &str,
+) -> duckdb::Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare(
-        "SELECT column_name FROM duckdb_columns() \
+        "SELECT column_name, data_type FROM duckdb_columns() \
          WHERE table_name = ? AND database_name = coalesce(?, current_database()) \
          ORDER BY column_index",
     )?;
-    let rows = stmt.query_map(duckdb::params![table, db], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map(duckdb::params![table, db], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
 
@@ -192,7 +204,7 @@ pub fn copy_into(conn: &duck::Connection, warehouse: &Path) -> anyhow::Result<()
 /// The views BI tools read: the latest revision of each period and its rows, and what a build
 /// changed of a final period since its latest final revision (`pub_revision_pending`).
 fn views(conn: &duck::Connection) -> anyhow::Result<()> {
-    if columns(conn, None, "pub_revisions")?.is_empty() {
+    if !duck::table_exists(conn, "pub_revisions")? {
         return Ok(());
     }
     conn.execute_batch(
@@ -201,7 +213,7 @@ fn views(conn: &duck::Connection) -> anyhow::Result<()> {
            QUALIFY row_number() OVER (PARTITION BY period ORDER BY revision DESC) = 1;",
     )?;
     for (_, table, _) in PUBLISHED {
-        if columns(conn, None, table)?.is_empty() {
+        if !duck::table_exists(conn, table)? {
             continue;
         }
         conn.execute_batch(&format!(

@@ -154,11 +154,13 @@ pub(crate) async fn run_publish_job(
 ) -> anyhow::Result<PublishReport> {
     let today = chiso::time::now_local().date();
     let period = chiso::publish::choose_period(&job.period, today);
-    let opts = PublishOptions {
-        provisional: job.provisional,
-        accept: None,
-        note: Some(format!("publish job {}", job.name)),
-        push: job.push,
-    };
-    run_publish(g, project, jobs, &[period], &opts, true).await
+    run_publish(
+        g,
+        project,
+        jobs,
+        &[period],
+        &PublishOptions::for_job(job),
+        true,
+    )
+    .await
 }

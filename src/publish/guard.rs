@@ -143,42 +143,13 @@ pub fn personal_data(
             }
         }
     }
-    // The lake's personal values, from the files committed now.
-    conn.execute_batch("CREATE OR REPLACE TEMP TABLE chiso_personal (v VARCHAR, origin VARCHAR);")?;
-    let lake = snapshot::read(warehouse, jobs)?;
-    for job in jobs {
-        let files = lake.get(&job.dataset.key()).cloned().unwrap_or_default();
-        if files.is_empty() {
-            continue;
-        }
-        let list = files
-            .iter()
-            .map(|f| duck::lit(f))
-            .collect::<Vec<_>>()
-            .join(", ");
-        for c in job.dataset.columns.iter().filter(|c| c.personal) {
-            conn.execute_batch(&format!(
-                "INSERT INTO chiso_personal SELECT DISTINCT trim(CAST(\"{col}\" AS VARCHAR)), {origin} \
-                 FROM read_parquet([{list}], union_by_name = true) \
-                 WHERE \"{col}\" IS NOT NULL AND length(trim(CAST(\"{col}\" AS VARCHAR))) >= 3;",
-                col = c.name,
-                origin = duck::lit(&format!("{}.{}", job.name, c.name)),
-            ))
-            .with_context(|| format!("reading {}.{} from the lake", job.name, c.name))?;
-        }
-    }
-    conn.execute_batch(
-        "CREATE OR REPLACE TEMP TABLE chiso_personal_words AS SELECT DISTINCT v, origin FROM chiso_personal \
-         WHERE length(v) >= 8 AND NOT regexp_full_match(v, '[0-9 .+()-]+');",
-    )?;
+    load_personal_values(conn, warehouse, jobs)?;
     for (mart, _, _) in ledger::PUBLISHED {
-        let mut stmt = conn.prepare(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'wh' AND table_name = ? \
-             AND data_type = 'VARCHAR' ORDER BY column_index",
-        )?;
-        let text_columns: Vec<String> = stmt
-            .query_map([mart], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let text_columns: Vec<String> = ledger::column_types(conn, Some("wh"), mart)?
+            .into_iter()
+            .filter(|(_, ty)| ty == "VARCHAR")
+            .map(|(name, _)| name)
+            .collect();
         for col in &text_columns {
             // Equal to a personal value (a hash join), or containing a word-like one long
             // enough not to be a common word (names, not numbers: the patterns below catch
@@ -229,6 +200,52 @@ pub fn personal_data(
             }
         }
     }
+    Ok(())
+}
+
+/// The lake's personal values (`chiso_personal`) and the word-like ones among them
+/// (`chiso_personal_words`), as temporary tables of `conn`, from the files committed when first
+/// asked: a publish of several periods reads the lake once.
+fn load_personal_values(
+    conn: &duck::Connection,
+    warehouse: &Path,
+    jobs: &[JobConfig],
+) -> anyhow::Result<()> {
+    let loaded: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM duckdb_tables() WHERE temporary AND table_name = 'chiso_personal_words'",
+        [],
+        |r| r.get(0),
+    )?;
+    if loaded {
+        return Ok(());
+    }
+    conn.execute_batch("CREATE OR REPLACE TEMP TABLE chiso_personal (v VARCHAR, origin VARCHAR);")?;
+    let lake = snapshot::read(warehouse, jobs)?;
+    for job in jobs {
+        let files = lake.get(&job.dataset.key()).cloned().unwrap_or_default();
+        if files.is_empty() {
+            continue;
+        }
+        let list = files
+            .iter()
+            .map(|f| duck::lit(f))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for c in job.dataset.columns.iter().filter(|c| c.personal) {
+            conn.execute_batch(&format!(
+                "INSERT INTO chiso_personal SELECT DISTINCT trim(CAST(\"{col}\" AS VARCHAR)), {origin} \
+                 FROM read_parquet([{list}], union_by_name = true) \
+                 WHERE \"{col}\" IS NOT NULL AND length(trim(CAST(\"{col}\" AS VARCHAR))) >= 3;",
+                col = c.name,
+                origin = duck::lit(&format!("{}.{}", job.name, c.name)),
+            ))
+            .with_context(|| format!("reading {}.{} from the lake", job.name, c.name))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE OR REPLACE TEMP TABLE chiso_personal_words AS SELECT DISTINCT v, origin FROM chiso_personal \
+         WHERE length(v) >= 8 AND NOT regexp_full_match(v, '[0-9 .+()-]+');",
+    )?;
     Ok(())
 }
 

@@ -80,6 +80,18 @@ pub fn parse_period(s: &str) -> anyhow::Result<String> {
     crate::config::publish::parse_period(s).map_err(anyhow::Error::msg)
 }
 
+impl PublishOptions {
+    /// What a publish job (`kind = "publish"`) asks for, by `chiso run` or `chiso serve`.
+    pub fn for_job(job: &crate::config::PublishJobConfig) -> PublishOptions {
+        PublishOptions {
+            provisional: job.provisional,
+            accept: None,
+            note: Some(format!("publish job {}", job.name)),
+            push: job.push,
+        }
+    }
+}
+
 /// The period a publish job means on `today` (project time zone).
 pub fn choose_period(choice: &PeriodChoice, today: NaiveDate) -> String {
     let (y, m) = (today.year(), today.month());
@@ -155,7 +167,15 @@ fn record_periods(
     let duckdb_version: String = conn.query_row("SELECT version()", [], |r| r.get(0))?;
     let mut out = Vec::new();
     for period in periods {
-        out.push(record_period(&conn, warehouse, jobs, cfg, period, opts)?);
+        out.push(record_period(
+            &conn,
+            warehouse,
+            jobs,
+            cfg,
+            period,
+            opts,
+            &duckdb_version,
+        )?);
     }
     // Folders a crash left unwritten (the ledger is written first).
     let mut stmt = conn.prepare("SELECT period, revision FROM pub_revisions ORDER BY 1, 2")?;
@@ -181,6 +201,7 @@ fn record_period(
     cfg: &PublishConfig,
     period: &str,
     opts: &PublishOptions,
+    duckdb_version: &str,
 ) -> anyhow::Result<PeriodOutcome> {
     let basis = revision::basis(conn, period)?;
     let status = if opts.provisional {
@@ -258,9 +279,8 @@ fn record_period(
         },
     )?;
     tracing::info!(period, revision = number, status, "Revision recorded.");
-    let duckdb_version: String = conn.query_row("SELECT version()", [], |r| r.get(0))?;
     let rev = export::Revision::load(conn, period, number)?;
-    let folder = export::ensure(warehouse, &rev, &duckdb_version)?;
+    let folder = export::ensure(warehouse, &rev, duckdb_version)?;
     Ok(PeriodOutcome {
         period: period.to_string(),
         revision: number,

@@ -60,7 +60,7 @@ pub async fn push_pending(
         let Some(conn) = ledger::open_read_only(warehouse, Duration::from_secs(30))? else {
             return Ok(Vec::new());
         };
-        if ledger::columns(&conn, None, "pub_receipts")?.is_empty() {
+        if !crate::duck::table_exists(&conn, "pub_receipts")? {
             return Ok(Vec::new());
         }
         let mut stmt = conn.prepare(

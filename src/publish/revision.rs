@@ -436,13 +436,7 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<()
                 "CREATE TABLE IF NOT EXISTS {table} AS SELECT 0::INTEGER AS revision, * FROM wh.{mart} LIMIT 0;"
             ))?;
             let kept = ledger::columns(conn, None, table)?;
-            let mut stmt = conn.prepare(
-                "SELECT column_name, data_type FROM duckdb_columns() \
-                 WHERE database_name = 'wh' AND table_name = ? ORDER BY column_index",
-            )?;
-            let current: Vec<(String, String)> = stmt
-                .query_map([mart], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
+            let current = ledger::column_types(conn, Some("wh"), mart)?;
             for (c, ty) in current.iter().filter(|(c, _)| !kept.contains(c)) {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{c}\" {ty};"))?;
             }

@@ -142,6 +142,16 @@ struct BuildSlot {
     again: bool,
 }
 
+impl BuildSlot {
+    /// Asks for a build: it starts once nothing more has asked for `quiet_period`, or
+    /// `max_delay` after the first ask.
+    fn ask(&mut self) {
+        let now = Instant::now();
+        self.first_landed.get_or_insert(now);
+        self.last_landed = Some(now);
+    }
+}
+
 /// State shared with the HTTP handlers.
 pub struct Shared {
     pub warehouse: PathBuf,
@@ -392,6 +402,24 @@ pub async fn serve(
     Ok(d.summary)
 }
 
+/// The history lines of planned times skipped as misfires, oldest first; the last carries
+/// `more`, the missed times beyond those listed.
+fn skipped_misfires(
+    job: &str,
+    times: &[DateTime<Utc>],
+    tz: chrono_tz::Tz,
+    more: u64,
+) -> Vec<FireRecord> {
+    let mut lines: Vec<FireRecord> = times
+        .iter()
+        .map(|t| FireRecord::new(job, &local_rfc3339(*t, tz), FireEvent::SkippedMisfire))
+        .collect();
+    if let Some(last) = lines.last_mut() {
+        last.more = more;
+    }
+    lines
+}
+
 /// Closes the claims a killed daemon left open, drops history past the retention, and returns
 /// the newest planned time the job has spoken for (now, for a job never fired).
 fn recover_history(
@@ -501,13 +529,7 @@ impl Daemon {
             catch_up = ?policy,
             "Fires were missed while the daemon was down or behind."
         );
-        let mut lines: Vec<FireRecord> = skip
-            .iter()
-            .map(|t| FireRecord::new(&job, &self.planned_text(*t), FireEvent::SkippedMisfire))
-            .collect();
-        if let Some(last) = lines.last_mut() {
-            last.more = more;
-        }
+        let lines = skipped_misfires(&job, &skip, self.opts.tz, more);
         metrics::misses(&job, (run.len() + skip.len()) as u64 + more);
         for _ in &lines {
             metrics::fire(&job, "skipped_misfire");
@@ -606,9 +628,7 @@ impl Daemon {
                 });
                 if record.rows_landed > 0 {
                     if let Some(b) = self.build.as_mut().filter(|b| b.job.after_pulls) {
-                        let now = Instant::now();
-                        b.first_landed.get_or_insert(now);
-                        b.last_landed = Some(now);
+                        b.ask();
                         b.landed_runs += 1;
                     }
                 }
@@ -632,8 +652,7 @@ impl Daemon {
                 if busy && b.first_landed.is_none() {
                     // Another build (a `chiso build` by hand) held the lock: try again after
                     // the quiet period.
-                    b.first_landed = Some(Instant::now());
-                    b.last_landed = Some(Instant::now());
+                    b.ask();
                 }
                 metrics::build(&record, summary.as_ref());
                 let how = record.how.unwrap_or(FireHow::Triggered);
@@ -664,19 +683,12 @@ impl Daemon {
             if let Some(t) = due.last().copied() {
                 b.last_planned = t;
                 scheduled = Some(t);
-                if due.len() > 1 {
-                    let skipped: Vec<FireRecord> = due[..due.len() - 1]
-                        .iter()
-                        .map(|t| {
-                            FireRecord::new(
-                                &b.job.name,
-                                &local_rfc3339(*t, self.opts.tz),
-                                FireEvent::SkippedMisfire,
-                            )
-                        })
-                        .collect();
-                    b.history.append(&skipped)?;
-                }
+                b.history.append(&skipped_misfires(
+                    &b.job.name,
+                    &due[..due.len() - 1],
+                    self.opts.tz,
+                    0,
+                ))?;
             }
         }
         if b.running.is_some() {

@@ -35,20 +35,12 @@ impl Daemon {
             };
             slot.last_planned = newest;
             // Only the newest is run: publishing the same period twice in a row changes nothing.
-            let mut skipped: Vec<FireRecord> = due[..due.len() - 1]
-                .iter()
-                .map(|t| {
-                    FireRecord::new(
-                        &slot.job.name,
-                        &local_rfc3339(*t, tz),
-                        FireEvent::SkippedMisfire,
-                    )
-                })
-                .collect();
-            if let Some(last) = skipped.last_mut() {
-                last.more = more;
-            }
-            slot.history.append(&skipped)?;
+            slot.history.append(&super::skipped_misfires(
+                &slot.job.name,
+                &due[..due.len() - 1],
+                tz,
+                more,
+            ))?;
             if slot.running.is_some() {
                 slot.history.append(&[FireRecord::new(
                     &slot.job.name,
@@ -83,12 +75,7 @@ impl Daemon {
         self.summary.runs += 1;
         let period =
             publish::choose_period(&slot.job.period, planned.with_timezone(&tz).date_naive());
-        let opts = PublishOptions {
-            provisional: slot.job.provisional,
-            accept: None,
-            note: Some(format!("publish job {}", slot.job.name)),
-            push: slot.job.push,
-        };
+        let opts = PublishOptions::for_job(&slot.job);
         let (warehouse, jobs, cfg, http, tx, name) = (
             self.opts.warehouse.clone(),
             self.opts.jobs.pulls.clone(),
@@ -152,9 +139,7 @@ impl Daemon {
         if created {
             // The warehouse shows a revision after the next build: ask for one.
             if let Some(b) = self.build.as_mut() {
-                let now = Instant::now();
-                b.first_landed.get_or_insert(now);
-                b.last_landed = Some(now);
+                b.ask();
             }
         }
         Ok(())
