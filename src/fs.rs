@@ -74,7 +74,14 @@ impl FileLock {
     /// lock can find it still held for that moment. (The library's tests hit it: a build started
     /// just after the previous one returned, while a parallel test spawned a reader.)
     pub fn acquire(path: &Path) -> Result<FileLock, LockError> {
+        Self::acquire_within(path, std::time::Duration::from_millis(500))
+    }
+
+    /// Takes the lock on `path`, trying again every 50 ms for up to `wait` before it counts as
+    /// busy.
+    pub fn acquire_within(path: &Path, wait: std::time::Duration) -> Result<FileLock, LockError> {
         use backon::{BlockingRetryable, ConstantBuilder};
+        const EVERY: std::time::Duration = std::time::Duration::from_millis(50);
         let io = |source| LockError::Io {
             path: path.to_path_buf(),
             source,
@@ -96,8 +103,8 @@ impl FileLock {
         let held = try_lock
             .retry(
                 ConstantBuilder::default()
-                    .with_delay(std::time::Duration::from_millis(50))
-                    .with_max_times(10),
+                    .with_delay(EVERY)
+                    .with_max_times((wait.as_millis() / EVERY.as_millis()) as usize),
             )
             .call();
         match held {

@@ -394,7 +394,7 @@ async fn a_provisional_preview_is_written_and_never_sent() {
     let half = w.wh.path().join("exports/2026-09/.rev-1.tmp-999999");
     std::fs::create_dir_all(&half).unwrap();
     std::fs::write(half.join("units-level-1.csv"), "half").unwrap();
-    let again = w.publish(&["2026-09"], opts).await.unwrap();
+    let again = w.publish(&["2026-09"], opts.clone()).await.unwrap();
     assert!(!again.periods[0].created);
     assert_eq!(
         std::fs::read_to_string(folder.join("manifest.json")).unwrap(),
@@ -402,6 +402,20 @@ async fn a_provisional_preview_is_written_and_never_sent() {
         "the files written again differ"
     );
     assert!(!half.exists(), "the half-written folder is left behind");
+    // A publish that finds another one running waits for it, as two publish jobs planned for
+    // the same second do in the daemon (tests/daemon.rs lost one of them to a refusal).
+    let held = chiso::fs::FileLock::acquire(&w.wh.path().join("_state/_publish/lock")).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        drop(held);
+    });
+    let t0 = Instant::now();
+    let waited = w.publish(&["2026-09"], opts).await;
+    release.join().unwrap();
+    if let Err(e) = &waited {
+        panic!("a publish behind another one failed instead of waiting: {e:#}");
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(2));
     // A final month without --accept is held back by its warnings, naming them.
     let strict = PublishOptions {
         push: true,

@@ -119,8 +119,7 @@ pub async fn publish(
     opts: &PublishOptions,
     http: &reqwest::Client,
 ) -> anyhow::Result<PublishReport> {
-    let _lock = FileLock::acquire(&warehouse.join("_state/_publish/lock"))
-        .context("another chiso publish is running on this warehouse")?;
+    let _lock = lock(warehouse).await?;
     let outcomes = {
         let (w, j, c, p, o) = (
             warehouse.to_path_buf(),
@@ -142,6 +141,31 @@ pub async fn publish(
         periods: outcomes,
         pushes,
     })
+}
+
+/// How long a publish waits for the one running on the same warehouse (two scheduled publish
+/// jobs planned for the same minute, a publisher's `chiso publish` during the daemon's preview).
+pub const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// One publish at a time per warehouse: takes the publish lock, waiting up to [`LOCK_WAIT`] for
+/// a publish that holds it.
+async fn lock(warehouse: &Path) -> anyhow::Result<FileLock> {
+    let path = warehouse.join("_state/_publish/lock");
+    let busy = || {
+        format!(
+            "another chiso publish has been running on this warehouse for over {} s",
+            LOCK_WAIT.as_secs()
+        )
+    };
+    match FileLock::acquire(&path) {
+        Ok(held) => return Ok(held),
+        Err(crate::fs::LockError::Busy(_)) => {}
+        Err(e) => return Err(e).context(busy()),
+    }
+    tracing::info!(lock = %path.display(), "Another publish is running on this warehouse; waiting for it.");
+    tokio::task::spawn_blocking(move || FileLock::acquire_within(&path, LOCK_WAIT))
+        .await?
+        .with_context(busy)
 }
 
 fn record_periods(
