@@ -127,6 +127,26 @@ fn demo_runs_every_feed_and_reconciles() {
         "{stdout}"
     );
     assert!(stdout.contains("DOSSIERS"), "{stdout}");
+    // The latest complete month as a publication preview, which the published warehouse's
+    // publication views already show (the demo builds after recording it).
+    assert!(
+        stdout.contains("A publication preview of 2026-08 (provisional revision 1, never sent)"),
+        "{stdout}"
+    );
+    let previews: Vec<(String, i64, String)> =
+        chiso::duck::open_read_only(&dir.path().join("wh/chiso.duckdb"))
+            .unwrap()
+            .prepare("SELECT period, revision, status FROM pub_latest_revisions")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(
+        previews,
+        vec![("2026-08".to_string(), 1, "provisional".to_string())],
+        "the demo's preview is not in the published warehouse"
+    );
 
     // status reads what the demo committed (the built-in project is used outside a project).
     let st = chiso()

@@ -70,7 +70,6 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     let warehouse = warehouse_dir(&g.dir, &project);
     let sql_dir = project.root.join("sql");
     let build_jobs = jobs.clone();
-    let publish_cfg = project.publish.clone();
     let build_opts = chiso::models::build::BuildOptions {
         storage_version: project.storage_version.clone(),
         ..Default::default()
@@ -85,7 +84,7 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
         warehouse.display()
     );
     let t0 = std::time::Instant::now();
-    let result = chiso::demo::run(project, jobs, warehouse.clone(), cfg).await?;
+    let result = chiso::demo::run(project.clone(), jobs, warehouse.clone(), cfg).await?;
     println!(
         "Pulled every feed once from {} ({} dossiers in the simulated portal) in {:.1}s:\n",
         result.sim_url,
@@ -165,7 +164,7 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
             // The month leadership discusses, as a publication preview: the files an office
             // sends and the report, never sent anywhere (`chiso publish` sends final ones).
             if let Some(period) = latest {
-                preview(&warehouse, &build_jobs_for_publish, &publish_cfg, &period).await;
+                preview(&project, &warehouse, &build_jobs_for_publish, &period).await?;
             }
         } else {
             for m in record
@@ -284,13 +283,14 @@ async fn demo_serve(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     exit_now(EXIT_OK)
 }
 
-/// Publishes `period` as a provisional preview and says where its report is.
+/// Publishes `period` as a provisional preview, builds so that the warehouse's publication
+/// views show it, and says where its report is.
 async fn preview(
+    project: &config::ProjectConfig,
     warehouse: &Path,
     jobs: &[config::JobConfig],
-    cfg: &config::PublishConfig,
     period: &str,
-) {
+) -> anyhow::Result<()> {
     let opts = chiso::publish::PublishOptions {
         provisional: true,
         push: false,
@@ -299,7 +299,7 @@ async fn preview(
     match chiso::publish::publish(
         warehouse,
         jobs,
-        cfg,
+        &project.publish,
         &[period.to_string()],
         &opts,
         &chiso::feeds::http::http_client(),
@@ -316,7 +316,11 @@ async fn preview(
                 if p.created { "" } else { ", unchanged" },
                 p.folder.join("report.html").display()
             );
+            if p.created {
+                super::publish::build_to_show(project, warehouse, jobs).await?;
+            }
         }
         Err(e) => println!("\nNo publication preview of {period}: {e:#}"),
     }
+    Ok(())
 }

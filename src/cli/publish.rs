@@ -81,23 +81,37 @@ pub(crate) async fn run_publish(
     )
     .await?;
     if build_after && report.periods.iter().any(|p| p.created) {
-        let sql_dir = project.root.join("sql");
-        let pulls = jobs.pulls.clone();
-        let opts = chiso::models::build::BuildOptions {
-            storage_version: project.storage_version.clone(),
-            ..Default::default()
-        };
-        let record = tokio::task::spawn_blocking(move || {
-            chiso::models::build::build(&warehouse, &sql_dir, &pulls, &opts)
-        })
-        .await?;
-        match record {
-            Ok(r) if r.published => {}
-            Ok(_) => eprintln!("chiso: the build after publishing failed; the warehouse shows the new revision after the next build"),
-            Err(e) => eprintln!("chiso: the build after publishing did not run ({e:#}); the warehouse shows the new revision after the next build"),
-        }
+        build_to_show(project, &warehouse, &jobs.pulls).await?;
     }
     Ok(report)
+}
+
+/// The build after a new revision, so that the warehouse's pub_* tables show it; a build that
+/// fails or cannot run is said on stderr (the revision stands, and shows after the next build).
+pub(crate) async fn build_to_show(
+    project: &ProjectConfig,
+    warehouse: &std::path::Path,
+    pulls: &[config::JobConfig],
+) -> anyhow::Result<()> {
+    let (warehouse, sql_dir, pulls) = (
+        warehouse.to_path_buf(),
+        project.root.join("sql"),
+        pulls.to_vec(),
+    );
+    let opts = chiso::models::build::BuildOptions {
+        storage_version: project.storage_version.clone(),
+        ..Default::default()
+    };
+    let record = tokio::task::spawn_blocking(move || {
+        chiso::models::build::build(&warehouse, &sql_dir, &pulls, &opts)
+    })
+    .await?;
+    match record {
+        Ok(r) if r.published => {}
+        Ok(_) => eprintln!("chiso: the build after publishing failed; the warehouse shows the new revision after the next build"),
+        Err(e) => eprintln!("chiso: the build after publishing did not run ({e:#}); the warehouse shows the new revision after the next build"),
+    }
+    Ok(())
 }
 
 pub(crate) fn print_report(r: &PublishReport) {
