@@ -357,6 +357,11 @@ pub fn build(
         &record::builds_dir(warehouse).join(format!("{}.json", record.build_id)),
         &serde_json::to_vec_pretty(&record)?,
     )?;
+    match record::prune_records(warehouse, record::RECORDS_KEPT) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(removed = n, "Old build records removed."),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "Old build records were not removed."),
+    }
     Ok(record)
 }
 

@@ -144,23 +144,59 @@ pub(super) fn builds_dir(warehouse: &Path) -> PathBuf {
     warehouse.join("_state/builds")
 }
 
-/// Per dataset, how many compactions the newest published build had read (from
-/// `_state/builds/`, named by time-ordered ids, so only the newest records are read); empty
-/// before the first published build.
-pub fn published_compactions(warehouse: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+/// How many build records `_state/builds/` keeps: the newest ones, and the newest published
+/// one whatever its age (compaction and `chiso status` read it). A record is a few tens of
+/// kilobytes; a daemon building every minute writes 1,440 a day.
+pub const RECORDS_KEPT: usize = 1000;
+
+/// The records in `_state/builds/`, oldest first (their ids are time-ordered).
+fn record_files(warehouse: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let dir = builds_dir(warehouse);
-    let names = crate::models::files_with_extension(&dir, "json")
-        .with_context(|| format!("listing {}", dir.display()))?;
-    for path in names.iter().rev() {
+    crate::models::files_with_extension(&dir, "json")
+        .with_context(|| format!("listing {}", dir.display()))
+}
+
+/// The newest published build's record among `names` (oldest first), read as JSON.
+fn newest_published(names: &[PathBuf]) -> anyhow::Result<Option<(usize, serde_json::Value)>> {
+    for (i, path) in names.iter().enumerate().rev() {
         let v: serde_json::Value = serde_json::from_slice(
             &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         )
         .with_context(|| format!("reading {}", path.display()))?;
         if v["published"].as_bool() == Some(true) {
-            return Ok(serde_json::from_value(v["lake_compactions"].clone()).unwrap_or_default());
+            return Ok(Some((i, v)));
         }
     }
-    Ok(BTreeMap::new())
+    Ok(None)
+}
+
+/// Per dataset, how many compactions the newest published build had read (from
+/// `_state/builds/`, named by time-ordered ids, so only the newest records are read); empty
+/// before the first published build.
+pub fn published_compactions(warehouse: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    Ok(match newest_published(&record_files(warehouse)?)? {
+        Some((_, v)) => serde_json::from_value(v["lake_compactions"].clone()).unwrap_or_default(),
+        None => BTreeMap::new(),
+    })
+}
+
+/// Removes the build records older than the newest `keep`, except the newest published one
+/// (compaction and `chiso status` read it); returns how many were removed.
+pub(super) fn prune_records(warehouse: &Path, keep: usize) -> anyhow::Result<usize> {
+    let names = record_files(warehouse)?;
+    if names.len() <= keep {
+        return Ok(0);
+    }
+    let old = names.len() - keep;
+    let spared = newest_published(&names)?.map(|(i, _)| i);
+    let mut removed = 0;
+    for (i, path) in names[..old].iter().enumerate() {
+        if Some(i) != spared {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// A build as `chiso status` and the daemon report it.
@@ -210,9 +246,7 @@ impl BuildSummary {
 pub fn latest_builds(
     warehouse: &Path,
 ) -> anyhow::Result<(Option<BuildSummary>, Option<BuildSummary>)> {
-    let dir = builds_dir(warehouse);
-    let names = crate::models::files_with_extension(&dir, "json")
-        .with_context(|| format!("listing {}", dir.display()))?;
+    let names = record_files(warehouse)?;
     let mut newest = None;
     for path in names.iter().rev() {
         let Ok(r) = std::fs::read(path)
@@ -267,4 +301,37 @@ pub(super) fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::R
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_records_go_but_the_newest_published_one_stays() {
+        let wh = tempfile::tempdir().unwrap();
+        let dir = builds_dir(wh.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        // Eight builds, oldest first; only the second published.
+        for i in 0..8 {
+            let body = serde_json::json!({ "published": i == 1, "lake_compactions": { "d": i } });
+            std::fs::write(dir.join(format!("b{i}.json")), body.to_string()).unwrap();
+        }
+        let left = || -> Vec<String> {
+            record_files(wh.path())
+                .unwrap()
+                .iter()
+                .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(prune_records(wh.path(), 3).unwrap(), 4);
+        assert_eq!(left(), ["b1", "b5", "b6", "b7"]);
+        assert_eq!(published_compactions(wh.path()).unwrap()["d"], 1);
+        // Under the limit: nothing goes.
+        assert_eq!(prune_records(wh.path(), 4).unwrap(), 0);
+        // A newer published build: the old published one goes too.
+        std::fs::write(dir.join("b8.json"), r#"{"published": true}"#).unwrap();
+        assert_eq!(prune_records(wh.path(), 3).unwrap(), 2);
+        assert_eq!(left(), ["b6", "b7", "b8"]);
+    }
 }
