@@ -679,7 +679,7 @@ impl Daemon {
         };
         let mut scheduled = None;
         if let Some(s) = &b.schedule {
-            let (due, _) = s.due(b.last_planned, now);
+            let (due, more) = s.due(b.last_planned, now);
             if let Some(t) = due.last().copied() {
                 b.last_planned = t;
                 scheduled = Some(t);
@@ -687,7 +687,7 @@ impl Daemon {
                     &b.job.name,
                     &due[..due.len() - 1],
                     self.opts.tz,
-                    0,
+                    more,
                 ))?;
             }
         }
