@@ -293,6 +293,7 @@ pub async fn serve(
             memory_limit: None,
             freshness_target: None,
             storage_version: project.storage_version.clone(),
+            timeout: None,
         }),
     }
     if !project.root.join("sql").is_dir() {

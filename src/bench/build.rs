@@ -94,6 +94,7 @@ pub fn measure_build(
         threads,
         memory_limit: Some(memory_limit.to_string()),
         storage_version: storage_version.map(str::to_string),
+        timeout: None,
     };
     let t0 = Instant::now();
     let record = build(warehouse, sql_dir, &jobs, &opts)?;

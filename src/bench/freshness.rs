@@ -116,6 +116,7 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
         threads: lake_opts.threads,
         memory_limit: Some(lake_opts.memory_limit.clone()),
         storage_version: lake_opts.storage(),
+        timeout: None,
     };
     for (label, full) in [("Full build", true), ("Build with nothing new", false)] {
         eprintln!("{label} ...");

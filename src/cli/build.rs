@@ -17,6 +17,10 @@ pub(crate) struct BuildArgs {
     /// DuckDB's (80% of RAM).
     #[arg(long)]
     pub(crate) memory_limit: Option<String>,
+    /// Interrupt the build if it runs longer than this (e.g. 30m); it then fails and the
+    /// published warehouse stays as it was.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
     /// Print the build record as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -118,6 +122,7 @@ pub(crate) async fn build(g: &Globals, a: BuildArgs) -> anyhow::Result<u8> {
         threads: a.threads,
         memory_limit: a.memory_limit,
         storage_version: project.storage_version.clone(),
+        timeout: a.timeout,
     };
     let record = tokio::task::spawn_blocking(move || {
         chiso::models::build::build(&warehouse, &sql_dir, &jobs, &opts)

@@ -165,6 +165,8 @@ pub struct BuildJobConfig {
     pub freshness_target: Option<Duration>,
     /// The published file's storage format (chiso.toml's `warehouse.storage_version`).
     pub storage_version: Option<String>,
+    /// A build running longer is interrupted and fails (the published warehouse stays).
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +199,8 @@ struct BuildJobFile {
     memory_limit: Option<String>,
     /// Target for the index's freshness (age of the published warehouse's data).
     freshness_target: Option<HumanDuration>,
+    /// Interrupt a build running longer than this, e.g. "1h" (none when absent).
+    timeout: Option<HumanDuration>,
 }
 
 fn yes() -> bool {
@@ -245,5 +249,6 @@ pub(super) fn parse_build_job(
         memory_limit: file.memory_limit,
         freshness_target: file.freshness_target.map(|d| d.0),
         storage_version: Some(crate::models::build::DEFAULT_STORAGE_VERSION.to_string()),
+        timeout: file.timeout.map(|d| d.0),
     })
 }

@@ -1425,6 +1425,36 @@ token = "abc123"
     }
 
     #[test]
+    fn a_build_job_timeout_is_a_duration_or_an_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let build =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/build.toml"))
+                .unwrap()
+                .replace("timeout = \"1h\"", "timeout = \"90m\"");
+        std::fs::write(dir.path().join("build.toml"), &build).unwrap();
+        let jobs = load_all_jobs(dir.path(), &project()).unwrap();
+        assert_eq!(
+            jobs.builds[0].timeout,
+            Some(std::time::Duration::from_secs(5400))
+        );
+        std::fs::write(
+            dir.path().join("build.toml"),
+            build.replace("timeout = \"90m\"", "timeout = \"soon\""),
+        )
+        .unwrap();
+        let e = load_all_jobs(dir.path(), &project())
+            .unwrap_err()
+            .to_string();
+        let line = build
+            .lines()
+            .position(|l| l.starts_with("timeout"))
+            .unwrap()
+            + 1;
+        assert!(e.contains(&format!("build.toml:{line}")), "{e}");
+        assert!(e.contains("timeout") && e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
     fn two_jobs_cannot_claim_one_dataset() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.toml"), GOOD).unwrap();

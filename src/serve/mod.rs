@@ -741,6 +741,7 @@ impl Daemon {
             threads: b.job.threads,
             memory_limit: b.job.memory_limit.clone(),
             storage_version: b.job.storage_version.clone(),
+            timeout: b.job.timeout,
         };
         let name = b.job.name.clone();
         let tx = self.tx.clone();

@@ -20,7 +20,9 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 mod data_tests;
 mod file;
@@ -56,6 +58,9 @@ pub struct BuildOptions {
     /// The storage format of the published file (`v1.4.0`: DuckDB 1.4 and later read it;
     /// `None`: this DuckDB's newest, which 1.x clients refuse).
     pub storage_version: Option<String>,
+    /// Interrupt the build's models and tests once it has run this long: it then fails and
+    /// does not publish.
+    pub timeout: Option<Duration>,
 }
 
 /// The storage format published by default: the oldest the models need, so that DuckDB 1.x
@@ -70,7 +75,61 @@ impl Default for BuildOptions {
             threads: 0,
             memory_limit: None,
             storage_version: Some(DEFAULT_STORAGE_VERSION.to_string()),
+            timeout: None,
         }
+    }
+}
+
+/// Interrupts the build's connection once the build has run for its timeout: the query
+/// running then fails, and the build runs nothing more. Stopped when dropped.
+struct Watchdog {
+    fired: Arc<AtomicBool>,
+    timeout: Option<Duration>,
+    _stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Watchdog {
+    fn start(
+        conn: &duck::Connection,
+        timeout: Option<Duration>,
+        started: Instant,
+        fired: &Arc<AtomicBool>,
+    ) -> Watchdog {
+        let fired = fired.clone();
+        let Some(timeout) = timeout else {
+            return Watchdog {
+                fired,
+                timeout,
+                _stop: None,
+            };
+        };
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (handle, flag) = (conn.interrupt_handle(), fired.clone());
+        let left = timeout.saturating_sub(started.elapsed());
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(left) {
+                flag.store(true, Ordering::SeqCst);
+                handle.interrupt();
+            }
+        });
+        Watchdog {
+            fired,
+            timeout: Some(timeout),
+            _stop: Some(stop),
+        }
+    }
+
+    /// Why the build stopped, once the timeout has passed.
+    fn fired(&self) -> Option<String> {
+        let t = self.timeout.filter(|_| self.fired.load(Ordering::SeqCst))?;
+        Some(Watchdog::message(t))
+    }
+
+    fn message(timeout: Duration) -> String {
+        format!(
+            "the build ran over its timeout of {} and was interrupted",
+            humantime::format_duration(timeout)
+        )
     }
 }
 
@@ -80,6 +139,23 @@ pub fn build(
     sql_dir: &Path,
     jobs: &[JobConfig],
     opts: &BuildOptions,
+) -> anyhow::Result<BuildRecord> {
+    let fired = Arc::new(AtomicBool::new(false));
+    build_watched(warehouse, sql_dir, jobs, opts, &fired).map_err(|e| {
+        // Interrupted outside the models (reading the lake, the data tests' bookkeeping, …).
+        match opts.timeout.filter(|_| fired.load(Ordering::SeqCst)) {
+            Some(t) => e.context(Watchdog::message(t)),
+            None => e,
+        }
+    })
+}
+
+fn build_watched(
+    warehouse: &Path,
+    sql_dir: &Path,
+    jobs: &[JobConfig],
+    opts: &BuildOptions,
+    fired: &Arc<AtomicBool>,
 ) -> anyhow::Result<BuildRecord> {
     let t0 = Instant::now();
     let started_at = time::now_rfc3339();
@@ -113,6 +189,7 @@ pub fn build(
         opts.storage_version.as_deref(),
     )?;
     tracing::info!(build_id = %build_id, started_from, "Build started.");
+    let watchdog = Watchdog::start(&conn, opts.timeout, t0, fired);
     // What the build reads of the lake: the files committed now, whatever lands meanwhile.
     let lake = snapshot::read_lake(warehouse, jobs)?;
     let snapshot = lake.files;
@@ -162,7 +239,15 @@ pub fn build(
             Materialized::Incremental => "incremental",
         }
         .to_string();
-        if let Some(up) = m.refs.iter().find(|r| failed.contains(*r)) {
+        let skipped = match (
+            watchdog.fired(),
+            m.refs.iter().find(|r| failed.contains(*r)),
+        ) {
+            (Some(why), _) => Some(format!("not run: {why}")),
+            (None, Some(up)) => Some(format!("upstream model {up} failed")),
+            (None, None) => None,
+        };
+        if let Some(why) = skipped {
             failed.insert(name.clone());
             models.push(ModelRun {
                 model: name.clone(),
@@ -170,7 +255,7 @@ pub fn build(
                 status: ModelStatus::Skipped,
                 rows: None,
                 seconds: 0.0,
-                error: Some(format!("upstream model {up} failed")),
+                error: Some(why),
                 rebuilt_because: None,
             });
             continue;
@@ -274,6 +359,10 @@ pub fn build(
             }
             Err(e) => {
                 failed.insert(name.clone());
+                let e = match watchdog.fired() {
+                    Some(why) => format!("{why} ({e})"),
+                    None => e.to_string(),
+                };
                 tracing::error!(model = %name, file = %m.path.display(), error = %e, "Model failed.");
                 models.push(ModelRun {
                     model: name.clone(),
@@ -291,7 +380,7 @@ pub fn build(
         built_incrementally: &built_incrementally,
         passed_before: &passed_before,
     };
-    let tests = run_tests(
+    let mut tests = run_tests(
         &conn,
         &project,
         jobs,
@@ -300,6 +389,14 @@ pub fn build(
         &failed,
         Some(&narrowing),
     )?;
+    let timed_out = watchdog.fired();
+    drop(watchdog);
+    if let Some(why) = &timed_out {
+        tracing::error!(error = %why, "Build interrupted; the published warehouse stays as it was.");
+        for t in tests.iter_mut().filter(|t| t.status == TestStatus::Error) {
+            t.error = Some(format!("{why} ({})", t.error.as_deref().unwrap_or("")));
+        }
+    }
     record_tests_passed(&conn, &tests)?;
     record_model_sql(&conn, &project, &models)?;
     // What was published (revisions, receipts), beside the marts for BI tools.
@@ -309,7 +406,7 @@ pub fn build(
     record_compactions(&conn, &lake.compactions)?;
     reuse::save(&conn, &states)?;
     let blocking = tests.iter().any(|t| t.status.blocks());
-    let ok = failed.is_empty() && !blocking;
+    let ok = failed.is_empty() && !blocking && timed_out.is_none();
     let mut record = BuildRecord {
         build_id,
         started_at,
@@ -451,6 +548,69 @@ mod tests {
                 std::io::stdout().flush().unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_build_over_its_timeout_is_interrupted_and_publishes_nothing() {
+        let wh = tempfile::tempdir().unwrap();
+        let sql = tempfile::tempdir().unwrap();
+        write(
+            sql.path(),
+            "a.sql",
+            "{{ config(materialized='table') }} select 1 as x",
+        );
+        let first = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
+        assert!(first.published);
+        // A model that runs for about a minute (40 billion rows summed; 2 billion take 2.7 s
+        // on 2 cores), one that reads it and one that does not.
+        write(
+            sql.path(),
+            "slow.sql",
+            "{{ config(materialized='table') }} select sum(i) as n from range(40000000000) t(i)",
+        );
+        write(
+            sql.path(),
+            "after_slow.sql",
+            "{{ config(materialized='table') }} select n from {{ ref('slow') }}",
+        );
+        write(
+            sql.path(),
+            "z_alone.sql",
+            "{{ config(materialized='table') }} select 2 as y",
+        );
+        let opts = BuildOptions {
+            timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let r = build(wh.path(), sql.path(), &[], &opts).unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "not interrupted: {:?}",
+            t0.elapsed()
+        );
+        assert!(!r.published);
+        let run = |name: &str| r.models.iter().find(|m| m.model == name).unwrap();
+        assert_eq!(run("slow").status, ModelStatus::Error);
+        let why = run("slow").error.clone().unwrap();
+        assert!(why.contains("ran over its timeout of 2s"), "{why}");
+        assert_eq!(run("after_slow").status, ModelStatus::Skipped);
+        // Built before the slow model, or skipped after it: never a published half.
+        assert!(matches!(
+            run("z_alone").status,
+            ModelStatus::Ok | ModelStatus::Skipped
+        ));
+        assert!(BuildSummary::of(&r)
+            .error
+            .unwrap()
+            .contains("ran over its timeout"));
+        let conn = duckdb::Connection::open(published_path(wh.path())).unwrap();
+        assert!(!duck::table_exists(&conn, "slow").unwrap());
+        drop(conn);
+        // Without the slow model, the next build publishes.
+        std::fs::remove_file(sql.path().join("slow.sql")).unwrap();
+        std::fs::remove_file(sql.path().join("after_slow.sql")).unwrap();
+        assert!(build(wh.path(), sql.path(), &[], &opts).unwrap().published);
     }
 
     #[test]

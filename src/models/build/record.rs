@@ -234,8 +234,10 @@ impl BuildSummary {
             error: failed_model
                 .map(|m| format!("model {}: {}", m.model, m.error.as_deref().unwrap_or("")))
                 .or_else(|| {
-                    failed_test
-                        .map(|t| format!("data test {} failed ({} rows)", t.test, t.failures))
+                    failed_test.map(|t| match (t.status, &t.error) {
+                        (TestStatus::Error, Some(e)) => format!("data test {}: {e}", t.test),
+                        _ => format!("data test {} failed ({} rows)", t.test, t.failures),
+                    })
                 }),
         }
     }
