@@ -380,15 +380,19 @@ fn build_watched(
         built_incrementally: &built_incrementally,
         passed_before: &passed_before,
     };
-    let mut tests = run_tests(
-        &conn,
-        &project,
-        jobs,
-        &snapshot,
-        &selected,
-        &failed,
-        Some(&narrowing),
-    )?;
+    // A build past its timeout fails whatever its tests say: they are not run.
+    let mut tests = match watchdog.fired() {
+        Some(_) => Vec::new(),
+        None => run_tests(
+            &conn,
+            &project,
+            jobs,
+            &snapshot,
+            &selected,
+            &failed,
+            Some(&narrowing),
+        )?,
+    };
     let timed_out = watchdog.fired();
     drop(watchdog);
     if let Some(why) = &timed_out {
@@ -559,8 +563,14 @@ mod tests {
             "a.sql",
             "{{ config(materialized='table') }} select 1 as x",
         );
+        write(
+            sql.path(),
+            "a.yml",
+            "version: 2\nmodels:\n  - name: a\n    description: One row.\n    columns:\n      - name: x\n        description: one\n        data_tests: [not_null]\n",
+        );
         let first = build(wh.path(), sql.path(), &[], &BuildOptions::default()).unwrap();
         assert!(first.published);
+        assert_eq!(first.tests.len(), 1, "{:?}", first.tests);
         // A model that runs for about a minute (40 billion rows summed; 2 billion take 2.7 s
         // on 2 cores), one that reads it and one that does not.
         write(
@@ -592,6 +602,7 @@ mod tests {
             t0.elapsed()
         );
         assert!(!r.published);
+        assert!(r.tests.is_empty(), "tests ran after the timeout");
         let run = |name: &str| r.models.iter().find(|m| m.model == name).unwrap();
         assert_eq!(run("slow").status, ModelStatus::Error);
         let why = run("slow").error.clone().unwrap();
