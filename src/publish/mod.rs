@@ -150,22 +150,28 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(600);
 /// One publish at a time per warehouse: takes the publish lock, waiting up to [`LOCK_WAIT`] for
 /// a publish that holds it.
 async fn lock(warehouse: &Path) -> anyhow::Result<FileLock> {
-    let path = warehouse.join("_state/_publish/lock");
-    let busy = || {
-        format!(
-            "another chiso publish has been running on this warehouse for over {} s",
-            LOCK_WAIT.as_secs()
-        )
+    use crate::fs::LockError;
+    // Busy only after the wait; any other error is the lock file's own (its folder, its disk).
+    let explained = |e: LockError| {
+        let why = match &e {
+            LockError::Busy(_) => format!(
+                "another chiso publish has been running on this warehouse for over {} s",
+                LOCK_WAIT.as_secs()
+            ),
+            LockError::Io { .. } => "taking the publish lock".to_string(),
+        };
+        anyhow::Error::from(e).context(why)
     };
+    let path = warehouse.join("_state/_publish/lock");
     match FileLock::acquire(&path) {
         Ok(held) => return Ok(held),
-        Err(crate::fs::LockError::Busy(_)) => {}
-        Err(e) => return Err(e).context(busy()),
+        Err(LockError::Busy(_)) => {}
+        Err(e) => return Err(explained(e)),
     }
     tracing::info!(lock = %path.display(), "Another publish is running on this warehouse; waiting for it.");
     tokio::task::spawn_blocking(move || FileLock::acquire_within(&path, LOCK_WAIT))
         .await?
-        .with_context(busy)
+        .map_err(explained)
 }
 
 fn record_periods(
