@@ -10,10 +10,10 @@ methodology as (
     select * from {{ ref('methodology') }}
 ),
 
+-- read through ref(), so that a runner (chiso, dbt) builds the mart before this test
 mart_columns as (
     select column_name
-    from information_schema.columns
-    where table_schema = 'main' and table_name = 'mart_index_unit_period'
+    from (describe select * from {{ ref('mart_index_unit_period') }})
 ),
 
 counted as (

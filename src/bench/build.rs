@@ -434,12 +434,21 @@ pub async fn run(opts: &BuildBench) -> anyhow::Result<Vec<BuildMeasurement>> {
     let mut inc = run_child(&child_args(opts, &run, false))?;
     inc.label = format!("incremental after {changed} changed dossiers");
     out.push(inc);
+    // A failed dbt run is reported after chiso's own figures, never instead of them.
+    let mut dbt_failure = None;
     if let Some(dbt) = &opts.dbt {
         eprintln!("dbt-duckdb build ...");
-        out.push(run_dbt(opts, dbt, &lake)?);
+        match run_dbt(opts, dbt, &lake) {
+            Ok(m) => out.push(m),
+            Err(e) => dbt_failure = Some(e),
+        }
     }
     let _ = std::fs::remove_file(&changes);
     print_table(opts, &out);
+    if let Some(e) = dbt_failure {
+        println!("\ndbt-duckdb: {e:#}");
+        return Err(e.context("dbt-duckdb's build failed (chiso's figures are above)"));
+    }
     Ok(out)
 }
 

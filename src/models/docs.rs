@@ -64,6 +64,8 @@ pub struct GenericTest {
     pub sql: String,
     /// What it checks: the test (`unique`, `not_null`, …), the model and the column.
     pub on: TestedColumn,
+    /// `error` (blocks the publication) or `warn`, from the test's `config: {severity: …}`.
+    pub severity: String,
 }
 
 /// The generic test, model and column behind a test from a `.yml` file.
@@ -87,10 +89,24 @@ fn literal(v: &serde_norway::Value) -> Option<String> {
     }
 }
 
-/// The SQL of one test on `model`.`column`, or why it cannot be made.
-pub fn test_sql(model: &str, column: &str, spec: &TestSpec) -> Result<(String, String), String> {
-    let m = format!("{{{{ ref('{model}') }}}}");
-    let c = ident(column);
+/// One generic test made from a `.yml` entry: its name, SQL and severity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestSql {
+    pub name: String,
+    /// What it checks: `unique`, `not_null`, … on `column` (a model's test: its column_name).
+    pub kind: String,
+    pub column: String,
+    pub sql: String,
+    pub severity: String,
+}
+
+/// The SQL of one test on `model`.`column` (a column's test), or on `model` with the
+/// `column_name` its arguments give (a model's test, as dbt writes `unique: {column_name: …}`
+/// under the model's own `data_tests:`; the column name may be an expression), or why it cannot
+/// be made. dbt's test configs are honoured: `config: {severity: warn}` (or `severity:` beside
+/// the arguments, as older dbt wrote it) makes the test a warning, and `config: {where: …}`
+/// tests only the model's rows that match.
+pub fn test_sql(model: &str, column: Option<&str>, spec: &TestSpec) -> Result<TestSql, String> {
     let (kind, args) = match spec {
         TestSpec::Name(n) => (n.as_str(), None),
         TestSpec::Configured(map) if map.len() == 1 => {
@@ -107,6 +123,45 @@ pub fn test_sql(model: &str, column: &str, spec: &TestSpec) -> Result<(String, S
                 .and_then(|x| x.get(name))
                 .or_else(|| a.get(name))
         })
+    };
+    let config = |name: &str| {
+        args.and_then(|a| {
+            a.get("config")
+                .and_then(|x| x.get(name))
+                .or_else(|| a.get(name))
+        })
+    };
+    let severity = match config("severity") {
+        None => "error".to_string(),
+        Some(v) => match v.as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some(s @ ("warn" | "error")) => s.to_string(),
+            _ => return Err(format!("severity must be warn or error, not {v:?}")),
+        },
+    };
+    let (c, column_label) = match column {
+        Some(col) => (ident(col), col.to_string()),
+        None => {
+            let expr = arg("column_name")
+                .and_then(|v| v.as_str())
+                .ok_or("a model's test needs column_name (the column or expression it tests)")?;
+            // a name from the expression: its words joined by `_`
+            let label = expr
+                .split(|ch: char| !ch.is_ascii_alphanumeric() && ch != '_')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join("_")
+                .to_ascii_lowercase();
+            (expr.to_string(), label)
+        }
+    };
+    let m = match config("where") {
+        None => format!("{{{{ ref('{model}') }}}}"),
+        Some(w) => {
+            let w = w
+                .as_str()
+                .ok_or("where must be a SQL condition (a string)")?;
+            format!("(select * from {{{{ ref('{model}') }}}} where {w})")
+        }
     };
     let sql = match kind {
         "unique" => {
@@ -152,7 +207,13 @@ pub fn test_sql(model: &str, column: &str, spec: &TestSpec) -> Result<(String, S
         ))
         }
     };
-    Ok((format!("{kind}_{model}_{column}"), sql))
+    Ok(TestSql {
+        name: format!("{kind}_{model}_{column_label}"),
+        kind: kind.to_string(),
+        column: column.map_or(column_label, str::to_string),
+        sql,
+        severity,
+    })
 }
 
 /// Model docs with the file each came from, and the generic tests they declare.
@@ -185,29 +246,31 @@ pub fn load(dir: &Path) -> Result<Loaded, Vec<String>> {
             }
         };
         for m in file.models {
-            for col in &m.columns {
-                for spec in &col.data_tests {
-                    match test_sql(&m.name, &col.name, spec) {
-                        Ok((name, sql)) => tests.push(GenericTest {
-                            on: TestedColumn {
-                                kind: name
-                                    .strip_suffix(&format!("_{}_{}", m.name, col.name))
-                                    .unwrap_or(&name)
-                                    .to_string(),
-                                model: m.name.clone(),
-                                column: col.name.clone(),
-                            },
-                            name,
-                            file: path.clone(),
-                            sql,
-                        }),
-                        Err(e) => errors.push(format!(
-                            "{}: model {} column {}: {e}",
-                            path.display(),
-                            m.name,
-                            col.name
-                        )),
-                    }
+            // The model's own tests (dbt's model-level `data_tests:`), then each column's.
+            let specs = m.data_tests.iter().map(|s| (None, s)).chain(
+                m.columns
+                    .iter()
+                    .flat_map(|c| c.data_tests.iter().map(move |s| (Some(c.name.as_str()), s))),
+            );
+            for (column, spec) in specs {
+                match test_sql(&m.name, column, spec) {
+                    Ok(t) => tests.push(GenericTest {
+                        on: TestedColumn {
+                            kind: t.kind,
+                            model: m.name.clone(),
+                            column: t.column,
+                        },
+                        name: t.name,
+                        file: path.clone(),
+                        sql: t.sql,
+                        severity: t.severity,
+                    }),
+                    Err(e) => errors.push(match column {
+                        Some(col) => {
+                            format!("{}: model {} column {col}: {e}", path.display(), m.name)
+                        }
+                        None => format!("{}: model {}: {e}", path.display(), m.name),
+                    }),
                 }
             }
             docs.push((path.clone(), m));
@@ -235,24 +298,78 @@ mod tests {
             "- unique\n- accepted_values:\n    values: [a, 'b''c', 3]\n- relationships:\n    to: ref('dim_units')\n    field: unit_id\n",
         )
         .unwrap();
-        let (n, sql) = test_sql("m", "x", &spec[0]).unwrap();
-        assert_eq!(n, "unique_m_x");
-        assert!(sql.contains("group by \"x\" having count(*) > 1"));
-        let (_, sql) = test_sql("m", "x", &spec[1]).unwrap();
-        assert!(sql.ends_with("not in ('a', 'b''c', 3)"), "{sql}");
-        let (_, sql) = test_sql("m", "x", &spec[2]).unwrap();
-        assert!(
-            sql.contains("{{ ref('dim_units') }} as parent where parent.\"unit_id\" = child.\"x\""),
-            "{sql}"
+        let t = test_sql("m", Some("x"), &spec[0]).unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.severity.as_str()),
+            ("unique_m_x", "error")
         );
-        assert!(test_sql("m", "x", &TestSpec::Name("uniq".into()))
+        assert!(t.sql.contains("group by \"x\" having count(*) > 1"));
+        let t = test_sql("m", Some("x"), &spec[1]).unwrap();
+        assert!(t.sql.ends_with("not in ('a', 'b''c', 3)"), "{}", t.sql);
+        let t = test_sql("m", Some("x"), &spec[2]).unwrap();
+        assert!(
+            t.sql.contains(
+                "{{ ref('dim_units') }} as parent where parent.\"unit_id\" = child.\"x\""
+            ),
+            "{}",
+            t.sql
+        );
+        assert!(test_sql("m", Some("x"), &TestSpec::Name("uniq".into()))
             .unwrap_err()
             .contains("unknown test"));
         // dbt 1.10's form: arguments nested under `arguments:`.
         let spec: Vec<TestSpec> =
             serde_norway::from_str("- accepted_values:\n    arguments:\n      values: [a, b]\n")
                 .unwrap();
-        let (_, sql) = test_sql("m", "x", &spec[0]).unwrap();
-        assert!(sql.ends_with("not in ('a', 'b')"), "{sql}");
+        let t = test_sql("m", Some("x"), &spec[0]).unwrap();
+        assert!(t.sql.ends_with("not in ('a', 'b')"), "{}", t.sql);
+    }
+
+    /// dbt's test configs: `severity` (under `config:` or, as older dbt wrote it, beside the
+    /// arguments) and `where`; and a model's own tests, on the column or expression their
+    /// `column_name` gives.
+    #[test]
+    fn test_configs_and_model_tests_are_read_as_dbt_reads_them() {
+        let spec: Vec<TestSpec> = serde_norway::from_str(
+            "- not_null:\n    config:\n      severity: warn\n      where: \"period > '2026'\"\n\
+             - unique:\n    severity: WARN\n\
+             - unique:\n    arguments:\n      column_name: \"unit_id || '-' || period\"\n\
+             - not_null:\n    config:\n      severity: sometimes\n",
+        )
+        .unwrap();
+        let t = test_sql("m", Some("x"), &spec[0]).unwrap();
+        assert_eq!(t.severity, "warn");
+        assert_eq!(
+            t.sql,
+            "select * from (select * from {{ ref('m') }} where period > '2026') where \"x\" is null"
+        );
+        assert_eq!(test_sql("m", Some("x"), &spec[1]).unwrap().severity, "warn");
+        let t = test_sql("m", None, &spec[2]).unwrap();
+        assert_eq!(t.name, "unique_m_unit_id_period");
+        assert!(
+            t.sql
+                .starts_with("select unit_id || '-' || period from {{ ref('m') }}"),
+            "{}",
+            t.sql
+        );
+        assert!(test_sql("m", None, &TestSpec::Name("unique".into()))
+            .unwrap_err()
+            .contains("column_name"));
+        assert!(test_sql("m", Some("x"), &spec[3])
+            .unwrap_err()
+            .contains("severity must be warn or error"));
+        // Loaded from a .yml file: the model's test is a test of the project, with its severity.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("m.yml"),
+            "version: 2\nmodels:\n  - name: m\n    data_tests:\n      - unique:\n          arguments:\n            column_name: a\n          config:\n            severity: warn\n    columns:\n      - name: a\n        data_tests: [not_null]\n",
+        )
+        .unwrap();
+        let (_, tests) = load(d.path()).unwrap();
+        let got: Vec<(&str, &str)> = tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.severity.as_str()))
+            .collect();
+        assert_eq!(got, vec![("unique_m_a", "warn"), ("not_null_m_a", "error")]);
     }
 }

@@ -160,7 +160,7 @@ impl Project {
                             name: g.name,
                             path: g.file,
                             parsed,
-                            severity: "error".into(),
+                            severity: g.severity,
                             on: Some(g.on),
                         }),
                         Err(e) => errors.push(e),
@@ -185,6 +185,23 @@ impl Project {
                 if !p.models.contains_key(&r) {
                     errors.push(format!("{}: ref('{r}') names no model", t.path.display()));
                 }
+            }
+        }
+        // Every relation a model or test reads goes through ref() or source(): a table named
+        // directly (another model, information_schema) is invisible to the graph, so a runner
+        // (chiso's or dbt's) may run it before what it reads exists.
+        let files = p.models.values().map(|m| (&m.path, &m.parsed)).chain(
+            p.tests
+                .iter()
+                .filter(|t| t.on.is_none())
+                .map(|t| (&t.path, &t.parsed)),
+        );
+        for (path, parsed) in files {
+            for name in relations_read_directly(parsed) {
+                errors.push(format!(
+                    "{}: reads {name} directly; read a model with {{{{ ref('…') }}}} and a lake dataset with {{{{ source('…', '…') }}}}",
+                    path.display()
+                ));
             }
         }
         if errors.is_empty() {
@@ -303,6 +320,66 @@ impl Project {
     }
 }
 
+/// The relations a model's SQL names after `from` or `join` that are neither a `ref()`, a
+/// `source()`, `this`, nor a CTE of its own (nor a table function such as `read_csv(…)` or
+/// `range(…)`): tables read behind the graph's back. Comments and string literals are skipped.
+pub fn relations_read_directly(parsed: &Parsed) -> Vec<String> {
+    use std::sync::LazyLock;
+    static COMMENT: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"(?m)--.*$|'(?:[^']|'')*'").expect("valid"));
+    static CTE: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?i)\b([a-z_][a-z0-9_]*)\s*(?:\([^()]*\))?\s+as\s+(?:not\s+)?(?:materialized\s+)?\(",
+        )
+        .expect("valid")
+    });
+    static READ: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?i)(\bdistinct\s+)?\b(?:from|join)\s+([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)\s*(\()?",
+        )
+        .expect("valid")
+    });
+    let mut text = String::new();
+    fn flatten(segments: &[template::Segment], out: &mut String) {
+        for s in segments {
+            match s {
+                template::Segment::Text(t) => out.push_str(t),
+                template::Segment::Ref(_)
+                | template::Segment::Source(..)
+                | template::Segment::This => out.push_str(" __relation__ "),
+                template::Segment::IfIncremental(a, b) => {
+                    flatten(a, out);
+                    out.push('\n');
+                    flatten(b, out);
+                }
+            }
+        }
+    }
+    flatten(&parsed.segments, &mut text);
+    let text = COMMENT.replace_all(&text, " ");
+    let ctes: BTreeSet<String> = CTE
+        .captures_iter(&text)
+        .map(|c| c[1].to_ascii_lowercase())
+        .collect();
+    let mut out = Vec::new();
+    for c in READ.captures_iter(&text) {
+        let name = c[2].to_ascii_lowercase();
+        // `is [not] distinct from x`, a table function, our placeholder, a keyword
+        if c.get(1).is_some()
+            || c.get(3).is_some()
+            || name == "__relation__"
+            || ctes.contains(&name)
+            || matches!(name.as_str(), "lateral" | "unnest" | "values" | "select")
+        {
+            continue;
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -312,6 +389,43 @@ pub(crate) mod tests {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    /// A relation named directly (not through ref() or source()) is found; CTEs, table
+    /// functions, comments, strings and `is distinct from` are not relations.
+    #[test]
+    fn relations_read_behind_the_graph_are_found() {
+        let sql = "{{ config(materialized='table') }}
+-- read from the lake, not from anything else
+with recursive
+a as not materialized (select * from {{ ref('m') }}),
+chain(x, y) as (select 1, 2 union all select x, y from chain join a using (x)),
+b as (select column_name from information_schema.columns where table_name = 'from t')
+select * from b
+join range(1, 3) as r(i) on true
+left join main.other as o on o.x is not distinct from b.x
+left join stray_table using (x)
+{% if is_incremental() %} where x > (select max(x) from {{ this }}) {% endif %}";
+        let parsed = template::parse(sql).unwrap();
+        assert_eq!(
+            relations_read_directly(&parsed),
+            vec!["information_schema.columns", "main.other", "stray_table"]
+        );
+        // The loader names the file.
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "m.sql", "select 1 as x");
+        write(
+            d.path(),
+            "tests/t.sql",
+            "select * from information_schema.columns where table_name = 'm'",
+        );
+        let errors = Project::load(d.path()).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("t.sql: reads information_schema.columns directly")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -87,10 +87,27 @@ pub(super) fn run_tests(
     narrowing: Option<&Narrowing<'_>>,
 ) -> anyhow::Result<Vec<TestRun>> {
     let mut out = Vec::new();
+    // The sources the selected models read: a test that reads sources only (no model) runs
+    // when a model reading one of them is selected, as its staging model would.
+    let selected_sources: BTreeSet<(String, String)> = project
+        .models
+        .values()
+        .filter(|m| selected.contains(&m.name))
+        .flat_map(|m| m.parsed.sources())
+        .collect();
     for t in &project.tests {
         let refs = t.parsed.refs();
-        // A test runs when it reads a selected model, and all it reads built.
-        if !refs.iter().any(|r| selected.contains(r)) || refs.iter().any(|r| failed.contains(r)) {
+        // A test runs when it reads a selected model (or, reading no model, a source a selected
+        // model reads), and all it reads built.
+        let reads_selected = if refs.is_empty() {
+            t.parsed
+                .sources()
+                .iter()
+                .any(|s| selected_sources.contains(s))
+        } else {
+            refs.iter().any(|r| selected.contains(r))
+        };
+        if !reads_selected || refs.iter().any(|r| failed.contains(r)) {
             continue;
         }
         let mut rel = Relations {
