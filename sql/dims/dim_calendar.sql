@@ -1,13 +1,68 @@
 {{ config(materialized='table', tags=['dims']) }}
--- One row per date from 2024-01-01 to 2030-12-31: whether it is a working day (weekdays, minus
--- holidays, plus compensatory working Saturdays) and a running count of working days, so that
--- working days between two dates are a subtraction.
+-- One row per date, in whole years from 2024 to 2030 at least, and further back or on as far as
+-- the data's times reach (plus a year after the latest): whether it is a working day (weekdays,
+-- minus holidays, plus compensatory working Saturdays) and a running count of working days, so
+-- that working days between two dates are a subtraction.
+--
+-- The data's times are those the index judges with: dossiers (submitted, received, due, ended),
+-- petitions (first received) and the catalogue's dates. A time before 2000 or from 2050 on is
+-- taken for a placeholder (a `99991231…` sentinel, a zeroed date), not a date to plan the
+-- calendar around: it is kept in the record as it came, listed by the warning test
+-- records_with_times_out_of_range, and falls in no period.
 
 with
 
+-- Each time column's earliest and latest plausible value (aggregates over columns: no row of
+-- the dossiers is copied).
+data_times as (
+    select
+        least(
+            min(submitted_at) filter (where submitted_at >= timestamp '2000-01-01'),
+            min(received_at) filter (where received_at >= timestamp '2000-01-01'),
+            min(due_at) filter (where due_at >= timestamp '2000-01-01'),
+            min(processed_at) filter (where processed_at >= timestamp '2000-01-01'),
+            min(returned_at) filter (where returned_at >= timestamp '2000-01-01'),
+            min(refused_at) filter (where refused_at >= timestamp '2000-01-01')
+        ) as first_time,
+        greatest(
+            max(submitted_at) filter (where submitted_at < timestamp '2050-01-01'),
+            max(received_at) filter (where received_at < timestamp '2050-01-01'),
+            max(due_at) filter (where due_at < timestamp '2050-01-01'),
+            max(processed_at) filter (where processed_at < timestamp '2050-01-01'),
+            max(returned_at) filter (where returned_at < timestamp '2050-01-01'),
+            max(refused_at) filter (where refused_at < timestamp '2050-01-01')
+        ) as last_time
+    from {{ ref('stg_portal__dossiers') }}
+    union all
+    select
+        min(first_received_at) filter (where first_received_at >= timestamp '2000-01-01'),
+        max(first_received_at) filter (where first_received_at < timestamp '2050-01-01')
+    from {{ ref('stg_reporting__petitions') }}
+    union all
+    select
+        cast(least(
+            min(announced_on) filter (where announced_on >= date '2000-01-01'),
+            min(legal_basis_effective_on) filter (where legal_basis_effective_on >= date '2000-01-01'),
+            min(posted_on) filter (where posted_on >= date '2000-01-01')
+        ) as timestamp),
+        cast(greatest(
+            max(announced_on) filter (where announced_on < date '2050-01-01'),
+            max(legal_basis_effective_on) filter (where legal_basis_effective_on < date '2050-01-01'),
+            max(posted_on) filter (where posted_on < date '2050-01-01')
+        ) as timestamp)
+    from {{ ref('stg_catalogue__procedures') }}
+),
+
+bounds as (
+    select
+        least(date '2024-01-01', cast(date_trunc('year', min(first_time)) as date)) as first_day,
+        greatest(date '2031-01-01', cast(date_trunc('year', max(last_time)) + interval 2 year as date)) as day_after
+    from data_times
+),
+
 days as (
     select cast(d as date) as calendar_date
-    from range(date '2024-01-01', date '2031-01-01', interval 1 day) as t(d)
+    from bounds, range(bounds.first_day, bounds.day_after, interval 1 day) as t(d)
 ),
 
 special as (

@@ -1,12 +1,14 @@
 {{ config(materialized='table', tags=['dims']) }}
--- One row per reporting period (period) from 2024 to 2030: months (2026-08), quarters (2026-Q3)
--- and years (2026), with their start and end as Vietnamese wall-clock times (end exclusive).
+-- One row per reporting period (period) over the years dim_calendar covers (2024 to 2030 at
+-- least, further where the data's times reach): months (2026-08), quarters (2026-Q3) and years
+-- (2026), with their start and end as Vietnamese wall-clock times (end exclusive).
 
 with
 
 months as (
     select cast(m as date) as month_start
-    from range(date '2024-01-01', date '2031-01-01', interval 1 month) as t(m)
+    from (select min(calendar_date) as first_day, max(calendar_date) as last_day from {{ ref('dim_calendar') }}) as b,
+        range(b.first_day, cast(b.last_day + 1 as date), interval 1 month) as t(m)
 ),
 
 periods as (

@@ -23,6 +23,9 @@ late as (
 ),
 
 -- The step during which it became late (fct_dossiers.late_since): the first step after that.
+-- Two steps at the same second (a clerk's batch, a step landed twice with different officers)
+-- are told apart by status, officer, department and action, so the officer named is the same
+-- at every build, whatever order the rows were read in.
 blamed_step as (
     select
         l.dossier_id,
@@ -34,7 +37,10 @@ blamed_step as (
         s.stepped_at
     from late as l
     inner join steps as s on s.dossier_id = l.dossier_id and s.stepped_at > l.late_since
-    qualify row_number() over (partition by l.dossier_id order by s.stepped_at) = 1
+    qualify row_number() over (
+        partition by l.dossier_id
+        order by s.stepped_at, s.status_code, s.officer_name, s.officer_title, s.department, s.action
+    ) = 1
 )
 
 select

@@ -11,6 +11,7 @@
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_calendar = (SELECT coalesce(max(calendar_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}"
     ]
 ) }}
+-- depends_on: {{ ref('int_dossier_steps_before_their_dossier') }} (read by the incremental branch only; dbt needs the hint)
 -- One row per dossier (dossier_id) with the attributes the index counts: effective due time,
 -- when and how handling ended, supplements, lateness, fees and online payment, results,
 -- digitisation, national-database use, rating, and whether its status changes reached the
@@ -56,7 +57,9 @@ changed as materialized (
     where loaded_at > getvariable('fct_dossiers_payments')
     union
     -- A new catalogue snapshot changes its procedures' attributes (result on paper,
-    -- statutory time limit); a new calendar changes statutory due times.
+    -- statutory time limit); a new calendar changes statutory due times and the working days
+    -- of every handling (a holiday added between a dossier's receipt and its end), so it
+    -- recomputes every dossier (calendars change a few times a year).
     select dossier_id from {{ this }}
     where procedure_code in (
         select procedure_code from {{ ref('stg_catalogue__procedures') }}
@@ -64,8 +67,7 @@ changed as materialized (
     )
     union
     select dossier_id from {{ this }}
-    where due_source = 'statutory'
-      and (select max(loaded_at) from {{ ref('stg_calendar__days') }}) > getvariable('fct_dossiers_calendar')
+    where (select max(loaded_at) from {{ ref('stg_calendar__days') }}) > getvariable('fct_dossiers_calendar')
 ),
 
 -- Found on the key column, fetched by row id (as staging's kept rows).
@@ -306,7 +308,8 @@ select
 
     -- channel and status
     e.channel,
-    e.channel = 'online' as is_online,
+    -- an absent channel (KenhThucHien) is not online (docs/methodology.md, absent values)
+    coalesce(e.channel = 'online', false) as is_online,
     e.status_code,
     e.status,
     e.status_code = '7' as is_withdrawn,
@@ -341,7 +344,8 @@ select
     e.has_fee_list,
     e.fee_total_vnd,
     e.fee_total_vnd > 0 as has_financial_obligation,
-    coalesce(pay.has_paid_payment, e.is_paid_online) as is_paid_online,
+    -- neither the payments feed nor the dossier's flag says paid: not paid online
+    coalesce(pay.has_paid_payment, e.is_paid_online, false) as is_paid_online,
     case when pay.dossier_id is not null then 'payments' when e.is_paid_online is not null then 'dossier' end as paid_online_source,
 
     -- results and digitisation
@@ -381,8 +385,17 @@ select
     pay.loaded_at as payment_loaded_at,
     p.loaded_at as catalogue_loaded_at,
     (select max(loaded_at) from {{ ref('stg_calendar__days') }}) as calendar_loaded_at,
-    -- when this row was computed (the index's per-month counts rebuild the months it touches)
-    now() as built_at
+    -- when this row was computed (the index's per-month counts rebuild the months it touches):
+    -- a watermark, so it never goes back, even when the clock does (an NTP step, a VM restored):
+    -- at least a millisecond after every row kept from earlier builds
+    {% if is_incremental() %}
+    greatest(
+        cast(get_current_timestamp() as timestamp),
+        (select max(built_at) from {{ this }}) + interval 1 millisecond
+    ) as built_at
+    {% else %}
+    cast(get_current_timestamp() as timestamp) as built_at
+    {% endif %}
 from judged as e
 left join ratings as r using (dossier_id)
 left join payments as pay using (dossier_id)

@@ -109,5 +109,7 @@ judged as (
 
 select
     *,
-    dislikes > likes as is_disliked
+    -- absent likes or dislikes (optional in jobs/petitions.toml) count as none: a petition is
+    -- disliked only when the dislikes the system reports outnumber the likes
+    coalesce(dislikes, 0) > coalesce(likes, 0) as is_disliked
 from judged

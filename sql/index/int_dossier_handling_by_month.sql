@@ -1,5 +1,6 @@
 {{ config(materialized='incremental', unique_key='received_month', tags=['index'],
     pre_hook="{% if is_incremental() %}SET VARIABLE int_dossier_handling_by_month_since = (SELECT max(facts_built_at) FROM {{ this }}){% endif %}") }}
+-- depends_on: {{ ref('int_dossier_counts_by_month') }} (read by the incremental branch only; dbt needs the hint)
 -- One row per unit × month received × month finished × month from which late: the
 -- not-withdrawn dossiers behind ON_TIME_HANDLING, AVERAGE_HANDLING_DAYS and the lateness part
 -- of DOSSIER_RECEIVING_SATISFACTION. A period counts the dossiers received or finished in it;

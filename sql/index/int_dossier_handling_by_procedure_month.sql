@@ -1,5 +1,6 @@
 {{ config(materialized='incremental', unique_key='finished_month', tags=['index'],
     pre_hook="{% if is_incremental() %}SET VARIABLE int_dossier_handling_by_procedure_month_since = (SELECT max(facts_built_at) FROM {{ this }}){% endif %}") }}
+-- depends_on: {{ ref('int_dossier_counts_by_month') }} (read by the incremental branch only; dbt needs the hint)
 -- One row per unit × month handling ended × procedure (unit_id, finished_month,
 -- procedure_code): the finished, not-withdrawn dossiers and their working days from receipt to
 -- the end of handling, behind the average handling time per procedure (SPEC §4: computed, not

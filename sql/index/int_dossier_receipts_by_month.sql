@@ -1,5 +1,6 @@
 {{ config(materialized='incremental', unique_key='month', tags=['index'],
     pre_hook="{% if is_incremental() %}SET VARIABLE int_dossier_receipts_by_month_since = (SELECT max(facts_built_at) FROM {{ this }}){% endif %}") }}
+-- depends_on: {{ ref('int_dossier_counts_by_month') }} (read by the incremental branch only; dbt needs the hint)
 -- One row per unit × month of receipt × procedure (unit_id, month, procedure_code): the
 -- receipt-attributed dossier counts the index sums over the months of a period.
 -- DOSSIER_SYNC counts are here too: a dossier counts for its receipt month, quarter and year

@@ -18,8 +18,10 @@ rollup as (
     select * from {{ ref('int_units_rolled_up_by_period') }}
 ),
 
+-- the units valid at each period's end (the period's tree)
 units as (
-    select * from {{ ref('dim_units') }}
+    select * from {{ ref('int_units_by_period') }}
+    where is_valid_at_end
 ),
 
 petitions as (
@@ -291,9 +293,7 @@ petition_counts as (
 unit_periods as (
     select u.unit_id, pe.period, u.unit_level, u.parent_unit_id is null as is_top, pe.is_reported
     from periods as pe
-    inner join units as u
-        on u.valid_from < pe.ends_before
-        and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
+    inner join units as u on u.period = pe.period
 ),
 
 active as (
@@ -360,11 +360,7 @@ level_counts as (
 owners as (
     select ru.rollup_unit_id as unit_id, ru.period, ru.unit_id as owner_unit_id, u.unit_level
     from rollup as ru
-    inner join periods as pe on pe.period = ru.period
-    inner join units as u
-        on u.unit_id = ru.unit_id
-        and u.valid_from < pe.ends_before
-        and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
+    inner join units as u on u.unit_id = ru.unit_id and u.period = ru.period
     -- only the rows of the result (the calendar of periods runs to 2030)
     semi join scored_unit_periods as a on a.unit_id = ru.rollup_unit_id and a.period = ru.period
 ),

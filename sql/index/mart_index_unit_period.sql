@@ -15,7 +15,8 @@ periods as (
 ),
 
 units as (
-    select * from {{ ref('dim_units') }}
+    select * from {{ ref('int_units_by_period') }}
+    where is_valid_at_end
 ),
 
 groups as (
@@ -55,10 +56,7 @@ described as (
         u.parent_unit_id
     from totalled as g
     inner join periods as pe using (period)
-    inner join units as u
-        on u.unit_id = g.unit_id
-        and u.valid_from < pe.ends_before
-        and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
+    inner join units as u on u.unit_id = g.unit_id and u.period = g.period
 )
 
 select
@@ -75,7 +73,9 @@ select
     d.mdsh,
     d.mdhl,
     d.total,
-    rank() over (partition by d.period, d.parent_unit_id order by d.total desc) as rank_among_siblings,
+    -- ranked on the total as published (2 decimals): two units shown as 85.00 share a rank,
+    -- whatever their totals' further digits
+    rank() over (partition by d.period, d.parent_unit_id order by round(d.total, 2) desc) as rank_among_siblings,
     -- against the unit's total in the period of the same type just before (empty when it had no
     -- row there: a new unit, or the first reported period)
     d.total - prev.total as change_from_previous,

@@ -6,9 +6,7 @@ with
 expected as (
     select u.unit_id, pe.period
     from {{ ref('int_period_judgement') }} as pe
-    inner join {{ ref('dim_units') }} as u
-        on u.valid_from < pe.ends_before
-        and (u.valid_to is null or u.valid_to >= cast(pe.ends_before - 1 as date))
+    inner join {{ ref('int_units_by_period') }} as u on u.period = pe.period and u.is_valid_at_end
     where pe.is_reported
 ),
 

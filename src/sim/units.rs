@@ -2,7 +2,9 @@
 //!
 //! - until 2025-02-28: Tổng cục Thuế → 63 Cục Thuế (provinces) → Chi cục Thuế (districts);
 //! - 2025-03-01 (Decision 381/QĐ-BTC): Cục Thuế → 20 Chi cục Thuế khu vực → Đội Thuế liên huyện;
-//! - from 2025-07-01 (Decision 1378/QĐ-CT): Cục Thuế → 34 Thuế tỉnh/thành phố → Thuế cơ sở.
+//! - from 2025-07-01 (Decision 1378/QĐ-CT): Cục Thuế → 34 Thuế tỉnh/thành phố → Thuế cơ sở;
+//! - 2026-10-01: one base unit of Cao Bằng closes with no successor (its area is served by the
+//!   province from then on): the dossiers it had open finish after it closed.
 //!
 //! Every unit has validity dates and successor ids (SCD type 2 in the warehouse). The grouping of
 //! provinces into the 20 regions and the district counts are made up; the 34 provinces and the
@@ -64,6 +66,12 @@ pub fn reorg_381() -> NaiveDate {
 pub fn reorg_1378() -> NaiveDate {
     NaiveDate::from_ymd_opt(2025, 7, 1).expect("valid")
 }
+/// The day the closed base unit (`CLOSED_UNIT`) no longer exists.
+pub fn closure_2026() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 10, 1).expect("valid")
+}
+/// The base unit that closes on `closure_2026()` with no successor.
+pub const CLOSED_UNIT: &str = "TP05-02";
 pub fn registry_start() -> NaiveDate {
     NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid")
 }
@@ -332,6 +340,10 @@ impl Registry {
                 weight: w,
             });
         }
+        // A base unit closes with no successor (the province serves its area from then on).
+        if let Some(u) = units.iter_mut().find(|u| u.id == CLOSED_UNIT) {
+            u.valid_to = Some(day_before(closure_2026()));
+        }
         Registry { units, profiles }
     }
 
@@ -390,9 +402,21 @@ mod tests {
             base,
             "teams become base units one to one"
         );
-        // Every ended unit names successors that exist and start the next day.
+        // One base unit closes in 2026 with no successor.
+        let closed: Vec<&Unit> = r
+            .units
+            .iter()
+            .filter(|u| u.valid_to.is_some() && u.successors.is_empty())
+            .collect();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (closed[0].id.as_str(), closed[0].kind, closed[0].valid_to),
+            (CLOSED_UNIT, "THUE_CO_SO", closure_2026().pred_opt())
+        );
+        assert!(!closed[0].valid_on(closure_2026()));
+        // Every other ended unit names successors that exist and start the next day.
         for u in &r.units {
-            if let Some(to) = u.valid_to {
+            if let Some(to) = u.valid_to.filter(|_| u.id != CLOSED_UNIT) {
                 assert!(!u.successors.is_empty(), "{} has no successor", u.id);
                 for s in &u.successors {
                     let succ = r

@@ -55,8 +55,9 @@ pub struct Setting {
     pub procedures: Vec<Procedure>,
     /// Cumulative procedure weights per level: [provincial, base].
     proc_cum: [(Vec<usize>, Vec<f64>); 2],
-    /// Handler units and cumulative weights per era (before 381, between, after 1378).
-    eras: [(Vec<usize>, Vec<f64>); 3],
+    /// Handler units and cumulative weights per era (before 381, between, after 1378, after the
+    /// 2026 closure of a base unit).
+    eras: [(Vec<usize>, Vec<f64>); 4],
     /// Dossiers received per day on an ordinary working day.
     pub per_day: f64,
     /// Petitions per dossier.
@@ -106,6 +107,7 @@ impl Setting {
             registry.handlers_on(d(2025, 1, 15)),
             registry.handlers_on(d(2025, 5, 15)),
             registry.handlers_on(d(2026, 1, 15)),
+            registry.handlers_on(super::units::closure_2026()),
         ];
         Setting {
             seed,
@@ -124,8 +126,10 @@ impl Setting {
             &self.eras[0]
         } else if day < super::units::reorg_1378() {
             &self.eras[1]
-        } else {
+        } else if day < super::units::closure_2026() {
             &self.eras[2]
+        } else {
+            &self.eras[3]
         }
     }
 

@@ -29,7 +29,9 @@ renamed as (
         LichSuXuLy as status_history_json,
         SoLuotThich as likes,
         SoLuotKhongThich as dislikes,
-        PhanAnhLai = 1 as is_re_raised,
+        -- re-raised only when the reporting system says so: an absent flag (PhanAnhLai is
+        -- optional in jobs/petitions.toml) means not re-raised, never a verdict against the unit
+        coalesce(PhanAnhLai = 1, false) as is_re_raised,
         NgayCapNhat as updated_at,
         _ingested_at as loaded_at
     from source
