@@ -30,17 +30,15 @@ received as not materialized (
         pe.data_watermark,
         d.*,
         case pe.period_type
-            when 'month' then struct_pack(delay := d.sync_delay_hours_in_receipt_month, unarrived := d.sync_first_unarrived_at_in_receipt_month)
-            when 'quarter' then struct_pack(delay := d.sync_delay_hours_in_receipt_quarter, unarrived := d.sync_first_unarrived_at_in_receipt_quarter)
-            else struct_pack(delay := d.sync_delay_hours_in_receipt_year, unarrived := d.sync_first_unarrived_at_in_receipt_year)
-        end as sync,
-        mp.sync_window_hours,
+            when 'month' then d.sync_fails_at_month
+            when 'quarter' then d.sync_fails_at_quarter
+            else d.sync_fails_at_year
+        end as sync_fails_at,
         coalesce(d.is_result_paper, false) as is_procedure_result_paper,
         coalesce(d.is_procedure_replaceable, false) as is_procedure_replaceable_at_receipt
     from dossiers as d
     inner join periods as pe on d.received_at >= pe.starts_at and d.received_at < pe.ends_at
     inner join rollup as ru on ru.period = pe.period and ru.unit_id = d.unit_id
-    inner join {{ ref('int_methodology_by_period') }} as mp on mp.period = pe.period
 ),
 
 handled as (
@@ -59,15 +57,10 @@ handled as (
 ),
 
 listed as (
-    -- every change in the period arrived within the window; in a period that runs, a change
-    -- not arrived yet whose window is still open at the watermark is pending, not failed
+    -- fct_dossiers.sync_fails_at_*, as the index reads it: synced when it never fails, or, in a
+    -- period that runs, when it fails at the watermark or later (pending)
     select rollup_unit_id, period, 'DOSSIER_SYNC' as indicator, dossier_id,
-        coalesce(
-            (sync.unarrived is null and sync.delay <= sync_window_hours)
-            or (is_live and sync.unarrived is not null and coalesce(sync.delay, 0) <= sync_window_hours
-                and date_diff('second', sync.unarrived, data_watermark) <= sync_window_hours * 3600),
-            false
-        ) as in_numerator
+        sync_fails_at is null or (is_live and sync_fails_at >= data_watermark) as in_numerator
     from received
     union all
     select rollup_unit_id, period, 'ON_TIME_HANDLING', dossier_id, in_numerator

@@ -36,6 +36,23 @@
 
 with
 
+-- DOSSIER_SYNC's sync window for a dossier received in each month: that of the methodology in
+-- force for its month, its quarter and its year (each period judged by its own); a methodology
+-- without one allows no delay.
+windows as (
+    select
+        pe.starts_on as month,
+        coalesce(mm.sync_window_hours, 0) as window_month,
+        coalesce(mq.sync_window_hours, 0) as window_quarter,
+        coalesce(my.sync_window_hours, 0) as window_year
+    from {{ ref('dim_periods') }} as pe
+    inner join {{ ref('int_methodology_by_period') }} as mm on mm.period = pe.period
+    inner join {{ ref('int_methodology_by_period') }} as mq
+        on mq.period = strftime(pe.starts_on, '%Y') || '-Q' || cast(quarter(pe.starts_on) as varchar)
+    inner join {{ ref('int_methodology_by_period') }} as my on my.period = strftime(pe.starts_on, '%Y')
+    where pe.period_type = 'month'
+),
+
 {% if is_incremental() %}
 -- What the last build had seen of each input (set by the pre_hooks, so that the filters are
 -- constants DuckDB can prune with): landing is ordered within a dataset, not across
@@ -68,6 +85,21 @@ changed as materialized (
     union
     select dossier_id from {{ this }}
     where (select max(loaded_at) from {{ ref('stg_calendar__days') }}) > getvariable('fct_dossiers_calendar')
+    union
+    -- a new sync window (a methodology changed or added) re-judges the dossiers received in
+    -- the months it applies to
+    select dossier_id from {{ this }}
+    where list_contains((
+        select list(k.month)
+        from (
+            select distinct received_month as month, sync_window_hours_month, sync_window_hours_quarter, sync_window_hours_year
+            from {{ this }}
+        ) as k
+        left join windows as w on w.month = k.month
+        where k.sync_window_hours_month is distinct from w.window_month
+           or k.sync_window_hours_quarter is distinct from w.window_quarter
+           or k.sync_window_hours_year is distinct from w.window_year
+    ), received_month)
 ),
 
 -- Found on the key column, fetched by row id (as staging's kept rows).
@@ -158,11 +190,15 @@ calendar as (
 -- between the two. A change with no such version has not reached the portal (yet). SPEC: a
 -- dossier is synced on time for a period when every status change in the period reached the
 -- portal within the methodology's sync window. The periods that count a dossier are those
--- holding its receipt (its month, quarter and year), so the fact keeps, for the changes inside
--- each, the longest delay of those that arrived and the first of those that did not; the index
--- compares them with the window of the methodology in force for the period (the fact is the
--- same under any window): a change that has not arrived fails a period that has ended, and is
--- pending, not failed, in a period that runs while its window is still open.
+-- holding its receipt (its month, quarter and year). The one verdict, per receipt period type,
+-- is a moment, `sync_fails_at_month` (… quarter, year), as `late_since` is for handling: the
+-- first moment a change inside the period had been waiting longer than the window without
+-- reaching the portal (its time plus the window, whether it arrived later or not yet); the
+-- receipt itself when the period holds no change at all (nothing known to have synced); null
+-- when every change arrived in time. A period that has ended counts the dossier synced when the
+-- moment is null; one that runs, also when the moment is not before the data watermark (a
+-- change still inside its window is pending, not failed). The counts and the drill-down read
+-- this moment and nothing else.
 checked_changes as (
     select
         s.dossier_id,
@@ -179,9 +215,13 @@ checked_changes as (
         ) / 3600.0 as delay_hours,
         date_trunc('month', s.stepped_at) = date_trunc('month', d.received_at) as in_receipt_month,
         date_trunc('quarter', s.stepped_at) = date_trunc('quarter', d.received_at) as in_receipt_quarter,
-        date_trunc('year', s.stepped_at) = date_trunc('year', d.received_at) as in_receipt_year
+        date_trunc('year', s.stepped_at) = date_trunc('year', d.received_at) as in_receipt_year,
+        w.window_month,
+        w.window_quarter,
+        w.window_year
     from step_records as s
     inner join dossiers as d on d.dossier_id = s.dossier_id
+    left join windows as w on w.month = cast(date_trunc('month', d.received_at) as date)
 ),
 
 step_summary as (
@@ -198,6 +238,17 @@ step_summary as (
         min(stepped_at) filter (where in_receipt_month and delay_hours is null) as sync_first_unarrived_at_in_receipt_month,
         min(stepped_at) filter (where in_receipt_quarter and delay_hours is null) as sync_first_unarrived_at_in_receipt_quarter,
         min(stepped_at) filter (where in_receipt_year and delay_hours is null) as sync_first_unarrived_at_in_receipt_year,
+        -- DOSSIER_SYNC's verdict: the changes in each receipt period, and the first that did not
+        -- reach the portal within the window (late, or not at all)
+        count(*) filter (where in_receipt_month) as sync_changes_in_receipt_month,
+        count(*) filter (where in_receipt_quarter) as sync_changes_in_receipt_quarter,
+        count(*) filter (where in_receipt_year) as sync_changes_in_receipt_year,
+        min(stepped_at) filter (where in_receipt_month and not coalesce(delay_hours <= window_month, false))
+            as sync_failing_change_at_month,
+        min(stepped_at) filter (where in_receipt_quarter and not coalesce(delay_hours <= window_quarter, false))
+            as sync_failing_change_at_quarter,
+        min(stepped_at) filter (where in_receipt_year and not coalesce(delay_hours <= window_year, false))
+            as sync_failing_change_at_year,
         -- Processing stopped (status 8) carries no date of its own; its step does.
         min(stepped_at) filter (where status_code = '8') as stopped_at,
         max(loaded_at) as loaded_at,
@@ -367,6 +418,26 @@ select
     e.sync_first_unarrived_at_in_receipt_month,
     e.sync_first_unarrived_at_in_receipt_quarter,
     e.sync_first_unarrived_at_in_receipt_year,
+    -- DOSSIER_SYNC's verdict per receipt period type (see checked_changes), and the windows
+    -- applied (of the methodology in force for the receipt month, quarter and year)
+    w.window_month as sync_window_hours_month,
+    w.window_quarter as sync_window_hours_quarter,
+    w.window_year as sync_window_hours_year,
+    case
+        when e.received_at is null then null
+        when coalesce(e.sync_changes_in_receipt_month, 0) = 0 then e.received_at
+        else e.sync_failing_change_at_month + to_microseconds(cast(w.window_month * 3600000000 as bigint))
+    end as sync_fails_at_month,
+    case
+        when e.received_at is null then null
+        when coalesce(e.sync_changes_in_receipt_quarter, 0) = 0 then e.received_at
+        else e.sync_failing_change_at_quarter + to_microseconds(cast(w.window_quarter * 3600000000 as bigint))
+    end as sync_fails_at_quarter,
+    case
+        when e.received_at is null then null
+        when coalesce(e.sync_changes_in_receipt_year, 0) = 0 then e.received_at
+        else e.sync_failing_change_at_year + to_microseconds(cast(w.window_year * 3600000000 as bigint))
+    end as sync_fails_at_year,
     r.rating,
     coalesce(r.has_complaint, false) as has_complaint,
     -- DOSSIER_RECEIVING_SATISFACTION's part that does not depend on time (lateness does)
@@ -406,5 +477,6 @@ left join procedures as p
         when e.received_at is null then p.is_current
         else p.valid_from <= cast(e.received_at as date) and (p.valid_to is null or p.valid_to > cast(e.received_at as date))
     end
+left join windows as w on w.month = cast(date_trunc('month', e.received_at) as date)
 left join calendar as rec_day on rec_day.calendar_date = cast(e.received_at as date)
 left join calendar as fin_day on fin_day.calendar_date = cast(e.finished_at as date)

@@ -19,22 +19,6 @@ facts as not materialized (
     select * from {{ ref('fct_dossiers') }}
 ),
 
--- DOSSIER_SYNC's sync window for a dossier received in each month: that of the methodology in
--- force for the month, for its quarter and for its year (each period judged by its own).
-windows as (
-    select
-        pe.starts_on as month,
-        mm.sync_window_hours as window_month,
-        mq.sync_window_hours as window_quarter,
-        my.sync_window_hours as window_year
-    from {{ ref('dim_periods') }} as pe
-    inner join {{ ref('int_methodology_by_period') }} as mm on mm.period = pe.period
-    inner join {{ ref('int_methodology_by_period') }} as mq
-        on mq.period = strftime(pe.starts_on, '%Y') || '-Q' || cast(quarter(pe.starts_on) as varchar)
-    inner join {{ ref('int_methodology_by_period') }} as my on my.period = strftime(pe.starts_on, '%Y')
-    where pe.period_type = 'month'
-),
-
 {% if is_incremental() %}
 months as materialized (
     select received_month as month
@@ -52,17 +36,6 @@ months as materialized (
         select month as month, sum(received) as dossiers from {{ this }} group by all
     ) as k on k.month = f.month
     where coalesce(f.dossiers, 0) <> coalesce(k.dossiers, 0)
-    union
-    -- months counted under a sync window that is no longer the one in force
-    select k.month
-    from (
-        select distinct month, sync_window_hours_month, sync_window_hours_quarter, sync_window_hours_year
-        from {{ this }}
-    ) as k
-    left join windows as w on w.month = k.month
-    where k.sync_window_hours_month is distinct from w.window_month
-       or k.sync_window_hours_quarter is distinct from w.window_quarter
-       or k.sync_window_hours_year is distinct from w.window_year
 ),
 
 -- A filter against the (few) months as a list, not a semi join: DuckDB 2.0.0 built the join's
@@ -105,16 +78,15 @@ counted as (
         count(*) filter (where not is_rated_unsatisfied) as not_rated_unsatisfied,
         count(*) filter (where is_paid_online) as paid_online,
         count(*) filter (where has_fee_list) as with_fee_list,
-        -- DOSSIER_SYNC: a dossier received in the period counts when it had status changes
-        -- in the period and every one reached the portal within the sync window (the longest
-        -- delay and the first change not arrived, per receipt period, are in fct_dossiers).
-        -- A change not arrived fails the period here; int_indicator_counts counts it pending
-        -- in a period that runs while its window is open.
-        count(*) filter (where sync_first_unarrived_at_in_receipt_month is null and sync_delay_hours_in_receipt_month <= w.window_month) as synced_month,
-        count(*) filter (where sync_first_unarrived_at_in_receipt_quarter is null and sync_delay_hours_in_receipt_quarter <= w.window_quarter) as synced_quarter,
-        count(*) filter (where sync_first_unarrived_at_in_receipt_year is null and sync_delay_hours_in_receipt_year <= w.window_year) as synced_year
+        -- DOSSIER_SYNC: synced for its receipt month, quarter and year when its verdict has no
+        -- moment of failing (fct_dossiers.sync_fails_at_*: every change of the period reached
+        -- the portal within the window of the methodology in force for it). A change still
+        -- inside its window is pending, not failed, in a period that runs: int_indicator_counts
+        -- adds those, by the same moment.
+        count(*) filter (where sync_fails_at_month is null) as synced_month,
+        count(*) filter (where sync_fails_at_quarter is null) as synced_quarter,
+        count(*) filter (where sync_fails_at_year is null) as synced_year
     from dossiers as d
-    inner join windows as w on w.month = d.received_month
     where d.received_at is not null
     group by all
 ),
@@ -133,9 +105,5 @@ with_empty_months as (
 
 select
     c.*,
-    w.window_month as sync_window_hours_month,
-    w.window_quarter as sync_window_hours_quarter,
-    w.window_year as sync_window_hours_year,
     (select max(built_at) from facts) as facts_built_at
 from with_empty_months as c
-left join windows as w on w.month = c.month

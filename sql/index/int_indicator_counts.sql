@@ -147,10 +147,10 @@ sync_counts as (
     group by all
 ),
 
--- DOSSIER_SYNC in a period that runs: a change whose status has not reached the portal yet but
--- whose sync window is still open at the data watermark is pending, not failed. Such dossiers
--- (changes of the last window's hours) are read from the facts and counted as synced when
--- nothing else fails them.
+-- DOSSIER_SYNC in a period that runs: a dossier whose verdict fails at or after the data
+-- watermark (fct_dossiers.sync_fails_at_*: a change not on the portal yet whose window is still
+-- open) is pending, not failed, and counted synced. Only such dossiers are read from the facts
+-- (their moment is within a window of the watermark).
 sync_pending as (
     select ru.rollup_unit_id as unit_id, x.period, count(*) as pending
     from (
@@ -158,27 +158,19 @@ sync_pending as (
             d.unit_id,
             pe.period,
             pe.data_watermark,
-            mp.sync_window_hours,
             case pe.period_type
-                when 'month' then struct_pack(delay := d.sync_delay_hours_in_receipt_month, unarrived := d.sync_first_unarrived_at_in_receipt_month)
-                when 'quarter' then struct_pack(delay := d.sync_delay_hours_in_receipt_quarter, unarrived := d.sync_first_unarrived_at_in_receipt_quarter)
-                else struct_pack(delay := d.sync_delay_hours_in_receipt_year, unarrived := d.sync_first_unarrived_at_in_receipt_year)
-            end as sync
+                when 'month' then d.sync_fails_at_month
+                when 'quarter' then d.sync_fails_at_quarter
+                else d.sync_fails_at_year
+            end as fails_at
         from {{ ref('fct_dossiers') }} as d
         inner join periods as pe
             on pe.is_live and d.received_month >= pe.starts_on and d.received_month < pe.ends_before
-        inner join {{ ref('int_methodology_by_period') }} as mp on mp.period = pe.period
-        where greatest(
-            d.sync_first_unarrived_at_in_receipt_month,
-            d.sync_first_unarrived_at_in_receipt_quarter,
-            d.sync_first_unarrived_at_in_receipt_year
-        ) >= (select max(data_watermark) from periods)
-            - to_hours((select max(sync_window_hours) from {{ ref('int_methodology_by_period') }})::bigint)
+        where greatest(d.sync_fails_at_month, d.sync_fails_at_quarter, d.sync_fails_at_year)
+            >= (select max(data_watermark) from periods)
     ) as x
     inner join rollup as ru on ru.period = x.period and ru.unit_id = x.unit_id
-    where x.sync.unarrived is not null
-      and coalesce(x.sync.delay, 0) <= x.sync_window_hours
-      and date_diff('second', x.sync.unarrived, x.data_watermark) <= x.sync_window_hours * 3600
+    where x.fails_at >= x.data_watermark
     group by all
 ),
 
