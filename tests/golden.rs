@@ -3208,7 +3208,7 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
 // The conservation world (issue 21): every record counted once, in the right unit, whatever the
 // unit history and the data look like. Its own registry (served in place of the shared one):
 //
-//   CT (top, from 2024) ─ P1 (province) ─ A   (closed 2026-03-31, no successor)
+//   CT (top, from 2015) ─ P1 (province, from 2015) ─ A   (from 2024, closed 2026-03-31, no successor)
 //                      │               ├ B   (version 1 to 01-31 lists successor C; version 2
 //                      │               │      from 02-01 still valid: B keeps its records)
 //                      │               └ C
@@ -3225,6 +3225,9 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
 // | K5 | C    | 2023-12-28 09:00 | 2024-01-03 09:00 | processed 2024-01-02 10:00 | before the registry begins (2024): in no tree for 2023 |
 // | K6 | C    | 04-06 09:00 (online) | 2031-01-10 09:00 | open              | due in 2031: the calendar reaches it |
 // | K7 | C    | 04-07 09:00      | 04-10 09:00      | processed 04-08 10:00  | NgayTra 99991231235959 (a sentinel): kept, listed |
+// | K8 | P1   | 2023-11-20 09:00 | 2023-11-25 09:00 | processed 2023-11-24 10:00 | before the methodology (2024-01): in no scored period, listed |
+// | K9 | T2   | 03-31 10:00      | 04-03 10:00      | processed 04-02 10:00  | stamped with T2 the day before T2 begins: in no tree for March |
+// | K10 | C   | 04-07 10:00      | 04-10 10:00      | processed 04-07 12:00  | NgayTra 99991231235959, then corrected to 04-07 15:00: the correction is current |
 //
 // Petitions: PK1 (A, 03-02, resolved 03-05, published 03-06, no likes, dislikes or re-raised
 // flag at all: handled and satisfied), PK2 (R, 03-25, open; resolve due 04-15).
@@ -3251,8 +3254,8 @@ fn conservation_bodies() -> BTreeMap<&'static str, String> {
                "MaDonViCha": parent, "HieuLucTu": from, "HieuLucDen": to, "MaDonViKeThua": succ})
     };
     let units = json!([
-        unit("CT", "Cục Thuế", 1, None, "20240101", None, &[]),
-        unit("P1", "Tỉnh 1", 2, Some("CT"), "20240101", None, &[]),
+        unit("CT", "Cục Thuế", 1, None, "20150101", None, &[]),
+        unit("P1", "Tỉnh 1", 2, Some("CT"), "20150101", None, &[]),
         unit(
             "A",
             "Đơn vị A",
@@ -3434,6 +3437,35 @@ fn conservation_feed_files(dir: &Path, batch: u8) {
             ),
             received("K6", "C", "2", "2026-04-06 09:00", "2031-01-10 09:00"),
             received("K7", "C", "1", "2026-04-07 09:00", "2026-04-10 09:00"),
+            received("K8", "P1", "1", "2023-11-20 09:00", "2023-11-25 09:00"),
+            processed(
+                "K8",
+                "P1",
+                "2023-11-20 09:00",
+                "2023-11-25 09:00",
+                "2023-11-24 10:00",
+            ),
+            received("K9", "T2", "1", "2026-03-31 10:00", "2026-04-03 10:00"),
+            processed(
+                "K9",
+                "T2",
+                "2026-03-31 10:00",
+                "2026-04-03 10:00",
+                "2026-04-02 10:00",
+            ),
+            version(
+                "K10",
+                "C",
+                "1",
+                "2026-04-07 10:00",
+                "2026-04-10 10:00",
+                "9",
+                "2026-04-07 12:10",
+                &[
+                    end("2026-04-07 12:00"),
+                    ("NgayTra", json!("99991231235959")),
+                ],
+            ),
         ]);
         // PK2: the region's, open.
         petitions.push(json!({"MaPAKN": "PK2", "MaDonVi": "R", "PhanLoai": "2", "TieuDe": "Thái độ",
@@ -3461,6 +3493,20 @@ fn conservation_feed_files(dir: &Path, batch: u8) {
                 &[
                     end("2026-04-08 10:00"),
                     ("NgayTra", json!("99991231235959")),
+                ],
+            ),
+            // K10's sentinel corrected: this version is current, though the sentinel's is later
+            version(
+                "K10",
+                "C",
+                "1",
+                "2026-04-07 10:00",
+                "2026-04-10 10:00",
+                "10",
+                "2026-04-07 15:10",
+                &[
+                    end("2026-04-07 12:00"),
+                    ("NgayTra", json!(ts_full("2026-04-07 15:00"))),
                 ],
             ),
         ]);
@@ -3516,14 +3562,16 @@ fn test_sql(name: &str) -> String {
 }
 
 /// The warnings the conservation world raises, each worked out by hand in the test below.
-const CONSERVATION_WARNINGS: [(&str, u64); 3] = [
+const CONSERVATION_WARNINGS: [(&str, u64); 4] = [
     // K3 (R's) in 2026-04, 2026-Q2 and 2026 (its end falls after the split); PK2 (R's) in
-    // 2026; K5 (C's, received 2023-12-28) in 2023-12, 2023-Q4 and 2023, before C existed.
-    ("records_without_an_unambiguous_owner", 7),
-    // K7's NgayTra 9999-12-31.
+    // 2026; K9 (T2's, received the day before T2 begins) in 2026-03 and 2026-Q1.
+    ("records_without_an_unambiguous_owner", 6),
+    // K7's NgayTra 9999-12-31 (K10's sentinel is corrected by its current version).
     ("records_with_times_out_of_range", 1),
     // P1 reports 2026-03 beside B, below it.
     ("national_report_units_are_leaves", 1),
+    // 2023-11 (K8) and 2023-12 (K5's receipt), before dvcqg-2026 (2024-01).
+    ("records_in_periods_without_a_methodology", 2),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3553,9 +3601,12 @@ async fn every_record_is_counted_once_in_the_right_unit() {
         &jobs,
         false,
         &[
-            // before the second batch: K3, K5 as below; PK2 in 2026; K7 has no sentinel yet
-            ("records_without_an_unambiguous_owner", 7),
+            // before the second batch: as below, but the sentinel listed is K10's (not yet
+            // corrected), and K7 has none yet
+            ("records_without_an_unambiguous_owner", 6),
+            ("records_with_times_out_of_range", 1),
             ("national_report_units_are_leaves", 1),
+            ("records_in_periods_without_a_methodology", 2),
         ],
     )
     .await;
@@ -3592,23 +3643,25 @@ async fn every_record_is_counted_once_in_the_right_unit() {
         ("T", "2026-03", "0/1 0/1 0/0 0/0 0/1"),
         ("R", "2026-03", "0/2 0/2 1/1 0/0 0/2"),
         ("CT", "2026-03", "0/4 2/4 2/2 1/1 0/8"),
-        // April, judged at the watermark, the tree of 04-30. K1 (finished on time after A
-        // closed) counts for P1, A's last parent; K3 (late) for CT, above the split; K4 (late)
-        // for T2 under P2, its team's one successor. C: K6 online, open, due 2031; K7 finished
-        // on time (its NgayTra sentinel changes nothing).
-        ("C", "2026-04", "1/2 2/2 0/0 0/0 0/2"),
-        ("P1", "2026-04", "1/2 3/3 0/0 0/0 0/2"),
-        ("T2", "2026-04", "0/0 0/1 0/0 0/0 0/0"),
-        ("P2", "2026-04", "0/0 0/1 0/0 0/0 0/0"),
+        // April, judged at the watermark, with the tree of that day. K1 (finished on time
+        // after A closed) counts for P1, A's last parent; K3 (late) for CT, above the split;
+        // K4 (late) for T2 under P2, its team's one successor, with K9 (T2's own, on time). C:
+        // K6 online, open, due 2031; K7 and K10 finished on time (their sentinels change nothing).
+        ("C", "2026-04", "1/3 3/3 0/0 0/0 0/3"),
+        ("P1", "2026-04", "1/3 4/4 0/0 0/0 0/3"),
+        ("T2", "2026-04", "0/0 1/2 0/0 0/0 0/0"),
+        ("P2", "2026-04", "0/0 1/2 0/0 0/0 0/0"),
         ("P3", "2026-04", "0/0 0/0 0/0 0/0 0/0"),
-        ("CT", "2026-04", "1/2 3/5 0/0 0/0 0/2"),
-        // The year, judged at the watermark, the tree of 12-31: P1 carries A's K1 and PK1, B's
-        // K2, C's K6 and K7; P2 T's K4; CT R's K3 and PK2 (open, due 04-15: on time).
-        ("P1", "2026", "1/4 4/4 1/1 1/1 0/8"),
-        ("P2", "2026", "0/1 0/1 0/0 0/0 0/1"),
-        ("CT", "2026", "1/6 4/6 2/2 1/1 0/10"),
-        // K5: received 2023-12-28, before C's first version (2024): in no tree that month;
-        // finished 2024-01-02, on time, under C in January.
+        ("CT", "2026-04", "1/3 5/7 0/0 0/0 0/3"),
+        // The year, judged at the watermark: P1 carries A's K1 and PK1, B's K2, C's K6, K7 and
+        // K10; P2 T's K4 and T2's K9; CT R's K3 and PK2 (open, due 04-15: on time). SYNC:
+        // A 1, B max(1, 1), P1's report 4, C 3 (April); T 1, T2 1; R 1.
+        ("P1", "2026", "1/5 5/5 1/1 1/1 0/9"),
+        ("P2", "2026", "0/2 1/2 0/0 0/0 0/2"),
+        ("CT", "2026", "1/8 6/8 2/2 1/1 0/12"),
+        // K5: received 2023-12-28, before the methodology and C's first version (2024): in no
+        // period that month; finished 2024-01-02, on time, under C in January. K8 (2023) counts
+        // nowhere.
         ("C", "2024-01", "0/0 1/1 0/0 0/0 0/0"),
         ("CT", "2024-01", "0/0 1/1 0/0 0/0 0/0"),
     ];
@@ -3645,15 +3698,22 @@ async fn every_record_is_counted_once_in_the_right_unit() {
     assert_eq!(
         unowned,
         vec![
-            "K3 2026 split CT",
-            "K3 2026-04 split CT",
-            "K3 2026-Q2 split CT",
-            "K5 2023 unit not yet in the registry -",
-            "K5 2023-12 unit not yet in the registry -",
-            "K5 2023-Q4 unit not yet in the registry -",
-            "PK2 2026 split CT",
+            "K3 2026 a split on its line CT",
+            "K3 2026-04 a split on its line CT",
+            "K3 2026-Q2 a split on its line CT",
+            "K9 2026-03 unit not yet in the registry -",
+            "K9 2026-Q1 unit not yet in the registry -",
+            "PK2 2026 a split on its line CT",
         ]
     );
+    let unscored: Vec<String> = rows(
+        &conn,
+        &format!(
+            "SELECT period || ' ' || dossiers_received || ' ' || dossiers_ended || ' ' || petitions FROM ({}) ORDER BY ALL",
+            test_sql("records_in_periods_without_a_methodology")
+        ),
+    );
+    assert_eq!(unscored, vec!["2023-11 1 1 0", "2023-12 1 0 0"]);
     let out_of_range: Vec<String> = rows(
         &conn,
         &format!(
@@ -3680,6 +3740,11 @@ async fn every_record_is_counted_once_in_the_right_unit() {
         "SELECT status || ' ' || strftime(finished_at, '%m-%d %H:%M') || ' ' || coalesce(is_late::varchar, '-') FROM fct_dossiers WHERE dossier_id = 'K7'",
     );
     assert_eq!(k7, vec!["processed 04-08 10:00 false"]);
+    let k10: Vec<String> = rows(
+        &conn,
+        "SELECT s.status || ' ' || strftime(f.finished_at, '%m-%d %H:%M') || ' ' || strftime(s.returned_at, '%m-%d %H:%M') FROM stg_portal__dossiers AS s JOIN fct_dossiers AS f USING (dossier_id) WHERE dossier_id = 'K10'",
+    );
+    assert_eq!(k10, vec!["result_returned 04-07 12:00 04-07 15:00"]);
     let drill = drill_mismatches(&conn);
     assert!(drill.is_empty(), "{}", drill.join("\n"));
     // Incremental (two landings) equals full (one).

@@ -21,6 +21,11 @@ periods as (
     select * from {{ ref('dim_periods') }}
 ),
 
+-- the periods a methodology version is in force for (the first version's effective month on)
+scored as (
+    select period from {{ ref('int_methodology_by_period') }}
+),
+
 watermark as (
     select
         max(synced_at) filter (where synced_at <= version_loaded_at) as data_watermark,
@@ -45,9 +50,14 @@ select
     -- earlier month as late, a later month as on time, and that month's by their exact time
     cast(date_trunc('month', w.data_watermark) as date) as watermark_month,
     case when w.data_watermark >= pe.ends_at + interval 10 day then 'final' else 'provisional' end as status,
-    -- reported: from the first month with a dossier to the period the watermark is in; every
-    -- unit valid at the end of a reported period gets a row, records or not
-    coalesce(pe.ends_at > w.first_received_at and pe.starts_at <= w.data_watermark, false) as is_reported,
+    -- scored: a methodology version is in force for the period (none before the first
+    -- version's effective month: such a period has no index; the warning test
+    -- records_in_periods_without_a_methodology lists its records)
+    pe.period in (select period from scored) as is_scored,
+    -- reported: a scored period from the first month with a dossier to the period the watermark
+    -- is in; every unit valid at the end of a reported period gets a row, records or not
+    coalesce(pe.ends_at > w.first_received_at and pe.starts_at <= w.data_watermark, false)
+        and pe.period in (select period from scored) as is_reported,
     pe.previous_period
 from periods as pe
 cross join watermark as w

@@ -73,9 +73,11 @@ select
     d.mdsh,
     d.mdhl,
     d.total,
-    -- ranked on the total as published (2 decimals): two units shown as 85.00 share a rank,
-    -- whatever their totals' further digits
-    rank() over (partition by d.period, d.parent_unit_id order by round(d.total, 2) desc) as rank_among_siblings,
+    -- ranked on the total as published, 2 decimals as the files and the report print it (the
+    -- double's exact value rounded, as printf and Rust's {:.2} do; round() rounds 84.995 up):
+    -- two units shown as 85.00 share a rank, whatever their totals' further digits
+    rank() over (partition by d.period, d.parent_unit_id order by cast(printf('%.2f', d.total) as double) desc)
+        as rank_among_siblings,
     -- against the unit's total in the period of the same type just before (empty when it had no
     -- row there: a new unit, or the first reported period)
     d.total - prev.total as change_from_previous,

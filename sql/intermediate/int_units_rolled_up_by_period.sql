@@ -2,7 +2,9 @@
 -- One row per period × unit × roll-up unit: every unit that existed by the period's end (a
 -- closed unit's dossiers can still finish after it ended), mapped to the unit that carries its
 -- records at the period's end (`distance` 0) and to that unit's ancestors in the tree valid at
--- the period's end. A period keeps the structure of its own time.
+-- the period's end. A period keeps the structure of its own time; "the period's end" is the
+-- day it is judged with (int_units_by_period: its last day, or the data watermark's day while
+-- it runs).
 --
 -- The carrier (docs/methodology.md, "Which unit a record counts for"): a unit with a version
 -- valid at the period's end carries its own records. Otherwise its last version begun by then
@@ -73,15 +75,18 @@ tree as (
 ),
 
 -- The carrier and its ancestors in the tree valid at the period's end, at any depth (each unit
--- at most once: a cycle in the registry ends the climb).
+-- at most once: a cycle in the registry ends the climb). A parent no longer valid then (the
+-- registry closed or reorganised it without moving its children) is passed through as its own
+-- records would be: to its carrier.
 levels(period, unit_id, rollup_unit_id, distance, route, path) as (
     select c.period, c.unit_id, c.carrier_id, 0, c.route, [c.carrier_id]
     from carrier as c
     union all
-    select l.period, l.unit_id, t.parent_unit_id, l.distance + 1, l.route, list_append(l.path, t.parent_unit_id)
+    select l.period, l.unit_id, pc.carrier_id, l.distance + 1, l.route, list_append(l.path, pc.carrier_id)
     from levels as l
     inner join tree as t on t.period = l.period and t.unit_id = l.rollup_unit_id
-    where t.parent_unit_id is not null and not list_contains(l.path, t.parent_unit_id)
+    inner join carrier as pc on pc.period = l.period and pc.unit_id = t.parent_unit_id
+    where not list_contains(l.path, pc.carrier_id)
 )
 
 select

@@ -4,9 +4,11 @@
 with
 
 expected as (
-    select u.unit_id, pe.period
+    -- read from the registry itself, not from int_units_by_period (which the mart reads)
+    select distinct u.unit_id, pe.period
     from {{ ref('int_period_judgement') }} as pe
-    inner join {{ ref('int_units_by_period') }} as u on u.period = pe.period and u.is_valid_at_end
+    inner join {{ ref('dim_units') }} as u
+        on u.valid_from <= pe.judged_on and (u.valid_to is null or u.valid_to >= pe.judged_on)
     where pe.is_reported
 ),
 

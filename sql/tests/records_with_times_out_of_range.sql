@@ -17,6 +17,9 @@ dossier_times as (
         struct_pack(field := 'ThoiDiemDongBo', t := synced_at)
     ]) as x
     from {{ ref('stg_portal__dossiers') }}
+    -- only the versions with such a time are unnested
+    where least(submitted_at, received_at, due_at, processed_at, returned_at, refused_at, synced_at) < timestamp '2000-01-01'
+       or greatest(submitted_at, received_at, due_at, processed_at, returned_at, refused_at, synced_at) >= timestamp '2050-01-01'
 )
 
 select 'dossier' as record, dossier_id as record_id, unit_id, x.field, x.t as time, lake_file, lake_row

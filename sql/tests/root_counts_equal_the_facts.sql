@@ -1,4 +1,4 @@
--- Conservation up the tree: for every period, the top of the tree (the units valid at the
+-- Conservation up the tree: for every scored period (a methodology in force), the top of the tree (the units valid at the
 -- period's end with no parent) counts exactly the records the facts hold, counted here straight
 -- from fct_dossiers and fct_petitions by the index's attribution rules, not through the roll-up:
 -- the dossiers received in the period (ONLINE_DOSSIER_SHARE's denominator), those received or
@@ -6,21 +6,23 @@
 -- obligation (ONLINE_PAYMENT_DOSSIER's denominator) and paid online (its numerator), and the
 -- petitions first received in it (PETITION_PROCESSING_ON_TIME's). A record lost on the way up
 -- (a unit whose chain of successors and parents reaches no unit valid at the period's end) or
--- counted twice fails it. A record whose unit has no version begun by the period's end (not in
--- the registry at all, or not yet) has no place in that period's tree: it is left to the warning
--- tests fct_dossiers_have_a_known_unit_and_procedure, fct_petitions_have_a_known_unit and
--- records_without_an_unambiguous_owner.
+-- counted twice fails it. A record whose unit has no version begun by the day the period is
+-- judged with (not in the registry at all, or not yet) has no place in that period's tree: it
+-- is left to the warning tests fct_dossiers_have_a_known_unit_and_procedure,
+-- fct_petitions_have_a_known_unit and records_without_an_unambiguous_owner.
 with
 
 periods as (
     select * from {{ ref('int_period_judgement') }}
+    where is_scored
 ),
 
--- The units with a version begun by each period's end, read from the registry, not the roll-up.
+-- The units with a version begun by the day each period is judged with, read from the registry,
+-- not the roll-up.
 existed as (
     select distinct pe.period, u.unit_id
     from periods as pe
-    inner join {{ ref('dim_units') }} as u on u.valid_from < pe.ends_before
+    inner join {{ ref('dim_units') }} as u on u.valid_from <= pe.judged_on
 ),
 
 -- The dossiers per unit and month received and ended (few rows), then per period.

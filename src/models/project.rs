@@ -190,12 +190,11 @@ impl Project {
         // Every relation a model or test reads goes through ref() or source(): a table named
         // directly (another model, information_schema) is invisible to the graph, so a runner
         // (chiso's or dbt's) may run it before what it reads exists.
-        let files = p.models.values().map(|m| (&m.path, &m.parsed)).chain(
-            p.tests
-                .iter()
-                .filter(|t| t.on.is_none())
-                .map(|t| (&t.path, &t.parsed)),
-        );
+        let files = p
+            .models
+            .values()
+            .map(|m| (&m.path, &m.parsed))
+            .chain(p.tests.iter().map(|t| (&t.path, &t.parsed)));
         for (path, parsed) in files {
             for name in relations_read_directly(parsed) {
                 errors.push(format!(
@@ -320,13 +319,20 @@ impl Project {
     }
 }
 
-/// The relations a model's SQL names after `from` or `join` that are neither a `ref()`, a
-/// `source()`, `this`, nor a CTE of its own (nor a table function such as `read_csv(…)` or
-/// `range(…)`): tables read behind the graph's back. Comments and string literals are skipped.
+/// The relations a model's SQL names after `from`, `join`, `describe` or `summarize` that are
+/// neither a `ref()`, a `source()`, `this`, nor a CTE of its own, and the catalog's table
+/// functions it calls (`duckdb_columns()`, `pragma_table_info(…)`): tables read behind the
+/// graph's back. Other table functions (`read_csv(…)`, `range(…)`) read no relation. Comments
+/// and string literals are skipped. (A relation named after a comma, `from a, b`, is not
+/// looked for.)
 pub fn relations_read_directly(parsed: &Parsed) -> Vec<String> {
     use std::sync::LazyLock;
-    static COMMENT: LazyLock<regex::Regex> =
-        LazyLock::new(|| regex::Regex::new(r"(?m)--.*$|'(?:[^']|'')*'").expect("valid"));
+    static COMMENT: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"(?ms)--[^\n]*$|/\*.*?\*/|'(?:[^']|'')*'").expect("valid")
+    });
+    static CATALOG: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"(?i)\b((?:duckdb|pragma)_[a-z_]+)\s*\(").expect("valid")
+    });
     static CTE: LazyLock<regex::Regex> = LazyLock::new(|| {
         regex::Regex::new(
             r"(?i)\b([a-z_][a-z0-9_]*)\s*(?:\([^()]*\))?\s+as\s+(?:not\s+)?(?:materialized\s+)?\(",
@@ -335,7 +341,7 @@ pub fn relations_read_directly(parsed: &Parsed) -> Vec<String> {
     });
     static READ: LazyLock<regex::Regex> = LazyLock::new(|| {
         regex::Regex::new(
-            r"(?i)(\bdistinct\s+)?\b(?:from|join)\s+([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)\s*(\()?",
+            r#"(?i)(\bdistinct\s+)?\b(?:from|join|describe|summarize)\s+("?[a-z_][a-z0-9_]*"?(?:\."?[a-z_][a-z0-9_]*"?)*)\s*(\()?"#,
         )
         .expect("valid")
     });
@@ -362,8 +368,14 @@ pub fn relations_read_directly(parsed: &Parsed) -> Vec<String> {
         .map(|c| c[1].to_ascii_lowercase())
         .collect();
     let mut out = Vec::new();
+    for c in CATALOG.captures_iter(&text) {
+        let name = format!("{}()", c[1].to_ascii_lowercase());
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
     for c in READ.captures_iter(&text) {
-        let name = c[2].to_ascii_lowercase();
+        let name = c[2].to_ascii_lowercase().replace('"', "");
         // `is [not] distinct from x`, a table function, our placeholder, a keyword
         if c.get(1).is_some()
             || c.get(3).is_some()
@@ -405,12 +417,23 @@ select * from b
 join range(1, 3) as r(i) on true
 left join main.other as o on o.x is not distinct from b.x
 left join stray_table using (x)
+left join \"quoted_model\" as q using (x)
+/* a block comment: select * from commented_out */
+left join (select * from pragma_table_info('m')) as p on true
 {% if is_incremental() %} where x > (select max(x) from {{ this }}) {% endif %}";
         let parsed = template::parse(sql).unwrap();
         assert_eq!(
             relations_read_directly(&parsed),
-            vec!["information_schema.columns", "main.other", "stray_table"]
+            vec![
+                "pragma_table_info()",
+                "information_schema.columns",
+                "main.other",
+                "stray_table",
+                "quoted_model"
+            ]
         );
+        let described = template::parse("select * from (describe other_model)").unwrap();
+        assert_eq!(relations_read_directly(&described), vec!["other_model"]);
         // The loader names the file.
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "m.sql", "select 1 as x");

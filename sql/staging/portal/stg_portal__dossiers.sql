@@ -37,16 +37,16 @@ source as not materialized (
 -- choosing the winner is a max over fixed-size values: from the top, the state time (seconds
 -- since 0001-01-01, 36 bits), online payment (1 bit), workflow rank (3 bits), the portal's
 -- receive time (seconds, 36 bits) and the landing time (milliseconds, 50 bits). NULL times
--- count as 0001-01-01 (lowest); times from 2170 on (36 bits of seconds reach 2178: a
--- `99991231…` sentinel would overflow the key and stop the build) count as 2170, so such a
--- version still orders after every real one. The record keeps its times as they came; the
--- warning test records_with_times_out_of_range lists it. The lake file (its hash) and row locate
--- the winner.
+-- count as 0001-01-01 (lowest), and so do placeholder times, before 2000 or from 2050 on (the
+-- bounds of records_with_times_out_of_range, which lists them): a `99991231…` sentinel would
+-- overflow the key's 36 bits and stop the build, and would make its version win over every
+-- later one, its correction included. The record keeps its times as they came. The lake file
+-- (its hash) and row locate the winner.
 versions as (
     select
         MaHoSo as dossier_id,
         (hash(filename)::uhugeint << 64) + file_row_number::uhugeint as locator,
-        ((epoch_ms(least(coalesce(greatest(
+        ((epoch_ms(coalesce(list_max(list_filter([
             NgayNopHoSo,
             NgayTiepNhan,
             NgayKetThucXuLy,
@@ -61,7 +61,7 @@ versions as (
                 )), ''),
                 '%Y%m%d%H%M%S'
             ) end
-        ), timestamp '0001-01-01'), timestamp '2170-01-01')) // 1000 + 62135596800)::hugeint << 90)
+        ], lambda t: t >= timestamp '2000-01-01' and t < timestamp '2050-01-01')), timestamp '0001-01-01')) // 1000 + 62135596800)::hugeint << 90)
         + (coalesce(DuocThanhToanTrucTuyen = 1, false)::int::hugeint << 89)
         + ((case TrangThaiHoSo
             when '1' then 1
@@ -72,7 +72,10 @@ versions as (
             when '10' then 7
             else 6
         end)::hugeint << 86)
-        + ((epoch_ms(least(coalesce(ThoiDiemDongBo, timestamp '0001-01-01'), timestamp '2170-01-01')) // 1000 + 62135596800)::hugeint << 50)
+        + ((epoch_ms(coalesce(
+            case when ThoiDiemDongBo >= timestamp '2000-01-01' and ThoiDiemDongBo < timestamp '2050-01-01' then ThoiDiemDongBo end,
+            timestamp '0001-01-01'
+        )) // 1000 + 62135596800)::hugeint << 50)
         + (epoch_ms(_ingested_at) + 62135596800000)::hugeint as version_key,
         _ingested_at as loaded_at,
         -- the status this version carried and when the portal received it
