@@ -19,6 +19,15 @@ units as (
     where is_valid_at_end
 ),
 
+-- Each unit's parent in the period's tree: the registry's parent, or, when the registry left
+-- the unit under a parent no longer valid then, the unit that carries that parent's records
+-- (int_units_rolled_up_by_period; the warning test units_under_a_parent_no_longer_valid)
+tree_parents as (
+    select period, unit_id, rollup_unit_id as parent_unit_id
+    from {{ ref('int_units_rolled_up_by_period') }}
+    where distance = 1 and route = 'own'
+),
+
 groups as (
     select
         unit_id,
@@ -53,10 +62,11 @@ described as (
         pe.previous_period,
         u.unit_name,
         u.unit_level,
-        u.parent_unit_id
+        tp.parent_unit_id
     from totalled as g
     inner join periods as pe using (period)
     inner join units as u on u.unit_id = g.unit_id and u.period = g.period
+    left join tree_parents as tp on tp.unit_id = g.unit_id and tp.period = g.period
 )
 
 select
