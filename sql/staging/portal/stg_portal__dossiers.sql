@@ -46,22 +46,22 @@ versions as (
     select
         MaHoSo as dossier_id,
         (hash(filename)::uhugeint << 64) + file_row_number::uhugeint as locator,
-        ((epoch_ms(coalesce(list_max(list_filter([
-            NgayNopHoSo,
-            NgayTiepNhan,
-            NgayKetThucXuLy,
-            NgayTra,
-            NgayTuChoi,
+        ((epoch_ms(coalesce(greatest(
+            case when NgayNopHoSo >= timestamp '2000-01-01' and NgayNopHoSo < timestamp '2050-01-01' then NgayNopHoSo end,
+            case when NgayTiepNhan >= timestamp '2000-01-01' and NgayTiepNhan < timestamp '2050-01-01' then NgayTiepNhan end,
+            case when NgayKetThucXuLy >= timestamp '2000-01-01' and NgayKetThucXuLy < timestamp '2050-01-01' then NgayKetThucXuLy end,
+            case when NgayTra >= timestamp '2000-01-01' and NgayTra < timestamp '2050-01-01' then NgayTra end,
+            case when NgayTuChoi >= timestamp '2000-01-01' and NgayTuChoi < timestamp '2050-01-01' then NgayTuChoi end,
             -- a date that does not read as yyyymmddHHMMSS counts for nothing (the build does not
             -- stop on it; the data test dossiers_with_unreadable_supplement_dates lists them)
             case when DanhSachHoSoBoSung is not null and DanhSachHoSoBoSung <> '[]' then try_strptime(
-                nullif(list_max(list_transform(
+                nullif(list_max(list_filter(list_transform(
                     from_json(DanhSachHoSoBoSung, '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR"}]'),
                     lambda s: greatest(s.NgayBoSung, coalesce(s.NgayTiepNhanBoSung, s.NgayBoSung))
-                )), ''),
+                ), lambda t: t >= '20000101' and t < '20500101')), ''),
                 '%Y%m%d%H%M%S'
             ) end
-        ], lambda t: t >= timestamp '2000-01-01' and t < timestamp '2050-01-01')), timestamp '0001-01-01')) // 1000 + 62135596800)::hugeint << 90)
+        ), timestamp '0001-01-01')) // 1000 + 62135596800)::hugeint << 90)
         + (coalesce(DuocThanhToanTrucTuyen = 1, false)::int::hugeint << 89)
         + ((case TrangThaiHoSo
             when '1' then 1
