@@ -1293,6 +1293,53 @@ async fn incremental_equals_full_after_the_clock_steps_back() {
     w.server.abort();
 }
 
+/// A methodology effective from a month after January scores that month on, and the quarters
+/// that begin with it, but not the year nor the months before: those have no index and are
+/// listed; a month it scores keeps its DOSSIER_SYNC window though its year has none (an inner
+/// join on the year's window dropped the month's and counted every dossier synced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_methodology_effective_mid_year_scores_its_months_only() {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    let sql = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("sql"), sql.path());
+    let csv = sql.path().join("methodology/dvcqg-2026.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.contains(",2024-01,"));
+    std::fs::write(&csv, text.replace(",2024-01,", ",2026-02,")).unwrap();
+    let record = build_record(wh.path(), sql.path(), &jobs, true).await;
+    let not_passing: Vec<(&str, &str, u64)> = record
+        .tests
+        .iter()
+        .filter(|t| t.status != TestStatus::Pass)
+        .map(|t| (t.test.as_str(), t.status.as_str(), t.failures))
+        .collect();
+    // January (D7), Q1 and the year 2026 hold records and no methodology scores them.
+    assert_eq!(
+        not_passing,
+        vec![("records_in_periods_without_a_methodology", "warn", 3)],
+        "{:#?}",
+        record.tests
+    );
+    assert!(record.published);
+    let conn = open(wh.path());
+    // March is scored with its own 24-hour window: 3 of 6, as in the main world.
+    assert_eq!(
+        counts_of(&conn, "A", "2026-03").split(' ').nth(3),
+        Some("3/6")
+    );
+    let periods: Vec<String> = rows(
+        &conn,
+        "SELECT DISTINCT period FROM mart_index_unit_period WHERE period IN ('2026-01', '2026-02', '2026-Q1', '2026-Q2', '2026') ORDER BY 1",
+    );
+    assert_eq!(periods, vec!["2026-02", "2026-Q2"]);
+    server.abort();
+}
+
 /// DOSSIER_SYNC's sync window is a methodology parameter (SPEC §4). D2's status 9 (step 03-26
 /// 09:00) first reached the portal 03-28 10:00: 49 hours. Under the 24 hours of dvcqg-2026 A's
 /// March is 3 of 6; with a 50-hour window D2 is in time and March is 4 of 6. An incremental
@@ -3584,8 +3631,8 @@ const CONSERVATION_WARNINGS: [(&str, u64); 5] = [
     ("records_with_times_out_of_range", 1),
     // P1 reports 2026-03 beside B, below it.
     ("national_report_units_are_leaves", 1),
-    // 2023-11 (K8) and 2023-12 (K5's receipt), before dvcqg-2026 (2024-01).
-    ("records_in_periods_without_a_methodology", 2),
+    // 2023-11 (K8), 2023-12 (K5's receipt), 2023-Q4 and 2023, before dvcqg-2026 (2024-01).
+    ("records_in_periods_without_a_methodology", 4),
     // S, left under P4.
     ("units_under_a_parent_no_longer_valid", 1),
 ];
@@ -3622,7 +3669,7 @@ async fn every_record_is_counted_once_in_the_right_unit() {
             ("records_without_an_unambiguous_owner", 6),
             ("records_with_times_out_of_range", 1),
             ("national_report_units_are_leaves", 1),
-            ("records_in_periods_without_a_methodology", 2),
+            ("records_in_periods_without_a_methodology", 4),
             ("units_under_a_parent_no_longer_valid", 1),
         ],
     )
@@ -3746,7 +3793,15 @@ async fn every_record_is_counted_once_in_the_right_unit() {
             test_sql("records_in_periods_without_a_methodology")
         ),
     );
-    assert_eq!(unscored, vec!["2023-11 1 1 0", "2023-12 1 0 0"]);
+    assert_eq!(
+        unscored,
+        vec![
+            "2023 2 1 0",
+            "2023-11 1 1 0",
+            "2023-12 1 0 0",
+            "2023-Q4 2 1 0"
+        ]
+    );
     let out_of_range: Vec<String> = rows(
         &conn,
         &format!(

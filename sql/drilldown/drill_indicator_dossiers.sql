@@ -10,6 +10,7 @@ with
 -- each period with the moment its rules judge it at (its end, or the data watermark)
 periods as (
     select * from {{ ref('int_period_judgement') }}
+    where is_scored
 ),
 
 rollup as (

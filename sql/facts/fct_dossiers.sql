@@ -37,8 +37,9 @@
 with
 
 -- DOSSIER_SYNC's sync window for a dossier received in each month: that of the methodology in
--- force for its month, its quarter and its year (each period judged by its own); a methodology
--- without one allows no delay.
+-- force for its month, its quarter and its year (each period judged by its own, each looked up
+-- on its own: a methodology effective from July scores 2024-08 but not the year 2024). A period
+-- no methodology scores has no window: it allows no delay (the period has no index anyway).
 windows as (
     select
         pe.starts_on as month,
@@ -46,10 +47,10 @@ windows as (
         coalesce(mq.sync_window_hours, 0) as window_quarter,
         coalesce(my.sync_window_hours, 0) as window_year
     from {{ ref('dim_periods') }} as pe
-    inner join {{ ref('int_methodology_by_period') }} as mm on mm.period = pe.period
-    inner join {{ ref('int_methodology_by_period') }} as mq
+    left join {{ ref('int_methodology_by_period') }} as mm on mm.period = pe.period
+    left join {{ ref('int_methodology_by_period') }} as mq
         on mq.period = strftime(pe.starts_on, '%Y') || '-Q' || cast(quarter(pe.starts_on) as varchar)
-    inner join {{ ref('int_methodology_by_period') }} as my on my.period = strftime(pe.starts_on, '%Y')
+    left join {{ ref('int_methodology_by_period') }} as my on my.period = strftime(pe.starts_on, '%Y')
     where pe.period_type = 'month'
 ),
 

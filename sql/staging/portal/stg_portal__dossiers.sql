@@ -55,10 +55,14 @@ versions as (
             -- a date that does not read as yyyymmddHHMMSS counts for nothing (the build does not
             -- stop on it; the data test dossiers_with_unreadable_supplement_dates lists them)
             case when DanhSachHoSoBoSung is not null and DanhSachHoSoBoSung <> '[]' then try_strptime(
-                nullif(list_max(list_filter(list_transform(
+                nullif(list_max(list_transform(
                     from_json(DanhSachHoSoBoSung, '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR"}]'),
-                    lambda s: greatest(s.NgayBoSung, coalesce(s.NgayTiepNhanBoSung, s.NgayBoSung))
-                ), lambda t: t >= '20000101' and t < '20500101')), ''),
+                    -- each date on its own, placeholders left out (compared as yyyymmdd… text)
+                    lambda s: greatest(
+                        case when s.NgayBoSung >= '20000101' and s.NgayBoSung < '20500101' then s.NgayBoSung end,
+                        case when s.NgayTiepNhanBoSung >= '20000101' and s.NgayTiepNhanBoSung < '20500101' then s.NgayTiepNhanBoSung end
+                    )
+                )), ''),
                 '%Y%m%d%H%M%S'
             ) end
         ), timestamp '0001-01-01')) // 1000 + 62135596800)::hugeint << 90)
