@@ -53,11 +53,12 @@ select
     -- scored: a methodology version is in force for the period (none before the first
     -- version's effective month: such a period has no index; the warning test
     -- records_in_periods_without_a_methodology lists its records)
-    pe.period in (select period from scored) as is_scored,
+    s.period is not null as is_scored,
     -- reported: a scored period from the first month with a dossier to the period the watermark
     -- is in; every unit valid at the end of a reported period gets a row, records or not
     coalesce(pe.ends_at > w.first_received_at and pe.starts_at <= w.data_watermark, false)
-        and pe.period in (select period from scored) as is_reported,
+        and s.period is not null as is_reported,
     pe.previous_period
 from periods as pe
 cross join watermark as w
+left join scored as s on s.period = pe.period

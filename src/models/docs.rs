@@ -210,7 +210,7 @@ pub fn test_sql(model: &str, column: Option<&str>, spec: &TestSpec) -> Result<Te
     Ok(TestSql {
         name: format!("{kind}_{model}_{column_label}"),
         kind: kind.to_string(),
-        column: column.map_or(column_label, str::to_string),
+        column: column_label,
         sql,
         severity,
     })

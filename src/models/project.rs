@@ -345,23 +345,25 @@ pub fn relations_read_directly(parsed: &Parsed) -> Vec<String> {
         )
         .expect("valid")
     });
-    let mut text = String::new();
-    fn flatten(segments: &[template::Segment], out: &mut String) {
-        for s in segments {
-            match s {
-                template::Segment::Text(t) => out.push_str(t),
-                template::Segment::Ref(_)
-                | template::Segment::Source(..)
-                | template::Segment::This => out.push_str(" __relation__ "),
-                template::Segment::IfIncremental(a, b) => {
-                    flatten(a, out);
-                    out.push('\n');
-                    flatten(b, out);
-                }
-            }
+    /// Renders every `ref()`, `source()` and `this` as one placeholder name.
+    struct Placeholder;
+    impl template::Resolve for Placeholder {
+        fn model(&self, _: &str) -> String {
+            " __relation__ ".into()
+        }
+        fn source(&self, _: &str, _: &str) -> String {
+            " __relation__ ".into()
+        }
+        fn this(&self) -> String {
+            " __relation__ ".into()
         }
     }
-    flatten(&parsed.segments, &mut text);
+    // Both renderings, so that each branch of `{% if is_incremental() %}` is read.
+    let text = format!(
+        "{}\n{}",
+        parsed.render(&Placeholder, true),
+        parsed.render(&Placeholder, false)
+    );
     let text = COMMENT.replace_all(&text, " ");
     let ctes: BTreeSet<String> = CTE
         .captures_iter(&text)
