@@ -528,6 +528,42 @@ fn ndjson(values: &[Value]) -> String {
     values.iter().map(|v| format!("{v}\n")).collect()
 }
 
+/// Keeps the step, payment, rating and petition feeds current to `at` (yyyymmddHHMMSS), as the
+/// real feeds are with the rest of the country's records: a step, a payment and a rating of a
+/// dossier no unit here holds (nothing counts them), and `petition` sent again unchanged but for
+/// NgayCapNhat. A period is final only once every feed the index reads has passed its end plus
+/// the grace (int_feed_watermarks), so a world whose feeds stop early never has a final period.
+/// Appends to the files in `dir`.
+fn feeds_current_to(dir: &Path, at: &str, petition: &Value) {
+    let append = |name: &str, record: Value| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap();
+        writeln!(f, "{record}").unwrap();
+    };
+    append(
+        "dossier_steps.ndjson",
+        json!({"MaHoSo": "Z0", "NguoiXuLy": "Cán bộ", "ChucDanh": "Chuyên viên", "ThoiDiemXuLy": at,
+               "PhongBanXuLy": "Một cửa", "NoiDungXuLy": "Tiếp nhận", "TrangThai": "2",
+               "NgayBatDau": at, "NgayKetThucTheoQuyDinh": at}),
+    );
+    append(
+        "payments.ndjson",
+        json!({"MaHoSo": "Z0", "MaThamChieu": "TZ0", "SoTien": 50000, "TrangThaiThanhToan": "2",
+               "KenhThanhToan": "PAYGOV", "ThoiGianCapNhat": at}),
+    );
+    append(
+        "ratings.ndjson",
+        json!({"MaHoSo": "Z0", "MaDonVi": "Z", "MucDoHaiLong": "1", "CoKhieuNai": 0, "ThoiGianDanhGia": at}),
+    );
+    let mut p = petition.clone();
+    p["NgayCapNhat"] = json!(at);
+    append("petitions.ndjson", p);
+}
+
 fn version_lines(ds: &[Dossier]) -> String {
     let mut out = Vec::new();
     for d in ds {
@@ -616,6 +652,14 @@ fn snapshots() -> BTreeMap<&'static str, String> {
     ])
 }
 
+/// PK2: B's petition about staff, received 03-25, open.
+fn pk2() -> Value {
+    json!({"MaPAKN": "PK2", "MaDonVi": "B", "PhanLoai": "2", "TieuDe": "Thái độ", "NguoiGui": "Người gửi",
+           "NgayTiepNhan": ts("03-25 10:00"), "TrangThai": "MOI",
+           "LichSuXuLy": [{"TrangThai": "MOI", "ThoiDiem": ts("03-25 10:00")}],
+           "SoLuotThich": 0, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts("03-25 10:00")})
+}
+
 fn feed_files(dir: &Path) {
     let ds = dossiers();
     let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
@@ -661,10 +705,7 @@ fn feed_files(dir: &Path) {
                    "NgayTiepNhan": ts("03-03 09:00"), "TrangThai": "DA_CONG_KHAI",
                    "LichSuXuLy": hist(&[("MOI", "03-03 09:00"), ("DA_GIAI_QUYET", "03-10 10:00"), ("DA_CONG_KHAI", "03-11 10:00")]),
                    "SoLuotThich": 2, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts("03-11 10:00")}),
-            json!({"MaPAKN": "PK2", "MaDonVi": "B", "PhanLoai": "2", "TieuDe": "Thái độ", "NguoiGui": "Người gửi",
-                   "NgayTiepNhan": ts("03-25 10:00"), "TrangThai": "MOI",
-                   "LichSuXuLy": hist(&[("MOI", "03-25 10:00")]),
-                   "SoLuotThich": 0, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts("03-25 10:00")}),
+            pk2(),
             json!({"MaPAKN": "PK3", "MaDonVi": "A", "PhanLoai": "3", "TieuDe": "Khác", "NguoiGui": "Người gửi",
                    "NgayTiepNhan": ts("02-02 09:00"), "TrangThai": "TU_CHOI",
                    "LichSuXuLy": hist(&[("MOI", "02-02 09:00"), ("TU_CHOI", "02-06 09:00")]),
@@ -1204,6 +1245,49 @@ async fn an_incremental_build_equals_a_full_build() {
         Some("0/1")
     );
     assert_eq!(counts_of(&a, "C", "2026-08").split(' ').nth(7), Some("1/1"));
+
+    // The table of early steps stays bounded: D11's early step (12-15) served this build, which
+    // found D11 new; a later build drops it, and every row of how far a build read but the
+    // last. A build starts from the warehouse file one build behind (the spare), so what a
+    // build consumed goes at the second build after it; before the change both stayed for ever.
+    let early = |c: &duckdb::Connection| -> Vec<String> {
+        rows(
+            c,
+            "SELECT coalesce(dossier_id, '-') FROM int_dossier_steps_before_their_dossier ORDER BY 1",
+        )
+    };
+    let first_change = |c: &duckdb::Connection| -> String {
+        c.query_row(
+            "SELECT strftime(first_status_change_at, '%Y-%m-%d') FROM fct_dossiers WHERE dossier_id = 'D11'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(first_change(&a), "2025-12-15");
+    assert!(early(&a).contains(&"D11".to_string()), "{:?}", early(&a));
+    drop(a);
+    // A step of a dossier not synced yet (Z0, the rest of the country) lands.
+    feeds_current_to(input.path(), &ts("08-20 10:00"), &pk2());
+    let steps: Vec<JobConfig> = jobs
+        .iter()
+        .filter(|j| j.name == "dossier_steps")
+        .cloned()
+        .collect();
+    land_all(inc.path(), &steps).await;
+    build_now(inc.path(), &jobs, false).await;
+    build_now(inc.path(), &jobs, false).await;
+    drop(b);
+    land_all(full.path(), &steps).await;
+    build_now(full.path(), &jobs, true).await;
+    let (a, b) = (open(inc.path()), open(full.path()));
+    assert_eq!(early(&a), vec!["-", "-", "Z0"]);
+    assert_eq!(first_change(&a), "2025-12-15");
+    for (name, sql) in COMPARED {
+        if let Some(diff) = row_differences(&a, &b, sql, ("incremental", "full")) {
+            panic!("{name}: incremental and full builds differ after the early steps were dropped\n{diff}");
+        }
+    }
     server.abort();
 }
 
@@ -1554,6 +1638,23 @@ fn synced(at: &str) -> (&'static str, Value) {
     ("ThoiDiemDongBo", json!(ts25(at)))
 }
 
+/// A petition of A in the live world, sent at its receipt.
+fn live_petition(id: &str, received: &str, status: &str, history: Value) -> Value {
+    json!({"MaPAKN": id, "MaDonVi": "A", "PhanLoai": "1", "TieuDe": "Thủ tục", "NguoiGui": "Người gửi",
+           "NgayTiepNhan": ts25(received), "TrangThai": status, "LichSuXuLy": history,
+           "SoLuotThich": 0, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts25(received)})
+}
+
+/// PL1, open from 05-02.
+fn live_pl1() -> Value {
+    live_petition(
+        "PL1",
+        "05-02 09:00",
+        "MOI",
+        json!([{"TrangThai": "MOI", "ThoiDiem": ts25("05-02 09:00")}]),
+    )
+}
+
 fn live_feed_files(dir: &Path) {
     let l7_s1 = json!({"NgayBoSung": ts25("05-05 10:00"), "NgayTiepNhanBoSung": ts25("05-06 09:00"),
                        "NgayHenTraTruoc": ts25("05-09 09:00"), "NgayHenTraMoi": ts25("05-12 09:00")});
@@ -1650,11 +1751,6 @@ fn live_feed_files(dir: &Path) {
                 .collect(),
         )
     };
-    let petition = |id: &str, received: &str, status: &str, history: Value| {
-        json!({"MaPAKN": id, "MaDonVi": "A", "PhanLoai": "1", "TieuDe": "Thủ tục", "NguoiGui": "Người gửi",
-               "NgayTiepNhan": ts25(received), "TrangThai": status, "LichSuXuLy": history,
-               "SoLuotThich": 0, "SoLuotKhongThich": 0, "PhanAnhLai": 0, "NgayCapNhat": ts25(received)})
-    };
     let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
     w("dossiers.ndjson", ndjson(&versions));
     w("dossier_steps.ndjson", String::new());
@@ -1663,14 +1759,14 @@ fn live_feed_files(dir: &Path) {
     w(
         "petitions.ndjson",
         ndjson(&[
-            petition("PL1", "05-02 09:00", "MOI", hist(&[("MOI", "05-02 09:00")])),
-            petition(
+            live_pl1(),
+            live_petition(
                 "PL2",
                 "04-01 09:00",
                 "DA_GIAI_QUYET",
                 hist(&[("MOI", "04-01 09:00"), ("DA_GIAI_QUYET", "04-10 10:00")]),
             ),
-            petition(
+            live_petition(
                 "PL3",
                 "05-05 09:00",
                 "DA_GIAI_QUYET",
@@ -1678,6 +1774,8 @@ fn live_feed_files(dir: &Path) {
             ),
         ]),
     );
+    // The rest of the country keeps the feeds current to the watermark: April can be final.
+    feeds_current_to(dir, &ts25("05-14 12:00"), &live_pl1());
 }
 
 /// The later batch: L6's supplement arrives (new due 05-22 09:00, still open), and a dossier of
@@ -1709,7 +1807,11 @@ fn live_closing_batch(dir: &Path) {
     }
     let w = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
     w("dossiers.ndjson", ndjson(&[l6, l10]));
-    w("petitions.ndjson", String::new());
+    for feed in ["petitions", "dossier_steps", "payments", "ratings"] {
+        w(&format!("{feed}.ndjson"), String::new());
+    }
+    // Every feed reaches 2026-02-20: the 2025 periods can be final.
+    feeds_current_to(dir, "20260220091000", &live_pl1());
 }
 
 /// A build that must publish, with only the named warning tests failing (each once).
@@ -1769,6 +1871,124 @@ fn live_judgement(conn: &duckdb::Connection, period: &str) -> (String, String) {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .unwrap()
+}
+
+/// Status, final_from and the feeds a period waits for, from the warehouse.
+fn judgement_of(conn: &duckdb::Connection, period: &str) -> String {
+    conn.query_row(
+        "SELECT status || ' ' || grace_days || ' ' || strftime(final_from, '%m-%d %H:%M') || ' ' || feeds_waiting::VARCHAR \
+         FROM int_period_judgement WHERE period = ?",
+        [period],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_is_final_once_every_feed_passed_the_grace_set_once() {
+    // The live world (dossiers to 05-14 12:00, the other feeds kept current to it), but the
+    // ratings feed stops at 05-10 09:00: April's end plus the grace is 05-11 00:00.
+    let (url, _server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    live_feed_files(input.path());
+    let rating = |at: &str| json!({"MaHoSo": "Z1", "MaDonVi": "Z", "MucDoHaiLong": "1", "CoKhieuNai": 0, "ThoiGianDanhGia": ts25(at)});
+    std::fs::write(
+        input.path().join("ratings.ndjson"),
+        ndjson(&[rating("05-10 09:00")]),
+    )
+    .unwrap();
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    let synced_late = [("dossier_versions_synced_after_landing", 1)];
+    build_expecting_warnings(wh.path(), &jobs, false, &synced_late).await;
+    {
+        let conn = open(wh.path());
+        // The dossiers alone passed 05-11: before, April was final here.
+        assert_eq!(
+            judgement_of(&conn, "2025-04"),
+            "provisional 10 05-11 00:00 [reporting.ratings]"
+        );
+        // March's end plus the grace (04-11) is passed by every feed; the national report
+        // reached 2026-03's end, past both months' ends.
+        assert_eq!(judgement_of(&conn, "2025-03"), "final 10 04-11 00:00 []");
+        let marts: Vec<String> = rows(
+            &conn,
+            "SELECT DISTINCT status FROM mart_index_unit_period WHERE period = '2025-04'",
+        );
+        assert_eq!(marts, vec!["provisional"]);
+    }
+    // The guard says which feed and why, with the grace it read from the warehouse; a final
+    // is refused.
+    let cfg = chiso::config::PublishConfig::default();
+    let http = chiso::feeds::http::http_client();
+    let april = vec!["2025-04".to_string()];
+    let preview = chiso::publish::publish(
+        wh.path(),
+        &jobs,
+        &cfg,
+        &april,
+        &chiso::publish::PublishOptions {
+            provisional: true,
+            ..Default::default()
+        },
+        &http,
+    )
+    .await
+    .unwrap();
+    let lines: Vec<String> = preview.periods[0]
+        .warnings
+        .iter()
+        .filter(|w| w.kind == "incomplete_feed")
+        .map(|w| w.line())
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["feeds whose data has not reached the period's end plus 10 days (2025-05-11 00:00): reporting.ratings (data to 2025-05-10 09:00)"]
+    );
+    let err = chiso::publish::publish(
+        wh.path(),
+        &jobs,
+        &cfg,
+        &april,
+        &chiso::publish::PublishOptions {
+            accept: Some("test".into()),
+            ..Default::default()
+        },
+        &http,
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("still provisional"), "{err:#}");
+
+    // A rating at 05-11 00:00 exactly: every feed has passed, April is final.
+    std::fs::write(
+        input.path().join("ratings.ndjson"),
+        ndjson(&[rating("05-11 00:00")]),
+    )
+    .unwrap();
+    land_all(wh.path(), &jobs).await;
+    build_expecting_warnings(wh.path(), &jobs, false, &synced_late).await;
+    assert_eq!(
+        judgement_of(&open(wh.path()), "2025-04"),
+        "final 10 05-11 00:00 []"
+    );
+
+    // The grace is one setting, `vars: grace_days` in dbt_project.yml: at 20 days, April waits
+    // for every record feed (all stop by 05-14) but not for the national report (it waits for
+    // the month, not the grace). The models reading it rebuild on the changed value.
+    let sql = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("sql"), sql.path());
+    let project = sql.path().join("dbt_project.yml");
+    let text = std::fs::read_to_string(&project).unwrap();
+    assert!(text.contains("grace_days: 10"));
+    std::fs::write(&project, text.replace("grace_days: 10", "grace_days: 20")).unwrap();
+    let record = build_record(wh.path(), sql.path(), &jobs, false).await;
+    assert!(record.published, "{record:#?}");
+    assert_eq!(
+        judgement_of(&open(wh.path()), "2025-04"),
+        "provisional 20 05-21 00:00 [payments.payments, portal.dossier_steps, portal.dossiers, reporting.petitions, reporting.ratings]"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3004,6 +3224,9 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
     let (url, _server) = serve_snapshots().await;
     let input = tempfile::tempdir().unwrap();
     feed_files(input.path());
+    // The rest of the country keeps the step, payment, rating and petition feeds current past
+    // March's end plus the grace (04-11): March is final.
+    feeds_current_to(input.path(), &ts("04-20 10:00"), &pk2());
     let jobs = golden_jobs(&url, input.path());
     let wh = tempfile::tempdir().unwrap();
     land_all(wh.path(), &jobs).await;
@@ -3015,8 +3238,8 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
     assert_eq!(cfg.targets.len(), 3);
     let http = chiso::feeds::http::http_client();
     let opts = chiso::publish::PublishOptions {
-        // The golden feeds stop in July: ratings and petitions have not passed 04-10.
-        accept: Some("golden data: the record feeds stop before the grace ends".into()),
+        // A unit moves more than 15 points from February (a handful of dossiers per unit).
+        accept: Some("golden data: a handful of dossiers per unit".into()),
         push: true,
         ..Default::default()
     };
@@ -3616,9 +3839,13 @@ fn test_sql(name: &str) -> String {
     let text = regex::Regex::new(r"\{\{\s*config\([^}]*\)\s*\}\}")
         .unwrap()
         .replace_all(&text, "");
-    regex::Regex::new(r"\{\{\s*ref\('([a-z_0-9]+)'\)\s*\}\}")
+    let text = regex::Regex::new(r"\{\{\s*ref\('([a-z_0-9]+)'\)\s*\}\}")
         .unwrap()
-        .replace_all(&text, "$1")
+        .replace_all(&text, "$1");
+    let vars = chiso::models::project::load_vars(&repo().join("sql")).unwrap();
+    regex::Regex::new(r"\{\{\s*var\('([a-z_0-9]+)'\)\s*\}\}")
+        .unwrap()
+        .replace_all(&text, |c: &regex::Captures| vars[&c[1]].clone())
         .into_owned()
 }
 

@@ -5,8 +5,8 @@
 -- that working days between two dates are a subtraction.
 --
 -- The data's times are those the index judges with: dossiers (submitted, received, due, ended),
--- petitions (first received) and the catalogue's dates. A time before 2000 or from 2050 on is
--- taken for a placeholder (a `99991231…` sentinel, a zeroed date), not a date to plan the
+-- petitions (first received) and the catalogue's dates. A time before 2000 or from 2050 on (vars
+-- earliest_real_time, latest_real_time in dbt_project.yml) is taken for a placeholder (a `99991231…` sentinel, a zeroed date), not a date to plan the
 -- calendar around: it is kept in the record as it came, listed by the warning test
 -- records_with_times_out_of_range, and falls in no period.
 
@@ -17,38 +17,38 @@ with
 data_times as (
     select
         least(
-            min(submitted_at) filter (where submitted_at >= timestamp '2000-01-01'),
-            min(received_at) filter (where received_at >= timestamp '2000-01-01'),
-            min(due_at) filter (where due_at >= timestamp '2000-01-01'),
-            min(processed_at) filter (where processed_at >= timestamp '2000-01-01'),
-            min(returned_at) filter (where returned_at >= timestamp '2000-01-01'),
-            min(refused_at) filter (where refused_at >= timestamp '2000-01-01')
+            min(submitted_at) filter (where submitted_at >= timestamp '{{ var('earliest_real_time') }}'),
+            min(received_at) filter (where received_at >= timestamp '{{ var('earliest_real_time') }}'),
+            min(due_at) filter (where due_at >= timestamp '{{ var('earliest_real_time') }}'),
+            min(processed_at) filter (where processed_at >= timestamp '{{ var('earliest_real_time') }}'),
+            min(returned_at) filter (where returned_at >= timestamp '{{ var('earliest_real_time') }}'),
+            min(refused_at) filter (where refused_at >= timestamp '{{ var('earliest_real_time') }}')
         ) as first_time,
         greatest(
-            max(submitted_at) filter (where submitted_at < timestamp '2050-01-01'),
-            max(received_at) filter (where received_at < timestamp '2050-01-01'),
-            max(due_at) filter (where due_at < timestamp '2050-01-01'),
-            max(processed_at) filter (where processed_at < timestamp '2050-01-01'),
-            max(returned_at) filter (where returned_at < timestamp '2050-01-01'),
-            max(refused_at) filter (where refused_at < timestamp '2050-01-01')
+            max(submitted_at) filter (where submitted_at < timestamp '{{ var('latest_real_time') }}'),
+            max(received_at) filter (where received_at < timestamp '{{ var('latest_real_time') }}'),
+            max(due_at) filter (where due_at < timestamp '{{ var('latest_real_time') }}'),
+            max(processed_at) filter (where processed_at < timestamp '{{ var('latest_real_time') }}'),
+            max(returned_at) filter (where returned_at < timestamp '{{ var('latest_real_time') }}'),
+            max(refused_at) filter (where refused_at < timestamp '{{ var('latest_real_time') }}')
         ) as last_time
     from {{ ref('stg_portal__dossiers') }}
     union all
     select
-        min(first_received_at) filter (where first_received_at >= timestamp '2000-01-01'),
-        max(first_received_at) filter (where first_received_at < timestamp '2050-01-01')
+        min(first_received_at) filter (where first_received_at >= timestamp '{{ var('earliest_real_time') }}'),
+        max(first_received_at) filter (where first_received_at < timestamp '{{ var('latest_real_time') }}')
     from {{ ref('stg_reporting__petitions') }}
     union all
     select
         cast(least(
-            min(announced_on) filter (where announced_on >= date '2000-01-01'),
-            min(legal_basis_effective_on) filter (where legal_basis_effective_on >= date '2000-01-01'),
-            min(posted_on) filter (where posted_on >= date '2000-01-01')
+            min(announced_on) filter (where announced_on >= date '{{ var('earliest_real_time') }}'),
+            min(legal_basis_effective_on) filter (where legal_basis_effective_on >= date '{{ var('earliest_real_time') }}'),
+            min(posted_on) filter (where posted_on >= date '{{ var('earliest_real_time') }}')
         ) as timestamp),
         cast(greatest(
-            max(announced_on) filter (where announced_on < date '2050-01-01'),
-            max(legal_basis_effective_on) filter (where legal_basis_effective_on < date '2050-01-01'),
-            max(posted_on) filter (where posted_on < date '2050-01-01')
+            max(announced_on) filter (where announced_on < date '{{ var('latest_real_time') }}'),
+            max(legal_basis_effective_on) filter (where legal_basis_effective_on < date '{{ var('latest_real_time') }}'),
+            max(posted_on) filter (where posted_on < date '{{ var('latest_real_time') }}')
         ) as timestamp)
     from {{ ref('stg_catalogue__procedures') }}
 ),

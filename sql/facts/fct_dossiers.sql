@@ -185,6 +185,10 @@ calendar as (
     select * from {{ ref('dim_calendar') }}
 ),
 
+working_days as (
+    select * from {{ ref('dim_working_days') }}
+),
+
 -- DOSSIER_SYNC: a status change (a processing step) reached the portal when the first version
 -- carrying its status at or after the step was received (a status can come back: processing,
 -- supplement, processing again, and each change is matched on its own); its delay is the time
@@ -277,12 +281,10 @@ statutory_due as (
     inner join calendar as received_day on received_day.calendar_date = cast(d.received_at as date)
     left join calendar as asked_day on asked_day.calendar_date = cast(d.supplement_requested_at as date)
     left join calendar as answered_day on answered_day.calendar_date = cast(d.supplement_answered_at as date)
-    inner join calendar as due_day
-        on due_day.is_working_day
-        and due_day.working_day_number = received_day.working_day_number + p.statutory_working_days
-    inner join calendar as extended_day
-        on extended_day.is_working_day
-        and extended_day.working_day_number = received_day.working_day_number + p.statutory_working_days
+    inner join working_days as due_day
+        on due_day.working_day_number = received_day.working_day_number + p.statutory_working_days
+    inner join working_days as extended_day
+        on extended_day.working_day_number = received_day.working_day_number + p.statutory_working_days
             + case when d.supplement_count >= 1
                 then greatest(coalesce(answered_day.working_day_number - asked_day.working_day_number, 0), 0)
                 else 0 end

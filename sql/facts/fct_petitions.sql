@@ -13,6 +13,10 @@ calendar as (
     select * from {{ ref('dim_calendar') }}
 ),
 
+working_days as (
+    select * from {{ ref('dim_working_days') }}
+),
+
 history as (
     select
         petition_id,
@@ -36,7 +40,7 @@ milestones as (
     group by petition_id
 ),
 
--- n working days after a time, same time of day (a day off counts from the next working day).
+-- n working days after a time, same time of day (dim_working_days says how).
 deadlines as (
     select
         p.petition_id,
@@ -45,9 +49,9 @@ deadlines as (
         d15.calendar_date + (p.first_received_at - date_trunc('day', p.first_received_at)) as resolve_due_at
     from petitions as p
     inner join calendar as r on r.calendar_date = cast(p.first_received_at as date)
-    inner join calendar as d2 on d2.is_working_day and d2.working_day_number = r.working_day_number + 2
-    inner join calendar as d5 on d5.is_working_day and d5.working_day_number = r.working_day_number + 5
-    inner join calendar as d15 on d15.is_working_day and d15.working_day_number = r.working_day_number + 15
+    inner join working_days as d2 on d2.working_day_number = r.working_day_number + 2
+    inner join working_days as d5 on d5.working_day_number = r.working_day_number + 5
+    inner join working_days as d15 on d15.working_day_number = r.working_day_number + 15
 ),
 
 publish_deadline as (
@@ -56,7 +60,7 @@ publish_deadline as (
         d.calendar_date + (m.resolved_at - date_trunc('day', m.resolved_at)) as publish_due_at
     from milestones as m
     inner join calendar as r on r.calendar_date = cast(m.resolved_at as date)
-    inner join calendar as d on d.is_working_day and d.working_day_number = r.working_day_number + 2
+    inner join working_days as d on d.working_day_number = r.working_day_number + 2
 ),
 
 joined as (

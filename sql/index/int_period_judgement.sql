@@ -11,9 +11,12 @@
 -- A period that has ended by the watermark is judged at its end; one that has not (the live
 -- month, quarter and year) as of the watermark: every rule that judges something "at the end
 -- of the period" (open dossiers and petitions, supplements, answers not yet published) judges
--- it at `judged_as_of`. A period is final once the watermark has passed its end plus the grace
--- window for late syncs (10 days); provisional before. Without any dossier data there is no
--- watermark: every period is judged at its end and provisional, and none is reported.
+-- it at `judged_as_of`. A period is final once every feed the index reads (int_feed_watermarks:
+-- dossiers, their steps, petitions, ratings, payments, the national report) has data from its
+-- end plus the grace for late syncs on (var grace_days in dbt_project.yml, 10 days; the publish
+-- guard reads it from here); provisional before, and `feeds_waiting` names the feeds it waits
+-- for. Without any dossier data there is no watermark: every period is judged at its end and
+-- provisional, and none is reported.
 
 with
 
@@ -31,6 +34,24 @@ watermark as (
         max(synced_at) filter (where synced_at <= version_loaded_at) as data_watermark,
         min(received_at) as first_received_at
     from {{ ref('stg_portal__dossiers') }}
+),
+
+feeds as (
+    select * from {{ ref('int_feed_watermarks') }}
+),
+
+-- per period: the feeds whose data has not reached its end plus the grace
+waiting as (
+    select
+        pe.period,
+        list(f.feed order by f.feed) filter (
+            where f.data_through is null
+               or f.data_through < pe.ends_at
+                   + case when f.waits_for_grace then interval ({{ var('grace_days') }}) day else interval 0 day end
+        ) as feeds_waiting
+    from periods as pe
+    cross join feeds as f
+    group by pe.period
 )
 
 select
@@ -49,7 +70,10 @@ select
     -- the first day of the watermark's month: a live period judges the dossiers late since an
     -- earlier month as late, a later month as on time, and that month's by their exact time
     cast(date_trunc('month', w.data_watermark) as date) as watermark_month,
-    case when w.data_watermark >= pe.ends_at + interval 10 day then 'final' else 'provisional' end as status,
+    {{ var('grace_days') }} as grace_days,
+    pe.ends_at + interval ({{ var('grace_days') }}) day as final_from,
+    case when len(coalesce(wt.feeds_waiting, [])) = 0 then 'final' else 'provisional' end as status,
+    coalesce(wt.feeds_waiting, []) as feeds_waiting,
     -- scored: a methodology version is in force for the period (none before the first
     -- version's effective month: such a period has no index; the warning test
     -- records_in_periods_without_a_methodology lists its records)
@@ -62,3 +86,4 @@ select
 from periods as pe
 cross join watermark as w
 left join scored as s on s.period = pe.period
+left join waiting as wt on wt.period = pe.period

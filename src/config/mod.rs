@@ -1327,6 +1327,18 @@ columns = [
     }
 
     #[test]
+    fn the_grace_is_not_a_publish_setting_any_more() {
+        let text = "[publish]\nmax_change_points = 15\ngrace_days = 10\n";
+        let errs = ProjectConfig::parse(Path::new("chiso.toml"), text, &|_| None).unwrap_err();
+        let e = errs.0[0].to_string();
+        assert!(e.starts_with("chiso.toml:3: "), "{e}");
+        assert!(
+            e.contains("vars: grace_days") && e.contains("dbt_project.yml"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_value_names_file_line_and_field() {
         let text = GOOD.replace("page_size = 500", "page_size = 0");
         let errs = parse_job(Path::new("jobs/petitions.toml"), &text, &project()).unwrap_err();

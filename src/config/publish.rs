@@ -18,9 +18,9 @@ pub(super) struct PublishSection {
     /// A unit's total moving more than this many points from the previous period is a
     /// warning that blocks a final publication unless accepted. Default 15.
     max_change_points: Option<f64>,
-    /// Days after a period's end that late syncs are waited for: a feed whose watermark has
-    /// not passed the end plus these days is incomplete for the period. Default 10.
-    grace_days: Option<u32>,
+    /// Moved to `vars: grace_days` in the SQL folder's `dbt_project.yml`, read by the models
+    /// and, through the warehouse, by the guard: kept here only to say so.
+    grace_days: Option<Spanned<toml::Value>>,
     #[serde(default)]
     targets: BTreeMap<String, Spanned<TargetSection>>,
 }
@@ -55,7 +55,6 @@ pub enum PushFormat {
 #[derive(Debug, Clone)]
 pub struct PublishConfig {
     pub max_change_points: f64,
-    pub grace_days: u32,
     pub targets: Vec<TargetConfig>,
 }
 
@@ -63,7 +62,6 @@ impl Default for PublishConfig {
     fn default() -> Self {
         PublishConfig {
             max_change_points: 15.0,
-            grace_days: 10,
             targets: Vec::new(),
         }
     }
@@ -89,6 +87,12 @@ impl PublishSection {
         errors: &mut Vec<ConfigError>,
     ) -> PublishConfig {
         let defaults = PublishConfig::default();
+        if let Some(g) = &self.grace_days {
+            errors.push(src.at(
+                Some(g.span()),
+                "publish.grace_days has moved to `vars: grace_days` in the SQL folder's dbt_project.yml: one setting, read by the models (a period is final once every feed passed it) and by the publish guard through the warehouse; remove it here",
+            ));
+        }
         let mut targets = Vec::new();
         for (name, section) in self.targets {
             let t = section.into_inner();
@@ -140,7 +144,6 @@ impl PublishSection {
         }
         PublishConfig {
             max_change_points: self.max_change_points.unwrap_or(defaults.max_change_points),
-            grace_days: self.grace_days.unwrap_or(defaults.grace_days),
             targets,
         }
     }

@@ -46,6 +46,47 @@ pub struct DataTest {
 pub struct Project {
     pub models: BTreeMap<String, Model>,
     pub tests: Vec<DataTest>,
+    /// `vars:` from `dbt_project.yml`, as `{{ var('…') }}` renders each (one setting read by
+    /// every model, dbt's and chiso's builds alike).
+    pub vars: BTreeMap<String, String>,
+}
+
+/// Reads `vars:` from `sql_dir/dbt_project.yml` (none when the file is absent). Values are
+/// scalars, rendered as dbt renders them (`10`, `2000-01-01`).
+pub fn load_vars(sql_dir: &Path) -> Result<BTreeMap<String, String>, String> {
+    #[derive(serde::Deserialize)]
+    struct DbtProject {
+        #[serde(default)]
+        vars: BTreeMap<String, serde_norway::Value>,
+    }
+    let path = sql_dir.join("dbt_project.yml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let project: DbtProject = serde_norway::from_str(&text).map_err(|e| {
+        let line = e.location().map_or(0, |l| l.line());
+        format!("{}:{line}: {e}", path.display())
+    })?;
+    project
+        .vars
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match &v {
+                serde_norway::Value::String(s) => s.clone(),
+                serde_norway::Value::Number(n) => n.to_string(),
+                serde_norway::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(format!(
+                        "{}: vars.{k}: expected a string, number or boolean",
+                        path.display()
+                    ))
+                }
+            };
+            Ok((k, text))
+        })
+        .collect()
 }
 
 impl Project {
@@ -54,7 +95,10 @@ impl Project {
         let files = super::files_with_extension(sql_dir, "sql")
             .map_err(|e| vec![format!("{}: {e}", sql_dir.display())])?;
         let tests_dir = sql_dir.join("tests");
-        let mut p = Project::default();
+        let mut p = Project {
+            vars: load_vars(sql_dir).map_err(|e| vec![e])?,
+            ..Project::default()
+        };
         let mut errors = Vec::new();
         for path in files {
             let text = match std::fs::read_to_string(&path) {
@@ -64,13 +108,37 @@ impl Project {
                     continue;
                 }
             };
-            let parsed = match template::parse(&text) {
+            let mut parsed = match template::parse(&text) {
                 Ok(p) => p,
                 Err(e) => {
                     errors.push(format!("{}:{}: {}", path.display(), e.line, e.message));
                     continue;
                 }
             };
+            // The values a file reads are part of what it is: a changed var rebuilds it.
+            let used: Vec<(String, String)> = parsed
+                .vars()
+                .into_iter()
+                .map(|v| {
+                    let value = p.vars.get(&v).cloned().unwrap_or_default();
+                    (v, value)
+                })
+                .collect();
+            if let Err(e) = parsed.bind_vars(&p.vars) {
+                errors.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+            if parsed
+                .config_list("pre_hook")
+                .iter()
+                .any(|h| template::parse(h).is_ok_and(|h| !h.vars().is_empty()))
+            {
+                errors.push(format!(
+                    "{}: var() in a pre_hook is not supported; use it in the model's SQL",
+                    path.display()
+                ));
+                continue;
+            }
             let name = path
                 .file_stem()
                 .and_then(|s| s.to_str())
@@ -136,7 +204,12 @@ impl Project {
                     refs,
                     sql_sha256: {
                         use sha2::Digest;
-                        format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+                        let mut h = sha2::Sha256::new();
+                        h.update(text.as_bytes());
+                        for (k, v) in &used {
+                            h.update(format!("\n-- var {k} = {v}").as_bytes());
+                        }
+                        format!("{:x}", h.finalize())
                     },
                     doc: None,
                 },
@@ -155,7 +228,12 @@ impl Project {
                     }
                 }
                 for g in generic {
-                    match super::docs::parse_test(&g) {
+                    match super::docs::parse_test(&g).and_then(|mut parsed| {
+                        parsed
+                            .bind_vars(&p.vars)
+                            .map_err(|e| format!("{}: {}: {e}", g.file.display(), g.name))?;
+                        Ok(parsed)
+                    }) {
                         Ok(parsed) => p.tests.push(DataTest {
                             name: g.name,
                             path: g.file,

@@ -1,6 +1,7 @@
 //! The subset of dbt's Jinja that chiso models use, parsed without a template engine:
 //! `{{ ref('model') }}`, `{{ source('feed', 'dataset') }}`, `{{ config(…) }}` (its `pre_hook`
-//! strings are templates too), `{{ this }}`,
+//! strings are templates too), `{{ this }}`, `{{ var('name') }}` (a value from `vars:` in
+//! `dbt_project.yml`, bound by [`Parsed::bind_vars`]),
 //! `{% if is_incremental() %} … {% else %} … {% endif %}` and `{# comments #}`. Anything else is an error
 //! naming the file and line, so a model that parses here means the same under dbt-duckdb.
 //!
@@ -24,6 +25,8 @@ pub enum Segment {
     Ref(String),
     Source(String, String),
     This,
+    /// `{{ var('name') }}`: replaced by the value's text once the project's vars are bound.
+    Var(String),
     /// The first branch when the model is built incrementally on top of an existing table,
     /// the second (`{% else %}`, maybe empty) otherwise.
     IfIncremental(Vec<Segment>, Vec<Segment>),
@@ -76,6 +79,50 @@ impl Parsed {
         out
     }
 
+    /// Project variables this file reads (`var('…')`), in order of first use.
+    pub fn vars(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(&self.segments, &mut |s| {
+            if let Segment::Var(v) = s {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
+            }
+        });
+        out
+    }
+
+    /// Replaces every `var('…')` by its value's text, as dbt renders `{{ var('…') }}`; a name
+    /// `vars` does not hold is an error naming it.
+    pub fn bind_vars(&mut self, vars: &BTreeMap<String, String>) -> Result<(), String> {
+        fn bind(segs: &mut [Segment], vars: &BTreeMap<String, String>) -> Result<(), String> {
+            for s in segs.iter_mut() {
+                match s {
+                    Segment::Var(name) => match vars.get(name.as_str()) {
+                        Some(v) => *s = Segment::Text(v.clone()),
+                        None => {
+                            return Err(format!(
+                                "var('{name}') is not set under vars: in dbt_project.yml (set: {})",
+                                if vars.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                                }
+                            ))
+                        }
+                    },
+                    Segment::IfIncremental(then, other) => {
+                        bind(then, vars)?;
+                        bind(other, vars)?
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        bind(&mut self.segments, vars)
+    }
+
     pub fn config_str(&self, key: &str) -> Option<&str> {
         match self.config.get(key) {
             Some(ConfigValue::Str(s)) => Some(s),
@@ -123,6 +170,8 @@ fn render_into(segs: &[Segment], r: &dyn Resolve, incremental: bool, out: &mut S
             Segment::Ref(m) => out.push_str(&r.model(m)),
             Segment::Source(a, b) => out.push_str(&r.source(a, b)),
             Segment::This => out.push_str(&r.this()),
+            // Unbound (a file parsed outside a project): left as written, so DuckDB names it.
+            Segment::Var(v) => out.push_str(&format!("var('{v}')")),
             Segment::IfIncremental(then, other) => {
                 let branch = if incremental { then } else { other };
                 render_into(branch, r, incremental, out)
@@ -197,6 +246,7 @@ pub fn parse(text: &str) -> Result<Parsed, TemplateError> {
                         arg_str(&args[1]).map_err(|m| err(start, m))?,
                     )),
                     ("this", 0) if !inner.contains('(') => current.push(Segment::This),
+                    ("var", 1) => current.push(Segment::Var(arg_str(&args[0]).map_err(|m| err(start, m))?)),
                     ("config", _) => {
                         for a in &args {
                             let (k, v) = a
@@ -209,7 +259,7 @@ pub fn parse(text: &str) -> Result<Parsed, TemplateError> {
                     _ => {
                         return Err(err(
                             start,
-                            format!("unsupported template expression {{{{ {inner} }}}}: chiso models use ref(), source(), config() and this"),
+                            format!("unsupported template expression {{{{ {inner} }}}}: chiso models use ref(), source(), var(), config() and this"),
                         ))
                     }
                 }
@@ -416,8 +466,28 @@ mod tests {
     }
 
     #[test]
+    fn vars_render_their_value_once_bound() {
+        let mut p = parse(
+            "select {{ var('grace_days') }} {% if is_incremental() %}{{ var('since') }}{% endif %}",
+        )
+        .unwrap();
+        assert_eq!(p.vars(), vec!["grace_days", "since"]);
+        let mut vars = BTreeMap::from([("grace_days".to_string(), "10".to_string())]);
+        let e = p.clone().bind_vars(&vars).unwrap_err();
+        assert!(
+            e.contains("var('since') is not set") && e.contains("grace_days"),
+            "{e}"
+        );
+        vars.insert("since".into(), "2000-01-01".into());
+        p.bind_vars(&vars).unwrap();
+        assert_eq!(p.render(&R, true), "select 10 2000-01-01");
+        assert_eq!(p.render(&R, false), "select 10 ");
+        assert!(p.vars().is_empty());
+    }
+
+    #[test]
     fn errors_name_the_line() {
-        let e = parse("select 1\n{{ var('x') }}").unwrap_err();
+        let e = parse("select 1\n{{ env_var('x') }}").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("unsupported template expression"), "{e}");
         let e = parse("select\n\n{% if is_incremental() %} x").unwrap_err();

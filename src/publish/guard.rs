@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{JobConfig, PublishConfig};
 use crate::duck;
-use crate::lake::commit::JobState;
 use crate::ledger;
 use crate::models::snapshot;
 
@@ -252,8 +251,6 @@ fn load_personal_values(
 /// The warnings a final publication of `period` must have accepted.
 pub fn warnings(
     conn: &duck::Connection,
-    warehouse: &Path,
-    jobs: &[JobConfig],
     cfg: &PublishConfig,
     period: &str,
 ) -> anyhow::Result<Vec<Warning>> {
@@ -279,33 +276,28 @@ pub fn warnings(
             units: moved,
         });
     }
-    let (ends_before, previous): (String, Option<String>) = conn
+    // The grace and the feeds still short of it, as the build judged the period
+    // (int_period_judgement, var grace_days): one rule for the status and for this warning.
+    let (final_from, grace_days, previous): (String, i64, Option<String>) = conn
         .query_row(
-            "SELECT strftime(ends_before, '%Y%m%d'), previous_period FROM wh.int_period_judgement WHERE period = ?",
+            "SELECT strftime(final_from, '%Y-%m-%d %H:%M'), grace_days, previous_period \
+             FROM wh.int_period_judgement WHERE period = ?",
             [period],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .context("reading the period's end from int_period_judgement")?;
-    let due = chrono::NaiveDate::parse_from_str(&ends_before, "%Y%m%d")
-        .map(|d| d + chrono::Duration::days(i64::from(cfg.grace_days)))
-        .context("the period's end")?;
-    let due_compact = due.format("%Y%m%d000000").to_string();
-    let mut short = Vec::new();
-    for job in jobs.iter().filter(|j| j.dataset.version.is_some()) {
-        let summary = JobState::new(warehouse, &job.name).summary()?;
-        match summary.watermark {
-            Some(w) if w.as_str() >= due_compact.as_str() => {}
-            Some(w) => short.push(format!("{} (data to {w})", job.name)),
-            None => short.push(format!("{} (no data)", job.name)),
-        }
-    }
+        .context("reading the period's grace from int_period_judgement")?;
+    let short = units_where(
+        "SELECT f.feed || ' (' || coalesce('data to ' || strftime(f.data_through, '%Y-%m-%d %H:%M'), 'no data') || ')' \
+         FROM wh.int_period_judgement AS j, unnest(j.feeds_waiting) AS w(feed) \
+         JOIN wh.int_feed_watermarks AS f ON f.feed = w.feed \
+         WHERE j.period = ? ORDER BY f.feed",
+        &[&period],
+    )?;
     if !short.is_empty() {
         out.push(Warning {
             kind: "incomplete_feed".into(),
             message: format!(
-                "feeds whose data has not reached the period's end plus {} days ({}): {}",
-                cfg.grace_days,
-                due,
+                "feeds whose data has not reached the period's end plus {grace_days} days ({final_from}): {}",
                 short.join(", ")
             ),
             units: Vec::new(),

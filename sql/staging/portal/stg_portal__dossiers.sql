@@ -37,7 +37,8 @@ source as not materialized (
 -- choosing the winner is a max over fixed-size values: from the top, the state time (seconds
 -- since 0001-01-01, 36 bits), online payment (1 bit), workflow rank (3 bits), the portal's
 -- receive time (seconds, 36 bits) and the landing time (milliseconds, 50 bits). NULL times
--- count as 0001-01-01 (lowest), and so do placeholder times, before 2000 or from 2050 on (the
+-- count as 0001-01-01 (lowest), and so do placeholder times, before 2000 or from 2050 on (vars
+-- earliest_real_time, latest_real_time; the
 -- bounds of records_with_times_out_of_range, which lists them): a `99991231…` sentinel would
 -- overflow the key's 36 bits and stop the build, and would make its version win over every
 -- later one, its correction included. The record keeps its times as they came. The lake file
@@ -47,11 +48,11 @@ versions as (
         MaHoSo as dossier_id,
         (hash(filename)::uhugeint << 64) + file_row_number::uhugeint as locator,
         ((epoch_ms(coalesce(greatest(
-            case when NgayNopHoSo >= timestamp '2000-01-01' and NgayNopHoSo < timestamp '2050-01-01' then NgayNopHoSo end,
-            case when NgayTiepNhan >= timestamp '2000-01-01' and NgayTiepNhan < timestamp '2050-01-01' then NgayTiepNhan end,
-            case when NgayKetThucXuLy >= timestamp '2000-01-01' and NgayKetThucXuLy < timestamp '2050-01-01' then NgayKetThucXuLy end,
-            case when NgayTra >= timestamp '2000-01-01' and NgayTra < timestamp '2050-01-01' then NgayTra end,
-            case when NgayTuChoi >= timestamp '2000-01-01' and NgayTuChoi < timestamp '2050-01-01' then NgayTuChoi end,
+            case when NgayNopHoSo >= timestamp '{{ var('earliest_real_time') }}' and NgayNopHoSo < timestamp '{{ var('latest_real_time') }}' then NgayNopHoSo end,
+            case when NgayTiepNhan >= timestamp '{{ var('earliest_real_time') }}' and NgayTiepNhan < timestamp '{{ var('latest_real_time') }}' then NgayTiepNhan end,
+            case when NgayKetThucXuLy >= timestamp '{{ var('earliest_real_time') }}' and NgayKetThucXuLy < timestamp '{{ var('latest_real_time') }}' then NgayKetThucXuLy end,
+            case when NgayTra >= timestamp '{{ var('earliest_real_time') }}' and NgayTra < timestamp '{{ var('latest_real_time') }}' then NgayTra end,
+            case when NgayTuChoi >= timestamp '{{ var('earliest_real_time') }}' and NgayTuChoi < timestamp '{{ var('latest_real_time') }}' then NgayTuChoi end,
             -- a date that does not read as yyyymmddHHMMSS counts for nothing (the build does not
             -- stop on it; the data test dossiers_with_unreadable_supplement_dates lists them)
             case when DanhSachHoSoBoSung is not null and DanhSachHoSoBoSung <> '[]' then try_strptime(
@@ -59,8 +60,8 @@ versions as (
                     from_json(DanhSachHoSoBoSung, '[{"NgayBoSung":"VARCHAR","NgayTiepNhanBoSung":"VARCHAR"}]'),
                     -- each date on its own, placeholders left out (compared as yyyymmdd… text)
                     lambda s: greatest(
-                        case when s.NgayBoSung >= '20000101' and s.NgayBoSung < '20500101' then s.NgayBoSung end,
-                        case when s.NgayTiepNhanBoSung >= '20000101' and s.NgayTiepNhanBoSung < '20500101' then s.NgayTiepNhanBoSung end
+                        case when s.NgayBoSung >= replace('{{ var('earliest_real_time') }}', '-', '') and s.NgayBoSung < replace('{{ var('latest_real_time') }}', '-', '') then s.NgayBoSung end,
+                        case when s.NgayTiepNhanBoSung >= replace('{{ var('earliest_real_time') }}', '-', '') and s.NgayTiepNhanBoSung < replace('{{ var('latest_real_time') }}', '-', '') then s.NgayTiepNhanBoSung end
                     )
                 )), ''),
                 '%Y%m%d%H%M%S'
@@ -77,7 +78,7 @@ versions as (
             else 6
         end)::hugeint << 86)
         + ((epoch_ms(coalesce(
-            case when ThoiDiemDongBo >= timestamp '2000-01-01' and ThoiDiemDongBo < timestamp '2050-01-01' then ThoiDiemDongBo end,
+            case when ThoiDiemDongBo >= timestamp '{{ var('earliest_real_time') }}' and ThoiDiemDongBo < timestamp '{{ var('latest_real_time') }}' then ThoiDiemDongBo end,
             timestamp '0001-01-01'
         )) // 1000 + 62135596800)::hugeint << 50)
         + (epoch_ms(_ingested_at) + 62135596800000)::hugeint as version_key,
