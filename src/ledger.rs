@@ -7,7 +7,8 @@
 //! - `pub_index_unit_period`, `pub_index_indicator`: the marts' rows as published, with the
 //!   revision. Their columns follow the marts (new mart columns are added, never removed).
 //! - `pub_receipts`: one row per (target, period, revision) of a final revision: pending until
-//!   the portal acknowledged it, then acknowledged with the portal's receipt.
+//!   the portal acknowledged it, then acknowledged with the portal's receipt; superseded when a
+//!   newer final revision of the period was recorded before it was delivered (never sent).
 //!
 //! Only `chiso publish` writes it (under `_state/_publish/lock`). Every build copies it into
 //! the published warehouse ([`copy_into`]) with views of the latest revision per period and
@@ -84,10 +85,11 @@ CREATE TABLE IF NOT EXISTS pub_receipts (
 );
 ";
 
-/// The key a portal deduplicates a push on: one per target, period and revision (kept in
-/// `pub_receipts`).
-pub fn idempotency_key(target: &str, period: &str, revision: i64) -> String {
-    format!("chiso/{target}/{period}/rev-{revision}")
+/// The key a portal deduplicates a push on: one per target, period, revision and payload
+/// (`digest`, [`crate::publish::push::content_digest`]), so that a key is never sent with other
+/// bytes (kept in `pub_receipts`).
+pub fn idempotency_key(target: &str, period: &str, revision: i64, digest: &str) -> String {
+    format!("chiso/{target}/{period}/rev-{revision}/{digest}")
 }
 
 pub fn path(warehouse: &Path) -> PathBuf {

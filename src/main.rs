@@ -33,6 +33,10 @@ fn main() -> ExitCode {
                 eprint!("chiso: {c}");
                 return ExitCode::from(cli::EXIT_CONFIG);
             }
+            if e.downcast_ref::<chiso::publish::Held>().is_some() {
+                eprintln!("chiso: {e:#}");
+                return ExitCode::from(cli::EXIT_HELD);
+            }
             eprintln!("chiso: {e:#}");
             ExitCode::from(cli::EXIT_FAILED)
         }

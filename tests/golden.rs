@@ -1247,14 +1247,22 @@ async fn an_incremental_build_equals_a_full_build() {
     assert_eq!(counts_of(&a, "C", "2026-08").split(' ').nth(7), Some("1/1"));
 
     // The table of early steps stays bounded: D11's early step (12-15) served this build, which
-    // found D11 new; a later build drops it, and every row of how far a build read but the
-    // last. A build starts from the warehouse file one build behind (the spare), so what a
-    // build consumed goes at the second build after it; before the change both stayed for ever.
-    let early = |c: &duckdb::Connection| -> Vec<String> {
-        rows(
+    // found D11 new (its first status change is that step), and fct_dossiers then deleted it;
+    // of the rows saying how far builds read, at most two stay (the newest when a build starts,
+    // and its own). Before the change every row stayed for ever.
+    let early = |c: &duckdb::Connection| -> (Vec<String>, i64) {
+        let waiting = rows(
             c,
-            "SELECT coalesce(dossier_id, '-') FROM int_dossier_steps_before_their_dossier ORDER BY 1",
-        )
+            "SELECT dossier_id FROM int_dossier_steps_before_their_dossier WHERE dossier_id IS NOT NULL ORDER BY 1",
+        );
+        let reach: i64 = c
+            .query_row(
+                "SELECT count(*) FROM int_dossier_steps_before_their_dossier WHERE dossier_id IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (waiting, reach)
     };
     let first_change = |c: &duckdb::Connection| -> String {
         c.query_row(
@@ -1265,9 +1273,11 @@ async fn an_incremental_build_equals_a_full_build() {
         .unwrap()
     };
     assert_eq!(first_change(&a), "2025-12-15");
-    assert!(early(&a).contains(&"D11".to_string()), "{:?}", early(&a));
+    let (waiting, reach) = early(&a);
+    assert!(waiting.is_empty() && reach <= 2, "{waiting:?} {reach}");
     drop(a);
-    // A step of a dossier not synced yet (Z0, the rest of the country) lands.
+    // A step of a dossier not synced yet (Z0, the rest of the country) lands, and builds go on
+    // (a build starts from the file one build behind, the spare: two builds see it).
     feeds_current_to(input.path(), &ts("08-20 10:00"), &pk2());
     let steps: Vec<JobConfig> = jobs
         .iter()
@@ -1275,13 +1285,15 @@ async fn an_incremental_build_equals_a_full_build() {
         .cloned()
         .collect();
     land_all(inc.path(), &steps).await;
-    build_now(inc.path(), &jobs, false).await;
-    build_now(inc.path(), &jobs, false).await;
+    for _ in 0..3 {
+        build_now(inc.path(), &jobs, false).await;
+        let (waiting, reach) = early(&open(inc.path()));
+        assert!(waiting == vec!["Z0"] && reach <= 2, "{waiting:?} {reach}");
+    }
     drop(b);
     land_all(full.path(), &steps).await;
     build_now(full.path(), &jobs, true).await;
     let (a, b) = (open(inc.path()), open(full.path()));
-    assert_eq!(early(&a), vec!["-", "-", "Z0"]);
     assert_eq!(first_change(&a), "2025-12-15");
     for (name, sql) in COMPARED {
         if let Some(diff) = row_differences(&a, &b, sql, ("incremental", "full")) {
@@ -1921,7 +1933,6 @@ async fn a_period_is_final_once_every_feed_passed_the_grace_set_once() {
     // The guard says which feed and why, with the grace it read from the warehouse; a final
     // is refused.
     let cfg = chiso::config::PublishConfig::default();
-    let http = chiso::feeds::http::http_client();
     let april = vec!["2025-04".to_string()];
     let preview = chiso::publish::publish(
         wh.path(),
@@ -1932,7 +1943,6 @@ async fn a_period_is_final_once_every_feed_passed_the_grace_set_once() {
             provisional: true,
             ..Default::default()
         },
-        &http,
     )
     .await
     .unwrap();
@@ -1955,7 +1965,6 @@ async fn a_period_is_final_once_every_feed_passed_the_grace_set_once() {
             accept: Some("test".into()),
             ..Default::default()
         },
-        &http,
     )
     .await
     .unwrap_err();
@@ -3208,6 +3217,194 @@ async fn compaction_keeps_every_row_and_the_warehouse() {
     sim.stop().await;
 }
 
+/// D3's late version (paid online, finished 04-02 after a supplement), landed by the dossiers
+/// job alone, then a build: March moves after its first final revision.
+async fn land_late_d3_and_build(input: &Path, wh: &Path, jobs: &[JobConfig]) {
+    let d3 = dossiers().into_iter().find(|d| d.id == "D3").unwrap();
+    let mut late = d3.base.clone();
+    for (k, v) in [
+        ("MaHoSo", json!("D3")),
+        ("DonViXuLy", json!("A")),
+        ("TrangThaiHoSo", json!("9")),
+        (
+            "DanhSachHoSoBoSung",
+            json!([{"NgayBoSung": ts("03-31 10:00"), "NgayTiepNhanBoSung": ts("04-01 09:00")}]),
+        ),
+        ("NgayKetThucXuLy", json!(ts("04-02 16:00"))),
+        ("DuocThanhToanTrucTuyen", json!(1)),
+        ("ThoiDiemDongBo", json!(ts("07-20 09:00"))),
+    ] {
+        late[k] = v;
+    }
+    std::fs::write(input.join("dossiers.ndjson"), ndjson(&[late])).unwrap();
+    let ctx = RunContext {
+        warehouse: wh.to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    let dossiers_job = jobs.iter().find(|j| j.name == "dossiers").unwrap();
+    let r = run_job(&ctx, dossiers_job).await.unwrap();
+    assert_eq!(r.totals.rows_landed, 1);
+    build_now(wh, jobs, false).await;
+}
+
+/// A portal on loopback that answers as configured: `/moved` redirects a POST to a login page,
+/// `/html` answers 200 with a page, `/portal` stores each push (its revision, key and body's
+/// digest) and answers 201 with a receipt.
+async fn odd_portal() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    let stored = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = stored.clone();
+    let app = axum::Router::new()
+        .route(
+            "/moved",
+            post(|| async { (StatusCode::FOUND, [("location", "/login")], "") }),
+        )
+        .route(
+            "/login",
+            get(|| async { ([("content-type", "text/html")], "<html>Đăng nhập</html>") }),
+        )
+        .route(
+            "/html",
+            post(|| async { ([("content-type", "text/html")], "<html>ok</html>") }),
+        )
+        .route(
+            "/portal",
+            post(move |headers: HeaderMap, body: bytes::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    use sha2::Digest;
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let mut k = kept.lock().unwrap();
+                    k.push((
+                        h("x-chiso-revision"),
+                        h("idempotency-key"),
+                        format!("{:x}", sha2::Sha256::digest(&body)),
+                    ));
+                    let receipt = format!("r-{}", k.len());
+                    (
+                        StatusCode::CREATED,
+                        axum::Json(json!({"receipt": receipt, "duplicate": false})),
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, stored)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_is_sent_only_its_own_answers_newest_revision_under_a_key_of_its_bytes() {
+    let (url, _server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    feeds_current_to(input.path(), &ts("04-20 10:00"), &pk2());
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    build_now(wh.path(), &jobs, false).await;
+    let (portal, stored) = odd_portal().await;
+    let target = |path: &str| chiso::config::PublishConfig {
+        targets: vec![chiso::config::TargetConfig {
+            name: "p".into(),
+            url: format!("{portal}{path}"),
+            token: Default::default(),
+            format: chiso::config::PushFormat::Json,
+            levels: vec![1, 2, 3],
+            timeout: std::time::Duration::from_secs(10),
+            attempts: 1,
+        }],
+        ..Default::default()
+    };
+    let march = vec!["2026-03".to_string()];
+    let opts = chiso::publish::PublishOptions {
+        accept: Some("golden data: a handful of dossiers per unit".into()),
+        push: true,
+        ..Default::default()
+    };
+    let publish = |path: &'static str| {
+        let (jobs, march, opts, w) = (&jobs, &march, &opts, wh.path().to_path_buf());
+        let cfg = target(path);
+        async move {
+            chiso::publish::publish(&w, jobs, &cfg, march, opts)
+                .await
+                .unwrap()
+        }
+    };
+    let receipts = || {
+        let conn = chiso::ledger::open_read_only(wh.path(), std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        rows(
+            &conn,
+            "SELECT revision || ' ' || status || ' ' || coalesce(portal_receipt, '-') FROM pub_receipts ORDER BY revision",
+        )
+    };
+
+    // A redirect (to a login page) is not a delivery: before, the POST became a GET whose 200
+    // was recorded as acknowledged, for ever.
+    let first = publish("/moved").await;
+    assert_eq!(first.periods[0].revision, 1);
+    let p = &first.pushes[0];
+    assert!(!p.acknowledged, "{p:?}");
+    assert!(
+        p.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("302 Found, a redirect to /login: not followed"),
+        "{p:?}"
+    );
+    assert_eq!(receipts(), vec!["1 pending -"]);
+    // A 200 page is not the portal's answer either.
+    let again = publish("/html").await;
+    assert!(!again.pushes[0].acknowledged);
+    assert!(
+        again.pushes[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("without a receipt"),
+        "{:?}",
+        again.pushes[0]
+    );
+
+    // March moves: revision 2. Revision 1, never delivered, is superseded: not sent, ever.
+    land_late_d3_and_build(input.path(), wh.path(), &jobs).await;
+    let second = publish("/html").await;
+    assert_eq!(second.periods[0].revision, 2);
+    assert_eq!(receipts(), vec!["1 superseded -", "2 pending -"]);
+    let delivered = publish("/portal").await;
+    assert!(
+        delivered.pushes.iter().all(|p| p.acknowledged),
+        "{:?}",
+        delivered.pushes
+    );
+    assert_eq!(receipts(), vec!["1 superseded -", "2 acknowledged r-1"]);
+    let got = stored.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (revision, key, digest) = &got[0];
+    assert_eq!(revision, "2");
+    // The key carries the bytes' digest: never the same key for other bytes.
+    assert_eq!(key, &format!("chiso/p/2026-03/rev-2/{}", &digest[..16]));
+    assert_eq!(delivered.pushes[0].idempotency_key, *key);
+    // Nothing pending: nothing more sent.
+    let quiet = publish("/portal").await;
+    assert!(quiet.pushes.is_empty(), "{:?}", quiet.pushes);
+    assert_eq!(stored.lock().unwrap().len(), 1);
+}
+
 /// Publication on the hand-worked data: 2026-03 published final is revision 1 and goes to each
 /// portal once; publishing it again changes nothing and sends nothing; a dossier version that
 /// lands late for March (D3, A's, paid online after all: `DuocThanhToanTrucTuyen` 1, synced
@@ -3236,7 +3433,6 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
     let sim = start_sim(small_world(3, 0.5), chiso::sim::faults::Faults::none()).await;
     let cfg = project_at(&sim.base_url()).publish;
     assert_eq!(cfg.targets.len(), 3);
-    let http = chiso::feeds::http::http_client();
     let opts = chiso::publish::PublishOptions {
         // A unit moves more than 15 points from February (a handful of dossiers per unit).
         accept: Some("golden data: a handful of dossiers per unit".into()),
@@ -3245,10 +3441,10 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
     };
     let march = vec!["2026-03".to_string()];
     let publish = |opts: chiso::publish::PublishOptions| {
-        let (jobs, cfg, http, march) = (&jobs, &cfg, &http, &march);
+        let (jobs, cfg, march) = (&jobs, &cfg, &march);
         let w = wh.path().to_path_buf();
         async move {
-            chiso::publish::publish(&w, jobs, cfg, march, &opts, http)
+            chiso::publish::publish(&w, jobs, cfg, march, &opts)
                 .await
                 .unwrap()
         }
@@ -3282,32 +3478,7 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
     assert_eq!(sim.state.publications().len(), 3);
 
     // D3's late version, landed by the dossiers job alone, then a build.
-    let d3 = dossiers().into_iter().find(|d| d.id == "D3").unwrap();
-    let mut late = d3.base.clone();
-    for (k, v) in [
-        ("MaHoSo", json!("D3")),
-        ("DonViXuLy", json!("A")),
-        ("TrangThaiHoSo", json!("9")),
-        (
-            "DanhSachHoSoBoSung",
-            json!([{"NgayBoSung": ts("03-31 10:00"), "NgayTiepNhanBoSung": ts("04-01 09:00")}]),
-        ),
-        ("NgayKetThucXuLy", json!(ts("04-02 16:00"))),
-        ("DuocThanhToanTrucTuyen", json!(1)),
-        ("ThoiDiemDongBo", json!(ts("07-20 09:00"))),
-    ] {
-        late[k] = v;
-    }
-    std::fs::write(input.path().join("dossiers.ndjson"), ndjson(&[late])).unwrap();
-    let ctx = RunContext {
-        warehouse: wh.path().to_path_buf(),
-        project_root: repo(),
-        http: chiso::feeds::http::http_client(),
-    };
-    let dossiers_job = jobs.iter().find(|j| j.name == "dossiers").unwrap();
-    let r = run_job(&ctx, dossiers_job).await.unwrap();
-    assert_eq!(r.totals.rows_landed, 1);
-    build_now(wh.path(), &jobs, false).await;
+    land_late_d3_and_build(input.path(), wh.path(), &jobs).await;
 
     // The build kept what was published and says what moved since.
     {

@@ -51,7 +51,6 @@ impl World {
             &self.project.publish,
             &periods,
             &opts,
-            &chiso::feeds::http::http_client(),
         )
         .await
     }
@@ -526,8 +525,8 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
         };
         match exit {
             Some(s) if s.success() => break runs,
-            // Exit 1: a push used up its attempts (30% fail); the next run sends it again.
-            Some(s) => assert_eq!(s.code(), Some(1), "publish failed: {s}"),
+            // Exit 5: a push used up its attempts (30% fail); the next run sends it again.
+            Some(s) => assert_eq!(s.code(), Some(5), "publish failed: {s}"),
             None => {}
         }
     };

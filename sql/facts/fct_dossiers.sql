@@ -9,9 +9,14 @@
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_payments = (SELECT coalesce(max(payment_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_catalogue = (SELECT coalesce(max(catalogue_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}",
         "{% if is_incremental() %}SET VARIABLE fct_dossiers_calendar = (SELECT coalesce(max(calendar_loaded_at), TIMESTAMP '0001-01-01') FROM {{ this }}){% endif %}"
+    ],
+    post_hook=[
+        "DELETE FROM {{ ref('int_dossier_steps_before_their_dossier') }} WHERE dossier_id IN (SELECT f.dossier_id FROM {{ this }} AS f INNER JOIN (SELECT DISTINCT dossier_id FROM {{ ref('int_dossier_steps_before_their_dossier') }}) AS e ON e.dossier_id = f.dossier_id)"
     ]
 ) }}
 -- depends_on: {{ ref('int_dossier_steps_before_their_dossier') }} (read by the incremental branch only; dbt needs the hint)
+-- The post_hook consumes that table: the early steps of every dossier built here are deleted
+-- from it once this model has built (each was read when its dossier was first computed).
 -- One row per dossier (dossier_id) with the attributes the index counts: effective due time,
 -- when and how handling ended, supplements, lateness, fees and online payment, results,
 -- digitisation, national-database use, rating, and whether its status changes reached the

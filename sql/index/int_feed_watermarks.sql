@@ -9,11 +9,15 @@
 -- has a wrong clock and does not count (for dossiers the warning test
 -- dossier_versions_synced_after_landing lists it). Dossier steps carry the step's time. The
 -- national report covers whole months and is published after each ends: its watermark is the end
--- of the latest month it reported, and a period waits for the report of its last month, not for
--- a grace after it (`waits_for_grace` false).
+-- of the latest month it reported that had ended when the report landed (one national snapshot
+-- reports every unit at once), and a period waits for the report of its last month, not for a
+-- grace after it (`waits_for_grace` false).
 -- A feed holding no record has no watermark and holds every period back: an empty feed is a feed
--- not pulled yet, not one with nothing to say. The calendar, the catalogue and the registry are
--- reference data read as they stand, not feeds with a time.
+-- not pulled yet, not one with nothing to say. A feed is judged by the times its records carry,
+-- so a quiet one (no petition updated since the period's end plus the grace, no dossier synced on
+-- a weekend) holds a period back until its next record; a deployment where a feed is not
+-- connected lists it in var feeds_not_waited_for. The calendar, the catalogue and the registry
+-- are reference data read as they stand, not feeds with a time.
 
 select 'portal.dossiers' as feed, 'ThoiDiemDongBo' as time_field,
     true as waits_for_grace,
@@ -52,6 +56,8 @@ from {{ ref('stg_payments__payments') }}
 union all
 
 select 'national_report.received', 'KyBaoCao', false,
-    max(cast(period || '-01' as timestamp) + interval 1 month),
+    -- a month that had not ended when its report landed (a mistyped or future month) says nothing
+    max(cast(period || '-01' as timestamp) + interval 1 month)
+        filter (where cast(period || '-01' as timestamp) + interval 1 month <= loaded_at),
     count(*)
 from {{ ref('stg_national_report__received') }}

@@ -51,6 +51,11 @@ waiting as (
         ) as feeds_waiting
     from periods as pe
     cross join feeds as f
+    -- var feeds_not_waited_for: feeds a deployment does not wait for (comma-separated)
+    where not list_contains(
+        list_transform(string_split('{{ var('feeds_not_waited_for') }}', ','), lambda x: trim(x)),
+        f.feed
+    )
     group by pe.period
 )
 

@@ -302,7 +302,6 @@ async fn preview(
         &project.publish,
         &[period.to_string()],
         &opts,
-        &chiso::feeds::http::http_client(),
     )
     .await
     {

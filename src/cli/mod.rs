@@ -45,6 +45,11 @@ pub(crate) const EXIT_OK: u8 = 0;
 pub(crate) const EXIT_FAILED: u8 = 1;
 pub(crate) const EXIT_CONFIG: u8 = 2;
 pub(crate) const EXIT_QUARANTINED: u8 = 3;
+/// `chiso publish`: held back by the rules (the period not final yet, the guard's warnings not
+/// accepted); nothing recorded or sent for that period.
+pub(crate) const EXIT_HELD: u8 = 4;
+/// `chiso publish`: recorded, but a push to a portal is still pending (the next publish sends it).
+pub(crate) const EXIT_PUSH_PENDING: u8 = 5;
 
 /// chiso: scheduled ETL and DuckDB warehouse for the tax administration's service-quality index.
 ///

@@ -54,7 +54,7 @@ pub(crate) async fn publish(g: &Globals, a: PublishArgs) -> anyhow::Result<u8> {
         print_report(&report);
     }
     Ok(if report.pending_pushes() > 0 {
-        EXIT_FAILED
+        EXIT_PUSH_PENDING
     } else {
         EXIT_OK
     })
@@ -71,15 +71,8 @@ pub(crate) async fn run_publish(
     build_after: bool,
 ) -> anyhow::Result<PublishReport> {
     let warehouse = warehouse_dir(&g.dir, project);
-    let report = chiso::publish::publish(
-        &warehouse,
-        &jobs.pulls,
-        &project.publish,
-        periods,
-        opts,
-        &chiso::feeds::http::http_client(),
-    )
-    .await?;
+    let report =
+        chiso::publish::publish(&warehouse, &jobs.pulls, &project.publish, periods, opts).await?;
     if build_after && report.periods.iter().any(|p| p.created) {
         build_to_show(project, &warehouse, &jobs.pulls).await?;
     }

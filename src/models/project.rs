@@ -128,13 +128,13 @@ impl Project {
                 errors.push(format!("{}: {e}", path.display()));
                 continue;
             }
-            if parsed
-                .config_list("pre_hook")
+            if ["pre_hook", "pre-hook", "post_hook", "post-hook"]
                 .iter()
-                .any(|h| template::parse(h).is_ok_and(|h| !h.vars().is_empty()))
+                .flat_map(|k| parsed.config_list(k))
+                .any(|h| template::parse(&h).is_ok_and(|h| !h.vars().is_empty()))
             {
                 errors.push(format!(
-                    "{}: var() in a pre_hook is not supported; use it in the model's SQL",
+                    "{}: var() in a hook is not supported; use it in the model's SQL",
                     path.display()
                 ));
                 continue;
@@ -619,5 +619,59 @@ left join (select * from pragma_table_info('m')) as p on true
                 .any(|m| m.contains("b.sql") && m.contains("\"merge\"")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn vars_come_from_dbt_project_and_are_part_of_the_digest() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.sql", "select {{ var('grace_days') }} as g");
+        write(
+            d.path(),
+            "b.sql",
+            "{{ config(post_hook=\"select {{ var('grace_days') }}\") }} select 1 as x",
+        );
+        write(d.path(), "c.sql", "select {{ var('nope') }} as n");
+        let project = |vars: &str| {
+            write(
+                d.path(),
+                "dbt_project.yml",
+                &format!("name: t\nvars:\n{vars}"),
+            );
+            Project::load(d.path())
+        };
+        let e = project("  grace_days: 10\n").unwrap_err();
+        assert!(
+            e.iter()
+                .any(|m| m.contains("b.sql") && m.contains("var() in a hook")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("c.sql") && m.contains("var('nope') is not set")),
+            "{e:?}"
+        );
+        std::fs::remove_file(d.path().join("b.sql")).unwrap();
+        std::fs::remove_file(d.path().join("c.sql")).unwrap();
+        struct Names;
+        impl template::Resolve for Names {
+            fn model(&self, name: &str) -> String {
+                name.to_string()
+            }
+            fn source(&self, feed: &str, dataset: &str) -> String {
+                format!("{feed}_{dataset}")
+            }
+            fn this(&self) -> String {
+                "this".into()
+            }
+        }
+        let ten = project("  grace_days: 10\n").unwrap();
+        assert_eq!(
+            ten.models["a"].parsed.render(&Names, false),
+            "select 10 as g"
+        );
+        let twenty = project("  grace_days: 20\n").unwrap();
+        assert_ne!(ten.models["a"].sql_sha256, twenty.models["a"].sql_sha256);
+        let e = project("  grace_days: [1, 2]\n").unwrap_err();
+        assert!(e[0].contains("vars.grace_days"), "{e:?}");
     }
 }

@@ -287,7 +287,8 @@ pub fn warnings(
         )
         .context("reading the period's grace from int_period_judgement")?;
     let short = units_where(
-        "SELECT f.feed || ' (' || coalesce('data to ' || strftime(f.data_through, '%Y-%m-%d %H:%M'), 'no data') || ')' \
+        "SELECT f.feed || ' (' || coalesce('data to ' || strftime(f.data_through, '%Y-%m-%d %H:%M'), 'no data') \
+           || CASE WHEN f.waits_for_grace THEN '' ELSE '; needs the report of the period''s last month' END || ')' \
          FROM wh.int_period_judgement AS j, unnest(j.feeds_waiting) AS w(feed) \
          JOIN wh.int_feed_watermarks AS f ON f.feed = w.feed \
          WHERE j.period = ? ORDER BY f.feed",

@@ -48,6 +48,19 @@ pub struct PublishOptions {
     pub push: bool,
 }
 
+/// A publication the rules held back, not an error of chiso's or of a portal's: the period is
+/// not final yet, or the guard's warnings were not accepted. `chiso publish` exits 4 on it.
+#[derive(Debug)]
+pub struct Held(pub String);
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Held {}
+
 /// What became of one period.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeriodOutcome {
@@ -117,7 +130,6 @@ pub async fn publish(
     cfg: &PublishConfig,
     periods: &[String],
     opts: &PublishOptions,
-    http: &reqwest::Client,
 ) -> anyhow::Result<PublishReport> {
     let _lock = lock(warehouse).await?;
     let outcomes = {
@@ -133,7 +145,7 @@ pub async fn publish(
     // Pending pushes are of final revisions only (a provisional one has no receipts), so a
     // scheduled preview also sends what an earlier final publication left pending.
     let pushes = if opts.push {
-        push::push_pending(warehouse, &cfg.targets, http).await?
+        push::push_pending(warehouse, &cfg.targets).await?
     } else {
         Vec::new()
     };
@@ -240,9 +252,18 @@ fn record_period(
         "final"
     };
     if !opts.provisional && basis.mart_status != "final" {
-        bail!(
-            "{period} is still provisional: its data has not passed the period's end plus the grace days; `chiso publish {period} --provisional` writes a preview"
-        );
+        let waiting: String = conn
+            .query_row(
+                "SELECT array_to_string(feeds_waiting, ', ') FROM wh.int_period_judgement WHERE period = ?",
+                [period],
+                |r| r.get(0),
+            )
+            .unwrap_or_default();
+        return Err(Held(format!(
+            "{period} is still provisional: not every feed's data has passed the period's end plus the grace days (waiting for: {}); `chiso publish {period} --provisional` writes a preview",
+            if waiting.is_empty() { "the next build" } else { waiting.as_str() }
+        ))
+        .into());
     }
     let latest = revision::latest(conn, period)?;
     if let Some(l) = &latest {
@@ -273,10 +294,11 @@ fn record_period(
     let warnings = guard::warnings(conn, cfg, period)?;
     if status == "final" && !warnings.is_empty() && opts.accept.is_none() {
         let list: Vec<String> = warnings.iter().map(|w| format!("- {}", w.line())).collect();
-        bail!(
+        return Err(Held(format!(
             "{period} was not published: the guard warns\n{}\nCheck them, then publish with --accept \"reason\" (recorded with the revision), or publish a preview with --provisional.",
             list.join("\n")
-        );
+        ))
+        .into());
     }
     let change = latest
         .as_ref()

@@ -4,6 +4,17 @@
 //! again by the next publish (or the scheduler's); a revision a target acknowledged is never
 //! sent to it again. A crash between the POST and its receipt sends the same key again, which
 //! the portal answers as a duplicate: each portal stores each revision once.
+//!
+//! Never wrong about delivery:
+//! - redirects are not followed (a 302 to a login page would turn the POST into a GET whose 200
+//!   is no receipt); a 3xx is an error naming where it pointed, and the push stays pending;
+//! - a receipt is recorded only from the portal's own answer: a 2xx whose body is a JSON object
+//!   with a `receipt`, or a 409 (already stored) with a JSON body;
+//! - only the newest final revision of a period is sent to a target: an older one still
+//!   pending is `superseded` (recorded, never sent), so a portal never receives revision 1
+//!   after revision 2;
+//! - the idempotency key carries the payload's digest, so a key is never reused for other
+//!   bytes (the key sent is kept in `pub_receipts`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +36,8 @@ pub struct PushOutcome {
     pub target: String,
     pub period: String,
     pub revision: i64,
+    /// The key sent: target, period, revision and the payload's digest.
+    pub idempotency_key: String,
     pub attempts: u32,
     /// The portal acknowledged it (now, or as a duplicate of an earlier send).
     pub acknowledged: bool,
@@ -50,12 +63,27 @@ pub fn payload(rev: &Revision, target: &TargetConfig) -> anyhow::Result<(Vec<u8>
     })
 }
 
-/// Sends every pending receipt of a configured target; returns what became of each.
+/// The client pushes are sent with: the shared settings, and no redirect followed.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("chiso/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("the HTTP client builds with static settings")
+    })
+}
+
+/// Sends every pending receipt of a configured target; returns what became of each. A pending
+/// receipt with a newer final revision of its period for the same target is superseded first.
 pub async fn push_pending(
     warehouse: &Path,
     targets: &[TargetConfig],
-    http: &reqwest::Client,
 ) -> anyhow::Result<Vec<PushOutcome>> {
+    let http = client();
+    supersede(warehouse)?;
     let (pending, revisions) = {
         let Some(conn) = ledger::open_read_only(warehouse, Duration::from_secs(30))? else {
             return Ok(Vec::new());
@@ -64,7 +92,7 @@ pub async fn push_pending(
             return Ok(Vec::new());
         }
         let mut stmt = conn.prepare(
-            "SELECT target, period, revision FROM pub_receipts WHERE status <> 'acknowledged' \
+            "SELECT target, period, revision FROM pub_receipts WHERE status = 'pending' \
              ORDER BY period, revision, target",
         )?;
         let pending: Vec<(String, String, i64)> = stmt
@@ -105,7 +133,12 @@ async fn send(
     rev: &Revision,
 ) -> anyhow::Result<PushOutcome> {
     let (body, content_type) = payload(rev, target)?;
-    let key = idempotency_key(&target.name, &rev.meta.period, rev.meta.revision);
+    let key = idempotency_key(
+        &target.name,
+        &rev.meta.period,
+        rev.meta.revision,
+        &content_digest(&body),
+    );
     let attempts = AtomicU32::new(0);
     let call = || async {
         attempts.fetch_add(1, Ordering::Relaxed);
@@ -125,22 +158,13 @@ async fn send(
             retryable: true,
         })?;
         let status = resp.status();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = resp.text().await.unwrap_or_default();
-        if status.is_success() || status == reqwest::StatusCode::CONFLICT {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            return Ok((
-                v["receipt"].as_str().map(str::to_string),
-                status == reqwest::StatusCode::CONFLICT || v["duplicate"].as_bool() == Some(true),
-            ));
-        }
-        Err(SendError {
-            message: format!(
-                "{} answered {status}: {}",
-                target.url,
-                text.chars().take(200).collect::<String>()
-            ),
-            retryable: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS,
-        })
+        answer(&target.url, status, location.as_deref(), &text)
     };
     let result = call
         .retry(
@@ -153,11 +177,12 @@ async fn send(
         .when(|e: &SendError| e.retryable)
         .await;
     let tries = attempts.load(Ordering::Relaxed);
-    Ok(match result {
-        Ok((receipt, duplicate)) => PushOutcome {
+    Ok(match result.map(|r| (r, key.clone())) {
+        Ok(((receipt, duplicate), key)) => PushOutcome {
             target: target.name.clone(),
             period: rev.meta.period.clone(),
             revision: rev.meta.revision,
+            idempotency_key: key,
             attempts: tries,
             acknowledged: true,
             duplicate,
@@ -168,6 +193,7 @@ async fn send(
             target: target.name.clone(),
             period: rev.meta.period.clone(),
             revision: rev.meta.revision,
+            idempotency_key: key,
             attempts: tries,
             acknowledged: false,
             duplicate: false,
@@ -183,16 +209,97 @@ fn record(warehouse: &Path, o: &PushOutcome) -> anyhow::Result<()> {
         conn.execute(
             "UPDATE pub_receipts SET status = 'acknowledged', attempts = attempts + ?, last_error = NULL, \
                acknowledged_at = CAST(get_current_timestamp() AS TIMESTAMP) + INTERVAL 7 HOUR, \
-               portal_receipt = ?, duplicate = ? \
+               portal_receipt = ?, duplicate = ?, idempotency_key = ? \
              WHERE target = ? AND period = ? AND revision = ?",
-            duckdb::params![o.attempts, o.receipt, o.duplicate, o.target, o.period, o.revision],
+            duckdb::params![o.attempts, o.receipt, o.duplicate, o.idempotency_key, o.target, o.period, o.revision],
         )?;
     } else {
         conn.execute(
-            "UPDATE pub_receipts SET status = 'pending', attempts = attempts + ?, last_error = ? \
+            "UPDATE pub_receipts SET status = 'pending', attempts = attempts + ?, last_error = ?, idempotency_key = ? \
              WHERE target = ? AND period = ? AND revision = ?",
-            duckdb::params![o.attempts, o.error, o.target, o.period, o.revision],
+            duckdb::params![o.attempts, o.error, o.idempotency_key, o.target, o.period, o.revision],
         )?;
+    }
+    Ok(())
+}
+
+/// The first 16 hex digits of the payload's SHA-256: the part of the idempotency key that ties
+/// it to these bytes.
+pub fn content_digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(body))[..16].to_string()
+}
+
+/// What the portal's answer means: `(receipt, duplicate)` when it is the portal's own
+/// acknowledgement, else why not (and whether trying again may help).
+fn answer(
+    url: &str,
+    status: reqwest::StatusCode,
+    location: Option<&str>,
+    text: &str,
+) -> Result<(Option<String>, bool), SendError> {
+    let shown = || text.chars().take(200).collect::<String>();
+    if status.is_redirection() {
+        return Err(SendError {
+            message: format!(
+                "{url} answered {status}, a redirect to {}: not followed (a publication is acknowledged only by the portal's own answer; check the target's url)",
+                location.unwrap_or("nowhere")
+            ),
+            retryable: false,
+        });
+    }
+    if status.is_success() || status == reqwest::StatusCode::CONFLICT {
+        let v: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(text).ok();
+        let receipt = v
+            .as_ref()
+            .and_then(|o| o.get("receipt"))
+            .and_then(|r| r.as_str())
+            .map(str::to_string);
+        let duplicate = status == reqwest::StatusCode::CONFLICT
+            || v.as_ref()
+                .and_then(|o| o.get("duplicate"))
+                .and_then(|d| d.as_bool())
+                == Some(true);
+        return match (&v, &receipt) {
+            (Some(_), Some(_)) => Ok((receipt, duplicate)),
+            (Some(_), None) if status == reqwest::StatusCode::CONFLICT => Ok((None, true)),
+            _ => Err(SendError {
+                message: format!(
+                    "{url} answered {status} without a receipt (expected a JSON object with \"receipt\"): {}",
+                    shown()
+                ),
+                retryable: false,
+            }),
+        };
+    }
+    Err(SendError {
+        message: format!("{url} answered {status}: {}", shown()),
+        retryable: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+    })
+}
+
+/// Marks `superseded` every pending receipt whose target has a newer final revision of the
+/// same period recorded: only the newest figures are sent, and never after newer ones.
+fn supersede(warehouse: &Path) -> anyhow::Result<()> {
+    if !ledger::path(warehouse).exists() {
+        return Ok(());
+    }
+    let conn = ledger::open(warehouse, Duration::from_secs(30))?;
+    let n = conn.execute(
+        "UPDATE pub_receipts AS r SET status = 'superseded', \
+           last_error = 'superseded by revision ' || ( \
+             SELECT max(n.revision) FROM pub_receipts AS n \
+             WHERE n.target = r.target AND n.period = r.period AND n.revision > r.revision) \
+         WHERE r.status = 'pending' AND EXISTS ( \
+           SELECT 1 FROM pub_receipts AS n \
+           WHERE n.target = r.target AND n.period = r.period AND n.revision > r.revision)",
+        [],
+    )?;
+    if n > 0 {
+        tracing::info!(
+            receipts = n,
+            "Pending pushes superseded by a newer revision of their period; not sent."
+        );
     }
     Ok(())
 }

@@ -447,15 +447,24 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<()
                 duckdb::params![n.revision, b.period],
             )?;
         }
-        if n.status == "final" {
+        if n.status == "final" && !n.targets.is_empty() {
+            // The key of each push, from the payload it will carry (the push recomputes it and
+            // keeps the one it sent).
+            let rows = super::rows::Revision::load(conn, &b.period, n.revision)?;
             for t in n.targets {
+                let (body, _) = super::push::payload(&rows, t)?;
                 conn.execute(
                     "INSERT INTO pub_receipts VALUES (?, ?, ?, ?, 'pending', 0, NULL, NULL, NULL, NULL)",
                     duckdb::params![
                         t.name,
                         b.period,
                         n.revision,
-                        ledger::idempotency_key(&t.name, &b.period, n.revision)
+                        ledger::idempotency_key(
+                            &t.name,
+                            &b.period,
+                            n.revision,
+                            &super::push::content_digest(&body)
+                        )
                     ],
                 )?;
             }

@@ -76,11 +76,10 @@ impl Daemon {
         let period =
             publish::choose_period(&slot.job.period, planned.with_timezone(&tz).date_naive());
         let opts = PublishOptions::for_job(&slot.job);
-        let (warehouse, jobs, cfg, http, tx, name) = (
+        let (warehouse, jobs, cfg, tx, name) = (
             self.opts.warehouse.clone(),
             self.opts.jobs.pulls.clone(),
             self.opts.publish.clone(),
-            self.opts.http_client.clone(),
             self.tx.clone(),
             slot.job.name.clone(),
         );
@@ -92,7 +91,6 @@ impl Daemon {
                 &cfg,
                 std::slice::from_ref(&period),
                 &opts,
-                &http,
             )
             .await;
             let mut record = FireRecord::new(&name, &text, FireEvent::Finished);
@@ -102,13 +100,20 @@ impl Daemon {
             let created = match result {
                 Ok(r) => {
                     let pending = r.pending_pushes();
-                    record.outcome = Some(if pending == 0 { "ok" } else { "failed" }.into());
+                    record.outcome = Some(if pending == 0 { "ok" } else { "push_pending" }.into());
                     if pending > 0 {
                         record.error = Some(format!("{pending} push(es) still pending"));
                     }
                     let p = &r.periods[0];
                     tracing::info!(job = %name, period = %p.period, revision = p.revision, created = p.created, pushes = r.pushes.len(), pending, "Publish job ran.");
                     p.created
+                }
+                Err(e) if e.downcast_ref::<publish::Held>().is_some() => {
+                    // Not final yet, or the guard warns: held, not failed.
+                    record.outcome = Some("held".into());
+                    record.error = Some(format!("{e:#}"));
+                    tracing::warn!(job = %name, period = %period, reason = %format!("{e:#}"), "Publish job held back; nothing was recorded or sent for the period.");
+                    false
                 }
                 Err(e) => {
                     record.outcome = Some("failed".into());
