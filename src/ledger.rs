@@ -1,9 +1,11 @@
 //! The publication ledger: every revision of a period's published index, its rows, and what
 //! each portal acknowledged, in `warehouse/publications.duckdb`.
 //!
-//! - `pub_revisions`: one row per (period, revision), append-only: status (provisional or
-//!   final), when, the methodology, the data watermark, the digest of the model SQL, the build
-//!   it was read from, the change note, the warnings and the reasons they were accepted.
+//! - `pub_revisions`: one row per (period, revision): status, when, the methodology, the data
+//!   watermark, the digest of the model SQL, the build it was read from, the change note, the
+//!   warnings and the reasons they were accepted. Final revisions are numbered 1, 2, … per
+//!   period and never change; a period's preview (provisional, never sent) is revision 0, one
+//!   per period, replaced by the next preview and deleted once the period is final.
 //! - `pub_index_unit_period`, `pub_index_indicator`: the marts' rows as published, with the
 //!   revision. Their columns follow the marts (new mart columns are added, never removed).
 //! - `pub_receipts`: one row per (target, period, revision) of a final revision: pending until
@@ -209,20 +211,44 @@ fn views(conn: &duck::Connection) -> anyhow::Result<()> {
     if !duck::table_exists(conn, "pub_revisions")? {
         return Ok(());
     }
+    // Finals only: a preview (revision 0) is not a publication.
     conn.execute_batch(
         "CREATE OR REPLACE VIEW pub_latest_revisions AS
-           SELECT * FROM pub_revisions
-           QUALIFY row_number() OVER (PARTITION BY period ORDER BY revision DESC) = 1;",
+           SELECT * FROM pub_revisions WHERE status = 'final'
+           QUALIFY row_number() OVER (PARTITION BY period ORDER BY revision DESC) = 1;
+         CREATE OR REPLACE VIEW pub_latest_previews AS
+           SELECT * FROM pub_revisions WHERE status = 'provisional'
+           QUALIFY row_number() OVER (PARTITION BY period ORDER BY created_at DESC) = 1;",
     )?;
+    if duck::table_exists(conn, "pub_receipts")? {
+        // What each portal holds: per target and period, the newest final revision it
+        // acknowledged.
+        conn.execute_batch(
+            "CREATE OR REPLACE VIEW pub_latest_published_revisions AS
+               SELECT c.target, c.acknowledged_at, c.portal_receipt, r.*
+               FROM pub_receipts AS c JOIN pub_revisions AS r USING (period, revision)
+               WHERE c.status = 'acknowledged'
+               QUALIFY row_number() OVER (PARTITION BY c.target, r.period ORDER BY r.revision DESC) = 1;",
+        )?;
+    }
     for (_, table, _) in PUBLISHED {
         if !duck::table_exists(conn, table)? {
             continue;
         }
+        let rest = table.trim_start_matches("pub_");
         conn.execute_batch(&format!(
             "CREATE OR REPLACE VIEW pub_latest_{rest} AS
-               SELECT t.* FROM {table} AS t JOIN pub_latest_revisions AS r USING (period, revision);",
-            rest = table.trim_start_matches("pub_"),
+               SELECT t.* FROM {table} AS t JOIN pub_latest_revisions AS r USING (period, revision);
+             CREATE OR REPLACE VIEW pub_latest_preview_{rest} AS
+               SELECT t.* FROM {table} AS t JOIN pub_latest_previews AS r USING (period, revision);"
         ))?;
+        if duck::table_exists(conn, "pub_receipts")? {
+            conn.execute_batch(&format!(
+                "CREATE OR REPLACE VIEW pub_latest_published_{rest} AS
+                   SELECT r.target, t.* FROM {table} AS t
+                   JOIN pub_latest_published_revisions AS r USING (period, revision);"
+            ))?;
+        }
     }
     conn.execute_batch(&pending_sql(conn)?)?;
     Ok(())

@@ -130,13 +130,14 @@ fn demo_runs_every_feed_and_reconciles() {
     // The latest complete month as a publication preview, which the published warehouse's
     // publication views already show (the demo builds after recording it).
     assert!(
-        stdout.contains("A publication preview of 2026-08 (provisional revision 1, never sent)"),
+        stdout
+            .contains("A publication preview of 2026-08 (never sent; finals are numbered apart): "),
         "{stdout}"
     );
     let previews: Vec<(String, i64, String)> =
         chiso::duck::open_read_only(&dir.path().join("wh/chiso.duckdb"))
             .unwrap()
-            .prepare("SELECT period, revision, status FROM pub_latest_revisions")
+            .prepare("SELECT period, revision, status FROM pub_latest_previews")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
@@ -144,7 +145,7 @@ fn demo_runs_every_feed_and_reconciles() {
             .unwrap();
     assert_eq!(
         previews,
-        vec![("2026-08".to_string(), 1, "provisional".to_string())],
+        vec![("2026-08".to_string(), 0, "provisional".to_string())],
         "the demo's preview is not in the published warehouse"
     );
 
@@ -259,7 +260,10 @@ fn demo_runs_every_feed_and_reconciles() {
         .unwrap();
     let out = String::from_utf8_lossy(&p.stdout);
     assert!(
-        p.status.success() && out.contains(&format!("{month} revision 1 (provisional) recorded")),
+        p.status.success()
+            && out.contains(&format!(
+                "{month} preview (provisional, never sent) recorded"
+            )),
         "{out}\n{}",
         String::from_utf8_lossy(&p.stderr)
     );

@@ -532,16 +532,16 @@ async fn the_daemon_runs_publish_jobs() {
     };
     assert_eq!(
         revisions,
-        vec![("2026-09".to_string(), 1, "provisional".to_string())]
+        vec![("2026-09".to_string(), 0, "provisional".to_string())]
     );
     assert!(sim.state.publications().is_empty(), "a preview was sent");
     let conn = open(wh.path());
     assert_eq!(
         rows(
             &conn,
-            "SELECT period, revision, status FROM pub_latest_revisions"
+            "SELECT period, revision, status FROM pub_latest_previews"
         ),
-        vec!["2026-09|1|provisional"]
+        vec!["2026-09|0|provisional"]
     );
     sim.stop().await;
 }

@@ -368,7 +368,14 @@ async fn a_provisional_preview_is_written_and_never_sent() {
     };
     let r = w.publish(&["2026-09"], opts.clone()).await.unwrap();
     let p = &r.periods[0];
-    assert!(p.created && p.status == "provisional" && p.revision == 1);
+    // A preview is not a revision: it is the period's preview, number 0, in its own folder.
+    assert!(p.created && p.status == "provisional" && p.revision == 0);
+    assert!(p
+        .folder
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("preview-"));
     // Its warnings are reported (the feeds have not passed September's end), not blocking.
     assert!(
         p.warnings.iter().any(|x| x.kind == "incomplete_feed"),
@@ -377,20 +384,16 @@ async fn a_provisional_preview_is_written_and_never_sent() {
     );
     assert!(r.pushes.is_empty());
     assert!(w.sim.state.publications().is_empty());
-    assert!(w
-        .wh
-        .path()
-        .join("exports/2026-09/rev-1/report.html")
-        .exists());
+    assert!(p.folder.join("report.html").exists());
     // The same preview again: nothing new.
     let again = w.publish(&["2026-09"], opts.clone()).await.unwrap();
     assert!(!again.periods[0].created);
     // A revision whose folder is gone (a crash after the ledger's commit, before the rename,
     // or a half-written temporary folder) gets it back, the same bytes, from the ledger.
-    let folder = w.wh.path().join("exports/2026-09/rev-1");
+    let folder = p.folder.clone();
     let manifest = std::fs::read_to_string(folder.join("manifest.json")).unwrap();
     std::fs::remove_dir_all(&folder).unwrap();
-    let half = w.wh.path().join("exports/2026-09/.rev-1.tmp-999999");
+    let half = w.wh.path().join("exports/2026-09/.rev-0.tmp-999999");
     std::fs::create_dir_all(&half).unwrap();
     std::fs::write(half.join("units-level-1.csv"), "half").unwrap();
     let again = w.publish(&["2026-09"], opts.clone()).await.unwrap();
@@ -409,7 +412,7 @@ async fn a_provisional_preview_is_written_and_never_sent() {
         drop(held);
     });
     let t0 = Instant::now();
-    let waited = w.publish(&["2026-09"], opts).await;
+    let waited = w.publish(&["2026-09"], opts.clone()).await;
     release.join().unwrap();
     if let Err(e) = &waited {
         panic!("a publish behind another one failed instead of waiting: {e:#}");
@@ -423,6 +426,40 @@ async fn a_provisional_preview_is_written_and_never_sent() {
     match w.publish(&["2026-07"], strict).await {
         Err(e) => assert!(format!("{e:#}").contains("--accept"), "{e:#}"),
         Ok(r) => assert!(r.periods[0].warnings.is_empty()),
+    }
+    // Previews do not use up revision numbers: July previewed, then published final, is
+    // revision 1 (before, the preview was revision 1 and the final revision 2); the preview and
+    // its folder go, and the warehouse's latest revisions list the final only.
+    let preview = w.publish(&["2026-07"], opts.clone()).await.unwrap();
+    assert_eq!(preview.periods[0].revision, 0);
+    let preview_folder = preview.periods[0].folder.clone();
+    assert!(preview_folder.join("report.html").exists());
+    let fin = w.publish(&["2026-07"], accepted()).await.unwrap();
+    assert_eq!(
+        (fin.periods[0].revision, fin.periods[0].status.as_str()),
+        (1, "final")
+    );
+    assert!(
+        fin.periods[0].change_note.is_none(),
+        "the first final has no change note"
+    );
+    assert!(!preview_folder.exists(), "the preview's folder stayed");
+    let err = w.publish(&["2026-07"], opts.clone()).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("published final (revision 1)"),
+        "{err:#}"
+    );
+    {
+        let conn = chiso::ledger::open_read_only(w.wh.path(), Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rows(
+                &conn,
+                "SELECT period || ' ' || revision || ' ' || status FROM pub_revisions ORDER BY 1"
+            ),
+            vec!["2026-07 1 final", "2026-09 0 provisional"]
+        );
     }
     let conn = chiso::ledger::open_read_only(w.wh.path(), Duration::from_secs(5))
         .unwrap()

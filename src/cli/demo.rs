@@ -308,11 +308,9 @@ async fn preview(
         Ok(r) => {
             let p = &r.periods[0];
             println!(
-                "\nA publication preview of {} ({} revision {}{}, never sent): {}",
+                "\nA publication preview of {} ({}never sent; finals are numbered apart): {}",
                 p.period,
-                p.status,
-                p.revision,
-                if p.created { "" } else { ", unchanged" },
+                if p.created { "" } else { "unchanged, " },
                 p.folder.join("report.html").display()
             );
             if p.created {

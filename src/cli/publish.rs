@@ -109,18 +109,21 @@ pub(crate) async fn build_to_show(
 
 pub(crate) fn print_report(r: &PublishReport) {
     for p in &r.periods {
+        let what = if p.revision == chiso::publish::revision::PREVIEW {
+            "preview (provisional, never sent)".to_string()
+        } else {
+            format!("revision {} ({})", p.revision, p.status)
+        };
         if p.created {
             println!(
-                "{} revision {} ({}) recorded; files in {}",
+                "{} {what} recorded; files in {}",
                 p.period,
-                p.revision,
-                p.status,
                 p.folder.display()
             );
         } else {
             println!(
-                "{} unchanged since revision {} ({}): nothing new recorded",
-                p.period, p.revision, p.status
+                "{} unchanged since its {what}: nothing new recorded",
+                p.period
             );
         }
         for w in &p.warnings {

@@ -17,10 +17,52 @@ pub fn exports_dir(warehouse: &Path) -> PathBuf {
     warehouse.join("exports")
 }
 
+/// The folder of a final revision (`rev-<N>`), or of the period's preview (revision 0,
+/// `preview-<when it was made>`: a new preview gets a new folder, and the older one goes).
 pub fn revision_dir(warehouse: &Path, period: &str, revision: i64) -> PathBuf {
     exports_dir(warehouse)
         .join(period)
         .join(format!("rev-{revision}"))
+}
+
+/// The folder of `meta`'s revision: `rev-<N>` for a final one, `preview-<created_at>` for the
+/// preview.
+pub fn folder_of(warehouse: &Path, meta: &super::rows::Meta) -> PathBuf {
+    folder(warehouse, &meta.period, meta.revision, &meta.created_at)
+}
+
+/// [`folder_of`] from the record's parts (`created_at` as [`super::rows::Meta`] has it).
+pub fn folder(warehouse: &Path, period: &str, revision: i64, created_at: &str) -> PathBuf {
+    if revision == super::revision::PREVIEW {
+        let when: String = created_at
+            .chars()
+            .take(19)
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .collect();
+        exports_dir(warehouse)
+            .join(period)
+            .join(format!("preview-{when}"))
+    } else {
+        revision_dir(warehouse, period, revision)
+    }
+}
+
+/// Deletes the period's preview folders but `keep` (older previews, and any once a final
+/// revision exists).
+pub fn prune_previews(warehouse: &Path, period: &str, keep: Option<&Path>) -> anyhow::Result<()> {
+    let dir = exports_dir(warehouse).join(period);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let is_preview = name.starts_with("preview-") || name.starts_with(".rev-0.tmp-");
+        if is_preview && keep.is_none_or(|k| k != e.path()) {
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("removing the older preview {}", e.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 const UNIT_HEADERS: [&str; 15] = [
@@ -267,7 +309,7 @@ pub struct ManifestFile {
 
 /// Writes the revision's folder unless it is there; returns it.
 pub fn ensure(warehouse: &Path, rev: &Revision, duckdb_version: &str) -> anyhow::Result<PathBuf> {
-    let dir = revision_dir(warehouse, &rev.meta.period, rev.meta.revision);
+    let dir = folder_of(warehouse, &rev.meta);
     if dir.join("manifest.json").exists() {
         return Ok(dir);
     }

@@ -220,12 +220,14 @@ fn record_periods(
         )?);
     }
     // Folders a crash left unwritten (the ledger is written first).
-    let mut stmt = conn.prepare("SELECT period, revision FROM pub_revisions ORDER BY 1, 2")?;
-    let all: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let mut stmt = conn.prepare(
+        "SELECT period, revision, strftime(created_at, '%Y-%m-%dT%H:%M:%S+07:00') FROM pub_revisions ORDER BY 1, 2",
+    )?;
+    let all: Vec<(String, i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for (period, rev) in all {
-        if !export::revision_dir(warehouse, &period, rev)
+    for (period, rev, created_at) in all {
+        if !export::folder(warehouse, &period, rev, &created_at)
             .join("manifest.json")
             .exists()
         {
@@ -265,26 +267,36 @@ fn record_period(
         ))
         .into());
     }
-    let latest = revision::latest(conn, period)?;
-    if let Some(l) = &latest {
-        if opts.provisional && l.status == "final" {
+    // Finals are compared with the latest final, a preview with the period's preview.
+    let latest_final = revision::latest(conn, period, "final")?;
+    if opts.provisional {
+        if let Some(l) = &latest_final {
             bail!(
                 "{period} is published final (revision {}); a provisional preview would not replace it: publish it without --provisional to record a correction",
                 l.revision
             );
         }
-        if l.status == status && revision::equals(conn, period, l.revision)? {
+    }
+    let latest = if opts.provisional {
+        revision::latest(conn, period, "provisional")?
+    } else {
+        latest_final
+    };
+    if let Some(l) = &latest {
+        if revision::equals(conn, period, l.revision)? {
             tracing::info!(
                 period,
                 revision = l.revision,
-                "Unchanged since its latest revision: nothing new recorded."
+                status = l.status,
+                "Unchanged since its latest revision (or preview): nothing new recorded."
             );
+            let meta = export::Revision::load(conn, period, l.revision)?.meta;
             return Ok(PeriodOutcome {
                 period: period.to_string(),
                 revision: l.revision,
                 status: l.status.clone(),
                 created: false,
-                folder: export::revision_dir(warehouse, period, l.revision),
+                folder: export::folder_of(warehouse, &meta),
                 change_note: None,
                 warnings: Vec::new(),
             });
@@ -300,8 +312,10 @@ fn record_period(
         ))
         .into());
     }
+    // A final's change note is against the previous final; a preview has none.
     let change = latest
         .as_ref()
+        .filter(|_| status == "final")
         .map(|l| revision::change_note(conn, warehouse, jobs, &basis, l, status))
         .transpose()?;
     if let Some(c) = &change {
@@ -315,14 +329,21 @@ fn record_period(
             guard::check_text(what, t)?;
         }
     }
-    let number = latest.as_ref().map_or(1, |l| l.revision + 1);
+    let number = if opts.provisional {
+        revision::PREVIEW
+    } else {
+        latest.as_ref().map_or(1, |l| l.revision + 1)
+    };
     revision::record(
         conn,
         &revision::NewRevision {
             basis: &basis,
             revision: number,
             status,
-            previous: latest.as_ref().map(|l| l.revision),
+            previous: latest
+                .as_ref()
+                .filter(|_| status == "final")
+                .map(|l| l.revision),
             note: opts.note.as_deref(),
             change: change.as_ref(),
             warnings: &warnings,
@@ -333,6 +354,12 @@ fn record_period(
     tracing::info!(period, revision = number, status, "Revision recorded.");
     let rev = export::Revision::load(conn, period, number)?;
     let folder = export::ensure(warehouse, &rev, duckdb_version)?;
+    // The older preview's files go with it (all of them once the period is final).
+    export::prune_previews(
+        warehouse,
+        period,
+        (number == revision::PREVIEW).then_some(folder.as_path()),
+    )?;
     Ok(PeriodOutcome {
         period: period.to_string(),
         revision: number,

@@ -17,6 +17,11 @@ use crate::duck;
 use crate::lake::commit::JobState;
 use crate::ledger::{self, PUBLISHED, UNCOMPARED};
 
+/// The revision number of a period's preview. Finals are numbered 1, 2, … among themselves
+/// (revision 1 is the first official figure); a period has at most one preview, the newest,
+/// replaced by the next and deleted once the period is published final.
+pub const PREVIEW: i64 = 0;
+
 /// What a revision rests on, read from the published warehouse.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Basis {
@@ -165,13 +170,20 @@ fn sql_digest(conn: &duck::Connection) -> anyhow::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-pub fn latest(conn: &duck::Connection, period: &str) -> anyhow::Result<Option<Latest>> {
+/// The period's latest final revision (`final`), or its preview (`provisional`).
+pub fn latest(
+    conn: &duck::Connection,
+    period: &str,
+    status: &str,
+) -> anyhow::Result<Option<Latest>> {
     let mut stmt = conn.prepare(
         "SELECT revision, status, methodology, sql_digest, build_id, build_started_at, \
            strftime(data_watermark, '%Y-%m-%d %H:%M:%S') \
-         FROM pub_revisions WHERE period = ? ORDER BY revision DESC LIMIT 1",
+         FROM pub_revisions WHERE period = ? AND status = ? \
+           AND (revision = 0) = (status = 'provisional') \
+         ORDER BY revision DESC LIMIT 1",
     )?;
-    let mut rows = stmt.query_map([period], |r| {
+    let mut rows = stmt.query_map([period, status], |r| {
         Ok(Latest {
             revision: r.get(0)?,
             status: r.get(1)?,
@@ -410,6 +422,24 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<()
     let b = n.basis;
     conn.execute_batch("BEGIN TRANSACTION;")?;
     let done = (|| -> anyhow::Result<()> {
+        // One preview per period, and none once it is final: the preview recorded before (and
+        // any provisional revision numbered among the finals by an older chiso) goes.
+        let provisional =
+            "SELECT revision FROM pub_revisions WHERE period = ? AND status = 'provisional'";
+        for (_, table, _) in PUBLISHED {
+            if duck::table_exists(conn, table)? {
+                conn.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE period = ? AND revision IN ({provisional})"
+                    ),
+                    duckdb::params![b.period, b.period],
+                )?;
+            }
+        }
+        conn.execute(
+            "DELETE FROM pub_revisions WHERE period = ? AND status = 'provisional'",
+            [&b.period],
+        )?;
         conn.execute(
             "INSERT INTO pub_revisions VALUES (?, ?, ?, CAST(get_current_timestamp() AS TIMESTAMP) + INTERVAL 7 HOUR, \
                ?, CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
