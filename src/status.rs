@@ -247,8 +247,7 @@ fn publication_status(warehouse: &std::path::Path) -> PublicationStatus {
     {
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).ok();
         st.pushes_pending =
-            count("SELECT count(*) FROM pub_receipts WHERE status <> 'acknowledged'")
-                .map(|n| n as u64);
+            count("SELECT count(*) FROM pub_receipts WHERE status = 'pending'").map(|n| n as u64);
         if let Ok(mut stmt) = conn.prepare(
             "SELECT period, max(revision), arg_max(status, revision) FROM pub_revisions GROUP BY period ORDER BY period",
         ) {
@@ -586,7 +585,13 @@ pub fn render_report(r: &StatusReport) -> String {
             "Published: {}{}\n",
             p.latest
                 .iter()
-                .map(|(period, rev, status)| format!("{period} rev {rev} ({status})"))
+                .map(|(period, rev, status)| {
+                    if *rev == crate::publish::revision::PREVIEW {
+                        format!("{period} preview ({status})")
+                    } else {
+                        format!("{period} rev {rev} ({status})")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             match p.pushes_pending {

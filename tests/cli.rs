@@ -33,7 +33,7 @@ fn duckdb1_reads_the_marts(published: &std::path::Path) {
         .arg(published)
         .arg("-csv")
         .arg("-c")
-        .arg("SELECT (SELECT count(*) FROM mart_index_unit_period) || ',' || (SELECT count(*) FROM mart_index_indicator) || ',' || (SELECT count(*) FROM mart_index_unit_period WHERE total BETWEEN 0 AND 100) || ',' || (SELECT count(*) FROM pub_latest_revisions) || ',' || (SELECT count(*) FROM pub_latest_index_unit_period) || ',' || (SELECT count(*) FROM pub_revision_pending) AS n")
+        .arg("SELECT (SELECT count(*) FROM mart_index_unit_period) || ',' || (SELECT count(*) FROM mart_index_indicator) || ',' || (SELECT count(*) FROM mart_index_unit_period WHERE total BETWEEN 0 AND 100) || ',' || (SELECT count(*) FROM pub_latest_previews) || ',' || (SELECT count(*) FROM pub_latest_preview_index_unit_period) || ',' || (SELECT count(*) FROM pub_revision_pending) AS n")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();

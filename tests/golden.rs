@@ -1934,18 +1934,15 @@ async fn a_period_is_final_once_every_feed_passed_the_grace_set_once() {
     // is refused.
     let cfg = chiso::config::PublishConfig::default();
     let april = vec!["2025-04".to_string()];
-    let preview = chiso::publish::publish(
-        wh.path(),
-        &jobs,
-        &cfg,
-        &april,
-        &chiso::publish::PublishOptions {
-            provisional: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let publish_april = |opts: chiso::publish::PublishOptions| {
+        let (w, jobs, cfg, april) = (wh.path().to_path_buf(), &jobs, &cfg, &april);
+        async move { chiso::publish::publish(&w, jobs, cfg, april, &opts).await }
+    };
+    let previewing = || chiso::publish::PublishOptions {
+        provisional: true,
+        ..Default::default()
+    };
+    let preview = publish_april(previewing()).await.unwrap();
     let lines: Vec<String> = preview.periods[0]
         .warnings
         .iter()
@@ -1956,16 +1953,10 @@ async fn a_period_is_final_once_every_feed_passed_the_grace_set_once() {
         lines,
         vec!["feeds whose data has not reached the period's end plus 10 days (2025-05-11 00:00): reporting.ratings (data to 2025-05-10 09:00)"]
     );
-    let err = chiso::publish::publish(
-        wh.path(),
-        &jobs,
-        &cfg,
-        &april,
-        &chiso::publish::PublishOptions {
-            accept: Some("test".into()),
-            ..Default::default()
-        },
-    )
+    let err = publish_april(chiso::publish::PublishOptions {
+        accept: Some("test".into()),
+        ..Default::default()
+    })
     .await
     .unwrap_err();
     assert!(format!("{err:#}").contains("still provisional"), "{err:#}");
@@ -1982,6 +1973,33 @@ async fn a_period_is_final_once_every_feed_passed_the_grace_set_once() {
         judgement_of(&open(wh.path()), "2025-04"),
         "final 10 05-11 00:00 []"
     );
+    // April's numbers moved (its status): a new preview replaces the first, folder and all.
+    let first_folder = preview.periods[0].folder.clone();
+    assert!(first_folder.join("report.html").exists());
+    let replaced = publish_april(previewing()).await.unwrap();
+    let p = &replaced.periods[0];
+    assert!(p.created && p.revision == 0, "{p:?}");
+    assert!(p.folder.join("report.html").exists());
+    if p.folder != first_folder {
+        assert!(!first_folder.exists(), "the older preview's folder stayed");
+    }
+    {
+        let ledger = chiso::ledger::open_read_only(wh.path(), std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rows(
+                &ledger,
+                "SELECT period || ' ' || revision || ' ' || count(*) OVER () FROM pub_revisions"
+            ),
+            vec!["2025-04 0 1"]
+        );
+        let units: Vec<String> = rows(
+            &ledger,
+            "SELECT DISTINCT status FROM pub_index_unit_period WHERE period = '2025-04'",
+        );
+        assert_eq!(units, vec!["final"], "the older preview's rows stayed");
+    }
 
     // The grace is one setting, `vars: grace_days` in dbt_project.yml: at 20 days, April waits
     // for every record feed (all stop by 05-14) but not for the national report (it waits for
@@ -3273,6 +3291,15 @@ async fn odd_portal() -> (
             post(|| async { ([("content-type", "text/html")], "<html>ok</html>") }),
         )
         .route(
+            "/busy",
+            post(|| async {
+                (
+                    StatusCode::CONFLICT,
+                    axum::Json(json!({"error": "a request with this key is in progress"})),
+                )
+            }),
+        )
+        .route(
             "/portal",
             post(move |headers: HeaderMap, body: bytes::Bytes| {
                 let kept = kept.clone();
@@ -3379,6 +3406,10 @@ async fn a_portal_is_sent_only_its_own_answers_newest_revision_under_a_key_of_it
         "{:?}",
         again.pushes[0]
     );
+    // Nor is a 409 that does not say the key is already stored (one still being processed).
+    let busy = publish("/busy").await;
+    assert!(!busy.pushes[0].acknowledged, "{:?}", busy.pushes[0]);
+    assert_eq!(receipts(), vec!["1 pending -"]);
 
     // March moves: revision 2. Revision 1, never delivered, is superseded: not sent, ever.
     land_late_d3_and_build(input.path(), wh.path(), &jobs).await;

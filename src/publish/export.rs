@@ -209,8 +209,13 @@ pub fn workbook(rev: &Revision) -> anyhow::Result<Vec<u8>> {
         wb.set_properties(
             &DocProperties::new()
                 .set_title(format!(
-                    "Chỉ số phục vụ — kỳ {}, lần công bố {}",
-                    rev.meta.period, rev.meta.revision
+                    "Chỉ số phục vụ — kỳ {}, {}",
+                    rev.meta.period,
+                    if rev.meta.revision == super::revision::PREVIEW {
+                        "bản xem trước".to_string()
+                    } else {
+                        format!("lần công bố {}", rev.meta.revision)
+                    }
                 ))
                 .set_author("chiso")
                 .set_creation_datetime(&stamp),

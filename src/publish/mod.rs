@@ -142,6 +142,7 @@ pub async fn publish(
         );
         tokio::task::spawn_blocking(move || record_periods(&w, &j, &c, &p, &o)).await??
     };
+    let (outcomes, held) = outcomes;
     // Pending pushes are of final revisions only (a provisional one has no receipts), so a
     // scheduled preview also sends what an earlier final publication left pending.
     let pushes = if opts.push {
@@ -149,6 +150,24 @@ pub async fn publish(
     } else {
         Vec::new()
     };
+    // A period held back does not hold the others: they are recorded and sent, then the hold
+    // is the answer (exit 4), saying what was recorded meanwhile.
+    if !held.is_empty() {
+        let mut text = held.join("\n");
+        let recorded: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.created)
+            .map(|o| format!("{} revision {} ({})", o.period, o.revision, o.status))
+            .collect();
+        if !recorded.is_empty() {
+            text.push_str(&format!("\nRecorded meanwhile: {}.", recorded.join(", ")));
+        }
+        let pending = pushes.iter().filter(|p| !p.acknowledged).count();
+        if pending > 0 {
+            text.push_str(&format!("\n{pending} push(es) still pending."));
+        }
+        return Err(Held(text).into());
+    }
     Ok(PublishReport {
         periods: outcomes,
         pushes,
@@ -192,7 +211,7 @@ fn record_periods(
     cfg: &PublishConfig,
     periods: &[String],
     opts: &PublishOptions,
-) -> anyhow::Result<Vec<PeriodOutcome>> {
+) -> anyhow::Result<(Vec<PeriodOutcome>, Vec<String>)> {
     let published = published_path(warehouse);
     if !published.exists() {
         bail!(
@@ -208,16 +227,13 @@ fn record_periods(
     .with_context(|| format!("opening {}", published.display()))?;
     let duckdb_version: String = conn.query_row("SELECT version()", [], |r| r.get(0))?;
     let mut out = Vec::new();
+    let mut held = Vec::new();
     for period in periods {
-        out.push(record_period(
-            &conn,
-            warehouse,
-            jobs,
-            cfg,
-            period,
-            opts,
-            &duckdb_version,
-        )?);
+        match record_period(&conn, warehouse, jobs, cfg, period, opts, &duckdb_version) {
+            Ok(o) => out.push(o),
+            Err(e) if e.downcast_ref::<Held>().is_some() => held.push(format!("{e:#}")),
+            Err(e) => return Err(e),
+        }
     }
     // Folders a crash left unwritten (the ledger is written first).
     let mut stmt = conn.prepare(
@@ -226,16 +242,25 @@ fn record_periods(
     let all: Vec<(String, i64, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
+    let mut previews: std::collections::BTreeMap<String, Option<PathBuf>> = Default::default();
     for (period, rev, created_at) in all {
-        if !export::folder(warehouse, &period, rev, &created_at)
-            .join("manifest.json")
-            .exists()
-        {
+        let folder = export::folder(warehouse, &period, rev, &created_at);
+        if !folder.join("manifest.json").exists() {
             let r = export::Revision::load(&conn, &period, rev)?;
             export::ensure(warehouse, &r, &duckdb_version)?;
         }
+        let keep = previews.entry(period).or_default();
+        if rev == revision::PREVIEW {
+            *keep = Some(folder);
+        }
     }
-    Ok(out)
+    // Preview folders the ledger no longer holds (a crash between a commit and the pruning).
+    for (period, keep) in previews {
+        if let Err(e) = export::prune_previews(warehouse, &period, keep.as_deref()) {
+            tracing::warn!(period, error = %format!("{e:#}"), "An older preview's folder could not be removed; the next publish tries again.");
+        }
+    }
+    Ok((out, held))
 }
 
 fn record_period(
@@ -334,7 +359,7 @@ fn record_period(
     } else {
         latest.as_ref().map_or(1, |l| l.revision + 1)
     };
-    revision::record(
+    let dropped = revision::record(
         conn,
         &revision::NewRevision {
             basis: &basis,
@@ -352,14 +377,31 @@ fn record_period(
         },
     )?;
     tracing::info!(period, revision = number, status, "Revision recorded.");
+    // Folders of provisional revisions an older chiso numbered among the finals go with their
+    // rows; a folder already under this revision's name is another's (such a preview, or a
+    // preview made the same second) and is replaced.
     let rev = export::Revision::load(conn, period, number)?;
+    let dir = export::folder_of(warehouse, &rev.meta);
+    for old in dropped
+        .iter()
+        .map(|n| export::revision_dir(warehouse, period, *n))
+        .chain([dir.clone()])
+    {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| {
+                format!("removing {}, written for another revision", old.display())
+            })?;
+        }
+    }
     let folder = export::ensure(warehouse, &rev, duckdb_version)?;
     // The older preview's files go with it (all of them once the period is final).
-    export::prune_previews(
+    if let Err(e) = export::prune_previews(
         warehouse,
         period,
         (number == revision::PREVIEW).then_some(folder.as_path()),
-    )?;
+    ) {
+        tracing::warn!(period, error = %format!("{e:#}"), "An older preview's folder could not be removed; the next publish tries again.");
+    }
     Ok(PeriodOutcome {
         period: period.to_string(),
         revision: number,

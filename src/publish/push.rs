@@ -14,7 +14,8 @@
 //!   pending is `superseded` (recorded, never sent), so a portal never receives revision 1
 //!   after revision 2;
 //! - the idempotency key carries the payload's digest, so a key is never reused for other
-//!   bytes (the key sent is kept in `pub_receipts`).
+//!   bytes; it is made when the revision is recorded, kept in `pub_receipts`, and every
+//!   attempt sends that key.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -92,14 +93,14 @@ pub async fn push_pending(
             return Ok(Vec::new());
         }
         let mut stmt = conn.prepare(
-            "SELECT target, period, revision FROM pub_receipts WHERE status = 'pending' \
+            "SELECT target, period, revision, idempotency_key FROM pub_receipts WHERE status = 'pending' \
              ORDER BY period, revision, target",
         )?;
-        let pending: Vec<(String, String, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let pending: Vec<(String, String, i64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
         let mut revisions: BTreeMap<(String, i64), Revision> = BTreeMap::new();
-        for (_, period, rev) in &pending {
+        for (_, period, rev, _) in &pending {
             if let std::collections::btree_map::Entry::Vacant(e) =
                 revisions.entry((period.clone(), *rev))
             {
@@ -109,13 +110,13 @@ pub async fn push_pending(
         (pending, revisions)
     };
     let mut out = Vec::new();
-    for (target_name, period, rev) in pending {
+    for (target_name, period, rev, key) in pending {
         let Some(target) = targets.iter().find(|t| t.name == target_name) else {
             tracing::warn!(target = %target_name, period = %period, revision = rev, "A pending push names a target no longer in chiso.toml; left pending.");
             continue;
         };
         let revision = &revisions[&(period.clone(), rev)];
-        let outcome = send(http, target, revision).await?;
+        let outcome = send(http, target, revision, &key).await?;
         record(warehouse, &outcome)?;
         if outcome.acknowledged {
             tracing::info!(target = %outcome.target, period = %outcome.period, revision = rev, duplicate = outcome.duplicate, attempts = outcome.attempts, "Publication acknowledged.");
@@ -127,18 +128,20 @@ pub async fn push_pending(
     Ok(out)
 }
 
+/// Sends `rev` to `target` under `key`, the key recorded with the receipt (made from the
+/// payload when the revision was recorded): every attempt of a push, across crashes and
+/// upgrades, carries the same key, so the portal stores it once.
 async fn send(
     http: &reqwest::Client,
     target: &TargetConfig,
     rev: &Revision,
+    key: &str,
 ) -> anyhow::Result<PushOutcome> {
     let (body, content_type) = payload(rev, target)?;
-    let key = idempotency_key(
-        &target.name,
-        &rev.meta.period,
-        rev.meta.revision,
-        &content_digest(&body),
-    );
+    let key = key.to_string();
+    if !key.ends_with(&content_digest(&body)) {
+        tracing::warn!(target = %target.name, period = %rev.meta.period, revision = rev.meta.revision, key = %key, "The payload differs from the one the key was made from (recorded by another chiso version?); sent under the recorded key, which the portal may already hold.");
+    }
     let attempts = AtomicU32::new(0);
     let call = || async {
         attempts.fetch_add(1, Ordering::Relaxed);
@@ -209,15 +212,15 @@ fn record(warehouse: &Path, o: &PushOutcome) -> anyhow::Result<()> {
         conn.execute(
             "UPDATE pub_receipts SET status = 'acknowledged', attempts = attempts + ?, last_error = NULL, \
                acknowledged_at = CAST(get_current_timestamp() AS TIMESTAMP) + INTERVAL 7 HOUR, \
-               portal_receipt = ?, duplicate = ?, idempotency_key = ? \
+               portal_receipt = ?, duplicate = ? \
              WHERE target = ? AND period = ? AND revision = ?",
-            duckdb::params![o.attempts, o.receipt, o.duplicate, o.idempotency_key, o.target, o.period, o.revision],
+            duckdb::params![o.attempts, o.receipt, o.duplicate, o.target, o.period, o.revision],
         )?;
     } else {
         conn.execute(
-            "UPDATE pub_receipts SET status = 'pending', attempts = attempts + ?, last_error = ?, idempotency_key = ? \
+            "UPDATE pub_receipts SET status = 'pending', attempts = attempts + ?, last_error = ? \
              WHERE target = ? AND period = ? AND revision = ?",
-            duckdb::params![o.attempts, o.error, o.idempotency_key, o.target, o.period, o.revision],
+            duckdb::params![o.attempts, o.error, o.target, o.period, o.revision],
         )?;
     }
     Ok(())
@@ -260,9 +263,25 @@ fn answer(
                 .and_then(|o| o.get("duplicate"))
                 .and_then(|d| d.as_bool())
                 == Some(true);
+        let said_duplicate = v
+            .as_ref()
+            .and_then(|o| o.get("duplicate"))
+            .and_then(|d| d.as_bool())
+            == Some(true);
         return match (&v, &receipt) {
             (Some(_), Some(_)) => Ok((receipt, duplicate)),
-            (Some(_), None) if status == reqwest::StatusCode::CONFLICT => Ok((None, true)),
+            // A 409 is "already stored" only when the portal says so; otherwise (a key still
+            // being processed, say) the push stays pending and is sent again.
+            (Some(_), None) if status == reqwest::StatusCode::CONFLICT && said_duplicate => {
+                Ok((None, true))
+            }
+            (Some(_), None) if status == reqwest::StatusCode::CONFLICT => Err(SendError {
+                message: format!(
+                    "{url} answered {status} without a receipt or \"duplicate\": true (not yet stored?): {}",
+                    shown()
+                ),
+                retryable: true,
+            }),
             _ => Err(SendError {
                 message: format!(
                     "{url} answered {status} without a receipt (expected a JSON object with \"receipt\"): {}",

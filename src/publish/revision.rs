@@ -417,9 +417,16 @@ pub struct NewRevision<'a> {
 }
 
 /// Records revision `n.revision` of the period, its rows and (final only) a pending receipt
-/// per target, in one transaction.
-pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<()> {
+/// per target, in one transaction. Returns the provisional revisions numbered among the finals
+/// (by an older chiso) it deleted, whose folders go too.
+pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<Vec<i64>> {
     let b = n.basis;
+    let mut stmt = conn.prepare(
+        "SELECT revision FROM pub_revisions WHERE period = ? AND status = 'provisional' AND revision <> 0",
+    )?;
+    let dropped: Vec<i64> = stmt
+        .query_map([&b.period], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     conn.execute_batch("BEGIN TRANSACTION;")?;
     let done = (|| -> anyhow::Result<()> {
         // One preview per period, and none once it is final: the preview recorded before (and
@@ -504,7 +511,7 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<()
     match done {
         Ok(()) => {
             conn.execute_batch("COMMIT;")?;
-            Ok(())
+            Ok(dropped)
         }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK;");
