@@ -1305,6 +1305,44 @@ async fn an_incremental_build_equals_a_full_build() {
 
 /// D4's working days of handling (received Tue 02-10, processed Mon 03-02): a dossier the
 /// second batch does not touch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selective_build_publishes_the_models_it_did_not_run_as_they_were() {
+    // `inc` is built after the first batch, then after the second: B's April is 0/1 on time
+    // (D6 late, D10 gone to May). A selective build then runs one model.
+    let w = two_warehouses().await;
+    second_batch(w.input.path());
+    land_all(w.inc.path(), &w.jobs).await;
+    build_now(w.inc.path(), &w.jobs, false).await;
+    let on_time = |c: &duckdb::Connection| {
+        counts_of(c, "B", "2026-04")
+            .split(' ')
+            .nth(4)
+            .map(str::to_string)
+    };
+    assert_eq!(on_time(&open(w.inc.path())).as_deref(), Some("0/1"));
+    let (wh, jobs) = (w.inc.path().to_path_buf(), w.jobs.clone());
+    let record = tokio::task::spawn_blocking(move || {
+        chiso::models::build::build(
+            &wh,
+            &repo().join("sql"),
+            &jobs,
+            &BuildOptions {
+                select: vec!["dim_calendar".into()],
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(record.published, "{record:#?}");
+    // It started from the published file: before, it took the spare (the file one build
+    // behind) and published every model it did not run as of the first batch (B's April 1/1).
+    assert_eq!(on_time(&open(w.inc.path())).as_deref(), Some("0/1"));
+    assert_eq!(record.started_from, "copy");
+    w.server.abort();
+}
+
 fn d4_days(conn: &duckdb::Connection) -> i64 {
     conn.query_row(
         "SELECT handling_working_days FROM fct_dossiers WHERE dossier_id = 'D4'",
@@ -3330,6 +3368,89 @@ async fn odd_portal() -> (
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, stored)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_is_held_while_the_warehouse_is_behind_the_lake_or_its_last_build_failed() {
+    let (url, _server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    feeds_current_to(input.path(), &ts("04-20 10:00"), &pk2());
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    build_now(wh.path(), &jobs, false).await;
+    let march = vec!["2026-03".to_string()];
+    let cfg = chiso::config::PublishConfig::default();
+    let final_of_march = || {
+        let (w, jobs, cfg, march) = (wh.path().to_path_buf(), &jobs, &cfg, &march);
+        async move {
+            chiso::publish::publish(
+                &w,
+                jobs,
+                cfg,
+                march,
+                &chiso::publish::PublishOptions::default(),
+            )
+            .await
+        }
+    };
+    let held = |e: anyhow::Error| -> String {
+        assert!(e.downcast_ref::<chiso::publish::Held>().is_some(), "{e:#}");
+        format!("{e:#}")
+    };
+    // Rows land after the build: the final would freeze numbers the lake has moved past.
+    land_late_d3_and_build(input.path(), wh.path(), &jobs).await;
+    std::fs::write(
+        input.path().join("dossiers.ndjson"),
+        std::fs::read_to_string(input.path().join("dossiers.ndjson"))
+            .unwrap()
+            .replace("07-20", "07-21")
+            .replace("20260720", "20260721"),
+    )
+    .unwrap();
+    let ctx = RunContext {
+        warehouse: wh.path().to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    let dossiers_job = jobs.iter().find(|j| j.name == "dossiers").unwrap();
+    assert_eq!(
+        run_job(&ctx, dossiers_job)
+            .await
+            .unwrap()
+            .totals
+            .rows_landed,
+        1
+    );
+    let text = held(final_of_march().await.unwrap_err());
+    assert!(
+        text.contains("rows landed after the build this reads") && text.contains("dossiers 1"),
+        "{text}"
+    );
+    // A build that fails leaves the warehouse one build behind: held too.
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("sql"), broken.path());
+    std::fs::write(
+        broken.path().join("index/int_feed_watermarks.sql"),
+        "select error('a deliberately broken model') as feed",
+    )
+    .unwrap();
+    let record = build_record(wh.path(), broken.path(), &jobs, false).await;
+    assert!(!record.published);
+    let text = held(final_of_march().await.unwrap_err());
+    assert!(
+        text.contains("the last build") && text.contains("failed"),
+        "{text}"
+    );
+    // Built again: only the guard's usual warnings remain (units moving more than 15 points).
+    build_now(wh.path(), &jobs, false).await;
+    let text = held(final_of_march().await.unwrap_err());
+    assert!(
+        !text.contains("the last build") && !text.contains("rows landed"),
+        "{text}"
+    );
+    assert!(text.contains("moved more than 15 points"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,10 @@
 //! nor anything shaped like an ID number, a phone number or an e-mail address.
 //!
 //! Warnings block a final publication unless accepted (`--accept "reason"`, recorded in the
-//! manifest and the ledger): a unit's total moved more than `max_change_points` from the
-//! previous period; a feed's data has not reached the period's end plus the grace days; a unit
-//! that had dossiers in the previous period has none.
+//! manifest and the ledger): the warehouse is stale (the last build failed, or rows landed
+//! after the build it holds read the lake); a unit's total moved more than `max_change_points`
+//! from the previous period; a feed's data has not reached the period's end plus the grace
+//! days; a unit that had dossiers in the previous period has none.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -251,10 +252,51 @@ fn load_personal_values(
 /// The warnings a final publication of `period` must have accepted.
 pub fn warnings(
     conn: &duck::Connection,
+    warehouse: &Path,
+    jobs: &[JobConfig],
     cfg: &PublishConfig,
-    period: &str,
+    basis: &super::revision::Basis,
 ) -> anyhow::Result<Vec<Warning>> {
+    let period = basis.period.as_str();
     let mut out = Vec::new();
+    // Never freeze from a stale warehouse: the last build failed (the warehouse is the build
+    // before it), or rows landed after the published build read the lake.
+    let (newest, published) = crate::models::build::latest_builds(warehouse)?;
+    if let Some(n) = newest.filter(|n| !n.published) {
+        out.push(Warning {
+            kind: "stale_warehouse".into(),
+            message: format!(
+                "the last build ({}, started {}) failed ({}); the warehouse is the build before it ({}): fix and build first",
+                n.build_id,
+                n.started_at,
+                n.error.as_deref().unwrap_or("see chiso status"),
+                published.map_or_else(|| basis.build_id.clone(), |p| p.build_id)
+            ),
+            units: Vec::new(),
+        });
+    }
+    let landed = super::revision::landed_between(
+        warehouse,
+        jobs,
+        Some(&basis.build_started_at),
+        &crate::time::now_rfc3339(),
+    )?;
+    if !landed.is_empty() {
+        out.push(Warning {
+            kind: "stale_warehouse".into(),
+            message: format!(
+                "rows landed after the build this reads ({}, started {}): {}; build first",
+                basis.build_id,
+                basis.build_started_at,
+                landed
+                    .iter()
+                    .map(|(job, rows)| format!("{job} {rows}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            units: Vec::new(),
+        });
+    }
     let units_where = |sql: &str, params: &[&dyn duckdb::ToSql]| -> anyhow::Result<Vec<String>> {
         let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;

@@ -328,7 +328,7 @@ fn record_period(
         }
     }
     guard::personal_data(conn, warehouse, jobs, period)?;
-    let warnings = guard::warnings(conn, cfg, period)?;
+    let warnings = guard::warnings(conn, warehouse, jobs, cfg, &basis)?;
     if status == "final" && !warnings.is_empty() && opts.accept.is_none() {
         let list: Vec<String> = warnings.iter().map(|w| format!("- {}", w.line())).collect();
         return Err(Held(format!(

@@ -376,7 +376,7 @@ fn short(digest: &str) -> &str {
 
 /// Rows landed per job by commits after `from` (exclusive; all when `None`) up to `to`
 /// (RFC 3339 times; commits are stamped the same way).
-fn landed_between(
+pub(super) fn landed_between(
     warehouse: &Path,
     jobs: &[JobConfig],
     from: Option<&str>,

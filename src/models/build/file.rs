@@ -13,6 +13,9 @@ pub fn published_path(warehouse: &Path) -> PathBuf {
 /// only be taken when no reader still has it open: DuckDB then refuses the write lock and the
 /// build starts from a copy of the published file instead, as it does when there is no spare.
 ///
+/// A selective build (`use_spare` false: `--select`) never starts from the spare: the models it
+/// does not run would be published one build back. It starts from a copy of the published file.
+///
 /// A new file is written in `storage_version` (DuckDB keeps a file's version when it opens it
 /// again, so the spare and copies keep it too); a published file of another version is not
 /// built upon: the build starts empty, in the version asked for.
@@ -22,12 +25,14 @@ pub(super) fn start_build_file(
     build_file: &Path,
     threads: usize,
     storage_version: Option<&str>,
+    use_spare: bool,
 ) -> anyhow::Result<(duck::Connection, &'static str)> {
     let same_version = |conn: &duck::Connection| match storage_version {
         None => true,
         Some(v) => file_storage_version(conn).is_some_and(|f| f.trim_end_matches('+') == v),
     };
-    if published.exists()
+    if use_spare
+        && published.exists()
         && spare.exists()
         && !has_locks(spare)
         && std::fs::rename(spare, build_file).is_ok()

@@ -181,12 +181,15 @@ fn build_watched(
         let _ = std::fs::remove_file(stale);
     }
     let spare = warehouse.join("chiso.spare.duckdb");
+    // A selective build starts from the published file: the models it does not run are
+    // published as they are now, not as the spare has them, one build back.
     let (conn, started_from) = start_build_file(
         &published,
         &spare,
         &build_file,
         opts.threads,
         opts.storage_version.as_deref(),
+        opts.select.is_empty(),
     )?;
     tracing::info!(build_id = %build_id, started_from, "Build started.");
     let watchdog = Watchdog::start(&conn, opts.timeout, t0, fired);
