@@ -582,7 +582,7 @@ pub fn render_report(r: &StatusReport) -> String {
     let p = &r.publications;
     if !p.latest.is_empty() {
         out.push_str(&format!(
-            "Published: {}{}\n",
+            "Publications: {}{}\n",
             p.latest
                 .iter()
                 .map(|(period, rev, status)| {
