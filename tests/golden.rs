@@ -3293,15 +3293,43 @@ async fn land_late_d3_and_build(input: &Path, wh: &Path, jobs: &[JobConfig]) {
         late[k] = v;
     }
     std::fs::write(input.join("dossiers.ndjson"), ndjson(&[late])).unwrap();
+    assert_eq!(land_dossiers(wh, jobs).await, 1);
+    build_now(wh, jobs, false).await;
+}
+
+/// Runs the dossiers job alone into `wh`; the rows it landed.
+async fn land_dossiers(wh: &Path, jobs: &[JobConfig]) -> u64 {
     let ctx = RunContext {
         warehouse: wh.to_path_buf(),
         project_root: repo(),
         http: chiso::feeds::http::http_client(),
     };
     let dossiers_job = jobs.iter().find(|j| j.name == "dossiers").unwrap();
-    let r = run_job(&ctx, dossiers_job).await.unwrap();
-    assert_eq!(r.totals.rows_landed, 1);
-    build_now(wh, jobs, false).await;
+    run_job(&ctx, dossiers_job)
+        .await
+        .unwrap()
+        .totals
+        .rows_landed
+}
+
+/// The golden world landed and built, with the step, payment, rating and petition feeds kept
+/// current past March's end plus the grace (04-11), so March is final: the snapshot server,
+/// the feed folder, the jobs and the warehouse.
+async fn march_final_world() -> (
+    tokio::task::JoinHandle<()>,
+    tempfile::TempDir,
+    Vec<JobConfig>,
+    tempfile::TempDir,
+) {
+    let (url, server) = serve_snapshots().await;
+    let input = tempfile::tempdir().unwrap();
+    feed_files(input.path());
+    feeds_current_to(input.path(), &ts("04-20 10:00"), &pk2());
+    let jobs = golden_jobs(&url, input.path());
+    let wh = tempfile::tempdir().unwrap();
+    land_all(wh.path(), &jobs).await;
+    build_now(wh.path(), &jobs, false).await;
+    (server, input, jobs, wh)
 }
 
 /// A portal on loopback that answers as configured: `/moved` redirects a POST to a login page,
@@ -3372,14 +3400,8 @@ async fn odd_portal() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_is_held_while_the_warehouse_is_behind_the_lake_or_its_last_build_failed() {
-    let (url, _server) = serve_snapshots().await;
-    let input = tempfile::tempdir().unwrap();
-    feed_files(input.path());
-    feeds_current_to(input.path(), &ts("04-20 10:00"), &pk2());
-    let jobs = golden_jobs(&url, input.path());
-    let wh = tempfile::tempdir().unwrap();
-    land_all(wh.path(), &jobs).await;
-    build_now(wh.path(), &jobs, false).await;
+    // March is final: the other feeds are kept current past its end plus the grace.
+    let (_server, input, jobs, wh) = march_final_world().await;
     let march = vec!["2026-03".to_string()];
     let cfg = chiso::config::PublishConfig::default();
     let final_of_march = || {
@@ -3409,20 +3431,7 @@ async fn a_final_is_held_while_the_warehouse_is_behind_the_lake_or_its_last_buil
             .replace("20260720", "20260721"),
     )
     .unwrap();
-    let ctx = RunContext {
-        warehouse: wh.path().to_path_buf(),
-        project_root: repo(),
-        http: chiso::feeds::http::http_client(),
-    };
-    let dossiers_job = jobs.iter().find(|j| j.name == "dossiers").unwrap();
-    assert_eq!(
-        run_job(&ctx, dossiers_job)
-            .await
-            .unwrap()
-            .totals
-            .rows_landed,
-        1
-    );
+    assert_eq!(land_dossiers(wh.path(), &jobs).await, 1);
     let text = held(final_of_march().await.unwrap_err());
     assert!(
         text.contains("rows landed after the build this reads") && text.contains("dossiers 1"),
@@ -3455,14 +3464,8 @@ async fn a_final_is_held_while_the_warehouse_is_behind_the_lake_or_its_last_buil
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_is_sent_only_its_own_answers_newest_revision_under_a_key_of_its_bytes() {
-    let (url, _server) = serve_snapshots().await;
-    let input = tempfile::tempdir().unwrap();
-    feed_files(input.path());
-    feeds_current_to(input.path(), &ts("04-20 10:00"), &pk2());
-    let jobs = golden_jobs(&url, input.path());
-    let wh = tempfile::tempdir().unwrap();
-    land_all(wh.path(), &jobs).await;
-    build_now(wh.path(), &jobs, false).await;
+    // March is final: the other feeds are kept current past its end plus the grace.
+    let (_server, input, jobs, wh) = march_final_world().await;
     let (portal, stored) = odd_portal().await;
     let target = |path: &str| chiso::config::PublishConfig {
         targets: vec![chiso::config::TargetConfig {
@@ -3570,16 +3573,8 @@ async fn a_portal_is_sent_only_its_own_answers_newest_revision_under_a_key_of_it
 ///   online already, D1), and the version's status is the one D3 had, so no sync is late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note() {
-    let (url, _server) = serve_snapshots().await;
-    let input = tempfile::tempdir().unwrap();
-    feed_files(input.path());
-    // The rest of the country keeps the step, payment, rating and petition feeds current past
-    // March's end plus the grace (04-11): March is final.
-    feeds_current_to(input.path(), &ts("04-20 10:00"), &pk2());
-    let jobs = golden_jobs(&url, input.path());
-    let wh = tempfile::tempdir().unwrap();
-    land_all(wh.path(), &jobs).await;
-    build_now(wh.path(), &jobs, false).await;
+    // March is final: the other feeds are kept current past its end plus the grace.
+    let (_server, input, jobs, wh) = march_final_world().await;
 
     // The three portals are the simulator's publication endpoints.
     let sim = start_sim(small_world(3, 0.5), chiso::sim::faults::Faults::none()).await;
