@@ -174,6 +174,22 @@ pub struct BuildJobStatus {
     pub last_fires: Vec<FireRecord>,
 }
 
+/// A publish job as status reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishJobStatus {
+    pub job: String,
+    pub enabled: bool,
+    pub schedule: String,
+    pub period: crate::config::PeriodChoice,
+    pub provisional: bool,
+    pub next_fire: Option<String>,
+    pub last_fires: Vec<FireRecord>,
+    /// A final job's periods not published yet (held, failed, interrupted, a push pending),
+    /// which the daemon tries again every `retry_every_seconds`.
+    pub owed: Vec<String>,
+    pub retry_every_seconds: u64,
+}
+
 /// The index as the published warehouse holds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexStatus {
@@ -211,6 +227,7 @@ pub struct StatusReport {
     pub daemon: Option<Holder>,
     pub jobs: Vec<JobStatus>,
     pub build: Option<BuildJobStatus>,
+    pub publish_jobs: Vec<PublishJobStatus>,
     pub index: IndexStatus,
     pub publications: PublicationStatus,
     pub failures: Vec<Failure>,
@@ -318,6 +335,56 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
             }
         }
     }
+    let publish_jobs: Vec<PublishJobStatus> = jobs
+        .publishes
+        .iter()
+        .map(|j| {
+            let history = History::new(warehouse, &j.name);
+            PublishJobStatus {
+                job: j.name.clone(),
+                enabled: j.enabled,
+                schedule: j.schedule.0.clone(),
+                period: j.period.clone(),
+                provisional: j.provisional,
+                next_fire: next_fire(j.enabled, &j.schedule),
+                last_fires: last_fires(warehouse, &j.name),
+                owed: if j.provisional {
+                    Vec::new()
+                } else {
+                    history.owed().unwrap_or_default()
+                },
+                retry_every_seconds: j.retry_every.as_secs(),
+            }
+        })
+        .collect();
+    for p in &publish_jobs {
+        let last = p
+            .last_fires
+            .iter()
+            .rev()
+            .find(|f| f.event != crate::schedule::FireEvent::Claimed);
+        // A preview that failed, or a final job that owes periods: someone has to look.
+        let open = match last {
+            Some(f) if f.outcome.as_deref() == Some("failed") => true,
+            _ => !p.owed.is_empty(),
+        };
+        if let (true, Some(f)) = (open, last) {
+            let owed = if p.owed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "owes {} ({}): ",
+                    p.owed.join(", "),
+                    f.outcome.as_deref().unwrap_or("interrupted")
+                )
+            };
+            failures.push(Failure {
+                what: format!("publish job {}", p.job),
+                at: f.at.clone(),
+                error: format!("{owed}{}", f.error.clone().unwrap_or_default()),
+            });
+        }
+    }
     if let Some(b) = last_build.filter(|b| !b.published) {
         failures.push(Failure {
             what: "build".into(),
@@ -331,6 +398,7 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
         daemon: crate::schedule::lock::current_holder(warehouse),
         jobs: statuses,
         build,
+        publish_jobs,
         index,
         publications: publication_status(warehouse),
         failures,
@@ -460,6 +528,7 @@ fn fire_text(f: &FireRecord) -> String {
             let caught = match f.how {
                 Some(crate::schedule::FireHow::CaughtUp) => " (caught up)",
                 Some(crate::schedule::FireHow::Manual) => " (by hand)",
+                Some(crate::schedule::FireHow::Retry) => " (retry)",
                 _ => "",
             };
             format!("{}{caught}", f.outcome.as_deref().unwrap_or("ran"))
@@ -547,6 +616,33 @@ pub fn render_report(r: &StatusReport) -> String {
                 .map(fire_text)
                 .collect::<Vec<_>>()
                 .join("; "),
+        ]);
+    }
+    for p in &r.publish_jobs {
+        let owed = if p.owed.is_empty() {
+            String::new()
+        } else {
+            format!("owes {}; ", p.owed.join(", "))
+        };
+        t.add_row(vec![
+            format!(
+                "{} (publish{})",
+                p.job,
+                if p.provisional { " preview" } else { " final" }
+            ),
+            p.schedule.clone(),
+            until(&p.next_fire),
+            String::new(),
+            format!(
+                "{owed}{}",
+                p.last_fires
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(fire_text)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         ]);
     }
     out.push_str(&t.to_string());

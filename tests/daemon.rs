@@ -466,6 +466,7 @@ async fn the_daemon_runs_publish_jobs() {
         period: PeriodChoice::Fixed(period.into()),
         provisional,
         push: true,
+        retry_every: Duration::from_secs(3600),
     };
     jobs.publishes = vec![
         job("preview_september", "2026-09", true),

@@ -3476,6 +3476,7 @@ async fn a_portal_is_sent_only_its_own_answers_newest_revision_under_a_key_of_it
             levels: vec![1, 2, 3],
             timeout: std::time::Duration::from_secs(10),
             attempts: 1,
+            unset: None,
         }],
         ..Default::default()
     };
@@ -4542,4 +4543,283 @@ async fn dbt_duckdb_builds_the_same_marts_full_and_incrementally() {
         }
     }
     server.abort();
+}
+
+/// A final publish job owes every period it did not publish, and publishes them: a daemon down
+/// over the three monthly fires of 03-11, 04-11 and 05-11 (periods February, March, April)
+/// tries all three at start (before: only the newest fire's month, April, was tried and the
+/// two others were skipped as misfires, unpublished for ever). March is published; February is
+/// held by the guard (B went quiet) and April is not final yet: both are owed, tried again
+/// every `retry_every` and at the next start, shown by `chiso status` as a failure. A publisher
+/// accepts February by hand; late syncs make April final; the next start publishes April and
+/// finds February published, and the job owes nothing. The portal receives each final once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it_could_not() {
+    use chiso::config::{PeriodChoice, PublishJobConfig};
+    use chiso::schedule::{FireEvent, FireHow, FireRecord, History};
+    let (_server, input, jobs, wh) = march_final_world().await;
+    let (portal, stored) = odd_portal().await;
+    let publish = chiso::config::PublishConfig {
+        // Golden data: a handful of dossiers per unit moves by more than 15 points.
+        max_change_points: 100.0,
+        targets: vec![chiso::config::TargetConfig {
+            name: "p".into(),
+            url: format!("{portal}/portal"),
+            token: Default::default(),
+            format: chiso::config::PushFormat::Json,
+            levels: vec![1, 2, 3],
+            timeout: std::time::Duration::from_secs(10),
+            attempts: 1,
+            unset: None,
+        }],
+    };
+    let job = PublishJobConfig {
+        name: "publish_final".into(),
+        file: Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/publish_final.toml"),
+        description: String::new(),
+        enabled: true,
+        schedule: chiso::config::CronExpr("0 0 6 11 3,4,5 *".into()),
+        period: PeriodChoice::PreviousMonth,
+        provisional: false,
+        push: true,
+        retry_every: std::time::Duration::from_secs(1),
+    };
+    // The job last ran for January, on 02-11; the daemon was down since.
+    let history = History::new(wh.path(), "publish_final");
+    let mut last = FireRecord::new(
+        "publish_final",
+        "2026-02-11T06:00:00+07:00",
+        FireEvent::Finished,
+    );
+    last.outcome = Some("ok".into());
+    last.periods = vec!["2026-01".into()];
+    history.append(&[last]).unwrap();
+    type Enough = Box<dyn Fn(&[FireRecord]) -> bool + Send>;
+    let serve_until = |enough: Enough| {
+        let opts = chiso::serve::ServeOptions {
+            warehouse: wh.path().to_path_buf(),
+            project_root: wh.path().to_path_buf(),
+            sql_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("sql"),
+            tz: chrono_tz::Asia::Ho_Chi_Minh,
+            jobs: chiso::config::Jobs {
+                pulls: Vec::new(),
+                builds: Vec::new(),
+                publishes: vec![job.clone()],
+            },
+            http: None,
+            grace: std::time::Duration::from_secs(30),
+            retention: std::time::Duration::from_secs(86_400),
+            http_client: chiso::feeds::http::http_client(),
+            publish: publish.clone(),
+        };
+        let w = wh.path().to_path_buf();
+        async move {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let daemon = tokio::spawn(chiso::serve::serve(
+                opts,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                None,
+            ));
+            let t0 = std::time::Instant::now();
+            loop {
+                let tail = History::new(&w, "publish_final").tail().unwrap();
+                if enough(&tail) {
+                    break;
+                }
+                assert!(t0.elapsed().as_secs() < 120, "{tail:#?}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let _ = stop_tx.send(());
+            daemon.await.unwrap().unwrap();
+            History::new(&w, "publish_final").tail().unwrap()
+        }
+    };
+    let finished = |t: &[FireRecord]| -> Vec<FireRecord> {
+        t.iter()
+            .filter(|r| r.event == FireEvent::Finished)
+            .cloned()
+            .collect()
+    };
+    let finals = |w: &Path| {
+        let conn = chiso::ledger::open_read_only(w, std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        rows(
+            &conn,
+            "SELECT period || ' ' || revision FROM pub_revisions WHERE status = 'final' ORDER BY 1",
+        )
+    };
+
+    // The first start: one fire for the three missed times, then a retry of April.
+    let tail = serve_until(Box::new(move |t| finished(t).len() >= 3)).await;
+    let done = finished(&tail);
+    let catch_up = &done[1];
+    assert_eq!(catch_up.how, Some(FireHow::CaughtUp));
+    assert_eq!(catch_up.planned, "2026-05-11T06:00:00+07:00");
+    assert_eq!(catch_up.periods, vec!["2026-02", "2026-03", "2026-04"]);
+    assert_eq!(catch_up.outcome.as_deref(), Some("held"), "{catch_up:?}");
+    let said = catch_up.error.clone().unwrap_or_default();
+    assert!(
+        said.contains("2026-02 was not published: the guard warns")
+            && said.contains("2026-04 is still provisional")
+            && said.contains("Recorded meanwhile: 2026-03 revision 1 (final)."),
+        "{catch_up:?}"
+    );
+    assert_eq!(catch_up.owed, vec!["2026-02", "2026-04"]);
+    let retry = &done[2];
+    assert_eq!(retry.how, Some(FireHow::Retry));
+    assert_eq!(retry.periods, vec!["2026-02", "2026-04"]);
+    assert_eq!(retry.owed, vec!["2026-02", "2026-04"]);
+    assert_eq!(finals(wh.path()), vec!["2026-03 1"]);
+    let sent = |s: &std::sync::Mutex<Vec<(String, String, String)>>| -> Vec<String> {
+        s.lock()
+            .unwrap()
+            .iter()
+            .map(|(rev, key, _)| format!("{} {rev}", key.split('/').nth(2).unwrap_or("")))
+            .collect()
+    };
+    assert_eq!(sent(&stored), vec!["2026-03 1"]);
+    assert_eq!(
+        History::new(wh.path(), "publish_final").owed().unwrap(),
+        vec!["2026-02", "2026-04"]
+    );
+    let status = chiso::status::collect_report(
+        wh.path(),
+        &chiso::config::Jobs {
+            pulls: jobs.clone(),
+            builds: Vec::new(),
+            publishes: vec![job.clone()],
+        },
+    )
+    .unwrap();
+    assert_eq!(status.publish_jobs[0].owed, vec!["2026-02", "2026-04"]);
+    assert!(
+        status
+            .failures
+            .iter()
+            .any(|f| f.what == "publish job publish_final"
+                && f.error.starts_with("owes 2026-02, 2026-04 (held)")),
+        "{:?}",
+        status.failures
+    );
+    let text = chiso::status::render_report(&status);
+    assert!(text.contains("publish_final (publish final)"), "{text}");
+    assert!(text.contains("owes 2026-02, 2026-04; "), "{text}");
+
+    // A publisher checks February and accepts it by hand.
+    let by_hand = chiso::publish::publish(
+        wh.path(),
+        &jobs,
+        &publish,
+        &["2026-02".to_string()],
+        &chiso::publish::PublishOptions {
+            accept: Some("B closed in February (registry)".into()),
+            push: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_hand.periods[0].revision, 1);
+    // Late syncs make April final; the next start tries both at once: February is found
+    // published (unchanged, nothing sent), April is published.
+    feeds_current_to(input.path(), &ts("05-25 10:00"), &pk2());
+    // A received a dossier in April too (else the guard holds April: A went quiet).
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(input.path().join("dossiers.ndjson"))
+            .unwrap();
+        let d20 = plain_dossier(
+            "D20",
+            "A",
+            "2",
+            ("04-10 08:30", "04-10 09:00", "04-15 09:00"),
+            // Synced after the dossiers the feed has already served (its cursor).
+            "05-20 09:30",
+        );
+        writeln!(f, "{d20}").unwrap();
+    }
+    land_all(wh.path(), &jobs).await;
+    let mut bodies = snapshots();
+    bodies.insert(
+        "/reports/national/received.csv",
+        "MaDonVi,KyBaoCao,SoHoSoTiepNhan,NgayBaoCao\nA,2026-04,2,2026-05-04\nB,2026-04,0,2026-05-04\n"
+            .to_string(),
+    );
+    let (url2, _server2) = serve_these(bodies).await;
+    let national: Vec<JobConfig> = golden_jobs(&url2, input.path())
+        .into_iter()
+        .filter(|j| j.name == "national_report")
+        .collect();
+    land_all(wh.path(), &national).await;
+    build_now(wh.path(), &jobs, false).await;
+    let before = finished(&tail).len();
+    let tail = serve_until(Box::new(move |t| finished(t).len() > before)).await;
+    let last = finished(&tail).pop().unwrap();
+    assert_eq!(last.how, Some(FireHow::Retry), "{last:?}");
+    assert_eq!(last.outcome.as_deref(), Some("ok"), "{last:?}");
+    assert!(last.owed.is_empty());
+    assert_eq!(last.periods, vec!["2026-02", "2026-04"]);
+    assert_eq!(
+        finals(wh.path()),
+        vec!["2026-02 1", "2026-03 1", "2026-04 1"]
+    );
+    assert_eq!(sent(&stored), vec!["2026-03 1", "2026-02 1", "2026-04 1"]);
+    assert!(History::new(wh.path(), "publish_final")
+        .owed()
+        .unwrap()
+        .is_empty());
+}
+
+/// A preview whose own period fails still sends what an earlier final left pending: March's
+/// final meets a redirect (pending); the daily preview job, asked for a period it cannot
+/// preview (March is final now), fails, and its push still reaches the portal, once (before:
+/// the preview's error returned before the pending pushes were sent, every day).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_preview_still_sends_the_pending_finals() {
+    let (_server, _input, jobs, wh) = march_final_world().await;
+    let (portal, stored) = odd_portal().await;
+    let target = |path: &str| chiso::config::PublishConfig {
+        targets: vec![chiso::config::TargetConfig {
+            name: "p".into(),
+            url: format!("{portal}{path}"),
+            token: Default::default(),
+            format: chiso::config::PushFormat::Json,
+            levels: vec![1, 2, 3],
+            timeout: std::time::Duration::from_secs(10),
+            attempts: 1,
+            unset: None,
+        }],
+        ..Default::default()
+    };
+    let march = vec!["2026-03".to_string()];
+    let final_ = chiso::publish::PublishOptions {
+        accept: Some("golden data: a handful of dossiers per unit".into()),
+        push: true,
+        ..Default::default()
+    };
+    let first = chiso::publish::publish(wh.path(), &jobs, &target("/moved"), &march, &final_)
+        .await
+        .unwrap();
+    assert_eq!(first.pending_pushes(), 1);
+    let preview = chiso::publish::PublishOptions {
+        provisional: true,
+        push: true,
+        ..Default::default()
+    };
+    let err = chiso::publish::publish(wh.path(), &jobs, &target("/portal"), &march, &preview)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("the pending pushes were sent (1 acknowledged, 0 still pending)")
+            && text.contains("2026-03 is published final (revision 1)"),
+        "{text}"
+    );
+    assert_eq!(stored.lock().unwrap().len(), 1);
+    assert_eq!(stored.lock().unwrap()[0].0, "1");
 }

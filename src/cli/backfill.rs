@@ -39,6 +39,7 @@ fn parse_local(s: &str) -> Result<NaiveDateTime, String> {
 pub(crate) async fn backfill(g: &Globals, a: BackfillArgs) -> anyhow::Result<u8> {
     let (project, jobs) = load(&g.config)?;
     let job = select(&jobs, std::slice::from_ref(&a.job), false)?[0].clone();
+    config::ensure_urls_set(std::slice::from_ref(&job), &[], false)?;
     let warehouse = warehouse_dir(&g.dir, &project);
     let who = std::env::var("CHISO_ACTOR")
         .or_else(|_| std::env::var("USER"))

@@ -116,6 +116,7 @@ pub(crate) async fn run(g: &Globals, mut args: RunArgs) -> anyhow::Result<u8> {
         http: chiso::feeds::http::http_client(),
     };
     let selected: Vec<config::JobConfig> = selected.into_iter().cloned().collect();
+    config::ensure_urls_set(&selected, &[], false)?;
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for (name, r) in pull::run_many(&ctx, &selected).await {

@@ -151,6 +151,68 @@ pub fn interpolate(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
     Ok(out)
 }
 
+/// The variable of a `${VAR:-default}` in `value` that is not set (or empty), so that its
+/// default stands.
+fn defaulted_variable(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let mut rest = value;
+    while let Some(pos) = rest.find("${") {
+        let body = &rest[pos + 2..];
+        let end = body.find('}')?;
+        if let Some((name, _)) = body[..end].split_once(":-") {
+            if env(name).is_none_or(|v| v.is_empty()) {
+                return Some(name.to_string());
+            }
+        }
+        rest = &body[end + 1..];
+    }
+    None
+}
+
+/// The error a URL that fell back on its default gives when a command uses it: the defaults
+/// in the repository's `chiso.toml` are the simulator's loopback address, which only
+/// `chiso demo` (which points every URL at its own simulator) may use; a production run with
+/// a variable missing must not send to, or read from, whatever listens there.
+fn url_default_error(
+    src: &Source<'_>,
+    span: Range<usize>,
+    field: &str,
+    variable: &str,
+    url: &str,
+) -> ConfigError {
+    src.at(
+        Some(span),
+        format!(
+            "{field}: {variable} is not set, and its default ({url}) is only for `chiso demo`; export {variable} with the real address (to use `chiso sim`, export that default itself)"
+        ),
+    )
+}
+
+/// Fails with every URL that `jobs` (their sources) and, when `push`, the publish `targets`
+/// would use from a `${VAR:-default}` default: a configuration error naming the file, the
+/// line and the variable, before anything is read or sent.
+pub fn ensure_urls_set(
+    jobs: &[JobConfig],
+    targets: &[TargetConfig],
+    push: bool,
+) -> Result<(), ConfigErrors> {
+    let mut errors: Vec<ConfigError> = Vec::new();
+    for j in jobs.iter().filter(|j| j.enabled) {
+        if let Some(e) = j.source.as_ref().and_then(|s| s.unset.clone()) {
+            if !errors.contains(&e) {
+                errors.push(e);
+            }
+        }
+    }
+    if push {
+        errors.extend(targets.iter().filter_map(|t| t.unset.clone()));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -394,6 +456,9 @@ pub enum Auth {
 pub struct SourceConfig {
     pub name: String,
     pub base_url: String,
+    /// Set when `base_url` is its `${VAR:-default}` default because VAR is not set: the
+    /// error a run that uses the source fails with (only `chiso demo` retargets it).
+    pub unset: Option<ConfigError>,
     pub auth: Auth,
     pub timeout: std::time::Duration,
 }
@@ -557,6 +622,15 @@ impl ProjectConfig {
             sources.insert(
                 name.clone(),
                 SourceConfig {
+                    unset: defaulted_variable(s.base_url.get_ref(), env).map(|var| {
+                        url_default_error(
+                            &src,
+                            s.base_url.span(),
+                            &format!("sources.{name}.base_url"),
+                            &var,
+                            &base_url,
+                        )
+                    }),
                     name,
                     base_url: base_url.trim_end_matches('/').to_string(),
                     auth,
@@ -585,6 +659,7 @@ impl ProjectConfig {
         self.retarget_targets(base_url, token);
         for s in self.sources.values_mut() {
             s.base_url = base_url.trim_end_matches('/').to_string();
+            s.unset = None;
             s.auth = match &s.auth {
                 Auth::None => Auth::None,
                 Auth::Bearer(_) => Auth::Bearer(token.clone()),
@@ -607,6 +682,7 @@ impl ProjectConfig {
                 .unwrap_or_default();
             t.url = format!("{}{}", base_url.trim_end_matches('/'), path);
             t.token = token.clone();
+            t.unset = None;
         }
     }
 }
@@ -1336,6 +1412,60 @@ columns = [
             e.contains("vars: grace_days") && e.contains("dbt_project.yml"),
             "{e}"
         );
+    }
+
+    /// The repository's `chiso.toml` gives every URL the simulator's loopback address as its
+    /// default: a run that would use one because its variable is missing is a configuration
+    /// error naming file, line and variable (before: a production run quietly read from, and
+    /// pushed to, whatever listened on 127.0.0.1:8610). Set variables, and the demo's
+    /// retargeting, clear it.
+    #[test]
+    fn the_simulator_default_urls_are_for_the_demo_only() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/chiso.toml")).unwrap();
+        let unset = ProjectConfig::parse(Path::new("chiso.toml"), &text, &|_| None).unwrap();
+        let portal = &unset.sources["portal"];
+        let job = JobConfig {
+            source: Some(portal.clone()),
+            ..parse_job(Path::new("jobs/petitions.toml"), GOOD, &project()).unwrap()
+        };
+        let e = ensure_urls_set(std::slice::from_ref(&job), &[], false)
+            .unwrap_err()
+            .to_string();
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("base_url = \"${CHISO_PORTAL_URL"))
+            .unwrap()
+            + 1;
+        assert!(
+            e.contains(&format!("chiso.toml:{line}: "))
+                && e.contains("sources.portal.base_url: CHISO_PORTAL_URL is not set")
+                && e.contains("only for `chiso demo`"),
+            "{e}"
+        );
+        // Pushing needs every target's URL; not pushing needs none.
+        let e = ensure_urls_set(&[], &unset.publish.targets, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("3 configuration problems"), "{e}");
+        assert!(e.contains("CHISO_PUBLISH_DVCQG_URL is not set"), "{e}");
+        assert!(ensure_urls_set(&[], &unset.publish.targets, false).is_ok());
+        // Set (and not empty): the address given.
+        let set = ProjectConfig::parse(Path::new("chiso.toml"), &text, &|k| {
+            k.ends_with("_URL")
+                .then(|| "https://example.invalid".to_string())
+        })
+        .unwrap();
+        assert!(set.sources.values().all(|s| s.unset.is_none()));
+        assert!(set.publish.targets.iter().all(|t| t.unset.is_none()));
+        let empty =
+            ProjectConfig::parse(Path::new("chiso.toml"), &text, &|_| Some(String::new())).unwrap();
+        assert!(empty.sources["portal"].unset.is_some());
+        // The demo points everything at its own simulator.
+        let mut demo = unset.clone();
+        demo.retarget_sources("http://127.0.0.1:40000", &Secret::new("t"));
+        assert!(demo.sources.values().all(|s| s.unset.is_none()));
+        assert!(demo.publish.targets.iter().all(|t| t.unset.is_none()));
     }
 
     #[test]

@@ -72,6 +72,9 @@ impl Default for PublishConfig {
 pub struct TargetConfig {
     pub name: String,
     pub url: String,
+    /// Set when `url` is its `${VAR:-default}` default because VAR is not set: the error a
+    /// push fails with (only `chiso demo` retargets it).
+    pub unset: Option<ConfigError>,
     pub token: Secret,
     pub format: PushFormat,
     pub levels: Vec<i64>,
@@ -133,6 +136,15 @@ impl PublishSection {
                 ));
             }
             targets.push(TargetConfig {
+                unset: super::defaulted_variable(t.url.get_ref(), env).map(|var| {
+                    super::url_default_error(
+                        src,
+                        t.url.span(),
+                        &format!("publish.targets.{name}.url"),
+                        &var,
+                        &url,
+                    )
+                }),
                 name,
                 url,
                 token,
@@ -214,6 +226,9 @@ pub struct PublishJobConfig {
     pub provisional: bool,
     /// Send to the targets after recording (final revisions only). Default true.
     pub push: bool,
+    /// A final job's periods that were not published (held, failed, interrupted, a push still
+    /// pending) are tried again this long after (default 1 h) until they are, by the daemon.
+    pub retry_every: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,11 +245,15 @@ struct PublishJobFile {
     provisional: bool,
     #[serde(default = "yes")]
     push: bool,
+    retry_every: Option<super::HumanDuration>,
 }
 
 fn yes() -> bool {
     true
 }
+
+/// How long a final publish job waits before trying its unpublished periods again.
+pub const DEFAULT_RETRY_EVERY: Duration = Duration::from_secs(3600);
 
 pub(super) fn parse_publish_job(
     path: &Path,
@@ -261,5 +280,8 @@ pub(super) fn parse_publish_job(
         period: file.period,
         provisional: file.provisional,
         push: file.push,
+        retry_every: file
+            .retry_every
+            .map_or(DEFAULT_RETRY_EVERY, |d| d.0.max(Duration::from_secs(1))),
     })
 }

@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod docs;
+pub mod personal;
 pub mod project;
 pub mod reuse;
 pub mod snapshot;

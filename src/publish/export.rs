@@ -94,6 +94,16 @@ const INDICATOR_HEADERS: [&str; 8] = [
     "max_points",
 ];
 
+/// A text cell as a CSV file carries it: one that starts like a formula (`=`, `+`, `-`, `@`,
+/// a tab or a carriage return) gets a leading `'`, so a spreadsheet opening the file shows it
+/// as text instead of running it (OWASP's CSV injection advice). Numbers are written apart.
+pub fn text_cell(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_string(),
+    }
+}
+
 fn num(v: Option<f64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
@@ -108,11 +118,11 @@ pub fn units_csv(rev: &Revision, levels: &[i64]) -> anyhow::Result<Vec<u8>> {
         .filter(|u| u.unit_level.is_some_and(|l| levels.contains(&l)))
     {
         w.write_record([
-            u.unit_id.clone(),
-            u.unit_name.clone().unwrap_or_default(),
+            text_cell(&u.unit_id),
+            text_cell(u.unit_name.as_deref().unwrap_or_default()),
             u.unit_level.map(|l| l.to_string()).unwrap_or_default(),
-            u.parent_unit_id.clone().unwrap_or_default(),
-            u.period.clone(),
+            text_cell(u.parent_unit_id.as_deref().unwrap_or_default()),
+            text_cell(&u.period),
             u.ckmb.to_string(),
             u.tdgq.to_string(),
             u.clgq.to_string(),
@@ -124,7 +134,7 @@ pub fn units_csv(rev: &Revision, levels: &[i64]) -> anyhow::Result<Vec<u8>> {
                 .map(|r| r.to_string())
                 .unwrap_or_default(),
             num(u.change_from_previous),
-            u.status.clone(),
+            text_cell(&u.status),
         ])?;
     }
     Ok(w.into_inner()?)
@@ -141,9 +151,9 @@ fn indicators_csv(rev: &Revision, level: i64) -> anyhow::Result<Vec<u8>> {
         .filter(|i| units.contains(i.unit_id.as_str()))
     {
         w.write_record([
-            i.unit_id.clone(),
-            i.group_code.clone().unwrap_or_default(),
-            i.indicator.clone(),
+            text_cell(&i.unit_id),
+            text_cell(i.group_code.as_deref().unwrap_or_default()),
+            text_cell(&i.indicator),
             num(i.numerator),
             num(i.denominator),
             num(i.ratio),

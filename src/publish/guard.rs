@@ -1,9 +1,13 @@
 //! The guard a revision passes before anything is written or sent.
 //!
 //! Personal data blocks every publication, provisional or not: no published column may be named
-//! like a column the job files declare `personal = true`, and no published text may hold a value
-//! of such a column from the lake (applicant names and ID numbers, officer names, petitioners),
-//! nor anything shaped like an ID number, a phone number or an e-mail address.
+//! like a column the job files declare `personal = true` or one the models made of it
+//! ([`crate::models::personal`]: renamed, or marked `meta: {personal: true}`); no published
+//! string (a text column, or any string inside a list, struct, map or JSON column; the note,
+//! the acceptance reason and the change note) may hold a value of such a column from the lake
+//! (applicant names and ID numbers, officer names, petitioners), compared trimmed, in Unicode
+//! NFC and in any case, nor anything shaped like an ID number (also in groups, or ending a
+//! sentence), a phone number or an e-mail address.
 //!
 //! Warnings block a final publication unless accepted (`--accept "reason"`, recorded in the
 //! manifest and the ledger): the warehouse is stale (the last build failed, or rows landed
@@ -91,25 +95,143 @@ fn patterns() -> &'static [Pattern] {
                 "a phone number",
                 r"(^|[^0-9.])(\+84|0)[0-9]{9,10}($|[^0-9])",
             ),
+            // Nine or twelve digits, not inside a longer number or a decimal; a dot after them
+            // ends a sentence unless a digit follows.
             p(
                 "an ID number (9 or 12 digits)",
-                r"(^|[^0-9.])([0-9]{12}|[0-9]{9})($|[^0-9.])",
+                r"(^|[^0-9.])([0-9]{12}|[0-9]{9})($|[^0-9.]|\.($|[^0-9]))",
+            ),
+            // A citizen ID written in groups: 0123 4567 8901, 012.345.678.901, 012-345-678-901.
+            p(
+                "an ID number (12 digits in groups)",
+                r"(^|[^0-9.])([0-9]{4}[ .-][0-9]{4}[ .-][0-9]{4}|[0-9]{3}[ .-][0-9]{3}[ .-][0-9]{3}[ .-][0-9]{3})($|[^0-9]|\.($|[^0-9]))",
+            ),
+            // An old 9-digit ID written with spaces (dots would be an amount: 123.456.789 đồng).
+            p(
+                "an ID number (9 digits in groups)",
+                r"(^|[^0-9. ]|[^0-9.] )[0-9]{3} [0-9]{3} [0-9]{3}($|[^0-9 ]| [^0-9])",
             ),
         ]
     })
 }
 
-/// Checks free text that will be published (a change note, an acceptance reason).
-pub fn check_text(what: &str, text: &str) -> anyhow::Result<()> {
-    for p in patterns() {
-        if p.re.is_match(text) {
-            bail!(
-                "personal data would be published: {what} holds {}; nothing was written or sent",
-                p.what
-            );
-        }
+/// The first pattern `text` matches, if any.
+fn pattern_in(text: &str) -> Option<&'static Pattern> {
+    patterns().iter().find(|p| p.re.is_match(text))
+}
+
+/// How the guard compares text with the lake's personal values: trimmed, Unicode NFC, lower
+/// case (a name typed in capitals, or in decomposed form, is the same name).
+fn normalised(sql: &str) -> String {
+    format!("lower(nfc_normalize(trim({sql})))")
+}
+
+/// Checks free text that will be published (a change note, an acceptance reason, a note)
+/// against the patterns and the lake's personal values (NFC, any case).
+pub fn check_text(
+    conn: &duck::Connection,
+    warehouse: &Path,
+    jobs: &[JobConfig],
+    what: &str,
+    text: &str,
+) -> anyhow::Result<()> {
+    if let Some(p) = pattern_in(text) {
+        bail!(
+            "personal data would be published: {what} holds {}; nothing was written or sent",
+            p.what
+        );
+    }
+    load_personal_values(conn, warehouse, jobs)?;
+    if let Some((origin, v)) = personal_value_in(conn, "SELECT $1 AS s", &[&text])? {
+        bail!(
+            "personal data would be published: {what} holds a value of {origin}, declared personal = true: {}; nothing was written or sent",
+            masked(&v)
+        );
     }
     Ok(())
+}
+
+/// The first lake personal value among the strings `leaves` (a query with a column `s`)
+/// select: equal to a value, or containing a word-like one long enough not to be a common
+/// word. Returns (origin, value).
+fn personal_value_in(
+    conn: &duck::Connection,
+    leaves: &str,
+    params: &[&dyn duckdb::ToSql],
+) -> anyhow::Result<Option<(String, String)>> {
+    let n = normalised("l.s");
+    Ok(conn
+        .query_row(
+            &format!(
+                "WITH d AS (SELECT DISTINCT {n} AS c FROM ({leaves}) AS l WHERE l.s IS NOT NULL), \
+                 hit AS ( \
+                   (SELECT p.origin, p.v FROM d JOIN chiso_personal AS p ON d.c = p.v LIMIT 1) \
+                   UNION ALL \
+                   (SELECT p.origin, p.v FROM d JOIN chiso_personal_words AS p ON contains(d.c, p.v) LIMIT 1)) \
+                 SELECT origin, v FROM hit LIMIT 1"
+            ),
+            params,
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?)
+}
+
+/// A column type that can carry text: strings, JSON, and lists, structs, maps and unions
+/// of anything (their string leaves are scanned).
+fn text_bearing(ty: &str) -> Option<bool> {
+    let ty = ty.to_ascii_uppercase();
+    if ty == "VARCHAR" {
+        return Some(true);
+    }
+    (ty.contains("VARCHAR")
+        || ty.starts_with("JSON")
+        || ty.starts_with("STRUCT")
+        || ty.starts_with("MAP")
+        || ty.starts_with("UNION")
+        || ty.ends_with("[]")
+        || ty.ends_with(']'))
+    .then_some(false)
+}
+
+/// The personal column names: the job files' `personal = true` columns, and the model
+/// columns the build found personal (renamed from one, or marked `meta: {personal: true}`).
+fn personal_columns(
+    conn: &duck::Connection,
+    jobs: &[JobConfig],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = jobs
+        .iter()
+        .flat_map(|j| {
+            j.dataset
+                .columns
+                .iter()
+                .filter(|c| c.personal)
+                .map(move |c| {
+                    (
+                        c.name.clone(),
+                        format!("{}.{}, declared personal = true", j.name, c.name),
+                    )
+                })
+        })
+        .collect();
+    let recorded: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = 'wh' AND table_name = '_chiso_personal_columns'",
+        [],
+        |r| r.get(0),
+    )?;
+    if recorded {
+        let mut stmt =
+            conn.prepare("SELECT column_name, model || '.' || column_name || ', ' || origin FROM wh._chiso_personal_columns")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for r in rows {
+            out.push(r?);
+        }
+    }
+    Ok(out)
 }
 
 /// Personal data in the rows of `period` the marts would publish: an error naming the column,
@@ -120,24 +242,15 @@ pub fn personal_data(
     jobs: &[JobConfig],
     period: &str,
 ) -> anyhow::Result<()> {
-    let personal_columns: Vec<(String, String)> = jobs
-        .iter()
-        .flat_map(|j| {
-            j.dataset
-                .columns
-                .iter()
-                .filter(|c| c.personal)
-                .map(move |c| (j.name.clone(), c.name.clone()))
-        })
-        .collect();
+    let personal_columns = personal_columns(conn, jobs)?;
     for (mart, _, _) in ledger::PUBLISHED {
         for col in ledger::columns(conn, Some("wh"), mart)? {
-            if let Some((job, pc)) = personal_columns
+            if let Some((_, why)) = personal_columns
                 .iter()
-                .find(|(_, pc)| pc.eq_ignore_ascii_case(&col))
+                .find(|(pc, _)| pc.eq_ignore_ascii_case(&col))
             {
                 bail!(
-                    "personal data would be published: column {col} of {mart} is named like {job}.{pc}, declared personal = true; it would go into {}; nothing was written or sent",
+                    "personal data would be published: column {col} of {mart} is named like {why}; it would go into {}; nothing was written or sent",
                     files_of(mart)
                 );
             }
@@ -145,57 +258,52 @@ pub fn personal_data(
     }
     load_personal_values(conn, warehouse, jobs)?;
     for (mart, _, _) in ledger::PUBLISHED {
-        let text_columns: Vec<String> = ledger::column_types(conn, Some("wh"), mart)?
-            .into_iter()
-            .filter(|(_, ty)| ty == "VARCHAR")
-            .map(|(name, _)| name)
-            .collect();
-        for col in &text_columns {
-            // Equal to a personal value (a hash join), or containing a word-like one long
-            // enough not to be a common word (names, not numbers: the patterns below catch
-            // ID numbers and phones); over the column's distinct values, a few hundred.
-            let found: Option<(String, String, String)> = conn
-                .query_row(
-                    &format!(
-                        "WITH d AS (SELECT DISTINCT \"{col}\" AS c FROM wh.{mart} WHERE period = $1 AND \"{col}\" IS NOT NULL), \
-                         hit AS ( \
-                           (SELECT d.c, p.origin, p.v FROM d JOIN chiso_personal AS p ON trim(d.c) = p.v LIMIT 1) \
-                           UNION ALL \
-                           (SELECT d.c, p.origin, p.v FROM d JOIN chiso_personal_words AS p ON contains(d.c, p.v) LIMIT 1)) \
-                         SELECT (SELECT min(unit_id) FROM wh.{mart} WHERE period = $1 AND \"{col}\" = hit.c), origin, v \
-                         FROM hit LIMIT 1"
-                    ),
-                    [period],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        for (col, ty) in ledger::column_types(conn, Some("wh"), mart)? {
+            let Some(plain) = text_bearing(&ty) else {
+                continue;
+            };
+            // Every string the column holds for the period, with its unit: the value itself,
+            // or each string leaf of a list, struct, map or JSON value.
+            let leaves = if plain {
+                format!("SELECT unit_id AS u, \"{col}\" AS s FROM wh.{mart} WHERE period = $1")
+            } else {
+                format!(
+                    "SELECT m.unit_id AS u, t.value ->> '$' AS s FROM wh.{mart} AS m, json_tree(to_json(m.\"{col}\")) AS t \
+                     WHERE m.period = $1 AND t.type = 'VARCHAR'"
                 )
-                .map(Some)
-                .or_else(|e| match e {
-                    duckdb::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?;
-            if let Some((unit, origin, v)) = found {
+            };
+            if let Some((origin, v)) = personal_value_in(conn, &leaves, &[&period])? {
+                let unit: Option<String> = conn
+                    .query_row(
+                        &format!(
+                            "SELECT min(u) FROM ({leaves}) AS l WHERE contains({}, $2)",
+                            normalised("l.s")
+                        ),
+                        duckdb::params![period, v],
+                        |r| r.get(0),
+                    )
+                    .unwrap_or(None);
                 bail!(
-                    "personal data would be published: column {col} of {mart} (unit {unit}, period {period}) holds a value of {origin}, declared personal = true: {}; it would go into {}; nothing was written or sent",
+                    "personal data would be published: column {col} of {mart} (unit {}, period {period}) holds a value of {origin}, declared personal = true: {}; it would go into {}; nothing was written or sent",
+                    unit.as_deref().unwrap_or("?"),
                     masked(&v),
                     files_of(mart)
                 );
             }
             let mut stmt = conn.prepare(&format!(
-                "SELECT DISTINCT unit_id, \"{col}\" FROM wh.{mart} WHERE period = ? AND \"{col}\" IS NOT NULL"
+                "SELECT DISTINCT u, nfc_normalize(s) FROM ({leaves}) AS l WHERE s IS NOT NULL"
             ))?;
             let values: Vec<(String, String)> = stmt
                 .query_map([period], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             for (unit, v) in values {
-                for p in patterns() {
-                    if p.re.is_match(&v) {
-                        bail!(
-                            "personal data would be published: column {col} of {mart} (unit {unit}, period {period}) holds {}: {}; it would go into {}; nothing was written or sent",
-                            p.what,
-                            masked(&v),
-                            files_of(mart)
-                        );
-                    }
+                if let Some(p) = pattern_in(&v) {
+                    bail!(
+                        "personal data would be published: column {col} of {mart} (unit {unit}, period {period}) holds {}: {}; it would go into {}; nothing was written or sent",
+                        p.what,
+                        masked(&v),
+                        files_of(mart)
+                    );
                 }
             }
         }
@@ -203,9 +311,9 @@ pub fn personal_data(
     Ok(())
 }
 
-/// The lake's personal values (`chiso_personal`) and the word-like ones among them
-/// (`chiso_personal_words`), as temporary tables of `conn`, from the files committed when first
-/// asked: a publish of several periods reads the lake once.
+/// The lake's personal values (`chiso_personal`, normalised as [`normalised`] says) and the
+/// word-like ones among them (`chiso_personal_words`), as temporary tables of `conn`, from the
+/// files committed when first asked: a publish of several periods reads the lake once.
 fn load_personal_values(
     conn: &duck::Connection,
     warehouse: &Path,
@@ -232,10 +340,11 @@ fn load_personal_values(
             .collect::<Vec<_>>()
             .join(", ");
         for c in job.dataset.columns.iter().filter(|c| c.personal) {
+            let v = normalised(&format!("CAST(\"{}\" AS VARCHAR)", c.name));
             conn.execute_batch(&format!(
-                "INSERT INTO chiso_personal SELECT DISTINCT trim(CAST(\"{col}\" AS VARCHAR)), {origin} \
+                "INSERT INTO chiso_personal SELECT DISTINCT {v}, {origin} \
                  FROM read_parquet([{list}], union_by_name = true) \
-                 WHERE \"{col}\" IS NOT NULL AND length(trim(CAST(\"{col}\" AS VARCHAR))) >= 3;",
+                 WHERE \"{col}\" IS NOT NULL AND length({v}) >= 3;",
                 col = c.name,
                 origin = duck::lit(&format!("{}.{}", job.name, c.name)),
             ))

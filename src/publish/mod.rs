@@ -51,11 +51,25 @@ pub struct PublishOptions {
 /// A publication the rules held back, not an error of chiso's or of a portal's: the period is
 /// not final yet, or the guard's warnings were not accepted. `chiso publish` exits 4 on it.
 #[derive(Debug)]
-pub struct Held(pub String);
+pub struct Held {
+    /// Why, for a person.
+    pub text: String,
+    /// The periods held back (the others asked for were recorded and sent).
+    pub periods: Vec<String>,
+}
+
+impl Held {
+    fn one(period: &str, text: String) -> Held {
+        Held {
+            text,
+            periods: vec![period.to_string()],
+        }
+    }
+}
 
 impl std::fmt::Display for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -131,6 +145,9 @@ pub async fn publish(
     periods: &[String],
     opts: &PublishOptions,
 ) -> anyhow::Result<PublishReport> {
+    // A target whose URL is missing from the environment is a configuration error, before
+    // anything is recorded (never a push to the demo's loopback default).
+    crate::config::ensure_urls_set(&[], &cfg.targets, opts.push)?;
     let _lock = lock(warehouse).await?;
     let outcomes = {
         let (w, j, c, p, o) = (
@@ -140,11 +157,31 @@ pub async fn publish(
             periods.to_vec(),
             opts.clone(),
         );
-        tokio::task::spawn_blocking(move || record_periods(&w, &j, &c, &p, &o)).await??
+        tokio::task::spawn_blocking(move || record_periods(&w, &j, &c, &p, &o)).await?
+    };
+    // Pending pushes are of final revisions only (a provisional one has no receipts), so a
+    // scheduled preview also sends what an earlier final publication left pending, even when
+    // recording its own period failed.
+    let outcomes = match outcomes {
+        Ok(o) => o,
+        Err(e) if opts.push => {
+            let sent = push::push_pending(warehouse, &cfg.targets).await;
+            return Err(match sent {
+                Ok(p) => {
+                    let pending = p.iter().filter(|p| !p.acknowledged).count();
+                    e.context(format!(
+                        "nothing was recorded; the pending pushes were sent ({} acknowledged, {pending} still pending)",
+                        p.len() - pending
+                    ))
+                }
+                Err(p) => e.context(format!(
+                    "nothing was recorded, and sending the pending pushes failed too: {p:#}"
+                )),
+            });
+        }
+        Err(e) => return Err(e),
     };
     let (outcomes, held) = outcomes;
-    // Pending pushes are of final revisions only (a provisional one has no receipts), so a
-    // scheduled preview also sends what an earlier final publication left pending.
     let pushes = if opts.push {
         push::push_pending(warehouse, &cfg.targets).await?
     } else {
@@ -153,7 +190,8 @@ pub async fn publish(
     // A period held back does not hold the others: they are recorded and sent, then the hold
     // is the answer (exit 4), saying what was recorded meanwhile.
     if !held.is_empty() {
-        let mut text = held.join("\n");
+        let (periods, texts): (Vec<String>, Vec<String>) = held.into_iter().unzip();
+        let mut text = texts.join("\n");
         let recorded: Vec<String> = outcomes
             .iter()
             .filter(|o| o.created)
@@ -166,7 +204,7 @@ pub async fn publish(
         if pending > 0 {
             text.push_str(&format!("\n{pending} push(es) still pending."));
         }
-        return Err(Held(text).into());
+        return Err(Held { text, periods }.into());
     }
     Ok(PublishReport {
         periods: outcomes,
@@ -205,13 +243,17 @@ async fn lock(warehouse: &Path) -> anyhow::Result<FileLock> {
         .map_err(explained)
 }
 
+/// What `record_periods` did: the periods recorded (or found unchanged), and those held back
+/// with why.
+type Recorded = (Vec<PeriodOutcome>, Vec<(String, String)>);
+
 fn record_periods(
     warehouse: &Path,
     jobs: &[JobConfig],
     cfg: &PublishConfig,
     periods: &[String],
     opts: &PublishOptions,
-) -> anyhow::Result<(Vec<PeriodOutcome>, Vec<String>)> {
+) -> anyhow::Result<Recorded> {
     let published = published_path(warehouse);
     if !published.exists() {
         bail!(
@@ -231,7 +273,9 @@ fn record_periods(
     for period in periods {
         match record_period(&conn, warehouse, jobs, cfg, period, opts, &duckdb_version) {
             Ok(o) => out.push(o),
-            Err(e) if e.downcast_ref::<Held>().is_some() => held.push(format!("{e:#}")),
+            Err(e) if e.downcast_ref::<Held>().is_some() => {
+                held.push((period.clone(), format!("{e:#}")))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -286,10 +330,13 @@ fn record_period(
                 |r| r.get(0),
             )
             .unwrap_or_default();
-        return Err(Held(format!(
+        return Err(Held::one(
+            period,
+            format!(
             "{period} is still provisional: not every feed's data has passed the period's end plus the grace days (waiting for: {}); `chiso publish {period} --provisional` writes a preview",
             if waiting.is_empty() { "the next build" } else { waiting.as_str() }
-        ))
+        ),
+        )
         .into());
     }
     // Finals are compared with the latest final, a preview with the period's preview.
@@ -331,10 +378,13 @@ fn record_period(
     let warnings = guard::warnings(conn, warehouse, jobs, cfg, &basis)?;
     if status == "final" && !warnings.is_empty() && opts.accept.is_none() {
         let list: Vec<String> = warnings.iter().map(|w| format!("- {}", w.line())).collect();
-        return Err(Held(format!(
+        return Err(Held::one(
+            period,
+            format!(
             "{period} was not published: the guard warns\n{}\nCheck them, then publish with --accept \"reason\" (recorded with the revision), or publish a preview with --provisional.",
             list.join("\n")
-        ))
+        ),
+        )
         .into());
     }
     // A final's change note is against the previous final; a preview has none.
@@ -344,14 +394,14 @@ fn record_period(
         .map(|l| revision::change_note(conn, warehouse, jobs, &basis, l, status))
         .transpose()?;
     if let Some(c) = &change {
-        guard::check_text("the change note", &c.text())?;
+        guard::check_text(conn, warehouse, jobs, "the change note", &c.text())?;
     }
     for (what, text) in [
         ("the --accept reason", opts.accept.as_deref()),
         ("the --note", opts.note.as_deref()),
     ] {
         if let Some(t) = text {
-            guard::check_text(what, t)?;
+            guard::check_text(conn, warehouse, jobs, what, t)?;
         }
     }
     let number = if opts.provisional {

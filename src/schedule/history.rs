@@ -41,6 +41,9 @@ pub enum FireHow {
     Queued,
     /// A build triggered by pulls that landed rows (planned time: when it was started).
     Triggered,
+    /// A final publish job's periods tried again after a fire that did not publish them
+    /// (planned time: the fire's).
+    Retry,
     /// Not a fire: a run started by hand (`chiso run`, `chiso backfill`), recorded so that the
     /// history shows every run of the job; `planned` is when it started. Never counts as a
     /// planned time spoken for.
@@ -75,6 +78,13 @@ pub struct FireRecord {
     /// Misfires skipped or caught up beyond the planned times listed (`MAX_LISTED`).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub more: u64,
+    /// A publish fire: the periods it publishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub periods: Vec<String>,
+    /// A final publish fire that ended: the periods still not published (held, failed, a push
+    /// pending, or cut short), which the daemon tries again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owed: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -99,6 +109,8 @@ impl FireRecord {
             seconds: None,
             error: None,
             more: 0,
+            periods: Vec::new(),
+            owed: Vec::new(),
         }
     }
 }
@@ -213,6 +225,13 @@ impl History {
             .max_by(|a, b| by_time(a, b)))
     }
 
+    /// A final publish job's periods not published yet, as its history says: each fire that
+    /// ended replaces the periods it tried by the ones it left owed; a fire skipped while the
+    /// job ran adds its own.
+    pub fn owed(&self) -> std::io::Result<Vec<String>> {
+        Ok(owed_after(&self.tail()?))
+    }
+
     /// Claims that never ended (the daemon died): closes each with an `interrupted` line and
     /// returns them.
     pub fn close_interrupted(&self) -> std::io::Result<Vec<FireRecord>> {
@@ -232,6 +251,8 @@ impl History {
             .map(|c| {
                 let mut r = FireRecord::new(&c.job, &c.planned, FireEvent::Interrupted);
                 r.how = c.how;
+                r.periods = c.periods.clone();
+                r.owed = c.periods.clone();
                 r.error = Some("the daemon stopped before the run ended".into());
                 r
             })
@@ -279,6 +300,26 @@ impl History {
 
 /// Orders RFC 3339 times by the instant they name (strings of one zone also sort as text, but
 /// a record written with another offset must not confuse the order).
+/// The periods owed after `records` (oldest first); see [`History::owed`].
+pub fn owed_after(records: &[FireRecord]) -> Vec<String> {
+    let mut owed = std::collections::BTreeSet::new();
+    for r in records {
+        match r.event {
+            FireEvent::Finished | FireEvent::Interrupted => {
+                for p in &r.periods {
+                    owed.remove(p);
+                }
+                owed.extend(r.owed.iter().cloned());
+            }
+            FireEvent::SkippedOverlap | FireEvent::SkippedMisfire => {
+                owed.extend(r.owed.iter().cloned())
+            }
+            FireEvent::Claimed => {}
+        }
+    }
+    owed.into_iter().collect()
+}
+
 pub fn by_time(a: &str, b: &str) -> std::cmp::Ordering {
     match (
         chrono::DateTime::parse_from_rfc3339(a),

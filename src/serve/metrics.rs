@@ -61,6 +61,14 @@ fn describe() {
         Unit::Seconds,
         "Duration of pull runs."
     );
+    describe_counter!(
+        "chiso_publishes_total",
+        "Publish job fires by job and outcome (ok, push_pending, held, failed)."
+    );
+    describe_gauge!(
+        "chiso_publication_periods_owed",
+        "Periods a final publish job has not published yet (held, failed, a push pending); tried again every retry_every."
+    );
     describe_counter!("chiso_rows_landed_total", "Rows landed in the lake by job.");
     describe_counter!("chiso_rows_quarantined_total", "Rows quarantined by job.");
     describe_gauge!(
@@ -115,6 +123,19 @@ fn describe() {
 
 pub fn fire(job: &str, event: &'static str) {
     counter!("chiso_fires_total", "job" => job.to_string(), "event" => event).increment(1);
+}
+
+/// A publish fire ended: its outcome (ok, push_pending, held, failed), and the periods its job
+/// still owes.
+pub fn publish(record: &FireRecord, owed: usize) {
+    let outcome = record.outcome.clone().unwrap_or_else(|| "failed".into());
+    counter!("chiso_publishes_total", "job" => record.job.clone(), "outcome" => outcome)
+        .increment(1);
+    periods_owed(&record.job, owed);
+}
+
+pub fn periods_owed(job: &str, owed: usize) {
+    gauge!("chiso_publication_periods_owed", "job" => job.to_string()).set(owed as f64);
 }
 
 pub fn misses(job: &str, n: u64) {

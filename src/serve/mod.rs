@@ -201,6 +201,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     notices: Option<mpsc::UnboundedSender<Notice>>,
 ) -> anyhow::Result<ServeSummary> {
+    // A URL missing from the environment stops the start, naming file, line and variable.
+    crate::config::ensure_urls_set(
+        &opts.jobs.pulls,
+        &opts.publish.targets,
+        opts.jobs.publishes.iter().any(|p| p.enabled && p.push),
+    )?;
     let lock = DaemonLock::acquire(&opts.warehouse, opts.http.map(|a| a.to_string()))?;
     let listener = match opts.http {
         Some(addr) => Some(
@@ -255,13 +261,14 @@ pub async fn serve(
     let mut publishes = Vec::new();
     for job in opts.jobs.publishes.iter().filter(|j| j.enabled) {
         let history = History::new(&opts.warehouse, &job.name);
-        publishes.push(publishing::PublishSlot {
-            job: job.clone(),
-            schedule: Schedule::new(&job.schedule, opts.tz).map_err(anyhow::Error::msg)?,
-            last_planned: recover_history(&history, &keep_after, now)?,
+        let last_planned = recover_history(&history, &keep_after, now)?;
+        publishes.push(publishing::PublishSlot::new(
+            job.clone(),
+            Schedule::new(&job.schedule, opts.tz).map_err(anyhow::Error::msg)?,
             history,
-            running: None,
-        });
+            last_planned,
+            now,
+        )?);
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -855,6 +862,10 @@ impl Daemon {
                     "cut short: the grace period ran out; the next publish sends what is pending"
                         .into(),
                 );
+                rec.periods = std::mem::take(&mut p.running_periods);
+                if !p.job.provisional {
+                    rec.owed = rec.periods.clone();
+                }
                 p.history.append(&[rec])?;
                 n += 1;
             }

@@ -406,6 +406,7 @@ fn build_watched(
     }
     record_tests_passed(&conn, &tests)?;
     record_model_sql(&conn, &project, &models)?;
+    crate::models::personal::record(&conn, &project, jobs)?;
     // What was published (revisions, receipts), beside the marts for BI tools.
     if let Err(e) = crate::ledger::copy_into(&conn, warehouse) {
         tracing::error!(error = %format!("{e:#}"), "Copying the publication ledger into the warehouse failed; the previous copy stays.");
