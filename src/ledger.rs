@@ -33,10 +33,50 @@ pub const TABLES: [&str; 4] = [
     "pub_receipts",
 ];
 
-/// Mart columns a revision does not compare: they move at every build without the numbers
-/// moving (when it was computed, how far the data reached, the moment a live period is judged
-/// at; the status is compared).
-pub const UNCOMPARED: [&str; 4] = ["revision", "computed_at", "data_watermark", "judged_as_of"];
+/// The measures a revision compares, per published mart (besides its key): the numbers and
+/// the tree they are published in. Everything else is presentation, derived or bookkeeping
+/// (the unit's name, its rank among siblings and its change from the previous period, when it
+/// was computed, how far the data reached, the moment a live period is judged at) and never
+/// makes a revision by itself, so a late dossier of March does not cascade into April, and a
+/// new mart column does not make every final period "changed".
+pub const MEASURES: [(&str, &[&str]); 2] = [
+    (
+        "mart_index_unit_period",
+        &[
+            "unit_level",
+            "parent_unit_id",
+            "ckmb",
+            "tdgq",
+            "clgq",
+            "tttt",
+            "mdsh",
+            "mdhl",
+            "total",
+            "status",
+            "methodology",
+        ],
+    ),
+    (
+        "mart_index_indicator",
+        &[
+            "group_code",
+            "numerator",
+            "denominator",
+            "ratio",
+            "points",
+            "max_points",
+            "methodology",
+        ],
+    ),
+];
+
+/// The measures of `mart` ([`MEASURES`]).
+pub fn measures(mart: &str) -> &'static [&'static str] {
+    MEASURES
+        .iter()
+        .find(|(m, _)| *m == mart)
+        .map_or(&[], |(_, c)| c)
+}
 
 /// The marts a revision publishes, with the ledger table each is kept in and its key.
 pub const PUBLISHED: [(&str, &str, &[&str]); 2] = [
@@ -51,6 +91,25 @@ pub const PUBLISHED: [(&str, &str, &[&str]); 2] = [
         &["unit_id", "indicator"],
     ),
 ];
+
+/// Columns added to `pub_revisions` since the first ledgers, added to an older ledger when it
+/// is opened for writing and to its copy in a warehouse (so the views over them are made on a
+/// ledger no publish has opened since): what a revision was made from (the lake position per
+/// dataset its build read, each model's SQL digest, the methodology rows of its version), the
+/// revision policy a final was recorded under and until when its period is open to routine
+/// revisions (from its revision 1; NULL: always), and a correction's reason.
+const MIGRATIONS: &str = "
+ALTER TABLE pub_revisions ADD COLUMN IF NOT EXISTS lake_position JSON;
+ALTER TABLE pub_revisions ADD COLUMN IF NOT EXISTS model_digests JSON;
+ALTER TABLE pub_revisions ADD COLUMN IF NOT EXISTS methodology_rows JSON;
+ALTER TABLE pub_revisions ADD COLUMN IF NOT EXISTS revision_policy VARCHAR;
+ALTER TABLE pub_revisions ADD COLUMN IF NOT EXISTS open_until TIMESTAMP;
+ALTER TABLE pub_revisions ADD COLUMN IF NOT EXISTS correction VARCHAR;
+";
+
+/// Now as the project's wall-clock time (Asia/Ho_Chi_Minh, UTC+7 all year), the same in any
+/// client session whatever its time zone setting.
+pub const NOW_LOCAL: &str = "make_timestamp(epoch_us(get_current_timestamp()) + 25200000000)";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pub_revisions (
@@ -72,6 +131,7 @@ CREATE TABLE IF NOT EXISTS pub_revisions (
     chiso_version VARCHAR,
     PRIMARY KEY (period, revision)
 );
+
 CREATE TABLE IF NOT EXISTS pub_receipts (
     target VARCHAR NOT NULL,
     period VARCHAR NOT NULL,
@@ -105,6 +165,7 @@ pub fn open(warehouse: &Path, wait: Duration) -> anyhow::Result<duck::Connection
     let conn = retry_locked(wait, || duck::open(&p, 1))
         .with_context(|| format!("opening the publication ledger {}", p.display()))?;
     conn.execute_batch(SCHEMA)
+        .and_then(|_| conn.execute_batch(MIGRATIONS))
         .context("creating the ledger's tables")?;
     Ok(conn)
 }
@@ -211,6 +272,8 @@ fn views(conn: &duck::Connection) -> anyhow::Result<()> {
     if !duck::table_exists(conn, "pub_revisions")? {
         return Ok(());
     }
+    // A copy of a ledger no publish has opened since these columns came.
+    conn.execute_batch(MIGRATIONS)?;
     // Finals only: a preview (revision 0) is not a publication.
     conn.execute_batch(
         "CREATE OR REPLACE VIEW pub_latest_revisions AS
@@ -251,6 +314,46 @@ fn views(conn: &duck::Connection) -> anyhow::Result<()> {
         }
     }
     conn.execute_batch(&pending_sql(conn)?)?;
+    // Vintages: what had been published (final revisions) at a time, per period.
+    conn.execute_batch(
+        "CREATE OR REPLACE MACRO pub_revisions_as_of(ts) AS TABLE
+           SELECT * FROM pub_revisions WHERE status = 'final' AND created_at <= CAST(ts AS TIMESTAMP)
+           QUALIFY row_number() OVER (PARTITION BY period ORDER BY revision DESC) = 1;",
+    )?;
+    for (_, table, _) in PUBLISHED {
+        if duck::table_exists(conn, table)? {
+            let rest = table.trim_start_matches("pub_");
+            conn.execute_batch(&format!(
+                "CREATE OR REPLACE MACRO pub_{rest}_as_of(ts) AS TABLE
+                   SELECT t.* FROM {table} AS t JOIN pub_revisions_as_of(ts) AS r USING (period, revision);"
+            ))?;
+        }
+    }
+    if duck::table_exists(conn, "int_period_judgement")? {
+        // The release calendar: when each period becomes final (its end plus the grace, once
+        // every feed reached it) and may be published, what was published of it, and until
+        // when it is open to routine revisions.
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE VIEW pub_release_calendar AS
+             WITH finals AS (
+                 SELECT period, min(created_at) AS first_published_at, max(revision) AS latest_revision,
+                        arg_max(open_until, revision) AS open_until, arg_max(revision_policy, revision) AS revision_policy
+                 FROM pub_revisions WHERE status = 'final' GROUP BY period
+             )
+             SELECT j.period, j.period_type, j.starts_on, j.ends_before, j.status,
+                    j.final_from AS publishable_from, j.feeds_waiting,
+                    f.first_published_at, f.latest_revision, f.revision_policy, f.open_until,
+                    CASE WHEN f.period IS NULL AND j.status = 'final' THEN 'due'
+                         WHEN f.period IS NULL THEN 'not final yet'
+                         WHEN f.open_until IS NULL OR f.open_until > {now}
+                           THEN 'published, open to revisions'
+                         ELSE 'published, closed (corrections only)' END AS publication
+             FROM int_period_judgement AS j LEFT JOIN finals AS f USING (period)
+             WHERE j.is_reported
+             ORDER BY j.starts_on, j.period_type;",
+            now = NOW_LOCAL
+        ))?;
+    }
     Ok(())
 }
 
@@ -264,14 +367,14 @@ fn pending_sql(conn: &duck::Connection) -> anyhow::Result<String> {
         let current = columns(conn, None, mart)?;
         let compared: Vec<&String> = published
             .iter()
-            .filter(|c| current.contains(c) && !UNCOMPARED.contains(&c.as_str()))
-            .filter(|c| !key.contains(&c.as_str()) && c.as_str() != "period")
+            .filter(|c| current.contains(c) && measures(mart).contains(&c.as_str()))
             .collect();
         if published.is_empty() || current.is_empty() || compared.is_empty() {
             return Ok("CREATE OR REPLACE VIEW pub_revision_pending AS \
                 SELECT NULL::VARCHAR AS period, NULL::INTEGER AS revision, NULL::VARCHAR AS unit_id, \
                 NULL::DOUBLE AS published_total, NULL::DOUBLE AS current_total, \
-                NULL::VARCHAR[] AS indicators_moved WHERE false;"
+                NULL::VARCHAR[] AS indicators_moved, NULL::VARCHAR[] AS reason_codes, \
+                NULL::TIMESTAMP AS open_until, NULL::BOOLEAN AS revisable WHERE false;"
                 .to_string());
         }
         let differs = compared
@@ -306,6 +409,12 @@ fn pending_sql(conn: &duck::Connection) -> anyhow::Result<String> {
     }
     let (_, units) = &parts[0];
     let (_, indicators) = &parts[1];
+    // The models' SQL as the revision's `sql_digest` (revision::sql_digest) computes it.
+    let digest = if duck::table_exists(conn, "_chiso_model_sql")? {
+        "(SELECT sha256(string_agg(model || ':' || sql_sha256 || chr(10), '' ORDER BY model)) FROM _chiso_model_sql)"
+    } else {
+        "NULL::VARCHAR"
+    };
     Ok(format!(
         "CREATE OR REPLACE VIEW pub_revision_pending AS
          WITH finals AS (
@@ -320,12 +429,31 @@ fn pending_sql(conn: &duck::Connection) -> anyhow::Result<String> {
          SELECT m.period, f.revision, m.unit_id,
                 p.total AS published_total, c.total AS current_total,
                 (SELECT list(DISTINCT i.indicator ORDER BY i.indicator) FROM indicators AS i
-                  WHERE i.period = m.period AND i.unit_id = m.unit_id) AS indicators_moved
+                  WHERE i.period = m.period AND i.unit_id = m.unit_id) AS indicators_moved,
+                -- Why, as the change note will say it (late data are the records' landing
+                -- after the revision: the data reach moved on).
+                coalesce(nullif(list_filter([
+                    CASE WHEN r.methodology IS DISTINCT FROM coalesce(c.methodology, p.methodology) THEN 'methodology' END,
+                    CASE WHEN p.unit_id IS NULL OR c.unit_id IS NULL
+                           OR p.unit_level IS DISTINCT FROM c.unit_level
+                           OR p.parent_unit_id IS DISTINCT FROM c.parent_unit_id THEN 'registry' END,
+                    CASE WHEN r.sql_digest IS DISTINCT FROM {digest} THEN 'recomputation' END,
+                    -- A first reading (the change note counts the records): data reached
+                    -- further while the methodology and the SQL stayed.
+                    CASE WHEN c.data_watermark > r.data_watermark
+                          AND r.sql_digest IS NOT DISTINCT FROM {digest}
+                          AND r.methodology IS NOT DISTINCT FROM coalesce(c.methodology, p.methodology)
+                         THEN 'late_data' END
+                ], lambda x: x IS NOT NULL), []), ['recomputation']) AS reason_codes,
+                r.open_until,
+                r.open_until IS NULL OR r.open_until > {now} AS revisable
          FROM moved AS m
          JOIN finals AS f USING (period)
+         JOIN pub_revisions AS r ON r.period = f.period AND r.revision = f.revision
          LEFT JOIN pub_index_unit_period AS p
            ON p.period = m.period AND p.revision = f.revision AND p.unit_id = m.unit_id
-         LEFT JOIN mart_index_unit_period AS c ON c.period = m.period AND c.unit_id = m.unit_id;"
+         LEFT JOIN mart_index_unit_period AS c ON c.period = m.period AND c.unit_id = m.unit_id;",
+        now = NOW_LOCAL
     ))
 }
 
@@ -337,6 +465,12 @@ pub struct Pending {
     pub revision: i64,
     /// The units that moved, appeared or went.
     pub units: Vec<String>,
+    /// Why ([`crate::publish::ChangeNote::reason_codes`]), over the units.
+    pub reason_codes: Vec<String>,
+    /// Still open to routine revisions (`[publish] revision_policy`); else only
+    /// `chiso publish --correction "reason"` revises it.
+    pub revisable: bool,
+    pub open_until: Option<String>,
 }
 
 /// What `pub_revision_pending` of the published warehouse says, by period. Empty without it.
@@ -345,15 +479,21 @@ pub fn pending(conn: &duck::Connection) -> anyhow::Result<Vec<Pending>> {
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(
-        "SELECT period, any_value(revision), list(unit_id ORDER BY unit_id) \
+        "SELECT period, any_value(revision), list(unit_id ORDER BY unit_id), \
+           list_sort(list_distinct(flatten(list(reason_codes)))), bool_and(revisable), \
+           strftime(any_value(open_until), '%Y-%m-%d %H:%M') \
          FROM pub_revision_pending GROUP BY period ORDER BY period",
     )?;
     let rows = stmt.query_map([], |r| {
         let units: duckdb::types::Value = r.get(2)?;
+        let codes: duckdb::types::Value = r.get(3)?;
         Ok(Pending {
             period: r.get(0)?,
             revision: r.get(1)?,
             units: strings(units),
+            reason_codes: strings(codes),
+            revisable: r.get::<_, Option<bool>>(4)?.unwrap_or(true),
+            open_until: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -698,10 +698,25 @@ pub fn render_report(r: &StatusReport) -> String {
     }
     for x in &p.revisions_pending {
         let shown: Vec<&str> = x.units.iter().take(20).map(String::as_str).collect();
+        let how = if x.revisable {
+            format!(
+                "`chiso publish {}` records revision {}",
+                x.period,
+                x.revision + 1
+            )
+        } else {
+            format!(
+                "closed to routine revisions since {} (revision_policy): `chiso publish {} --correction \"reason\"` records revision {}",
+                x.open_until.as_deref().unwrap_or("?"),
+                x.period,
+                x.revision + 1
+            )
+        };
         out.push_str(&format!(
-            "Revision pending: {} (final revision {} published) moved for {} unit(s): {}{}; `chiso publish {}` records revision {}\n",
+            "Revision pending: {} (final revision {} published) moved [{}] for {} unit(s): {}{}; {how}\n",
             x.period,
             x.revision,
+            x.reason_codes.join(", "),
             x.units.len(),
             shown.join(", "),
             if x.units.len() > shown.len() {
@@ -709,8 +724,6 @@ pub fn render_report(r: &StatusReport) -> String {
             } else {
                 String::new()
             },
-            x.period,
-            x.revision + 1
         ));
     }
     if r.failures.is_empty() {

@@ -467,6 +467,7 @@ async fn the_daemon_runs_publish_jobs() {
         provisional,
         push: true,
         retry_every: Duration::from_secs(3600),
+        catch_up_within: Duration::from_secs(366 * 86_400),
     };
     jobs.publishes = vec![
         job("preview_september", "2026-09", true),

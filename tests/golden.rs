@@ -3669,8 +3669,9 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
     assert_eq!(pending[0].period, "2026-03");
     assert_eq!(pending[0].units, vec!["A", "CT", "P1"]);
     assert!(chiso::status::render_report(&status).contains(
-        "Revision pending: 2026-03 (final revision 1 published) moved for 3 unit(s): A, CT, P1"
+        "Revision pending: 2026-03 (final revision 1 published) moved [late_data] for 3 unit(s): A, CT, P1"
     ));
+    assert_eq!(pending[0].reason_codes, vec!["late_data"]);
 
     let second = publish(opts.clone()).await;
     let p = &second.periods[0];
@@ -3678,10 +3679,13 @@ async fn a_late_version_for_a_final_month_makes_revision_2_with_its_change_note(
     assert_eq!(p.revision, 2);
     let note = p.change_note.as_ref().unwrap();
     assert_eq!(note.previous_revision, 1);
+    // Late data, counted as the records behind March's numbers that landed after revision 1's
+    // build read the lake (its pinned position): D3's version, not every row landed since.
     assert_eq!(
         note.reasons,
-        vec!["data landed after revision 1 (dossiers: 1 rows)"]
+        vec!["records of 2026-03 landed after revision 1 (dossiers with a newer version: 1)"]
     );
+    assert_eq!(note.reason_codes, vec!["late_data"]);
     let moved: Vec<String> = note
         .units
         .iter()
@@ -4547,8 +4551,9 @@ async fn dbt_duckdb_builds_the_same_marts_full_and_incrementally() {
 
 /// A final publish job owes every period it did not publish, and publishes them: a daemon down
 /// over the three monthly fires of 03-11, 04-11 and 05-11 (periods February, March, April)
-/// tries all three at start (before: only the newest fire's month, April, was tried and the
-/// two others were skipped as misfires, unpublished for ever). March is published; February is
+/// tries all three at start, one at a time (before: only the newest fire's month, April, was
+/// tried and the two others were skipped as misfires, unpublished for ever). March is
+/// published; February is
 /// held by the guard (B went quiet) and April is not final yet: both are owed, tried again
 /// every `retry_every` and at the next start, shown by `chiso status` as a failure. A publisher
 /// accepts February by hand; late syncs make April final; the next start publishes April and
@@ -4572,17 +4577,20 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
             attempts: 1,
             unset: None,
         }],
+        ..Default::default()
     };
     let job = PublishJobConfig {
         name: "publish_final".into(),
         file: Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/publish_final.toml"),
         description: String::new(),
         enabled: true,
-        schedule: chiso::config::CronExpr("0 0 6 11 3,4,5 *".into()),
+        // 2026 only: the test does not depend on today's date.
+        schedule: chiso::config::CronExpr("0 0 6 11 3,4,5 * 2026".into()),
         period: PeriodChoice::PreviousMonth,
         provisional: false,
         push: true,
         retry_every: std::time::Duration::from_secs(1),
+        catch_up_within: std::time::Duration::from_secs(10 * 366 * 86_400),
     };
     // The job last ran for January, on 02-11; the daemon was down since.
     let history = History::new(wh.path(), "publish_final");
@@ -4664,7 +4672,7 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
     assert!(
         said.contains("2026-02 was not published: the guard warns")
             && said.contains("2026-04 is still provisional")
-            && said.contains("Recorded meanwhile: 2026-03 revision 1 (final)."),
+            && !said.contains("2026-03"),
         "{catch_up:?}"
     );
     assert_eq!(catch_up.owed, vec!["2026-02", "2026-04"]);
@@ -4822,4 +4830,325 @@ async fn a_failing_preview_still_sends_the_pending_finals() {
     );
     assert_eq!(stored.lock().unwrap().len(), 1);
     assert_eq!(stored.lock().unwrap()[0].0, "1");
+}
+
+/// Revisions follow the measures, not presentation: February and March are published final;
+/// a dossier of February lands late (D21, received and returned in February, synced in July).
+///
+/// - Before March is published, February's mart moved, and with it March's change from the
+///   previous period in the mart; March's revision 1 carries its change against February as
+///   published (revision 1), not as the mart now says.
+/// - Only February is pending (before: March too, its change_from_previous differing: one
+///   late dossier cascaded into every later final month), with reason code `late_data`.
+/// - A unit renamed and a new mart column make no revision of March (before: each did).
+/// - February's revision 2 carries its reason codes (late data; the registry, for A's new
+///   name), and its note lists every unit whose published row moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_follows_the_measures_not_their_presentation() {
+    let (_server, input, jobs, wh) = march_final_world().await;
+    let cfg = chiso::config::PublishConfig::default();
+    let accept = chiso::publish::PublishOptions {
+        accept: Some("golden data: a handful of dossiers per unit".into()),
+        ..Default::default()
+    };
+    let publish = |period: &str| {
+        let (jobs, cfg, accept, w) = (&jobs, &cfg, &accept, wh.path().to_path_buf());
+        let periods = vec![period.to_string()];
+        async move {
+            chiso::publish::publish(&w, jobs, cfg, &periods, accept)
+                .await
+                .unwrap()
+        }
+    };
+    let feb1 = publish("2026-02").await;
+    assert_eq!(feb1.periods[0].revision, 1);
+    let published_feb_a = {
+        let c = chiso::ledger::open_read_only(wh.path(), std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        rows(&c, "SELECT total FROM pub_index_unit_period WHERE period = '2026-02' AND revision = 1 AND unit_id = 'A'")[0]
+            .parse::<f64>()
+            .unwrap()
+    };
+
+    // D21: A's, received 02-20 and returned 02-23, synced to the portal in July.
+    let mut d21 = plain_dossier(
+        "D21",
+        "A",
+        "10",
+        ("02-20 08:30", "02-20 09:00", "02-25 09:00"),
+        "07-21 09:30",
+    );
+    d21["NgayKetThucXuLy"] = json!(ts("02-23 10:00"));
+    d21["NgayTra"] = json!(ts("02-23 15:00"));
+    d21["DanhSachGiayToKetQua"] = result_link(21);
+    std::fs::write(input.path().join("dossiers.ndjson"), ndjson(&[d21])).unwrap();
+    assert_eq!(land_dossiers(wh.path(), &jobs).await, 1);
+    build_now(wh.path(), &jobs, false).await;
+    let (mart_feb_a, mart_mar_a, mart_change): (f64, f64, f64) = {
+        let c = open(wh.path());
+        let v = rows(
+            &c,
+            "SELECT (SELECT total FROM mart_index_unit_period WHERE period = '2026-02' AND unit_id = 'A') || '|' || total || '|' || change_from_previous \
+             FROM mart_index_unit_period WHERE period = '2026-03' AND unit_id = 'A'",
+        );
+        let p: Vec<f64> = v[0].split('|').map(|x| x.parse().unwrap()).collect();
+        (p[0], p[1], p[2])
+    };
+    assert!(
+        (mart_feb_a - published_feb_a).abs() > 1e-6,
+        "D21 moves A's February: {mart_feb_a} vs {published_feb_a}"
+    );
+
+    // March, published now: its change against February as published.
+    let mar1 = publish("2026-03").await;
+    assert_eq!(mar1.periods[0].revision, 1);
+    let ledger = || {
+        chiso::ledger::open_read_only(wh.path(), std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap()
+    };
+    let carried: f64 = rows(
+        &ledger(),
+        "SELECT change_from_previous FROM pub_index_unit_period WHERE period = '2026-03' AND revision = 1 AND unit_id = 'A'",
+    )[0]
+    .parse()
+    .unwrap();
+    assert!(
+        (carried - (mart_mar_a - published_feb_a)).abs() < 1e-9,
+        "{carried}"
+    );
+    assert!(
+        (carried - mart_change).abs() > 1e-6,
+        "the mart's change: {mart_change}"
+    );
+
+    // Only February is pending, for late data.
+    build_now(wh.path(), &jobs, false).await;
+    let pending = rows(
+        &open(wh.path()),
+        "SELECT DISTINCT period || ' ' || array_to_string(reason_codes, ',') FROM pub_revision_pending ORDER BY 1",
+    );
+    assert_eq!(pending, vec!["2026-02 late_data"]);
+
+    // A unit renamed, a mart column added: March is unchanged, nothing recorded.
+    {
+        let c = duckdb::Connection::open(chiso::models::build::published_path(wh.path())).unwrap();
+        c.execute_batch(
+            "UPDATE mart_index_unit_period SET unit_name = 'Đơn vị A (tên mới)' WHERE unit_id = 'A'; \
+             ALTER TABLE mart_index_unit_period ADD COLUMN display_order INTEGER; \
+             ALTER TABLE mart_index_indicator ADD COLUMN note VARCHAR;",
+        )
+        .unwrap();
+    }
+    let again = publish("2026-03").await;
+    assert!(!again.periods[0].created, "{:?}", again.periods[0]);
+    assert_eq!(again.periods[0].revision, 1);
+
+    // February's revision 2: late data, every unit whose published row moved.
+    let feb2 = publish("2026-02").await;
+    let p = &feb2.periods[0];
+    assert_eq!(p.revision, 2);
+    let note = p.change_note.as_ref().unwrap();
+    // Late data (D21), and the registry: A's new name is published with the revision.
+    assert_eq!(note.reason_codes, vec!["late_data", "registry"]);
+    assert_eq!(
+        note.reasons,
+        vec![
+            "records of 2026-02 landed after revision 1 (dossiers with a newer version: 1)",
+            "registries changed (the unit tree)"
+        ]
+    );
+    let listed: Vec<String> = note
+        .units
+        .iter()
+        .map(|u| {
+            format!(
+                "{} {}{}",
+                u.unit_id,
+                if u.total_to.is_some() { "total" } else { "-" },
+                if u.rank_from != u.rank_to {
+                    format!(" rank {:?}→{:?}", u.rank_from, u.rank_to)
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    assert!(
+        listed.iter().any(|u| u.starts_with("A total")),
+        "{listed:?}"
+    );
+    // The renamed name is published in revision 2, and said.
+    assert!(note
+        .units
+        .iter()
+        .any(|u| u.unit_id == "A" && u.also.contains(&"name".to_string())));
+}
+
+/// The revision policy, the release calendar and the vintages. March is published final
+/// (revision 1) under the default policy (open to routine revisions for 3 months after
+/// revision 1); time passes (revision 1 is dated four months back); D3's late version moves
+/// March. Then the pending revision says it is closed, a routine publish is held (exit 4)
+/// naming `--correction`, and a correction records revision 2 with the reason code
+/// `correction` and its reason. `pub_release_calendar` says March is published and closed,
+/// February due; `pub_index_unit_period_as_of(ts)` answers what was published before
+/// revision 1, between the two and after revision 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_period_is_revised_only_as_a_correction_and_every_vintage_stays_queryable() {
+    let (_server, input, jobs, wh) = march_final_world().await;
+    let cfg = chiso::config::PublishConfig::default();
+    assert_eq!(
+        cfg.revision_policy,
+        chiso::config::RevisionPolicy::Months(3)
+    );
+    let march = vec!["2026-03".to_string()];
+    let opts = |correction: Option<&str>| chiso::publish::PublishOptions {
+        accept: Some("golden data: a handful of dossiers per unit".into()),
+        correction: correction.map(String::from),
+        ..Default::default()
+    };
+    let first = chiso::publish::publish(wh.path(), &jobs, &cfg, &march, &opts(None))
+        .await
+        .unwrap();
+    assert_eq!(first.periods[0].revision, 1);
+    // Four months pass.
+    {
+        let c = chiso::ledger::open(wh.path(), std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            rows(
+                &c,
+                "SELECT revision_policy || ' ' || (open_until = created_at + INTERVAL 3 MONTH) FROM pub_revisions"
+            ),
+            vec!["3 months true"]
+        );
+        c.execute_batch(
+            "UPDATE pub_revisions SET created_at = created_at - INTERVAL 4 MONTH, open_until = open_until - INTERVAL 4 MONTH",
+        )
+        .unwrap();
+    }
+    land_late_d3_and_build(input.path(), wh.path(), &jobs).await;
+    let all = chiso::config::Jobs {
+        pulls: jobs.clone(),
+        ..Default::default()
+    };
+    let status = chiso::status::collect_report(wh.path(), &all).unwrap();
+    let pending = &status.publications.revisions_pending;
+    assert_eq!(pending.len(), 1);
+    assert!(!pending[0].revisable);
+    let text = chiso::status::render_report(&status);
+    assert!(
+        text.contains("closed to routine revisions since")
+            && text.contains("`chiso publish 2026-03 --correction \"reason\"` records revision 2"),
+        "{text}"
+    );
+
+    // A routine publish is held; a correction revises.
+    let err = chiso::publish::publish(wh.path(), &jobs, &cfg, &march, &opts(None))
+        .await
+        .unwrap_err();
+    assert!(
+        err.downcast_ref::<chiso::publish::Held>().is_some(),
+        "{err:#}"
+    );
+    assert!(format!("{err:#}").contains("--correction"), "{err:#}");
+    let corrected = chiso::publish::publish(
+        wh.path(),
+        &jobs,
+        &cfg,
+        &march,
+        &opts(Some(
+            "D3 was paid online; the portal's sync had dropped the payment",
+        )),
+    )
+    .await
+    .unwrap();
+    let p = &corrected.periods[0];
+    assert_eq!(p.revision, 2);
+    let note = p.change_note.as_ref().unwrap();
+    assert_eq!(note.reason_codes, vec!["correction", "late_data"]);
+    assert_eq!(
+        note.reasons[0],
+        "correction of an error: D3 was paid online; the portal's sync had dropped the payment"
+    );
+    build_now(wh.path(), &jobs, false).await;
+    let conn = open(wh.path());
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT revision || ' ' || coalesce(correction, '-') FROM pub_revisions WHERE period = '2026-03' ORDER BY revision"
+        ),
+        vec![
+            "1 -",
+            "2 D3 was paid online; the portal's sync had dropped the payment"
+        ]
+    );
+    // The release calendar.
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT period || ' ' || status || ' ' || publication || ' ' || coalesce(latest_revision::VARCHAR, '-') \
+             FROM pub_release_calendar WHERE period IN ('2026-02', '2026-03', '2026-04') ORDER BY period"
+        ),
+        vec![
+            "2026-02 final due -",
+            "2026-03 final published, closed (corrections only) 2",
+            "2026-04 provisional not final yet -"
+        ]
+    );
+    // Vintages: before revision 1, between the two, after revision 2.
+    let as_of = |ts: &str| {
+        rows(
+            &conn,
+            &format!(
+                "SELECT revision || ' ' || round(total, 4) FROM pub_index_unit_period_as_of(TIMESTAMP '{ts}') \
+                 WHERE period = '2026-03' AND unit_id = 'A'"
+            ),
+        )
+    };
+    let created: Vec<String> = rows(
+        &conn,
+        "SELECT strftime(created_at, '%Y-%m-%d %H:%M:%S.%f') FROM pub_revisions WHERE period = '2026-03' ORDER BY revision",
+    );
+    let before = rows(
+        &conn,
+        "SELECT strftime(min(created_at) - INTERVAL 1 DAY, '%Y-%m-%d %H:%M:%S') FROM pub_revisions",
+    )[0]
+    .clone();
+    assert!(as_of(&before).is_empty());
+    assert_eq!(as_of(&created[0]), vec!["1 65.4583"]);
+    let between = rows(
+        &conn,
+        "SELECT strftime(max(created_at) - INTERVAL 1 DAY, '%Y-%m-%d %H:%M:%S') FROM pub_revisions",
+    )[0]
+    .clone();
+    assert_eq!(as_of(&between), vec!["1 65.4583"]);
+    assert_eq!(as_of(&created[1]), vec!["2 68.4583"]);
+    drop(conn);
+
+    // A ledger an older chiso wrote (none of the new columns), copied by a build before any
+    // publish opened it: every view is still made.
+    {
+        let c = duckdb::Connection::open(wh.path().join(chiso::ledger::FILE)).unwrap();
+        for col in [
+            "lake_position",
+            "model_digests",
+            "methodology_rows",
+            "revision_policy",
+            "open_until",
+            "correction",
+        ] {
+            c.execute_batch(&format!("ALTER TABLE pub_revisions DROP COLUMN {col};"))
+                .unwrap();
+        }
+    }
+    build_now(wh.path(), &jobs, false).await;
+    let conn = open(wh.path());
+    for view in [
+        "pub_revision_pending",
+        "pub_release_calendar",
+        "pub_index_unit_period_as_of(TIMESTAMP '2030-01-01')",
+    ] {
+        rows(&conn, &format!("SELECT count(*) FROM {view}"));
+    }
 }

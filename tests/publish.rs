@@ -474,6 +474,29 @@ async fn the_guard_has_no_gaps() {
         &["column source of mart_index_indicator"],
     );
 
+    // A map's key, and an ID number stored as a number.
+    plant(
+        &format!(
+            "ALTER TABLE mart_index_unit_period ADD COLUMN extra MAP(VARCHAR, INTEGER); \
+             UPDATE mart_index_unit_period SET extra = MAP {{{}: 1}} WHERE period = '2026-06';",
+            sql_lit(&applicant)
+        ),
+        "",
+    );
+    says(
+        &refused(accepted()).await,
+        &["column extra of mart_index_unit_period", "holds a value of"],
+    );
+    plant(
+        "ALTER TABLE mart_index_unit_period ADD COLUMN ref_no BIGINT; \
+         UPDATE mart_index_unit_period SET ref_no = 123456789012 WHERE period = '2026-06';",
+        "",
+    );
+    says(
+        &refused(accepted()).await,
+        &["column ref_no of mart_index_unit_period", "an ID number"],
+    );
+
     // A column the staging models renamed from a personal one: petitions' NguoiGui is
     // stg_reporting__petitions.sender_name, and a mart that carried it on is refused.
     plant(
@@ -496,6 +519,21 @@ async fn the_guard_has_no_gaps() {
         says(
             &refused(accepted()).await,
             &["column unit_name of mart_index_unit_period", "an ID number"],
+        );
+    }
+    // Phones written in groups, or after an abbreviation's dot.
+    for v in [
+        "Thuế cơ sở 1 (0912 345 678)",
+        "Thuế cơ sở 1 (ĐT.0912345678)",
+        "Thuế cơ sở 1 (+84 912-345-678)",
+    ] {
+        plant("", v);
+        says(
+            &refused(accepted()).await,
+            &[
+                "column unit_name of mart_index_unit_period",
+                "a phone number",
+            ],
         );
     }
     // Not IDs: a decimal, an amount in dots, a year and a count.

@@ -20,6 +20,10 @@ pub(crate) struct PublishArgs {
     /// A note kept with the revision.
     #[arg(long)]
     pub(crate) note: Option<String>,
+    /// Revise a final period closed to routine revisions (`[publish] revision_policy`), as
+    /// the correction of an error, for this reason (kept; reason code `correction`).
+    #[arg(long, value_name = "REASON")]
+    pub(crate) correction: Option<String>,
     /// Record and write, but do not send to the portals (pending pushes wait for the next
     /// publish).
     #[arg(long)]
@@ -46,6 +50,7 @@ pub(crate) async fn publish(g: &Globals, a: PublishArgs) -> anyhow::Result<u8> {
         note: a.note,
         // A preview by hand sends nothing at all, not even what is pending.
         push: !a.no_push && !a.provisional,
+        correction: a.correction,
     };
     let report = run_publish(g, &project, &jobs, &periods, &opts, !a.no_build).await?;
     if a.json {

@@ -19,7 +19,9 @@ use crate::lake::schema::{ColumnSpec, ColumnType, DatasetSpec, Grain, PartitionS
 pub mod daemon;
 pub mod publish;
 pub use daemon::{BuildJobConfig, CatchUp, HumanDuration, JobKind, Overlap, RunPolicy};
-pub use publish::{PeriodChoice, PublishConfig, PublishJobConfig, PushFormat, TargetConfig};
+pub use publish::{
+    PeriodChoice, PublishConfig, PublishJobConfig, PushFormat, RevisionPolicy, TargetConfig,
+};
 
 /// A configuration problem at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,15 +153,28 @@ pub fn interpolate(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<
     Ok(out)
 }
 
-/// The variable of a `${VAR:-default}` in `value` that is not set (or empty), so that its
-/// default stands.
+/// The variable of a `${VAR:-http://127.0.0.1…}` in `value` (a loopback default: the
+/// simulator's) that is not set (or empty), so that its default stands.
 fn defaulted_variable(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     let mut rest = value;
-    while let Some(pos) = rest.find("${") {
-        let body = &rest[pos + 2..];
+    while let Some(pos) = rest.find('$') {
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            rest = stripped; // `$$`: a literal `$`
+            continue;
+        }
+        let Some(body) = after.strip_prefix('{') else {
+            rest = after;
+            continue;
+        };
         let end = body.find('}')?;
-        if let Some((name, _)) = body[..end].split_once(":-") {
-            if env(name).is_none_or(|v| v.is_empty()) {
+        if let Some((name, default)) = body[..end].split_once(":-") {
+            // Only a loopback default is the simulator's; a real address given as the
+            // default is the operator's choice.
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|l| default.starts_with(l));
+            if loopback && env(name).is_none_or(|v| v.is_empty()) {
                 return Some(name.to_string());
             }
         }
@@ -1461,6 +1476,14 @@ columns = [
         let empty =
             ProjectConfig::parse(Path::new("chiso.toml"), &text, &|_| Some(String::new())).unwrap();
         assert!(empty.sources["portal"].unset.is_some());
+        // A real address as the default is the operator's choice; `$${…}` is literal text.
+        let env = |_: &str| None;
+        assert!(defaulted_variable("${X:-https://dvc.example.vn}", &env).is_none());
+        assert!(defaulted_variable("$${X:-http://127.0.0.1:1}", &env).is_none());
+        assert_eq!(
+            defaulted_variable("${X:-http://localhost:1}/a", &env).as_deref(),
+            Some("X")
+        );
         // The demo points everything at its own simulator.
         let mut demo = unset.clone();
         demo.retarget_sources("http://127.0.0.1:40000", &Secret::new("t"));

@@ -21,6 +21,10 @@ pub(super) struct PublishSection {
     /// Moved to `vars: grace_days` in the SQL folder's `dbt_project.yml`, read by the models
     /// and, through the warehouse, by the guard: kept here only to say so.
     grace_days: Option<Spanned<toml::Value>>,
+    /// How long a final period stays open to routine revisions after its first final
+    /// revision: `"3 months"` (the default), or `"always"`. After it, only
+    /// `chiso publish --correction "reason"` revises the period.
+    revision_policy: Option<Spanned<String>>,
     #[serde(default)]
     targets: BTreeMap<String, Spanned<TargetSection>>,
 }
@@ -56,6 +60,49 @@ pub enum PushFormat {
 pub struct PublishConfig {
     pub max_change_points: f64,
     pub targets: Vec<TargetConfig>,
+    pub revision_policy: RevisionPolicy,
+}
+
+/// How long a final period stays open to routine revisions (late data, a recomputation)
+/// after its first final revision; after it, only an explicit correction revises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionPolicy {
+    /// Revised whenever its numbers move.
+    Always,
+    /// Open for this many months after revision 1.
+    Months(u32),
+}
+
+impl Default for RevisionPolicy {
+    fn default() -> Self {
+        RevisionPolicy::Months(3)
+    }
+}
+
+impl RevisionPolicy {
+    /// `"3 months"`, `"1 month"`, `"always"`.
+    pub fn parse(s: &str) -> Result<RevisionPolicy, String> {
+        let t = s.trim().to_lowercase();
+        if t == "always" {
+            return Ok(RevisionPolicy::Always);
+        }
+        let mut parts = t.split_whitespace();
+        match (parts.next().map(str::parse::<u32>), parts.next(), parts.next()) {
+            (Some(Ok(n)), Some("month" | "months"), None) if n > 0 => Ok(RevisionPolicy::Months(n)),
+            _ => Err(format!(
+                "revision_policy {s:?}: expected \"N months\" (a final period stays open to routine revisions for N months after its first final revision) or \"always\""
+            )),
+        }
+    }
+
+    /// The policy as the ledger keeps it with a revision (`3 months`, `always`).
+    pub fn text(&self) -> String {
+        match self {
+            RevisionPolicy::Always => "always".into(),
+            RevisionPolicy::Months(1) => "1 month".into(),
+            RevisionPolicy::Months(n) => format!("{n} months"),
+        }
+    }
 }
 
 impl Default for PublishConfig {
@@ -63,6 +110,7 @@ impl Default for PublishConfig {
         PublishConfig {
             max_change_points: 15.0,
             targets: Vec::new(),
+            revision_policy: RevisionPolicy::default(),
         }
     }
 }
@@ -154,9 +202,17 @@ impl PublishSection {
                 attempts: t.attempts.unwrap_or(4).max(1),
             });
         }
+        let revision_policy = match &self.revision_policy {
+            None => RevisionPolicy::default(),
+            Some(p) => RevisionPolicy::parse(p.get_ref()).unwrap_or_else(|msg| {
+                errors.push(src.at(Some(p.span()), format!("publish.{msg}")));
+                RevisionPolicy::default()
+            }),
+        };
         PublishConfig {
             max_change_points: self.max_change_points.unwrap_or(defaults.max_change_points),
             targets,
+            revision_policy,
         }
     }
 }
@@ -229,6 +285,9 @@ pub struct PublishJobConfig {
     /// A final job's periods that were not published (held, failed, interrupted, a push still
     /// pending) are tried again this long after (default 1 h) until they are, by the daemon.
     pub retry_every: Duration,
+    /// A final job catches up the missed planned times this recent (default 366 days); older
+    /// ones are recorded as skipped misfires (a job switched off on purpose for a year).
+    pub catch_up_within: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,14 +305,19 @@ struct PublishJobFile {
     #[serde(default = "yes")]
     push: bool,
     retry_every: Option<super::HumanDuration>,
+    catch_up_within: Option<super::HumanDuration>,
 }
 
 fn yes() -> bool {
     true
 }
 
-/// How long a final publish job waits before trying its unpublished periods again.
+/// How long a final publish job waits before trying its unpublished periods again (doubled
+/// after each retry that leaves them unpublished, up to a day).
 pub const DEFAULT_RETRY_EVERY: Duration = Duration::from_secs(3600);
+
+/// How far back a final publish job catches up missed planned times.
+pub const DEFAULT_CATCH_UP_WITHIN: Duration = Duration::from_secs(366 * 86_400);
 
 pub(super) fn parse_publish_job(
     path: &Path,
@@ -283,5 +347,8 @@ pub(super) fn parse_publish_job(
         retry_every: file
             .retry_every
             .map_or(DEFAULT_RETRY_EVERY, |d| d.0.max(Duration::from_secs(1))),
+        catch_up_within: file
+            .catch_up_within
+            .map_or(DEFAULT_CATCH_UP_WITHIN, |d| d.0),
     })
 }

@@ -257,6 +257,11 @@ pub struct LogSnapshot {
     pub compactions: u64,
     /// Retired files, with the number of the compaction that retired them (1, 2, …).
     pub retired: Vec<(String, u64)>,
+    /// The newest entry read, and the newest landing stamp committed up to it (microseconds,
+    /// local time; `None` before any commit, or in logs written before stamps were kept): the
+    /// lake position this snapshot is.
+    pub seq: u64,
+    pub stamped_through: Option<i64>,
 }
 
 /// The state folder of one job.
@@ -472,11 +477,21 @@ impl JobState {
         if let Some(cp) = self.read_checkpoint()? {
             seen.extend(cp.files.iter().cloned());
             retired.extend(cp.retired.iter().map(|(f, _)| f.clone()));
+            out.stamped_through = cp
+                .summary
+                .as_ref()
+                .and_then(|s| s.last_entry.as_ref())
+                .and_then(|e| e.stamped_through);
             (out.files, out.compactions, out.retired) = (cp.files, cp.compactions, cp.retired);
             after = cp.seq;
         }
+        out.seq = after;
         for seq in self.seqs()?.into_iter().filter(|&s| s > after) {
             let e = self.read(seq)?;
+            out.seq = seq;
+            if e.stamped_through.is_some() {
+                out.stamped_through = e.stamped_through;
+            }
             if !e.retired.is_empty() {
                 out.compactions += 1;
                 for f in &e.retired {

@@ -75,13 +75,18 @@ pub fn columns(project: &Project, jobs: &[JobConfig]) -> Vec<(String, String, St
     out
 }
 
-/// `(alias, words before it)` for each line of `sql` that ends a select item with `as alias`.
+/// `(alias, the column renamed)` for each line of `sql` whose select item is a rename: a
+/// column (qualified or quoted, possibly under one text function such as `trim(…)` or a cast)
+/// `as alias`. An aggregate or an expression of several columns (`count(distinct x) as n`,
+/// `coalesce(x, unit_id) as unit_id`) is not a rename and is not followed.
 fn renames(sql: &str) -> Vec<(String, Vec<String>)> {
     static AS: OnceLock<Regex> = OnceLock::new();
     static WORD: OnceLock<Regex> = OnceLock::new();
     let as_ = AS.get_or_init(|| {
-        Regex::new(r#"(?i)^(.*)\bas\s+"?([A-Za-z_][A-Za-z0-9_]*)"?\s*,?\s*(--.*)?$"#)
-            .expect("valid pattern")
+        Regex::new(
+            r#"(?i)^((?:trim|ltrim|rtrim|upper|lower|nfc_normalize|strip_accents|cast|try_cast)?\s*\(?\s*"?[A-Za-z_][A-Za-z0-9_]*"?(?:\s*\.\s*"?[A-Za-z_][A-Za-z0-9_]*"?)?(?:\s+as\s+[A-Za-z]+)?\s*\)?)\s+as\s+"?([A-Za-z_][A-Za-z0-9_]*)"?\s*,?\s*(--.*)?$"#,
+        )
+        .expect("valid pattern")
     });
     let word = WORD.get_or_init(|| Regex::new(r"[A-Za-z_][A-Za-z0-9_]*").expect("valid pattern"));
     sql.lines()
@@ -119,8 +124,9 @@ mod tests {
 
     #[test]
     fn a_rename_is_read_a_select_item_per_line() {
-        let sql = "select\n    NguoiGui as sender_name,\n    trim(s.sender_name) AS \"sender\", -- kept\n    MaDonVi as unit_id\nfrom x";
+        let sql = "select\n    NguoiGui as sender_name,\n    trim(s.sender_name) AS \"sender\", -- kept\n    MaDonVi as unit_id,\n    count(distinct officer_name) as officers,\n    coalesce(officer_name, unit_id) as unit_id\nfrom x";
         let r = renames(sql);
+        assert_eq!(r.len(), 3, "{r:?}");
         assert_eq!(r[0].0, "sender_name");
         assert_eq!(r[0].1, vec!["NguoiGui"]);
         assert_eq!(r[1].0, "sender");

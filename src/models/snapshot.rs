@@ -23,6 +23,8 @@ pub type LakeSnapshot = BTreeMap<String, Vec<String>>;
 pub struct Lake {
     pub files: LakeSnapshot,
     pub compactions: BTreeMap<String, u64>,
+    /// Per dataset, the lake position read: (job, the newest log entry, its landing stamp).
+    pub positions: BTreeMap<String, (String, u64, Option<i64>)>,
 }
 
 /// Reads the commit logs of `jobs`: the committed files.
@@ -45,6 +47,10 @@ pub fn read_lake(warehouse: &Path, jobs: &[JobConfig]) -> anyhow::Result<Lake> {
                 .collect(),
         );
         lake.compactions.insert(job.dataset.key(), log.compactions);
+        lake.positions.insert(
+            job.dataset.key(),
+            (job.name.clone(), log.seq, log.stamped_through),
+        );
     }
     Ok(lake)
 }

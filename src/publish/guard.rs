@@ -91,10 +91,6 @@ fn patterns() -> &'static [Pattern] {
                 "an e-mail address",
                 r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+",
             ),
-            p(
-                "a phone number",
-                r"(^|[^0-9.])(\+84|0)[0-9]{9,10}($|[^0-9])",
-            ),
             // Nine or twelve digits, not inside a longer number or a decimal; a dot after them
             // ends a sentence unless a digit follows.
             p(
@@ -110,6 +106,15 @@ fn patterns() -> &'static [Pattern] {
             p(
                 "an ID number (9 digits in groups)",
                 r"(^|[^0-9. ]|[^0-9.] )[0-9]{3} [0-9]{3} [0-9]{3}($|[^0-9 ]| [^0-9])",
+            ),
+            p(
+                "a phone number",
+                r"(^|[^0-9.]|[A-Za-z]\.)(\+84|0)[0-9]{9,10}($|[^0-9])",
+            ),
+            // 0912 345 678, 091.234.5678, +84 912-345-678.
+            p(
+                "a phone number",
+                r"(^|[^0-9.]|[A-Za-z]\.)(\+84 ?|0)[0-9]{2,3}[ .-][0-9]{3}[ .-][0-9]{3,4}($|[^0-9])",
             ),
         ]
     })
@@ -127,7 +132,8 @@ fn normalised(sql: &str) -> String {
 }
 
 /// Checks free text that will be published (a change note, an acceptance reason, a note)
-/// against the patterns and the lake's personal values (NFC, any case).
+/// against the patterns and the lake's personal values (NFC, any case). Digests chiso writes
+/// itself (`sha256:…`) are not read as numbers.
 pub fn check_text(
     conn: &duck::Connection,
     warehouse: &Path,
@@ -135,6 +141,10 @@ pub fn check_text(
     what: &str,
     text: &str,
 ) -> anyhow::Result<()> {
+    static DIGEST: OnceLock<Regex> = OnceLock::new();
+    let digest = DIGEST.get_or_init(|| Regex::new(r"sha256:[0-9a-f]+").expect("valid pattern"));
+    let text = digest.replace_all(text, "sha256:…");
+    let text = text.as_ref();
     if let Some(p) = pattern_in(text) {
         bail!(
             "personal data would be published: {what} holds {}; nothing was written or sent",
@@ -184,7 +194,24 @@ fn personal_value_in(
 /// of anything (their string leaves are scanned).
 fn text_bearing(ty: &str) -> Option<bool> {
     let ty = ty.to_ascii_uppercase();
-    if ty == "VARCHAR" {
+    // Strings, and whole numbers (an ID number stored as one): scanned as written.
+    if ty == "VARCHAR"
+        || [
+            "TINYINT",
+            "SMALLINT",
+            "INTEGER",
+            "BIGINT",
+            "HUGEINT",
+            "UTINYINT",
+            "USMALLINT",
+            "UINTEGER",
+            "UBIGINT",
+            "UHUGEINT",
+        ]
+        .contains(&ty.as_str())
+        || ty.starts_with("DECIMAL")
+        || ty.starts_with("ENUM")
+    {
         return Some(true);
     }
     (ty.contains("VARCHAR")
@@ -265,11 +292,17 @@ pub fn personal_data(
             // Every string the column holds for the period, with its unit: the value itself,
             // or each string leaf of a list, struct, map or JSON value.
             let leaves = if plain {
-                format!("SELECT unit_id AS u, \"{col}\" AS s FROM wh.{mart} WHERE period = $1")
+                format!(
+                    "SELECT unit_id AS u, CAST(\"{col}\" AS VARCHAR) AS s FROM wh.{mart} WHERE period = $1"
+                )
             } else {
+                // Every scalar inside, and every key (a map's or a JSON object's).
                 format!(
                     "SELECT m.unit_id AS u, t.value ->> '$' AS s FROM wh.{mart} AS m, json_tree(to_json(m.\"{col}\")) AS t \
-                     WHERE m.period = $1 AND t.type = 'VARCHAR'"
+                     WHERE m.period = $1 AND t.type NOT IN ('OBJECT', 'ARRAY') \
+                     UNION ALL \
+                     SELECT m.unit_id AS u, t.key AS s FROM wh.{mart} AS m, json_tree(to_json(m.\"{col}\")) AS t \
+                     WHERE m.period = $1 AND t.key IS NOT NULL"
                 )
             };
             if let Some((origin, v)) = personal_value_in(conn, &leaves, &[&period])? {
@@ -351,10 +384,17 @@ fn load_personal_values(
             .with_context(|| format!("reading {}.{} from the lake", job.name, c.name))?;
         }
     }
-    conn.execute_batch(
+    // Looked for inside longer text: names of 8 characters or more, and numbers of 9 digits or
+    // more (a tax code, an ID) — but no name that is part of a unit's name in the registry (a
+    // person named like a district would otherwise block every publication of that unit).
+    conn.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE chiso_personal_words AS SELECT DISTINCT v, origin FROM chiso_personal \
-         WHERE length(v) >= 8 AND NOT regexp_full_match(v, '[0-9 .+()-]+');",
-    )?;
+         WHERE (length(v) >= 8 AND NOT regexp_full_match(v, '[0-9 .+()-]+')) OR regexp_full_match(v, '[0-9]{{9,}}');
+         DELETE FROM chiso_personal_words AS p WHERE EXISTS \
+           (SELECT 1 FROM (SELECT DISTINCT {n} AS n FROM wh.dim_units WHERE unit_name IS NOT NULL) AS u \
+            WHERE contains(u.n, p.v));",
+        n = normalised("unit_name")
+    ))?;
     Ok(())
 }
 
@@ -411,9 +451,15 @@ pub fn warnings(
         let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     };
+    // The change as the revision would publish it: against the previous period as published.
+    let candidate = super::revision::candidate_units(
+        super::revision::published_previous(conn, period)?.as_ref(),
+    );
     let moved = units_where(
-        "SELECT unit_id || ' (' || printf('%+.2f', change_from_previous) || ')' FROM wh.mart_index_unit_period \
-         WHERE period = ? AND abs(change_from_previous) > ? ORDER BY abs(change_from_previous) DESC, unit_id",
+        &format!(
+            "SELECT unit_id || ' (' || printf('%+.2f', change_from_previous) || ')' FROM ({candidate}) \
+             WHERE abs(change_from_previous) > $2 ORDER BY abs(change_from_previous) DESC, unit_id"
+        ),
         &[&period, &cfg.max_change_points],
     )?;
     if !moved.is_empty() {

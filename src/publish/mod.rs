@@ -46,6 +46,9 @@ pub struct PublishOptions {
     pub note: Option<String>,
     /// Send the final revisions still pending to the targets (a provisional revision never is).
     pub push: bool,
+    /// Revise a final period closed to routine revisions (`[publish] revision_policy`): the
+    /// correction of an error, with its reason (recorded; reason code `correction`).
+    pub correction: Option<String>,
 }
 
 /// A publication the rules held back, not an error of chiso's or of a portal's: the period is
@@ -59,7 +62,7 @@ pub struct Held {
 }
 
 impl Held {
-    fn one(period: &str, text: String) -> Held {
+    pub(crate) fn one(period: &str, text: String) -> Held {
         Held {
             text,
             periods: vec![period.to_string()],
@@ -115,6 +118,8 @@ impl PublishOptions {
             accept: None,
             note: Some(format!("publish job {}", job.name)),
             push: job.push,
+            // A job never corrects a closed period: that takes a person and a reason.
+            correction: None,
         }
     }
 }
@@ -355,7 +360,7 @@ fn record_period(
         latest_final
     };
     if let Some(l) = &latest {
-        if revision::equals(conn, period, l.revision)? {
+        if revision::equals(conn, period, l.revision, opts.correction.is_some())? {
             tracing::info!(
                 period,
                 revision = l.revision,
@@ -372,6 +377,25 @@ fn record_period(
                 change_note: None,
                 warnings: Vec::new(),
             });
+        }
+    }
+    if !opts.provisional {
+        revision::check_methodology_unchanged(conn, &basis)?;
+        // A period past its revision window is revised only as an explicit correction.
+        if let Some(l) = &latest {
+            if let Some(until) = revision::closed_since(conn, period, cfg.revision_policy)? {
+                if opts.correction.is_none() {
+                    return Err(Held::one(
+                        period,
+                        format!(
+                            "{period} moved since final revision {}, but it is closed to routine revisions since {until} (revision_policy: open for a while after its revision 1); `chiso publish {period} --correction \"reason\"` records revision {} as the correction of an error",
+                            l.revision,
+                            l.revision + 1
+                        ),
+                    )
+                    .into());
+                }
+            }
         }
     }
     guard::personal_data(conn, warehouse, jobs, period)?;
@@ -391,7 +415,17 @@ fn record_period(
     let change = latest
         .as_ref()
         .filter(|_| status == "final")
-        .map(|l| revision::change_note(conn, warehouse, jobs, &basis, l, status))
+        .map(|l| {
+            revision::change_note(conn, &basis, l, status).map(|mut c| {
+                if let Some(why) = &opts.correction {
+                    c.reason_codes.insert(0, "correction".into());
+                    c.reason_codes.sort();
+                    c.reasons
+                        .insert(0, format!("correction of an error: {why}"));
+                }
+                c
+            })
+        })
         .transpose()?;
     if let Some(c) = &change {
         guard::check_text(conn, warehouse, jobs, "the change note", &c.text())?;
@@ -399,6 +433,7 @@ fn record_period(
     for (what, text) in [
         ("the --accept reason", opts.accept.as_deref()),
         ("the --note", opts.note.as_deref()),
+        ("the --correction reason", opts.correction.as_deref()),
     ] {
         if let Some(t) = text {
             guard::check_text(conn, warehouse, jobs, what, t)?;
@@ -424,6 +459,8 @@ fn record_period(
             warnings: &warnings,
             accepted: opts.accept.as_deref(),
             targets: &cfg.targets,
+            policy: cfg.revision_policy,
+            correction: opts.correction.as_deref(),
         },
     )?;
     tracing::info!(period, revision = number, status, "Revision recorded.");

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{JobConfig, TargetConfig};
 use crate::duck;
 use crate::lake::commit::JobState;
-use crate::ledger::{self, PUBLISHED, UNCOMPARED};
+use crate::ledger::{self, PUBLISHED};
 
 /// The revision number of a period's preview. Finals are numbered 1, 2, … among themselves
 /// (revision 1 is the first official figure); a period has at most one preview, the newest,
@@ -46,12 +46,44 @@ pub struct Latest {
     pub build_id: Option<String>,
     pub build_started_at: Option<String>,
     pub data_watermark: Option<String>,
+    /// The lake position its build read, as pinned (JSON; absent in older ledgers).
+    pub lake_position: Option<String>,
+}
+
+impl Latest {
+    /// When the build of this revision had read each job's dataset up to (a local timestamp),
+    /// from its pinned lake position; any job not pinned, from when that build started.
+    fn read_through(&self, job: &str) -> Option<String> {
+        let pinned = self
+            .lake_position
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<Vec<serde_json::Value>>(j).ok())
+            .and_then(|list| {
+                list.into_iter().find_map(|p| {
+                    (p["job"] == job)
+                        .then(|| p["stamped_through"].as_str().map(String::from))
+                        .flatten()
+                })
+            });
+        pinned.or_else(|| {
+            self.build_started_at
+                .as_deref()
+                .map(|s| s.chars().take(19).collect())
+        })
+    }
 }
 
 /// Why a revision differs from the one before, and what moved.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ChangeNote {
     pub previous_revision: i64,
+    /// Why, in a word each, sorted: `late_data` (records touching the period landed after the
+    /// previous revision's build), `registry` (the unit tree, names, the procedure catalogue or
+    /// the calendar changed), `methodology` (another methodology version), `recomputation`
+    /// (the models' SQL changed, or the same data and SQL rebuilt), `correction` (an explicit
+    /// correction of an error).
+    #[serde(default)]
+    pub reason_codes: Vec<String>,
     pub reasons: Vec<String>,
     pub units: Vec<UnitChange>,
 }
@@ -63,6 +95,15 @@ pub struct UnitChange {
     /// Totals before and after (`None`: the unit was not in that revision).
     pub total_from: Option<f64>,
     pub total_to: Option<f64>,
+    /// Rank among siblings before and after.
+    #[serde(default)]
+    pub rank_from: Option<i64>,
+    #[serde(default)]
+    pub rank_to: Option<i64>,
+    /// What else of its published row moved: `name`, `place in the tree`, `status`, `change
+    /// from the previous period`.
+    #[serde(default)]
+    pub also: Vec<String>,
     pub indicators: Vec<IndicatorChange>,
 }
 
@@ -79,8 +120,9 @@ impl ChangeNote {
     /// The note as a reader wants it: the reasons, then each unit's move and its indicators.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "Changes since revision {}: {}.\n",
+            "Changes since revision {} [{}]: {}.\n",
             self.previous_revision,
+            self.reason_codes.join(", "),
             self.reasons.join("; ")
         );
         for u in &self.units {
@@ -89,9 +131,17 @@ impl ChangeNote {
                 (Some(a), Some(b)) => format!("{a:.2} → {b:.2} ({:+.2})", b - a),
                 (None, Some(b)) => format!("new, {b:.2}"),
                 (Some(a), None) => format!("{a:.2}, no longer published"),
-                (None, None) => "ranking or status only".to_string(),
+                (None, None) => "unchanged".to_string(),
             };
             out.push_str(&format!("- {} {name}: total {delta}", u.unit_id));
+            if let (Some(a), Some(b)) = (u.rank_from, u.rank_to) {
+                if a != b {
+                    out.push_str(&format!("; rank {a} → {b}"));
+                }
+            }
+            if !u.also.is_empty() {
+                out.push_str(&format!("; {} moved", u.also.join(", ")));
+            }
             let inds: Vec<String> = u
                 .indicators
                 .iter()
@@ -178,7 +228,7 @@ pub fn latest(
 ) -> anyhow::Result<Option<Latest>> {
     let mut stmt = conn.prepare(
         "SELECT revision, status, methodology, sql_digest, build_id, build_started_at, \
-           strftime(data_watermark, '%Y-%m-%d %H:%M:%S') \
+           strftime(data_watermark, '%Y-%m-%d %H:%M:%S'), CAST(lake_position AS VARCHAR) \
          FROM pub_revisions WHERE period = ? AND status = ? \
            AND (revision = 0) = (status = 'provisional') \
          ORDER BY revision DESC LIMIT 1",
@@ -192,21 +242,44 @@ pub fn latest(
             build_id: r.get(4)?,
             build_started_at: r.get(5)?,
             data_watermark: r.get(6)?,
+            lake_position: r.get(7)?,
         })
     })?;
     Ok(rows.next().transpose()?)
 }
 
-/// The compared columns of a mart, quoted, or `None` when the ledger's table lacks one of
-/// them (a new mart column: the rows differ).
-fn compared(conn: &duck::Connection, mart: &str, table: &str) -> anyhow::Result<Option<String>> {
+/// The compared columns of a mart (its measures, [`ledger::MEASURES`], and its key), quoted,
+/// or `None` when the ledger's table lacks a measure (one added to the list: the rows differ).
+fn compared(
+    conn: &duck::Connection,
+    mart: &str,
+    table: &str,
+    presentation: bool,
+) -> anyhow::Result<Option<String>> {
     let current = ledger::columns(conn, Some("wh"), mart)?;
     let kept = ledger::columns(conn, None, table)?;
-    let cols: Vec<&String> = current
+    let key = PUBLISHED
         .iter()
-        .filter(|c| !UNCOMPARED.contains(&c.as_str()))
+        .find(|(m, _, _)| *m == mart)
+        .map_or(&[][..], |(_, _, k)| *k);
+    // With the presentation: the name too (a correction of a misspelt name).
+    let extra: &[&str] = if presentation && mart == "mart_index_unit_period" {
+        &["unit_name"]
+    } else {
+        &[]
+    };
+    let cols: Vec<&str> = key
+        .iter()
+        .copied()
+        .chain(
+            ledger::measures(mart)
+                .iter()
+                .chain(extra)
+                .copied()
+                .filter(|c| current.iter().any(|x| x == c)),
+        )
         .collect();
-    if kept.is_empty() || cols.iter().any(|c| !kept.contains(c)) {
+    if kept.is_empty() || cols.iter().any(|c| !kept.iter().any(|k| k == c)) {
         return Ok(None);
     }
     Ok(Some(
@@ -217,10 +290,56 @@ fn compared(conn: &duck::Connection, mart: &str, table: &str) -> anyhow::Result<
     ))
 }
 
-/// Whether the marts' rows of `period` equal those of `revision`, value for value.
-pub fn equals(conn: &duck::Connection, period: &str, revision: i64) -> anyhow::Result<bool> {
+/// The period before `period` (`int_period_judgement.previous_period`) and its latest final
+/// revision, when it has one: what a revision's change from the previous period is against.
+pub fn published_previous(
+    conn: &duck::Connection,
+    period: &str,
+) -> anyhow::Result<Option<(String, i64)>> {
+    let previous: Option<String> = conn
+        .query_row(
+            "SELECT previous_period FROM wh.int_period_judgement WHERE period = ?",
+            [period],
+            |r| r.get(0),
+        )
+        .or_else(|e| match e {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let Some(previous) = previous else {
+        return Ok(None);
+    };
+    Ok(latest(conn, &previous, "final")?.map(|l| (previous, l.revision)))
+}
+
+/// The unit rows a revision of the period (`$1`) publishes: the mart's, with the change from
+/// the previous period taken against the previous period's latest final revision when it has
+/// one (what was published, not what the mart now says of it; a unit it did not publish has
+/// none), else the mart's.
+pub fn candidate_units(previous: Option<&(String, i64)>) -> String {
+    match previous {
+        None => "SELECT * FROM wh.mart_index_unit_period WHERE period = $1".to_string(),
+        Some((p, rev)) => format!(
+            "SELECT m.* REPLACE (m.total - pp.total AS change_from_previous) \
+             FROM wh.mart_index_unit_period AS m \
+             LEFT JOIN (SELECT unit_id, total FROM pub_index_unit_period WHERE period = {} AND revision = {rev}) AS pp \
+               USING (unit_id) \
+             WHERE m.period = $1",
+            duck::lit(p)
+        ),
+    }
+}
+
+/// Whether the marts' rows of `period` equal those of `revision`, measure for measure (and,
+/// with `presentation`, name for name: a correction may fix a name).
+pub fn equals(
+    conn: &duck::Connection,
+    period: &str,
+    revision: i64,
+    presentation: bool,
+) -> anyhow::Result<bool> {
     for (mart, table, _) in PUBLISHED {
-        let Some(cols) = compared(conn, mart, table)? else {
+        let Some(cols) = compared(conn, mart, table, presentation)? else {
             return Ok(false);
         };
         let cur = format!("SELECT {cols} FROM wh.{mart} WHERE period = $1");
@@ -242,8 +361,6 @@ pub fn equals(conn: &duck::Connection, period: &str, revision: i64) -> anyhow::R
 /// What moved between `previous` (a revision in the ledger) and the marts' rows now, and why.
 pub fn change_note(
     conn: &duck::Connection,
-    warehouse: &Path,
-    jobs: &[JobConfig],
     basis: &Basis,
     previous: &Latest,
     status: &str,
@@ -251,19 +368,52 @@ pub fn change_note(
     let period = basis.period.as_str();
     let rev = previous.revision;
     let mut units: BTreeMap<String, UnitChange> = BTreeMap::new();
+    // Every unit whose published row moves: its total, its rank, its name or place in the tree,
+    // its status, its change from the previous period (taken against what was published of
+    // it, as the revision will carry it), or it appears or goes.
+    let candidate = candidate_units(published_previous(conn, period)?.as_ref());
     {
-        let mut stmt = conn.prepare(
-            "SELECT coalesce(m.unit_id, p.unit_id), coalesce(m.unit_name, p.unit_name), p.total, m.total \
+        let mut stmt = conn.prepare(&format!(
+            "SELECT coalesce(m.unit_id, p.unit_id), coalesce(m.unit_name, p.unit_name), p.total, m.total, \
+               p.rank_among_siblings, m.rank_among_siblings, \
+               p.unit_name IS DISTINCT FROM m.unit_name, \
+               p.parent_unit_id IS DISTINCT FROM m.parent_unit_id OR p.unit_level IS DISTINCT FROM m.unit_level, \
+               p.status IS DISTINCT FROM m.status, \
+               round(p.change_from_previous, 9) IS DISTINCT FROM round(m.change_from_previous, 9), \
+               p.unit_id IS NOT NULL AND m.unit_id IS NOT NULL \
              FROM (SELECT * FROM pub_index_unit_period WHERE period = $1 AND revision = $2) AS p \
-             FULL JOIN (SELECT * FROM wh.mart_index_unit_period WHERE period = $1) AS m USING (unit_id) \
-             WHERE p.total IS DISTINCT FROM m.total OR p.unit_id IS NULL OR m.unit_id IS NULL",
-        )?;
+             FULL JOIN ({candidate}) AS m USING (unit_id) \
+             WHERE p.unit_id IS NULL OR m.unit_id IS NULL OR p.total IS DISTINCT FROM m.total \
+                OR p.rank_among_siblings IS DISTINCT FROM m.rank_among_siblings \
+                OR p.unit_name IS DISTINCT FROM m.unit_name OR p.parent_unit_id IS DISTINCT FROM m.parent_unit_id \
+                OR p.unit_level IS DISTINCT FROM m.unit_level OR p.status IS DISTINCT FROM m.status \
+                OR round(p.change_from_previous, 9) IS DISTINCT FROM round(m.change_from_previous, 9)"
+        ))?;
         let rows = stmt.query_map(duckdb::params![period, rev], |r| {
+            let both: bool = r.get(10)?;
+            let (from, to): (Option<f64>, Option<f64>) = (r.get(2)?, r.get(3)?);
+            let same = from.is_some() && from == to;
+            let mut also = Vec::new();
+            for (i, what) in [
+                (6, "name"),
+                (7, "place in the tree"),
+                (8, "status"),
+                (9, "change from the previous period"),
+            ] {
+                // A total that moved moves its change from the previous period too.
+                if both && r.get::<_, bool>(i)? && (i != 9 || same) {
+                    also.push(what.to_string());
+                }
+            }
             Ok(UnitChange {
                 unit_id: r.get(0)?,
                 unit_name: r.get(1)?,
-                total_from: r.get(2)?,
-                total_to: r.get(3)?,
+                // A total that did not move is not shown as a move.
+                total_from: if same { None } else { from },
+                total_to: if same { None } else { to },
+                rank_from: r.get(4)?,
+                rank_to: r.get(5)?,
+                also,
                 indicators: Vec::new(),
             })
         })?;
@@ -311,18 +461,22 @@ pub fn change_note(
                     unit_name: None,
                     total_from: None,
                     total_to: None,
+                    rank_from: None,
+                    rank_to: None,
+                    also: Vec::new(),
                     indicators: Vec::new(),
                 })
                 .indicators
                 .push(change);
         }
     }
-    // Every other unit whose published row differs (rank, change from the previous period).
     let mut reasons = Vec::new();
+    let mut codes = std::collections::BTreeSet::new();
     if previous.status != status {
         reasons.push(format!("status {} → {status}", previous.status));
     }
     if previous.methodology.as_deref() != Some(basis.methodology.as_str()) {
+        codes.insert("methodology");
         reasons.push(format!(
             "methodology changed ({} → {})",
             previous.methodology.as_deref().unwrap_or("-"),
@@ -330,29 +484,52 @@ pub fn change_note(
         ));
     }
     if previous.sql_digest.as_deref() != Some(basis.sql_digest.as_str()) {
+        codes.insert("recomputation");
         reasons.push(format!(
             "model SQL changed (digest {} → {})",
             short(previous.sql_digest.as_deref().unwrap_or("-")),
             short(&basis.sql_digest)
         ));
     }
-    let landed = landed_between(
-        warehouse,
-        jobs,
-        previous.build_started_at.as_deref(),
-        &basis.build_started_at,
-    )?;
-    if !landed.is_empty() {
+    // Late data: the records behind the period's numbers that landed after the previous
+    // revision's build read the lake (not every row landed since, most of which is about
+    // other periods).
+    let touching = landed_touching(conn, period, previous)?;
+    let late: Vec<String> = touching
+        .iter()
+        .filter(|(what, n)| *n > 0 && !what.starts_with("registry"))
+        .map(|(what, n)| format!("{what}: {n}"))
+        .collect();
+    if !late.is_empty() {
+        codes.insert("late_data");
         reasons.push(format!(
-            "data landed after revision {rev} ({})",
-            landed
-                .iter()
-                .map(|(job, rows)| format!("{job}: {rows} rows"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "records of {period} landed after revision {rev} ({})",
+            late.join(", ")
         ));
     }
-    if reasons.is_empty() {
+    // The registries: the unit tree (a unit appearing, going, renamed or moved), the
+    // procedure catalogue and the calendar the period's dossiers were judged with.
+    let tree_moved = units.values().any(|u| {
+        (u.total_from.is_none() != u.total_to.is_none())
+            || u.also
+                .iter()
+                .any(|a| a == "name" || a == "place in the tree")
+    });
+    let references: Vec<String> = touching
+        .iter()
+        .filter(|(what, n)| *n > 0 && what.starts_with("registry"))
+        .map(|(what, n)| format!("{what}: {n}"))
+        .collect();
+    if tree_moved || !references.is_empty() {
+        codes.insert("registry");
+        let mut what = references;
+        if tree_moved {
+            what.push("the unit tree".to_string());
+        }
+        reasons.push(format!("registries changed ({})", what.join(", ")));
+    }
+    if codes.is_empty() {
+        codes.insert("recomputation");
         reasons.push("rebuilt from the same data and SQL".to_string());
     }
     let mut units: Vec<UnitChange> = units.into_values().collect();
@@ -365,13 +542,92 @@ pub fn change_note(
     });
     Ok(ChangeNote {
         previous_revision: rev,
+        reason_codes: codes.into_iter().map(String::from).collect(),
         reasons,
         units,
     })
 }
 
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(12)]
+/// A digest as the change note shows it: `sha256:` and its first 12 hex digits (the guard
+/// does not read it as a number).
+fn short(digest: &str) -> String {
+    format!("sha256:{}", &digest[..digest.len().min(12)])
+}
+
+/// The records behind `period`'s numbers that landed after the build of `previous` read the
+/// lake (each dataset's pinned position; for a revision pinned before positions were kept,
+/// when its build started), as the published warehouse holds them: per kind, the dossiers
+/// counted in the period whose newest version, steps, rating or payment landed since, the
+/// petitions counted in it that landed since, and (`registry …`) the dossiers judged with a
+/// catalogue entry or a calendar landed since.
+pub fn landed_touching(
+    conn: &duck::Connection,
+    period: &str,
+    previous: &Latest,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let since = |job: &str| {
+        previous
+            .read_through(job)
+            .unwrap_or_else(|| "0001-01-01 00:00:00".into())
+    };
+    let row: (i64, i64, i64, i64, i64) = conn.query_row(
+        "WITH d AS (SELECT * FROM wh.fct_dossiers WHERE dossier_id IN \
+           (SELECT dossier_id FROM wh.drill_indicator_dossiers WHERE period = $1)) \
+         SELECT count(*) FILTER (version_loaded_at > CAST($2 AS TIMESTAMP)), \
+           count(*) FILTER (steps_loaded_at > CAST($3 AS TIMESTAMP)), \
+           count(*) FILTER (rating_loaded_at > CAST($4 AS TIMESTAMP)), \
+           count(*) FILTER (payment_loaded_at > CAST($5 AS TIMESTAMP)), \
+           count(*) FILTER (catalogue_loaded_at > CAST($6 AS TIMESTAMP)) \
+         FROM d",
+        duckdb::params![
+            period,
+            since("dossiers"),
+            since("dossier_steps"),
+            since("ratings"),
+            since("payments"),
+            since("catalogue")
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    let petitions: i64 = conn.query_row(
+        "SELECT count(*) FROM wh.stg_reporting__petitions WHERE loaded_at > CAST($2 AS TIMESTAMP) \
+           AND petition_id IN (SELECT petition_id FROM wh.drill_indicator_petitions WHERE period = $1)",
+        [period, since("petitions").as_str()],
+        |r| r.get(0),
+    )?;
+    // The national report's rows for the period's months (DOSSIER_SYNC's denominator), and
+    // the calendar's days from the period's start to three months after its end (the
+    // deadlines of its dossiers).
+    let national: i64 = conn.query_row(
+        "SELECT count(*) FROM wh.stg_national_report__received AS n, wh.int_period_judgement AS j \
+         WHERE j.period = $1 AND n.loaded_at > CAST($2 AS TIMESTAMP) \
+           AND n.period >= strftime(j.starts_on, '%Y-%m') AND n.period < strftime(j.ends_before, '%Y-%m')",
+        [period, since("national_report").as_str()],
+        |r| r.get(0),
+    )?;
+    let calendar: i64 = conn.query_row(
+        "SELECT count(*) FROM wh.stg_calendar__days AS c, wh.int_period_judgement AS j \
+         WHERE j.period = $1 AND c.loaded_at > CAST($2 AS TIMESTAMP) \
+           AND c.calendar_date >= j.starts_on AND c.calendar_date < j.ends_before + INTERVAL 3 MONTH",
+        [period, since("calendar").as_str()],
+        |r| r.get(0),
+    )?;
+    Ok([
+        ("dossiers with a newer version", row.0),
+        ("dossiers with steps", row.1),
+        ("dossiers with a rating", row.2),
+        ("dossiers with a payment", row.3),
+        ("petitions", petitions),
+        ("national report rows", national),
+        (
+            "registry: dossiers judged with a newer catalogue entry",
+            row.4,
+        ),
+        ("registry: calendar days", calendar),
+    ]
+    .into_iter()
+    .map(|(what, n)| (what.to_string(), n as u64))
+    .collect())
 }
 
 /// Rows landed per job by commits after `from` (exclusive; all when `None`) up to `to`
@@ -403,6 +659,86 @@ pub(super) fn landed_between(
     Ok(out)
 }
 
+/// Pins what revision `rev` of the period was made from: the lake position the build read
+/// (per dataset: job, newest log entry, newest landing stamp), each model's SQL digest, and
+/// the rows of the methodology version it used.
+fn pin(conn: &duck::Connection, b: &Basis, rev: i64) -> anyhow::Result<()> {
+    let has = |t: &str| -> anyhow::Result<bool> {
+        Ok(conn.query_row(
+            "SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = 'wh' AND table_name = ?",
+            [t],
+            |r| r.get(0),
+        )?)
+    };
+    let json_or_null = |table: &str, sql: &str| -> anyhow::Result<String> {
+        Ok(if has(table)? {
+            format!("({sql})")
+        } else {
+            "NULL::JSON".to_string()
+        })
+    };
+    let position = json_or_null(
+        "_chiso_lake_position",
+        "SELECT to_json(list({'dataset': dataset, 'job': job, 'seq': seq, 'stamped_through': stamped_through} ORDER BY dataset)) FROM wh._chiso_lake_position",
+    )?;
+    let digests = json_or_null(
+        "_chiso_model_sql",
+        "SELECT to_json(list({'model': model, 'sql_sha256': sql_sha256} ORDER BY model)) FROM wh._chiso_model_sql",
+    )?;
+    let rows = json_or_null(
+        "methodology",
+        &format!("SELECT {SCORING} FROM wh.methodology AS m WHERE m.methodology = $3"),
+    )?;
+    conn.execute(
+        &format!(
+            "UPDATE pub_revisions SET lake_position = {position}, model_digests = {digests}, methodology_rows = {rows} \
+             WHERE period = $1 AND revision = $2"
+        ),
+        duckdb::params![b.period, rev, b.methodology],
+    )?;
+    Ok(())
+}
+
+/// The methodology rows as pinned and compared: what scores (a group's name or an indicator's
+/// wording may be fixed without a new version).
+const SCORING: &str = "to_json(list({'effective_from': m.effective_from, 'group_code': m.group_code, \
+    'group_max': m.group_max, 'indicator': m.indicator, 'max_points': m.max_points, 'target': m.target, \
+    'zero_denominator': m.zero_denominator, 'applies_to': m.applies_to, \
+    'period_attribution': m.period_attribution, 'scored': m.scored, 'window_hours': m.window_hours} \
+    ORDER BY m.indicator))";
+
+/// A methodology version is immutable once a final revision used it: what scores in its rows
+/// now must be what every final revision of that version pinned (a change is a new version).
+/// Held, not failed: the other periods of the same publish go on.
+pub fn check_methodology_unchanged(conn: &duck::Connection, b: &Basis) -> anyhow::Result<()> {
+    let changed: Option<(String, i64)> = conn
+        .query_row(
+            &format!("WITH now AS (SELECT {SCORING} AS rows FROM wh.methodology AS m WHERE m.methodology = $1) \
+             SELECT r.period, r.revision FROM pub_revisions AS r, now \
+             WHERE r.status = 'final' AND r.methodology = $1 AND r.methodology_rows IS NOT NULL \
+               AND CAST(r.methodology_rows AS VARCHAR) <> CAST(now.rows AS VARCHAR) \
+             ORDER BY r.created_at LIMIT 1"),
+            [&b.methodology],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if let Some((period, rev)) = changed {
+        return Err(super::Held::one(
+            &b.period,
+            format!(
+                "{}: methodology {} was changed after final revision {rev} of {period} used it: a published methodology version is immutable; give the new rows a new version (with its effective_from) in sql/methodology/, and build",
+                b.period, b.methodology
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// What a new revision records besides its rows.
 pub struct NewRevision<'a> {
     pub basis: &'a Basis,
@@ -414,6 +750,43 @@ pub struct NewRevision<'a> {
     pub warnings: &'a [super::guard::Warning],
     pub accepted: Option<&'a str>,
     pub targets: &'a [TargetConfig],
+    /// The revision policy a final is recorded under (its period's window runs from revision 1).
+    pub policy: crate::config::RevisionPolicy,
+    pub correction: Option<&'a str>,
+}
+
+/// When the period's revision window closed, if it has: the latest final revision's
+/// `open_until` (a revision recorded before the policy was kept: revision 1's time plus the
+/// policy in force now); `None` while open, or when no policy bounds it.
+pub fn closed_since(
+    conn: &duck::Connection,
+    period: &str,
+    policy: crate::config::RevisionPolicy,
+) -> anyhow::Result<Option<String>> {
+    let now_policy = match policy {
+        crate::config::RevisionPolicy::Always => "NULL::TIMESTAMP".to_string(),
+        crate::config::RevisionPolicy::Months(m) => format!(
+            "(SELECT min(created_at) FROM pub_revisions WHERE period = $1 AND status = 'final') + INTERVAL {m} MONTH"
+        ),
+    };
+    let until: Option<String> = conn
+        .query_row(
+            &format!(
+                "SELECT strftime(CASE WHEN revision_policy IS NULL THEN {now_policy} ELSE open_until END, '%Y-%m-%d %H:%M') \
+                 FROM pub_revisions WHERE period = $1 AND status = 'final' \
+                   AND (CASE WHEN revision_policy IS NULL THEN {now_policy} ELSE open_until END) <= {now} \
+                   AND revision = (SELECT max(revision) FROM pub_revisions WHERE period = $1 AND status = 'final')",
+                now = ledger::NOW_LOCAL
+            ),
+            [period],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(until)
 }
 
 /// Records revision `n.revision` of the period, its rows and (final only) a pending receipt
@@ -427,6 +800,7 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<Ve
     let dropped: Vec<i64> = stmt
         .query_map([&b.period], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    let previous = published_previous(conn, &b.period)?;
     conn.execute_batch("BEGIN TRANSACTION;")?;
     let done = (|| -> anyhow::Result<()> {
         // One preview per period, and none once it is final: the preview recorded before (and
@@ -448,7 +822,10 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<Ve
             [&b.period],
         )?;
         conn.execute(
-            "INSERT INTO pub_revisions VALUES (?, ?, ?, CAST(get_current_timestamp() AS TIMESTAMP) + INTERVAL 7 HOUR, \
+            "INSERT INTO pub_revisions (period, revision, status, created_at, methodology, data_watermark, \
+               sql_digest, build_id, build_started_at, previous_revision, units, note, change_note, warnings, \
+               accepted, chiso_version) \
+             VALUES (?, ?, ?, CAST(get_current_timestamp() AS TIMESTAMP) + INTERVAL 7 HOUR, \
                ?, CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             duckdb::params![
                 b.period,
@@ -468,6 +845,23 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<Ve
                 env!("CARGO_PKG_VERSION"),
             ],
         )?;
+        pin(conn, b, n.revision)?;
+        if n.status == "final" {
+            // The window runs from the period's revision 1.
+            let until = match n.policy {
+                crate::config::RevisionPolicy::Always => "NULL::TIMESTAMP".to_string(),
+                crate::config::RevisionPolicy::Months(m) => format!(
+                    "(SELECT min(created_at) FROM pub_revisions WHERE period = $1 AND status = 'final') + INTERVAL {m} MONTH"
+                ),
+            };
+            conn.execute(
+                &format!(
+                    "UPDATE pub_revisions SET revision_policy = $3, open_until = {until}, correction = $4 \
+                     WHERE period = $1 AND revision = $2"
+                ),
+                duckdb::params![b.period, n.revision, n.policy.text(), n.correction],
+            )?;
+        }
         for (mart, table, _) in PUBLISHED {
             conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} AS SELECT 0::INTEGER AS revision, * FROM wh.{mart} LIMIT 0;"
@@ -477,11 +871,17 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<Ve
             for (c, ty) in current.iter().filter(|(c, _)| !kept.contains(c)) {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN \"{c}\" {ty};"))?;
             }
+            // The unit rows carry their change from the previous period as published.
+            let rows = if mart == "mart_index_unit_period" {
+                candidate_units(previous.as_ref())
+            } else {
+                format!("SELECT * FROM wh.{mart} WHERE period = $1")
+            };
             conn.execute(
                 &format!(
-                    "INSERT INTO {table} BY NAME SELECT ?::INTEGER AS revision, * FROM wh.{mart} WHERE period = ?"
+                    "INSERT INTO {table} BY NAME SELECT $2::INTEGER AS revision, * FROM ({rows})"
                 ),
-                duckdb::params![n.revision, b.period],
+                duckdb::params![b.period, n.revision],
             )?;
         }
         if n.status == "final" && !n.targets.is_empty() {

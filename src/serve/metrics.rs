@@ -191,8 +191,13 @@ pub fn refresh(r: &StatusReport) {
     }
     gauge!("chiso_index_freshness_breach").set(if r.index.freshness_breach { 1.0 } else { 0.0 });
     gauge!("chiso_open_failures").set(r.failures.len() as f64);
-    gauge!("chiso_publication_revisions_pending")
-        .set(r.publications.revisions_pending.len() as f64);
+    gauge!("chiso_publication_revisions_pending").set(
+        r.publications
+            .revisions_pending
+            .iter()
+            .filter(|p| p.revisable)
+            .count() as f64,
+    );
     if let Some(n) = r.publications.pushes_pending {
         gauge!("chiso_publication_pushes_pending").set(n as f64);
     }

@@ -412,6 +412,7 @@ fn build_watched(
         tracing::error!(error = %format!("{e:#}"), "Copying the publication ledger into the warehouse failed; the previous copy stays.");
     }
     record_compactions(&conn, &lake.compactions)?;
+    staleness::record_lake_position(&conn, &lake.positions)?;
     reuse::save(&conn, &states)?;
     let blocking = tests.iter().any(|t| t.status.blocks());
     let ok = failed.is_empty() && !blocking && timed_out.is_none();

@@ -107,6 +107,27 @@ pub(super) fn record_compactions(
     Ok(())
 }
 
+/// Records the lake position the build read (`_chiso_lake_position`: per dataset, its job,
+/// the newest commit-log entry and the newest landing stamp, as a local timestamp): rows with
+/// a later `_ingested_at` landed after this build's snapshot. A revision pins it.
+pub(super) fn record_lake_position(
+    conn: &duck::Connection,
+    positions: &std::collections::BTreeMap<String, (String, u64, Option<i64>)>,
+) -> anyhow::Result<()> {
+    conn.execute_batch(
+        "CREATE OR REPLACE TABLE _chiso_lake_position (dataset VARCHAR, job VARCHAR, seq BIGINT, stamped_through TIMESTAMP);",
+    )?;
+    let mut insert = conn.prepare(
+        "INSERT INTO _chiso_lake_position VALUES (?, ?, ?, make_timestamp(CAST(? AS BIGINT)))",
+    )?;
+    for (dataset, (job, seq, stamp)) in positions {
+        // A dataset with nothing stamped yet carries a floor far before any time: none.
+        let stamp = stamp.filter(|s| (0..253_402_300_800_000_000).contains(s));
+        insert.execute(duckdb::params![dataset, job, *seq as i64, stamp])?;
+    }
+    Ok(())
+}
+
 /// Records the SQL each model was built with (its file's digest), for the next build.
 pub(super) fn record_model_sql(
     conn: &duck::Connection,
