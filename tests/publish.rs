@@ -719,15 +719,18 @@ fn chiso_publish(warehouse: &Path, url: &str, periods: &[String]) -> std::proces
     c
 }
 
-/// Each portal receives each revision exactly once although 30% of pushes fail and the
-/// publisher is SIGKILLed between a push reaching the portal and its receipt being recorded,
-/// at least 10 times: every restart sends the unacknowledged push again with the same key,
-/// the portal answers it as a duplicate, and the receipt is recorded then.
+/// Each portal receives each revision exactly once although 30% of pushes fail, 10% are
+/// redirected to a login page (not a delivery: before, the redirected POST became a GET whose
+/// 200 was recorded as acknowledged), and the publisher is SIGKILLed between a push reaching
+/// the portal and its receipt being recorded, at least 10 times: every restart sends the
+/// unacknowledged push again with the same key, the portal answers it as a duplicate, and the
+/// receipt is recorded then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     use rand::{Rng, SeedableRng};
     let faults = Faults {
         publish_error_rate: 0.3,
+        publish_redirect_rate: 0.1,
         // The portal stores, then answers after this long: the window the kills aim at.
         publish_delay_ms: 700,
         ..Faults::none()
@@ -799,6 +802,10 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     assert!(
         sim.state.portals.lock().unwrap().failed > 0,
         "no push failed"
+    );
+    assert!(
+        sim.state.portals.lock().unwrap().redirected > 0,
+        "no push was redirected"
     );
     {
         let conn = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))

@@ -115,6 +115,7 @@ pub(crate) async fn serve(_g: &Globals, a: SimServeArgs) -> anyhow::Result<u8> {
         moving_records: a.moving_records,
         publish_error_rate: a.fault_publish,
         publish_lost_rate: 0.0,
+        publish_redirect_rate: 0.0,
         publish_delay_ms: 0,
     };
     faults

@@ -30,6 +30,10 @@ pub struct Faults {
     pub publish_error_rate: f64,
     /// Share of publications stored whose answer is lost (503 after storing).
     pub publish_lost_rate: f64,
+    /// Share of publications answered `302 Found` to a login page, not stored (a portal
+    /// behind a login proxy whose session ran out).
+    #[serde(default)]
+    pub publish_redirect_rate: f64,
     /// Milliseconds a portal waits after storing a publication before it answers.
     pub publish_delay_ms: u64,
 }
@@ -47,6 +51,7 @@ impl Faults {
             ("malformed_rate", self.malformed_rate),
             ("publish_error_rate", self.publish_error_rate),
             ("publish_lost_rate", self.publish_lost_rate),
+            ("publish_redirect_rate", self.publish_redirect_rate),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} = {v}: must be between 0 and 1"));

@@ -40,6 +40,8 @@ pub struct Portals {
     pub failed: u64,
     /// Requests stored whose answer was lost (503 after storing).
     pub lost: u64,
+    /// Requests answered with a redirect to a login page, not stored (a fault).
+    pub redirected: u64,
 }
 
 /// What a portal does with one publication.
@@ -47,6 +49,8 @@ pub struct Portals {
 pub enum Answer {
     /// Refused before storing (a fault).
     Failed,
+    /// Redirected to a login page before storing (a fault: a portal behind a login proxy).
+    Redirected,
     /// Stored now (`duplicate` false) or earlier under the same key (`duplicate` true), with
     /// the receipt; `lost`: the answer never reaches the sender (a fault).
     Stored {
@@ -74,7 +78,12 @@ impl Portals {
             self.failed += 1;
             return Answer::Failed;
         }
-        let lost = roll < faults.publish_error_rate + faults.publish_lost_rate;
+        let refused = faults.publish_error_rate + faults.publish_redirect_rate;
+        if roll < refused {
+            self.redirected += 1;
+            return Answer::Redirected;
+        }
+        let lost = roll < refused + faults.publish_lost_rate;
         if lost {
             self.lost += 1;
         }

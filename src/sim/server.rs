@@ -740,6 +740,14 @@ async fn receive_publication(
         &faults,
         roll,
     );
+    if answer == Answer::Redirected {
+        return (
+            StatusCode::FOUND,
+            [(axum::http::header::LOCATION, "/login?next=/publications")],
+            "",
+        )
+            .into_response();
+    }
     let Answer::Stored {
         receipt,
         duplicate,
