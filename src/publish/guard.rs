@@ -436,12 +436,17 @@ pub fn warnings(
             units: Vec::new(),
         });
     }
-    let landed = super::revision::landed_between(
-        warehouse,
-        jobs,
-        Some(&basis.build_started_at),
-        &crate::time::now_rfc3339(),
-    )?;
+    // Rows committed after the lake position the build read (its log entries past the one
+    // it recorded); a warehouse built before positions were recorded: after its start.
+    let landed = match super::revision::landed_after_position(conn, warehouse, jobs)? {
+        Some(l) => l,
+        None => super::revision::landed_between(
+            warehouse,
+            jobs,
+            Some(&basis.build_started_at),
+            &crate::time::now_rfc3339(),
+        )?,
+    };
     if !landed.is_empty() {
         out.push(Warning {
             kind: "stale_warehouse".into(),

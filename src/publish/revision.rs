@@ -630,6 +630,42 @@ pub fn landed_touching(
     .collect())
 }
 
+/// Rows landed per job by the commit-log entries after the lake position the published build
+/// read (`_chiso_lake_position`), or `None` when that build recorded none.
+pub(super) fn landed_after_position(
+    conn: &duck::Connection,
+    warehouse: &Path,
+    jobs: &[JobConfig],
+) -> anyhow::Result<Option<Vec<(String, u64)>>> {
+    let recorded: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = 'wh' AND table_name = '_chiso_lake_position'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !recorded {
+        return Ok(None);
+    }
+    let mut stmt = conn.prepare("SELECT job, seq FROM wh._chiso_lake_position")?;
+    let read: BTreeMap<String, i64> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for job in jobs {
+        // A job the build did not read: everything it committed is after.
+        let after = read.get(&job.name).copied().unwrap_or(0).max(0) as u64;
+        let rows: u64 = JobState::new(warehouse, &job.name)
+            .all()?
+            .iter()
+            .filter(|e| e.seq > after)
+            .map(|e| e.totals.rows_landed)
+            .sum();
+        if rows > 0 {
+            out.push((job.name.clone(), rows));
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Rows landed per job by commits after `from` (exclusive; all when `None`) up to `to`
 /// (RFC 3339 times; commits are stamped the same way).
 pub(super) fn landed_between(
