@@ -60,6 +60,16 @@ pub fn table_exists(conn: &Connection, name: &str) -> duckdb::Result<bool> {
     Ok(object_kind(conn, name)?.as_deref() == Some("BASE TABLE"))
 }
 
+/// Whether `name` is a table of the database attached as `db` (the published warehouse a
+/// publish attaches as `wh`, say).
+pub fn attached_table_exists(conn: &Connection, db: &str, name: &str) -> duckdb::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+        [db, name],
+        |r| r.get(0),
+    )
+}
+
 /// Quotes a string as a SQL literal.
 pub fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

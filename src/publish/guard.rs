@@ -26,6 +26,7 @@ use crate::config::{JobConfig, PublishConfig};
 use crate::duck;
 use crate::ledger;
 use crate::models::snapshot;
+use duckdb::OptionalExt;
 
 /// Units listed in a warning shown to a person (all are kept in the ledger and the manifest).
 const SHOWN: usize = 20;
@@ -186,11 +187,7 @@ fn personal_value_in(
             params,
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            duckdb::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?)
+        .optional()?)
 }
 
 /// A column type that can carry text: strings, JSON, and lists, structs, maps and unions
@@ -248,12 +245,7 @@ fn personal_columns(
                 })
         })
         .collect();
-    let recorded: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = 'wh' AND table_name = '_chiso_personal_columns'",
-        [],
-        |r| r.get(0),
-    )?;
-    if recorded {
+    if duck::attached_table_exists(conn, "wh", "_chiso_personal_columns")? {
         let mut stmt =
             conn.prepare("SELECT column_name, model || '.' || column_name || ', ' || origin FROM wh._chiso_personal_columns")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;

@@ -16,6 +16,7 @@ use crate::config::{JobConfig, TargetConfig};
 use crate::duck;
 use crate::lake::commit::JobState;
 use crate::ledger::{self, PUBLISHED};
+use duckdb::OptionalExt;
 
 /// The revision number of a period's preview. Finals are numbered 1, 2, … among themselves
 /// (revision 1 is the first official figure); a period has at most one preview, the newest,
@@ -302,10 +303,8 @@ pub fn published_previous(
             [period],
             |r| r.get(0),
         )
-        .or_else(|e| match e {
-            duckdb::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?
+        .flatten();
     let Some(previous) = previous else {
         return Ok(None);
     };
@@ -589,28 +588,29 @@ pub fn landed_touching(
         ],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
     )?;
-    let petitions: i64 = conn.query_row(
+    // Rows of one job's dataset touching the period (`$1`) and landed since (`$2`).
+    let count = |job: &str, sql: &str| -> anyhow::Result<i64> {
+        Ok(conn.query_row(sql, [period, since(job).as_str()], |r| r.get(0))?)
+    };
+    let petitions = count(
+        "petitions",
         "SELECT count(*) FROM wh.stg_reporting__petitions WHERE loaded_at > CAST($2 AS TIMESTAMP) \
            AND petition_id IN (SELECT petition_id FROM wh.drill_indicator_petitions WHERE period = $1)",
-        [period, since("petitions").as_str()],
-        |r| r.get(0),
     )?;
     // The national report's rows for the period's months (DOSSIER_SYNC's denominator), and
     // the calendar's days from the period's start to three months after its end (the
     // deadlines of its dossiers).
-    let national: i64 = conn.query_row(
+    let national = count(
+        "national_report",
         "SELECT count(*) FROM wh.stg_national_report__received AS n, wh.int_period_judgement AS j \
          WHERE j.period = $1 AND n.loaded_at > CAST($2 AS TIMESTAMP) \
            AND n.period >= strftime(j.starts_on, '%Y-%m') AND n.period < strftime(j.ends_before, '%Y-%m')",
-        [period, since("national_report").as_str()],
-        |r| r.get(0),
     )?;
-    let calendar: i64 = conn.query_row(
+    let calendar = count(
+        "calendar",
         "SELECT count(*) FROM wh.stg_calendar__days AS c, wh.int_period_judgement AS j \
          WHERE j.period = $1 AND c.loaded_at > CAST($2 AS TIMESTAMP) \
            AND c.calendar_date >= j.starts_on AND c.calendar_date < j.ends_before + INTERVAL 3 MONTH",
-        [period, since("calendar").as_str()],
-        |r| r.get(0),
     )?;
     Ok([
         ("dossiers with a newer version", row.0),
@@ -637,12 +637,7 @@ pub(super) fn landed_after_position(
     warehouse: &Path,
     jobs: &[JobConfig],
 ) -> anyhow::Result<Option<Vec<(String, u64)>>> {
-    let recorded: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = 'wh' AND table_name = '_chiso_lake_position'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !recorded {
+    if !duck::attached_table_exists(conn, "wh", "_chiso_lake_position")? {
         return Ok(None);
     }
     let mut stmt = conn.prepare("SELECT job, seq FROM wh._chiso_lake_position")?;
@@ -699,15 +694,8 @@ pub(super) fn landed_between(
 /// (per dataset: job, newest log entry, newest landing stamp), each model's SQL digest, and
 /// the rows of the methodology version it used.
 fn pin(conn: &duck::Connection, b: &Basis, rev: i64) -> anyhow::Result<()> {
-    let has = |t: &str| -> anyhow::Result<bool> {
-        Ok(conn.query_row(
-            "SELECT count(*) > 0 FROM duckdb_tables() WHERE database_name = 'wh' AND table_name = ?",
-            [t],
-            |r| r.get(0),
-        )?)
-    };
     let json_or_null = |table: &str, sql: &str| -> anyhow::Result<String> {
-        Ok(if has(table)? {
+        Ok(if duck::attached_table_exists(conn, "wh", table)? {
             format!("({sql})")
         } else {
             "NULL::JSON".to_string()
@@ -757,11 +745,7 @@ pub fn check_methodology_unchanged(conn: &duck::Connection, b: &Basis) -> anyhow
             [&b.methodology],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            duckdb::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     if let Some((period, rev)) = changed {
         return Err(super::Held::one(
             &b.period,
@@ -817,11 +801,7 @@ pub fn closed_since(
             [period],
             |r| r.get(0),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            duckdb::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     Ok(until)
 }
 
