@@ -132,7 +132,11 @@ pub(crate) fn print_report(r: &PublishReport) {
             );
         }
         for w in &p.warnings {
-            println!("  warning: {}", w.line());
+            if w.blocking {
+                println!("  warning: {}", w.line());
+            } else {
+                println!("  note: {} (the units are in the manifest)", w.message);
+            }
         }
         if let Some(c) = &p.change_note {
             for line in c.text().lines() {

@@ -7,8 +7,10 @@ pub(crate) struct WorldArgs {
     /// Seed: the same seed gives the same world.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
-    /// Dossiers submitted on an ordinary working day, across all units.
-    #[arg(long, default_value_t = 40.0)]
+    /// Dossiers submitted on an ordinary working day, across all units. The default, 200,
+    /// gives a base unit about 12 dossiers a month, enough that chance moves its total by
+    /// about 10 points a month rather than 24 (docs/publication.md, "Warnings").
+    #[arg(long, default_value_t = 200.0)]
     pub(crate) scale: f64,
     /// First day of dossier history (YYYY-MM-DD).
     #[arg(long, default_value = "2026-01-01")]

@@ -1429,6 +1429,18 @@ columns = [
         );
     }
 
+    #[test]
+    fn movement_sigmas_is_a_number_of_standard_errors() {
+        let text = "[publish]\nmax_change_points = 15\nmovement_sigmas = -1.5\n";
+        let errs = ProjectConfig::parse(Path::new("chiso.toml"), text, &|_| None).unwrap_err();
+        let e = errs.0[0].to_string();
+        assert!(e.starts_with("chiso.toml:3: "), "{e}");
+        assert!(e.contains("publish.movement_sigmas = -1.5"), "{e}");
+        let ok = "[publish]\nmovement_sigmas = 2\n";
+        let cfg = ProjectConfig::parse(Path::new("chiso.toml"), ok, &|_| None).unwrap();
+        assert_eq!(cfg.publish.movement_sigmas, 2.0);
+    }
+
     /// The repository's `chiso.toml` gives every URL the simulator's loopback address as its
     /// default: a run that would use one because its variable is missing is a configuration
     /// error naming file, line and variable (before: a production run quietly read from, and

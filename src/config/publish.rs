@@ -18,6 +18,10 @@ pub(super) struct PublishSection {
     /// A unit's total moving more than this many points from the previous period is a
     /// warning that blocks a final publication unless accepted. Default 15.
     max_change_points: Option<f64>,
+    /// A move is judged only beyond this many times the sampling spread of the unit's counts
+    /// in both periods (a base unit with a handful of dossiers swings by tens of points by
+    /// chance); moves within it are a note that blocks nothing. Default 3.
+    movement_sigmas: Option<Spanned<f64>>,
     /// Moved to `vars: grace_days` in the SQL folder's `dbt_project.yml`, read by the models
     /// and, through the warehouse, by the guard: kept here only to say so.
     grace_days: Option<Spanned<toml::Value>>,
@@ -59,6 +63,7 @@ pub enum PushFormat {
 #[derive(Debug, Clone)]
 pub struct PublishConfig {
     pub max_change_points: f64,
+    pub movement_sigmas: f64,
     pub targets: Vec<TargetConfig>,
     pub revision_policy: RevisionPolicy,
 }
@@ -109,6 +114,7 @@ impl Default for PublishConfig {
     fn default() -> Self {
         PublishConfig {
             max_change_points: 15.0,
+            movement_sigmas: 3.0,
             targets: Vec::new(),
             revision_policy: RevisionPolicy::default(),
         }
@@ -209,8 +215,23 @@ impl PublishSection {
                 RevisionPolicy::default()
             }),
         };
+        let movement_sigmas = match &self.movement_sigmas {
+            None => defaults.movement_sigmas,
+            Some(z) if *z.get_ref() >= 0.0 && z.get_ref().is_finite() => *z.get_ref(),
+            Some(z) => {
+                errors.push(src.at(
+                    Some(z.span()),
+                    format!(
+                        "publish.movement_sigmas = {}: expected a number of standard errors, 0 or more (0 judges every move)",
+                        z.get_ref()
+                    ),
+                ));
+                defaults.movement_sigmas
+            }
+        };
         PublishConfig {
             max_change_points: self.max_change_points.unwrap_or(defaults.max_change_points),
+            movement_sigmas,
             targets,
             revision_policy,
         }

@@ -400,8 +400,12 @@ fn record_period(
     }
     guard::personal_data(conn, warehouse, jobs, period)?;
     let warnings = guard::warnings(conn, warehouse, jobs, cfg, &basis)?;
-    if status == "final" && !warnings.is_empty() && opts.accept.is_none() {
-        let list: Vec<String> = warnings.iter().map(|w| format!("- {}", w.line())).collect();
+    if status == "final" && warnings.iter().any(|w| w.blocking) && opts.accept.is_none() {
+        let list: Vec<String> = warnings
+            .iter()
+            .filter(|w| w.blocking)
+            .map(|w| format!("- {}", w.line()))
+            .collect();
         return Err(Held::one(
             period,
             format!(
