@@ -185,7 +185,7 @@ pub struct LogSummary {
     last_entry: Option<CommitEntry>,
     /// When the newest run that did not fail or get interrupted committed.
     pub last_success_at: Option<String>,
-    /// The newest version time landed.
+    /// The newest version time landed, over every run (a backfill never moves it back).
     pub watermark: Option<String>,
     /// When the newest entry that landed files (not a compaction) committed.
     pub newest_landing_at: Option<String>,
@@ -227,7 +227,9 @@ impl LogSummary {
         if matches!(e.outcome, Some(Outcome::Ok | Outcome::Quarantined)) {
             self.last_success_at = Some(e.committed_at.clone());
         }
-        if e.watermark.is_some() {
+        // The newest version time landed by any run: a backfill of older data lands older
+        // versions and must not move it back.
+        if e.watermark > self.watermark {
             self.watermark = e.watermark.clone();
         }
         self.has_data |= !e.files.is_empty();
@@ -323,18 +325,26 @@ impl JobState {
         }
     }
 
-    /// True while some process holds the job's lock.
+    /// True while a run holds the job's lock.
     ///
-    /// Reads the running marker and checks that the process it names is alive, without
-    /// touching the lock (so asking never makes a starting run find the job busy).
+    /// Reads the running marker, checks that the process it names is alive, and that the
+    /// job's lock is held: a run the daemon aborted at its timeout leaves its marker (its
+    /// next start recovers its files from it) in a process that lives on, and must not show
+    /// as running for ever. The lock is tested with a shared lock taken and dropped at once;
+    /// a run starting in that instant retries its own for half a second.
     pub fn is_running(&self) -> bool {
         let Ok(bytes) = std::fs::read(self.running_path()) else {
             return false;
         };
-        serde_json::from_slice::<Value>(&bytes)
+        let alive = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v["pid"].as_u64())
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        alive
+            && match File::open(self.dir.join("lock")) {
+                Err(_) => false,
+                Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+            }
     }
 
     /// Sequence numbers present in the log, ascending.
@@ -377,18 +387,67 @@ impl JobState {
 
     /// Every entry, oldest first (those a checkpoint moved to `log/archive/` included).
     pub fn all(&self) -> Result<Vec<CommitEntry>, CommitError> {
-        let archive = self.archive_dir();
-        let mut out = Vec::new();
-        let mut archived = std::collections::BTreeSet::new();
-        for seq in seqs_in(&archive).map_err(|e| self.io(&archive, e))? {
-            let path = archive.join(format!("{seq:020}.json"));
-            out.push(self.read_at(&path)?);
-            archived.insert(seq);
-        }
-        for seq in self.seqs()? {
-            if !archived.contains(&seq) {
-                out.push(self.read(seq)?);
+        self.consistently(|| self.all_once())
+    }
+
+    /// Runs `read` (which reads the checkpoint and the entries after it) until no checkpoint
+    /// moved the log under it. Readers take no lock: a writer's checkpoint writes
+    /// `checkpoint.json` and then moves the entries it covers into `log/archive/`, so a read
+    /// that took the old checkpoint and then listed `log/` would miss up to
+    /// [`CHECKPOINT_EVERY`] entries, and one that listed an entry could find it gone. The read
+    /// is repeated when the checkpoint's file changed between its start and its end (a new one
+    /// is renamed into place, so its inode changes), or when an entry it listed was moved.
+    fn consistently<T>(&self, read: impl Fn() -> Result<T, CommitError>) -> Result<T, CommitError> {
+        let mut tries = 0;
+        loop {
+            let before = self.checkpoint_generation();
+            let result = read();
+            let moved = match &result {
+                Err(CommitError::Io { source, .. }) => {
+                    source.kind() == std::io::ErrorKind::NotFound
+                }
+                _ => false,
+            };
+            if !moved && self.checkpoint_generation() == before {
+                return result;
             }
+            tries += 1;
+            if tries >= 100 {
+                // A checkpoint every CHECKPOINT_EVERY commits cannot move it a hundred times
+                // in a row; report what the last read said.
+                return result;
+            }
+        }
+    }
+
+    /// Which `checkpoint.json` is in place (device, inode, length, modification time), or
+    /// `None` before the first.
+    fn checkpoint_generation(&self) -> Option<(u64, u64, u64, Option<std::time::SystemTime>)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.checkpoint_path())
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()))
+    }
+
+    /// Entries move only from `log/` into `log/archive/`: listing `log/` first and the archive
+    /// second sees every entry present when the first listing was taken (one moved between the
+    /// two is in the second); an entry listed in `log/` and moved before it is read is read
+    /// from the archive.
+    fn all_once(&self) -> Result<Vec<CommitEntry>, CommitError> {
+        let archive = self.archive_dir();
+        let mut seqs: std::collections::BTreeSet<u64> = self.seqs()?.into_iter().collect();
+        seqs.extend(seqs_in(&archive).map_err(|e| self.io(&archive, e))?);
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let name = format!("{seq:020}.json");
+            out.push(match self.read_at(&self.log_dir().join(&name)) {
+                Err(CommitError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    self.read_at(&archive.join(&name))?
+                }
+                other => other?,
+            });
         }
         Ok(out)
     }
@@ -470,6 +529,10 @@ impl JobState {
 
     /// The live files, the compactions so far and the files they retired.
     pub fn snapshot(&self) -> Result<LogSnapshot, CommitError> {
+        self.consistently(|| self.snapshot_once())
+    }
+
+    fn snapshot_once(&self) -> Result<LogSnapshot, CommitError> {
         let mut out = LogSnapshot::default();
         let mut seen = HashSet::new();
         let mut retired = HashSet::new();
@@ -512,6 +575,10 @@ impl JobState {
     /// The log folded for `chiso status`: the checkpoint's summary and the entries after it
     /// (every entry, archived ones included, when the checkpoint predates summaries).
     pub fn summary(&self) -> Result<LogSummary, CommitError> {
+        self.consistently(|| self.summary_once())
+    }
+
+    fn summary_once(&self) -> Result<LogSummary, CommitError> {
         let cp = self.read_checkpoint()?;
         let (mut out, after) = match cp {
             Some(LogCheckpoint {
@@ -996,5 +1063,97 @@ mod tests {
         assert_eq!(st.snapshot().unwrap().files, with_next);
         assert_eq!(st.all().unwrap().len() as u64, n + 1);
         assert_eq!(st.summary().unwrap(), folded(&st.all().unwrap()));
+    }
+
+    /// A reader never sees a dataset shrink while a writer commits and checkpoints: one thread
+    /// commits (a file each) and checkpoints in a loop, others read snapshots and every entry
+    /// (`all`) as fast as they can; each answer holds at least as many files as the one before
+    /// and never an error. Before: a snapshot read the checkpoint, then listed `log/`; a
+    /// checkpoint written and archived between the two hid up to 999 entries' files, and
+    /// `all` could miss an entry moved between its two listings or fail to read one.
+    #[test]
+    fn snapshots_never_miss_a_commit_while_checkpoints_archive_the_log() {
+        let wh = tempfile::tempdir().unwrap();
+        let st = JobState::new(wh.path(), "j");
+        let total = 3 * CHECKPOINT_EVERY + 10;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (st, done) = (st.clone(), done.clone());
+            std::thread::spawn(move || {
+                let lock = st.lock().unwrap();
+                let mut cursor = None;
+                for i in 1..=total {
+                    let f = format!("lake/f/d/p=1/part-{i}.parquet");
+                    let e = entry(&format!("r{i}"), EntryKind::Finished, i as i64, vec![&f]);
+                    st.commit(&lock, e, &cursor).unwrap();
+                    cursor = Some(Value::from(i as i64));
+                    st.checkpoint(&lock).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let reader = |all: bool| {
+            let (st, done) = (st.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut last, mut reads) = (0usize, 0u64);
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let n = if all {
+                        st.all().unwrap_or_else(|e| panic!("all: {e}")).len()
+                    } else {
+                        st.snapshot()
+                            .unwrap_or_else(|e| panic!("snapshot: {e}"))
+                            .files
+                            .len()
+                    };
+                    assert!(
+                        n >= last,
+                        "{} went from {last} to {n}",
+                        if all { "all" } else { "snapshot" }
+                    );
+                    last = n;
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let (snapshots, alls) = (reader(false), reader(true));
+        writer.join().unwrap();
+        let (s, a) = (snapshots.join().unwrap(), alls.join().unwrap());
+        assert!(s > 10 && a > 10, "{s} snapshots and {a} reads of the log");
+        assert_eq!(st.snapshot().unwrap().files.len() as u64, total);
+        assert_eq!(st.all().unwrap().len() as u64, total);
+    }
+
+    /// A feed's watermark is the newest version landed by any run: a backfill of an older
+    /// window lands older versions after the newest ones (before: the last run's, so the
+    /// status said the feed had gone back months).
+    #[test]
+    fn a_backfill_never_moves_the_watermark_back() {
+        let mut s = LogSummary::default();
+        for w in ["20261201080000", "20261205080000", "20260301080000"] {
+            let mut e = entry("r", EntryKind::Finished, 1, vec![]);
+            e.watermark = Some(w.into());
+            s.fold(&e);
+        }
+        assert_eq!(s.watermark.as_deref(), Some("20261205080000"));
+    }
+
+    /// A run the daemon aborted at its timeout (its task dropped, the lock released) leaves its
+    /// marker in a process that lives on: not running (before: shown running for ever).
+    #[test]
+    fn a_run_whose_lock_was_released_is_not_running() {
+        let wh = tempfile::tempdir().unwrap();
+        let st = JobState::new(wh.path(), "j");
+        let lock = st.lock().unwrap();
+        st.begin_run(&lock, "r1", "t").unwrap();
+        assert!(st.is_running());
+        drop(lock); // aborted: the marker stays for recovery, the lock goes
+        assert!(!st.is_running());
+        let again = st.lock().expect("nobody holds it");
+        assert!(
+            st.is_running(),
+            "a new run holds it (its marker is the old one until it begins)"
+        );
+        drop(again);
     }
 }

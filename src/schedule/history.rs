@@ -4,8 +4,11 @@
 //! follows the run; a fire that does not run is one `skipped` line (overlap, or a misfire after
 //! downtime); a claim left without an end by a killed daemon is closed as `interrupted` at the
 //! next start. Readers take the file's tail only, so `chiso status` stays flat as a year of
-//! fires accumulates; lines older than the retention are dropped at the daemon's start
-//! (recovery reads only the newest claim).
+//! fires accumulates; lines older than the retention are dropped at the daemon's start and
+//! every six hours while it runs (recovery reads only the newest claim). Appends and
+//! compactions take the file's lock (`<job>.jsonl.lock`), so a line `chiso run` appends while
+//! the daemon compacts is kept; readers decode line by line, leniently, so neither a tail that
+//! begins inside a character nor a line a kill tore inside one stops the daemon.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -159,6 +162,18 @@ impl History {
         &self.path
     }
 
+    /// The lock an append and a compaction take (`<job>.jsonl.lock`), so that a compaction
+    /// (which rewrites the file) never drops a line appended meanwhile by another process.
+    fn lock(&self) -> std::io::Result<crate::fs::FileLock> {
+        let path = self.path.with_extension("jsonl.lock");
+        crate::fs::FileLock::acquire_within(&path, std::time::Duration::from_secs(30)).map_err(
+            |e| match e {
+                crate::fs::LockError::Io { source, .. } => source,
+                busy => std::io::Error::other(busy.to_string()),
+            },
+        )
+    }
+
     /// Appends records and fsyncs them (a claim must be on disk before its run starts).
     pub fn append(&self, records: &[FireRecord]) -> std::io::Result<()> {
         if records.is_empty() {
@@ -167,6 +182,7 @@ impl History {
         if let Some(dir) = self.path.parent() {
             crate::fs::create_dir_durably(dir)?;
         }
+        let _lock = self.lock()?;
         let mut f = OpenOptions::new()
             .create(true)
             .read(true)
@@ -192,8 +208,10 @@ impl History {
         f.sync_data()
     }
 
-    /// The newest records (those in the file's last 256 KiB), oldest first. A torn last line
-    /// (a kill mid-write) is skipped.
+    /// The newest records (those in the file's last 256 KiB), oldest first. The bytes are cut
+    /// at newlines and each line decoded on its own, leniently: the tail may begin inside a
+    /// character, and a kill may tear a line anywhere (even inside a character); such lines
+    /// are skipped, never the whole history.
     pub fn tail(&self) -> std::io::Result<Vec<FireRecord>> {
         let mut f = match std::fs::File::open(&self.path) {
             Ok(f) => f,
@@ -203,15 +221,13 @@ impl History {
         let len = f.metadata()?.len();
         let start = len.saturating_sub(TAIL_BYTES);
         f.seek(SeekFrom::Start(start))?;
-        let mut text = String::new();
-        f.take(TAIL_BYTES).read_to_string(&mut text)?;
-        let mut lines = text.lines();
+        let mut bytes = Vec::new();
+        f.take(TAIL_BYTES).read_to_end(&mut bytes)?;
+        let mut lines = bytes.split(|b| *b == b'\n');
         if start > 0 {
             lines.next(); // most likely cut
         }
-        Ok(lines
-            .filter_map(|l| serde_json::from_str::<FireRecord>(l).ok())
-            .collect())
+        Ok(lines.filter_map(parse_line).collect())
     }
 
     /// The newest planned time the job has a record of (claimed, skipped or otherwise): fires
@@ -264,31 +280,37 @@ impl History {
     /// Drops lines recorded before `keep_after` (RFC 3339), keeping at least the newest line.
     /// Returns how many were dropped.
     pub fn compact(&self, keep_after: &str) -> std::io::Result<usize> {
-        let text = match std::fs::read_to_string(&self.path) {
+        if !self.path.exists() {
+            return Ok(0);
+        }
+        // Under the appenders' lock: nothing is appended between the read and the rename.
+        let _lock = self.lock()?;
+        let bytes = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        let lines: Vec<&str> = text.lines().collect();
-        let keep: Vec<&str> = lines
+        let lines: Vec<&[u8]> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let keep: Vec<&[u8]> = lines
             .iter()
             .enumerate()
             .filter(|(i, l)| {
                 *i + 1 == lines.len()
-                    || serde_json::from_str::<FireRecord>(l)
-                        .map(|r| by_time(&r.at, keep_after).is_ge())
-                        .unwrap_or(false)
+                    || parse_line(l).is_some_and(|r| by_time(&r.at, keep_after).is_ge())
             })
             .map(|(_, l)| *l)
             .collect();
         let dropped = lines.len() - keep.len();
         if dropped > 0 {
-            let mut body = keep.join("\n");
-            body.push('\n');
+            let mut body = keep.join(&b'\n');
+            body.push(b'\n');
             let tmp = self.path.with_extension("jsonl.tmp");
             {
                 let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(body.as_bytes())?;
+                f.write_all(&body)?;
                 f.sync_all()?;
             }
             std::fs::rename(&tmp, &self.path)?;
@@ -296,6 +318,11 @@ impl History {
         }
         Ok(dropped)
     }
+}
+
+/// One line of a history file, decoded leniently (a torn or cut line is not a record).
+fn parse_line(line: &[u8]) -> Option<FireRecord> {
+    serde_json::from_str(&String::from_utf8_lossy(line)).ok()
 }
 
 /// Orders RFC 3339 times by the instant they name (strings of one zone also sort as text, but
@@ -383,5 +410,97 @@ mod tests {
         assert_eq!(h.compact("2099-01-01T00:00:00+07:00").unwrap(), 5);
         assert_eq!(h.tail().unwrap().len(), 1);
         assert_eq!(h.last_planned().unwrap().as_deref(), Some(p2));
+    }
+
+    fn record(planned: &str, error: &str) -> FireRecord {
+        let mut r = FireRecord::new("dossiers", planned, FireEvent::Finished);
+        r.error = Some(error.to_string());
+        r
+    }
+
+    /// The tail's 256 KiB may begin inside a Vietnamese character, and a kill may tear a line
+    /// inside one: both are read (before: the strict UTF-8 decode of the tail failed, `serve`
+    /// could not start, and a `Restart=on-failure` unit looped).
+    #[test]
+    fn a_tail_cut_inside_a_character_and_a_line_torn_inside_one_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new(dir.path(), "dossiers");
+        // A long line of three-byte characters, then short lines; the last one's padding is
+        // chosen so that the tail starts on a continuation byte of the long line.
+        let long = record("2026-12-01T08:00:00+07:00", &"ệ".repeat(120_000));
+        let mut pad = 0;
+        loop {
+            std::fs::remove_file(h.path()).ok();
+            h.append(&[long.clone()]).unwrap();
+            for i in 0..100 {
+                let planned = format!("2026-12-02T08:{:02}:00+07:00", i % 60);
+                let tail = if i == 99 {
+                    "x".repeat(pad)
+                } else {
+                    String::new()
+                };
+                h.append(&[record(&planned, &format!("lỗi kết nối {tail}"))])
+                    .unwrap();
+            }
+            let bytes = std::fs::read(h.path()).unwrap();
+            let start = bytes.len() - TAIL_BYTES as usize;
+            if (0x80..0xC0).contains(&bytes[start]) {
+                break;
+            }
+            pad += 1;
+        }
+        assert_eq!(h.tail().unwrap().len(), 100);
+        // A kill inside "ệ" (its first two bytes of three), then the daemon appends again.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(h.path())
+            .unwrap();
+        f.write_all(b"{\"job\":\"dossiers\",\"error\":\"l\xe1\xbb")
+            .unwrap();
+        drop(f);
+        let later = "2026-12-03T08:00:00+07:00";
+        h.append(&[record(later, "lỗi")]).unwrap();
+        let tail = h.tail().unwrap();
+        assert_eq!(tail.len(), 101);
+        assert_eq!(h.last_planned().unwrap().as_deref(), Some(later));
+        // Retention reads the same bytes.
+        assert!(h.compact("2026-01-01T00:00:00+07:00").is_ok());
+        assert_eq!(h.tail().unwrap().len(), 101);
+    }
+
+    /// Retention while lines are appended (the daemon compacts; `chiso run` appends by hand):
+    /// no line appended meanwhile is lost (before: the compaction read the file, wrote the
+    /// lines it kept to a new one and renamed it over the old, dropping what came between).
+    #[test]
+    fn retention_never_loses_a_line_appended_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new(dir.path(), "dossiers");
+        let n = 400;
+        let writer = {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    let planned = format!("2026-12-02T08:00:{:02}.{i:03}+07:00", i % 60);
+                    h.append(&[record(&planned, "appended")]).unwrap();
+                }
+            })
+        };
+        // Each compaction drops one old line (so it rewrites the file) and keeps the rest.
+        let mut old = record("2001-01-01T08:00:00+07:00", "old");
+        old.at = "2001-01-01T08:00:00.000+07:00".into();
+        let mut compactions = 0;
+        while !writer.is_finished() {
+            h.append(&[old.clone()]).unwrap();
+            compactions += h.compact("2002-01-01T00:00:00+07:00").unwrap();
+        }
+        writer.join().unwrap();
+        assert!(compactions > 10, "{compactions} compactions");
+        let appended = h
+            .tail()
+            .unwrap()
+            .iter()
+            .filter(|r| r.error.as_deref() == Some("appended"))
+            .count();
+        assert_eq!(appended, n);
     }
 }

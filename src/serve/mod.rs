@@ -352,6 +352,7 @@ pub async fn serve(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut freshness_check = Instant::now();
+    let mut retention_check = Instant::now();
     let mut breaches = std::collections::BTreeSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -373,6 +374,10 @@ pub async fn serve(
         if freshness_check.elapsed() >= Duration::from_secs(10) {
             freshness_check = Instant::now();
             d.check_freshness(&mut breaches).await;
+        }
+        if retention_check.elapsed() >= RETENTION_EVERY {
+            retention_check = Instant::now();
+            d.compact_histories();
         }
     }
     // Stopping: no new fires; running runs get the grace.
@@ -427,6 +432,9 @@ fn skipped_misfires(
     lines
 }
 
+/// How often a running daemon drops fire history past the retention (it does at start too).
+const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
+
 /// Closes the claims a killed daemon left open, drops history past the retention, and returns
 /// the newest planned time the job has spoken for (now, for a job never fired).
 fn recover_history(
@@ -452,6 +460,38 @@ fn recover_history(
 }
 
 impl Daemon {
+    /// Drops every job's fire history past the retention, off the loop (the files are small,
+    /// but the loop never waits on disk). A line appended meanwhile, by the daemon or by
+    /// `chiso run`, is kept: appends and compactions take the history's lock.
+    fn compact_histories(&self) {
+        let keep_after = local_rfc3339(
+            Utc::now()
+                - chrono::Duration::from_std(self.opts.retention)
+                    .unwrap_or(chrono::Duration::days(30)),
+            self.opts.tz,
+        );
+        let histories: Vec<History> = self
+            .pulls
+            .iter()
+            .map(|p| p.history.clone())
+            .chain(self.build.iter().map(|b| b.history.clone()))
+            .chain(self.publishes.iter().map(|p| p.history.clone()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for h in histories {
+                match h.compact(&keep_after) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(file = %h.path().display(), dropped = n, "Fire history past the retention dropped.")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %h.path().display(), error = %e, "The fire history could not be compacted; the next pass tries again.")
+                    }
+                }
+            }
+        });
+    }
+
     fn notice(&self, n: Notice) {
         if let Some(tx) = &self.notices {
             let _ = tx.send(n);
