@@ -46,7 +46,8 @@ fn configure(conn: &Connection, threads: usize) -> duckdb::Result<()> {
 /// `BASE TABLE`, `VIEW`, or `None` when `name` does not exist in the main schema.
 pub fn object_kind(conn: &Connection, name: &str) -> duckdb::Result<Option<String>> {
     let mut stmt = conn.prepare(
-        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+        "SELECT table_type FROM information_schema.tables \
+         WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ?",
     )?;
     let mut rows = stmt.query([name])?;
     match rows.next()? {
@@ -55,7 +56,9 @@ pub fn object_kind(conn: &Connection, name: &str) -> duckdb::Result<Option<Strin
     }
 }
 
-/// Whether `name` is a table of the main schema.
+/// Whether `name` is a table of the main schema of the connection's own database (not of one
+/// attached to it: the ledger's connection attaches the warehouse, which holds copies of the
+/// ledger's tables).
 pub fn table_exists(conn: &Connection, name: &str) -> duckdb::Result<bool> {
     Ok(object_kind(conn, name)?.as_deref() == Some("BASE TABLE"))
 }
@@ -96,5 +99,24 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    /// A ledger opened fresh beside a warehouse holding the ledger's copies (a ledger lost or
+    /// moved, a warehouse copied from elsewhere): the attached warehouse's tables are not the
+    /// ledger's (before: `table_exists` said yes, and every publish failed with "Table with name
+    /// pub_index_unit_period does not exist").
+    #[test]
+    fn an_attached_database_s_tables_are_not_the_connection_s() {
+        let conn = in_memory(1).unwrap();
+        conn.execute_batch(
+            "ATTACH ':memory:' AS wh; CREATE TABLE wh.pub_index_unit_period (x INTEGER); CREATE VIEW v AS SELECT 1;",
+        )
+        .unwrap();
+        assert!(!table_exists(&conn, "pub_index_unit_period").unwrap());
+        assert!(attached_table_exists(&conn, "wh", "pub_index_unit_period").unwrap());
+        assert_eq!(object_kind(&conn, "v").unwrap().as_deref(), Some("VIEW"));
+        conn.execute_batch("CREATE TABLE pub_index_unit_period (x INTEGER);")
+            .unwrap();
+        assert!(table_exists(&conn, "pub_index_unit_period").unwrap());
     }
 }
