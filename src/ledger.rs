@@ -108,8 +108,10 @@ ALTER TABLE pub_revisions ADD COLUMN IF NOT EXISTS correction VARCHAR;
 ";
 
 /// Now as the project's wall-clock time (Asia/Ho_Chi_Minh, UTC+7 all year), the same in any
-/// client session whatever its time zone setting.
-pub const NOW_LOCAL: &str = "make_timestamp(epoch_us(get_current_timestamp()) + 25200000000)";
+/// client session whatever its time zone setting, for the views a BI tool reads; a session
+/// that sets `SET VARIABLE chiso_now = TIMESTAMP '…'` asks them as of that moment (what was
+/// open to revision on a date). chiso's own statements use [`crate::time::now_sql`].
+pub const NOW_LOCAL: &str = "coalesce(CAST(getvariable('chiso_now') AS TIMESTAMP), make_timestamp(epoch_us(get_current_timestamp()) + 25200000000))";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pub_revisions (

@@ -8,14 +8,38 @@ use chrono_tz::Tz;
 
 pub const TZ: Tz = chrono_tz::Asia::Ho_Chi_Minh;
 
+/// A simulated clock: the local time it was set to, and when (it runs on from there at the
+/// real pace, so stamps taken a moment apart stay apart and in order).
+static SIMULATED: std::sync::RwLock<Option<(NaiveDateTime, std::time::Instant)>> =
+    std::sync::RwLock::new(None);
+
+/// Sets this process's clock to local time `at` (running on from there), or back to the
+/// system clock with `None`. Only `chiso bench publication-year` sets it, to replay a year of
+/// landings and publications in minutes: landing stamps, build and revision times and the
+/// revision policy then follow the simulated days. Nothing else does.
+pub fn simulate(at: Option<NaiveDateTime>) {
+    *SIMULATED.write().expect("clock") = at.map(|t| (t, std::time::Instant::now()));
+}
+
+/// Now, as UTC (the system clock, or the simulated one).
+pub fn now_utc() -> DateTime<Utc> {
+    match *SIMULATED.read().expect("clock") {
+        None => Utc::now(),
+        Some((t, set)) => {
+            let local = t + chrono::Duration::from_std(set.elapsed()).unwrap_or_default();
+            local.and_utc() - chrono::Duration::hours(7)
+        }
+    }
+}
+
 /// Now, as local wall-clock time.
 pub fn now_local() -> NaiveDateTime {
-    Utc::now().with_timezone(&TZ).naive_local()
+    now_utc().with_timezone(&TZ).naive_local()
 }
 
 /// Now, as RFC 3339 with the +07:00 offset (for state files and reports).
 pub fn now_rfc3339() -> String {
-    Utc::now()
+    now_utc()
         .with_timezone(&TZ)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
@@ -23,9 +47,17 @@ pub fn now_rfc3339() -> String {
 /// Now, as RFC 3339 with milliseconds and the +07:00 offset (for the daemon's fire history,
 /// where runs a second apart must be told apart).
 pub fn now_rfc3339_millis() -> String {
-    Utc::now()
+    now_utc()
         .with_timezone(&TZ)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// Now as a DuckDB `TIMESTAMP` literal of local wall-clock time (what the ledger records).
+pub fn now_sql() -> String {
+    format!(
+        "TIMESTAMP '{}'",
+        now_local().format("%Y-%m-%d %H:%M:%S%.6f")
+    )
 }
 
 /// Local wall-clock microseconds since 1970-01-01 00:00 (the lake's `TIMESTAMP` encoding).

@@ -378,3 +378,189 @@ fn bench_ingest_runs_with_a_relative_work_folder() {
         "{stdout}"
     );
 }
+
+/// Ten weeks of publication replayed day by day (`chiso bench publication-year`, the same
+/// command the year's figures in docs/publication.md come from, on a shorter span): daily
+/// previews, the final job from the 11th, the monthly release revising what moved, a new
+/// methodology version on 2026-06-20 effective from May (after May's revision 1), the
+/// simulator's registry rename of 2026-06-15. Finals are numbered 1, 2, … per period and every
+/// portal gets each exactly once, in order; previews stay one per open period; the ledger
+/// grows with final revisions only; May's revision 2 says "methodology"; every pending
+/// revision has its reason codes; the vintage macro answers what was published when.
+#[test]
+fn ten_weeks_of_publication_number_finals_apart_and_keep_the_ledger_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chiso.toml");
+    let out = chiso()
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "bench",
+            "publication-year",
+            "--work-dir",
+            "year",
+            "--scale",
+            "40",
+            "--from",
+            "2026-05-01",
+            "--until",
+            "2026-07-12",
+            "--methodology-on",
+            "2026-06-20",
+            // The portals refuse 30 % of pushes, lose the answer to 5 % after storing them and
+            // redirect 10 % to a login page.
+            "--portal-error-rate",
+            "0.3",
+            "--portal-lost-rate",
+            "0.05",
+            "--portal-redirect-rate",
+            "0.1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let json = &stdout[stdout.find("\n{").expect("the JSON report") + 1..];
+    let r: serde_json::Value = serde_json::from_str(json).unwrap();
+    let periods = r["periods"].as_array().unwrap();
+    let by_period = |p: &str| {
+        periods
+            .iter()
+            .find(|x| x["period"] == p)
+            .unwrap_or_else(|| panic!("no finals of {p}: {stdout}"))
+    };
+    for p in periods {
+        let revisions: Vec<i64> = p["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            revisions,
+            (1..=revisions.len() as i64).collect::<Vec<_>>(),
+            "{p}"
+        );
+        // Each portal: every final it got, once, in order, never one superseded before it was
+        // delivered; what the ledger says was acknowledged it has; the newest revision is
+        // acknowledged or still pending (a push's answer lost on the last day).
+        let receipts = p["receipts"].as_object().unwrap();
+        assert_eq!(receipts.len(), 3, "three targets: {p}");
+        for (target, list) in receipts {
+            let got: Vec<i64> = p["received"][target]
+                .as_array()
+                .map(|a| a.iter().map(|v| v.as_i64().unwrap()).collect())
+                .unwrap_or_default();
+            assert!(
+                got.windows(2).all(|w| w[0] < w[1]),
+                "{target} got {got:?}: {p}"
+            );
+            let status = |rev: i64| -> String {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x[0] == rev)
+                    .map(|x| x[1].as_str().unwrap().to_string())
+                    .unwrap_or_else(|| panic!("{target} has no receipt of {rev}: {p}"))
+            };
+            for &rev in &revisions {
+                let s = status(rev);
+                match s.as_str() {
+                    "acknowledged" => assert!(got.contains(&rev), "{target} {rev}: {p}"),
+                    // Recorded while an older one was pending: the older is never sent
+                    // after it (a push whose answer was lost may have been stored before).
+                    "superseded" => assert!(rev < *revisions.last().unwrap(), "{target}: {p}"),
+                    "pending" => assert_eq!(rev, *revisions.last().unwrap(), "{target}: {p}"),
+                    other => panic!("{target} {rev} {other}: {p}"),
+                }
+            }
+            assert!(
+                got.iter().all(|r| revisions.contains(r)),
+                "{target} got a revision the ledger does not have: {p}"
+            );
+        }
+    }
+    // May: revision 1 on 06-11 under dvcqg-2026, revision 2 at the July release under the
+    // new version; June final on 07-11.
+    let may = by_period("2026-05");
+    assert!(may["revisions"].as_array().unwrap().len() >= 2, "{may}");
+    assert!(
+        may["reason_codes"][1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "methodology"),
+        "{may}"
+    );
+    // Every revision after the first says why, with the reason codes of the ledger.
+    let known = [
+        "late_data",
+        "registry",
+        "methodology",
+        "recomputation",
+        "correction",
+    ];
+    for p in periods {
+        for codes in p["reason_codes"].as_array().unwrap().iter().skip(1) {
+            let codes = codes.as_array().unwrap();
+            assert!(!codes.is_empty(), "{p}");
+            assert!(
+                codes.iter().all(|c| known.contains(&c.as_str().unwrap())),
+                "{p}"
+            );
+        }
+    }
+    // Previews: one per period not yet final, pruned with their folders; every day has one
+    // once the month has data (the first days of May, a holiday and a weekend, have none).
+    let months = r["months"].as_array().unwrap();
+    for (i, m) in months.iter().enumerate() {
+        assert!(
+            (1..=2).contains(&m["previews_kept"].as_i64().unwrap()),
+            "{m}"
+        );
+        assert!(
+            (1..=2).contains(&m["preview_folders"].as_u64().unwrap()),
+            "{m}"
+        );
+        let failures = m["preview_failures"].as_u64().unwrap();
+        assert!(if i == 0 { failures <= 5 } else { failures == 0 }, "{m}");
+    }
+    // A stable world: the guard never holds a final by chance (waiting a day or two for the
+    // month's last petitions to sync is finality, not the guard: `waiting_days`).
+    let held: u64 = months
+        .iter()
+        .map(|m| m["held_days"].as_u64().unwrap())
+        .sum();
+    assert_eq!(held, 0, "finals held by the guard: {stdout}");
+    // The ledger grows by final revisions only: at most (finals + 2 previews) revisions'
+    // rows, a revision's rows being what the first month's one preview holds.
+    let per_revision = months[0]["ledger_rows"].as_i64().unwrap();
+    let finals: i64 = periods
+        .iter()
+        .map(|p| p["revisions"].as_array().unwrap().len() as i64)
+        .sum();
+    let last = months.last().unwrap()["ledger_rows"].as_i64().unwrap();
+    assert!(
+        last <= (finals + 2) * per_revision * 11 / 10,
+        "{last} rows for {finals} finals at {per_revision} a revision"
+    );
+    // The registry rename shows in what was published after it.
+    assert_eq!(
+        r["renamed_unit"][1], "Thuế cơ sở 1 Hà Nội (Ba Đình - Hoàn Kiếm)",
+        "{}",
+        r["renamed_unit"]
+    );
+    // Vintages: just after May's revision 1, revision 1; at the end, May's latest.
+    let vintages = r["vintages"].as_array().unwrap();
+    assert!(vintages.len() >= 2, "{vintages:?}");
+    assert_eq!(vintages[0]["revision"], 1, "{vintages:?}");
+    assert_eq!(
+        vintages.last().unwrap()["revision"].as_i64().unwrap(),
+        may["revisions"].as_array().unwrap().len() as i64,
+        "{vintages:?}"
+    );
+    assert!(stdout.contains("PORTALS GOT"), "{stdout}");
+}

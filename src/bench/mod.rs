@@ -9,6 +9,7 @@
 pub mod build;
 pub mod freshness;
 pub mod log;
+pub mod publication;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

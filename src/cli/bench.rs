@@ -24,6 +24,87 @@ pub(crate) enum BenchCommand {
     /// dossiers at the simulator one at a time and time each until it is readable in
     /// warehouse/chiso.duckdb, split into wait for the pull, pull, debounce, build, publish.
     Freshness(BenchFreshnessArgs),
+    /// A year of publication replayed in minutes on the simulator, day by day: pulls, a
+    /// build, the preview job, the final job from the 11th, a publisher's routine revisions
+    /// on Mondays, a methodology change, a registry rename; then what the ledger, the
+    /// exports and the warehouse hold month by month, each period's finals and what the
+    /// portal received, what is pending and why, and the vintages at three moments.
+    PublicationYear(BenchPublicationYearArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BenchPublicationYearArgs {
+    /// Work folder (emptied first).
+    #[arg(long, default_value = "target/bench/publication-year")]
+    pub(crate) work_dir: PathBuf,
+    /// Dossiers on an ordinary working day.
+    #[arg(long, default_value_t = 40.0)]
+    pub(crate) scale: f64,
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// The world's first day (the first simulated day is the next).
+    #[arg(long, default_value = "2026-01-01")]
+    pub(crate) from: NaiveDate,
+    /// The last simulated day (the 11th publishes the month before as final).
+    #[arg(long, default_value = "2027-01-11")]
+    pub(crate) until: NaiveDate,
+    /// The day a new methodology version is announced, effective from the month before.
+    #[arg(long, default_value = "2026-08-20")]
+    pub(crate) methodology_on: NaiveDate,
+    /// Build threads.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    /// Share of pushes the simulated portals refuse (503).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) portal_error_rate: f64,
+    /// Share of pushes stored whose answer is lost (503 after storing).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) portal_lost_rate: f64,
+    /// Share of pushes answered 302 to a login page, not stored.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) portal_redirect_rate: f64,
+    /// Print the report as JSON too.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn publication_year(
+    g: &Globals,
+    a: BenchPublicationYearArgs,
+) -> anyhow::Result<u8> {
+    let (project, jobs) = chiso::demo::load_all_or_embedded(&g.config)?;
+    let sql_dir = project.root.join("sql");
+    if !sql_dir.is_dir() {
+        anyhow::bail!("run chiso bench publication-year from the project folder (it builds sql/)");
+    }
+    let opts = chiso::bench::publication::PublicationYear {
+        dir: std::env::current_dir()?.join(&a.work_dir),
+        sql_dir,
+        project,
+        jobs,
+        per_day: a.scale,
+        seed: a.seed,
+        from: a.from,
+        until: a.until,
+        methodology_on: a.methodology_on,
+        threads: a.threads,
+        portal_faults: {
+            let f = chiso::sim::faults::Faults {
+                publish_error_rate: a.portal_error_rate,
+                publish_lost_rate: a.portal_lost_rate,
+                publish_redirect_rate: a.portal_redirect_rate,
+                ..Default::default()
+            };
+            f.validate().map_err(anyhow::Error::msg)?;
+            f
+        },
+    };
+    let report = chiso::bench::publication::run(opts).await?;
+    chiso::bench::publication::print(&report);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(EXIT_OK)
 }
 
 /// What the benchmarks on simulated dossiers share.

@@ -268,6 +268,9 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(BenchCommand::Build(a)) => self::bench::build(&g, a).await,
         Command::Bench(BenchCommand::Log(a)) => self::bench::log(&g, a).await,
         Command::Bench(BenchCommand::Freshness(a)) => self::bench::freshness(&g, a).await,
+        Command::Bench(BenchCommand::PublicationYear(a)) => {
+            self::bench::publication_year(&g, a).await
+        }
         Command::Bench(BenchCommand::BuildOnce(a)) => self::bench::build_once(&g, a).await,
         Command::Bench(BenchCommand::IngestOnce(a)) => self::bench::ingest_once(&g, a).await,
     }

@@ -12,8 +12,10 @@
 //! Warnings block a final publication unless accepted (`--accept "reason"`, recorded in the
 //! manifest and the ledger): the warehouse is stale (the last build failed, or rows landed
 //! after the build it holds read the lake); a unit's total moved more than `max_change_points`
-//! from the previous period; a feed's data has not reached the period's end plus the grace
-//! days; a unit that had dossiers in the previous period has none.
+//! from the previous period beyond what chance allows; a feed's data has not reached the
+//! period's end plus the grace days; a unit's dossiers fell further than chance allows, alone
+//! or with many others at once; a unit is missing and the registry does not close it
+//! ([`super::chance`]). Moves and falls that chance explains are notes that block nothing.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -482,13 +484,20 @@ pub fn warnings(
         )
         .optional()?
         .flatten();
+    let units: i64 = conn.query_row(
+        "SELECT count(*) FROM wh.mart_index_unit_period WHERE period = ?",
+        [period],
+        |r| r.get(0),
+    )?;
+    let chance = super::chance::Chance::new(cfg.movement_sigmas, units);
     if let Some(prev) = &previous_period {
-        out.extend(movement(
+        out.extend(super::chance::movement(
             conn,
             &candidate,
             published_previous.as_ref(),
             prev,
             cfg,
+            &chance,
             period,
         )?);
     }
@@ -522,290 +531,8 @@ pub fn warnings(
         });
     }
     if let Some(prev) = previous {
-        // A unit the registry keeps at the period's end that received quiet_floor dossiers or
-        // more and then none: not chance. One that received a few and then none may be; it is
-        // counted in the note, not judged. A unit the registry closed has no row in the
-        // period: not looked for (its dossiers go to its successor or its parent).
-        let floor = quiet_floor(cfg.movement_sigmas);
-        let gone: Vec<(String, i64)> = {
-            let mut stmt = conn.prepare(
-                "SELECT p.unit_id, CAST(p.denominator AS BIGINT) FROM wh.mart_index_indicator AS p \
-                 SEMI JOIN wh.mart_index_unit_period AS u ON u.unit_id = p.unit_id AND u.period = $1 \
-                 LEFT JOIN wh.mart_index_indicator AS c \
-                   ON c.unit_id = p.unit_id AND c.indicator = p.indicator AND c.period = $1 \
-                 WHERE p.period = $2 AND p.indicator = 'ONLINE_DOSSIER_SHARE' AND p.denominator > 0 \
-                   AND coalesce(c.denominator, 0) = 0 \
-                 ORDER BY 1",
-            )?;
-            let rows = stmt.query_map([period, prev.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let (judged, few): (Vec<_>, Vec<_>) = gone.into_iter().partition(|(_, n)| *n >= floor);
-        if !judged.is_empty() {
-            out.push(Warning {
-                kind: "units_without_dossiers".into(),
-                message: format!(
-                    "{} unit(s) received {floor} or more dossiers in {prev} and none in {period}",
-                    judged.len()
-                ),
-                units: judged
-                    .into_iter()
-                    .map(|(u, n)| format!("{u} ({n})"))
-                    .collect(),
-                blocking: true,
-            });
-        }
-        if !few.is_empty() {
-            out.push(Warning {
-                kind: "not_judged".into(),
-                message: format!(
-                    "{} small unit(s) received fewer than {floor} dossiers in {prev} and none in {period}: not judged, as so few can fall to none by chance",
-                    few.len()
-                ),
-                units: few.into_iter().map(|(u, n)| format!("{u} ({n})")).collect(),
-                blocking: false,
-            });
-        }
+        // Dossier counts that fell further than chance allows, units missing from the period.
+        out.extend(super::chance::counts(conn, period, &prev, &chance)?);
     }
     Ok(out)
-}
-
-/// The smallest count whose fall to zero chance does not explain, at `sigmas`: a count of `n`
-/// (Poisson, mean `n`) is 0 with probability e^-n, judged when that is rarer than a move
-/// beyond `sigmas` standard errors (the normal tail, ½ erfc(z/√2)). 7 at 3 sigmas (e^-7 =
-/// 0.09 % against 0.13 %); 1 at 0, which judges every fall.
-pub fn quiet_floor(sigmas: f64) -> i64 {
-    let tail = 0.5 * libm::erfc(sigmas / std::f64::consts::SQRT_2);
-    ((-tail.ln()).floor() as i64).saturating_add(1)
-}
-
-/// The units whose total moved more than `max_change_points` from the previous period beyond
-/// what chance allows (a blocking `moved` warning), and those whose move chance or an empty
-/// count explains (a `not_judged` note that blocks nothing).
-///
-/// A unit's move is judged like for like: the points of the indicators it was scored on in
-/// both periods (denominator above 0 in both, or [`quiet_floor`] and more in one and none in
-/// the other: a count that large falling to zero is news, not chance; except procedures to
-/// announce, which come in batches, so a month with none is not news). An indicator with
-/// nothing to score in one period (no procedure to announce, a handful of petitions and then
-/// none) moves a unit's total by its whole maximum and says nothing about its service.
-/// The move must also exceed `movement_sigmas` times its sampling spread: each indicator's
-/// points are `max × ratio / target` of a proportion of `denominator` records, whose variance
-/// is `(max / target)² × p (1 − p) / n`, with `p` taken as `(x + 1) / (n + 2)` so that 0 of 2
-/// is not certainty; the spread is the root of the sum over both periods' indicators.
-fn movement(
-    conn: &duck::Connection,
-    candidate: &str,
-    published_previous: Option<&(String, i64)>,
-    prev: &str,
-    cfg: &PublishConfig,
-    period: &str,
-) -> anyhow::Result<Vec<Warning>> {
-    // The previous period's counts as published, when it was (the change is against those).
-    let previous_rows = match published_previous {
-        Some((p, rev)) => format!(
-            "SELECT * FROM pub_index_indicator WHERE period = {} AND revision = {rev}",
-            duck::lit(p)
-        ),
-        None => format!(
-            "SELECT * FROM wh.mart_index_indicator WHERE period = {}",
-            duck::lit(prev)
-        ),
-    };
-    let sql = format!(
-        "WITH cand AS ({candidate}), \
-         counted AS ( \
-           SELECT i.*, coalesce(m.period_attribution, '') AS attribution, CASE WHEN i.points IS NOT NULL AND i.max_points > 0 AND i.denominator > 0 AND m.target > 0 \
-             THEN power(i.max_points / m.target, 2) * ((i.numerator + 1) / (i.denominator + 2)) \
-                  * (1 - (i.numerator + 1) / (i.denominator + 2)) / i.denominator ELSE 0 END AS variance \
-           FROM (SELECT unit_id, indicator, methodology, numerator, denominator, points, max_points, 'now' AS side \
-                   FROM wh.mart_index_indicator WHERE period = $1 \
-                 UNION ALL \
-                 SELECT unit_id, indicator, methodology, numerator, denominator, points, max_points, 'before' \
-                   FROM ({previous_rows})) AS i \
-           LEFT JOIN wh.methodology AS m ON m.methodology = i.methodology AND m.indicator = i.indicator), \
-         paired AS ( \
-           SELECT a.unit_id, \
-             (coalesce(a.denominator, 0) > 0 AND coalesce(b.denominator, 0) > 0) \
-               OR (a.attribution <> 'announcement' \
-                   AND greatest(coalesce(a.denominator, 0), coalesce(b.denominator, 0)) >= $3 \
-                   AND least(coalesce(a.denominator, 0), coalesce(b.denominator, 0)) = 0) AS alike, \
-             coalesce(a.points, 0) - coalesce(b.points, 0) AS moved, a.variance + b.variance AS variance \
-           FROM counted AS a JOIN counted AS b \
-             ON b.unit_id = a.unit_id AND b.indicator = a.indicator AND a.side = 'now' AND b.side = 'before'), \
-         per_unit AS ( \
-           SELECT unit_id, coalesce(sum(moved) FILTER (alike), 0) AS alike_move, \
-                  sqrt(coalesce(sum(variance) FILTER (alike), 0)) AS spread \
-           FROM paired GROUP BY unit_id) \
-         SELECT c.unit_id, c.change_from_previous, coalesce(u.alike_move, c.change_from_previous), coalesce(u.spread, 0) \
-         FROM cand AS c LEFT JOIN per_unit AS u USING (unit_id) \
-         WHERE abs(c.change_from_previous) > $2 \
-         ORDER BY abs(c.change_from_previous) DESC, c.unit_id"
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(
-        duckdb::params![
-            period,
-            cfg.max_change_points,
-            quiet_floor(cfg.movement_sigmas)
-        ],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, f64>(1)?,
-                r.get::<_, f64>(2)?,
-                r.get::<_, f64>(3)?,
-            ))
-        },
-    )?;
-    let (mut moved, mut chance, mut empty) = (Vec::new(), Vec::new(), Vec::new());
-    for row in rows {
-        let (unit, change, alike, spread) = row?;
-        if alike.abs() <= cfg.max_change_points {
-            empty.push(format!("{unit} ({change:+.2}; like for like {alike:+.2})"));
-        } else if alike.abs() <= cfg.movement_sigmas * spread {
-            chance.push(format!("{unit} ({change:+.2}; spread ±{spread:.2})"));
-        } else {
-            moved.push(format!("{unit} ({change:+.2})"));
-        }
-    }
-    let mut out = Vec::new();
-    if !moved.is_empty() {
-        out.push(Warning {
-            kind: "moved".into(),
-            message: format!(
-                "{} unit(s) moved more than {} points from {prev} on the indicators scored in both periods, beyond {} times the sampling spread of their counts",
-                moved.len(),
-                cfg.max_change_points,
-                cfg.movement_sigmas
-            ),
-            units: moved,
-            blocking: true,
-        });
-    }
-    if !chance.is_empty() || !empty.is_empty() {
-        let mut why = Vec::new();
-        if !chance.is_empty() {
-            why.push(format!(
-                "{} within {} times the sampling spread of their few records",
-                chance.len(),
-                cfg.movement_sigmas
-            ));
-        }
-        if !empty.is_empty() {
-            why.push(format!(
-                "{} by indicators with nothing to score in one of the periods (no procedure to announce, no petition)",
-                empty.len()
-            ));
-        }
-        out.push(Warning {
-            kind: "not_judged".into(),
-            message: format!(
-                "{} unit(s) moved more than {} points from {prev} as chance allows, not judged: {}",
-                chance.len() + empty.len(),
-                cfg.max_change_points,
-                why.join("; ")
-            ),
-            units: chance.into_iter().chain(empty).collect(),
-            blocking: false,
-        });
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_quiet_floor_is_where_a_fall_to_zero_is_rarer_than_the_sigmas() {
-        // e^-6 = 0.25 % and e^-7 = 0.09 % against the 3-sigma tail of 0.135 %: 7.
-        assert_eq!(quiet_floor(3.0), 7);
-        // 2 sigmas, 2.28 %: e^-3 = 4.98 %, e^-4 = 1.83 %: 4.
-        assert_eq!(quiet_floor(2.0), 4);
-        // 0 judges every fall.
-        assert_eq!(quiet_floor(0.0), 1);
-        assert!(quiet_floor(1e6) > 1_000_000);
-    }
-
-    /// Four units each move more than 15 points from 2026-09 to 2026-10 on ON_TIME_HANDLING
-    /// (max 20, target 1). Worked by hand:
-    /// - BIG, 380 of 400 then 60 of 400: 20 × (0.15 − 0.95) = −16 points. p̃ = 381/402 and
-    ///   61/402, variance 400 × (0.9478 × 0.0522 / 400 + 0.1517 × 0.8483 / 400) = 0.1782,
-    ///   spread 0.42: −16 is 38 spreads. Judged: `moved`.
-    /// - SMALL, 2 of 2 then 0 of 2: −20 points. p̃ = 3/4 and 1/4, variance 400 × (0.1875 / 2)
-    ///   × 2 = 75, spread 8.66; 3 spreads are 25.98 > 20: chance. A note.
-    /// - EMPTY, 3 of 3 then no dossier (the `zero` rule gives 0 points): −20 points, all from
-    ///   an indicator with nothing to score in October, whose 3 September dossiers are fewer
-    ///   than the floor of 7; like for like it moved 0. A note.
-    /// - BATCH, 15 procedures announced then none (16 points, then not scored): −16 points
-    ///   from a batch of announcements; not news at any floor. A note.
-    ///
-    /// At `movement_sigmas = 0` every move on records is judged: the first three are `moved`.
-    #[test]
-    fn a_move_is_judged_beyond_the_spread_of_its_counts_and_like_for_like() {
-        let conn = duck::in_memory(1).unwrap();
-        conn.execute_batch(
-            "ATTACH ':memory:' AS wh;
-             CREATE TABLE wh.methodology AS SELECT 'm' AS methodology, 'ON_TIME_HANDLING' AS indicator, 1.0::DOUBLE AS target, 'handled_or_open' AS period_attribution
-               UNION ALL SELECT 'm', 'ANNOUNCED', 1.0, 'announcement';
-             CREATE TABLE wh.mart_index_indicator (unit_id VARCHAR, period VARCHAR, indicator VARCHAR, methodology VARCHAR,
-               numerator DOUBLE, denominator DOUBLE, points DOUBLE, max_points DOUBLE);
-             INSERT INTO wh.mart_index_indicator VALUES
-               ('BIG', '2026-09', 'ON_TIME_HANDLING', 'm', 380, 400, 19, 20),
-               ('BIG', '2026-10', 'ON_TIME_HANDLING', 'm', 60, 400, 3, 20),
-               ('SMALL', '2026-09', 'ON_TIME_HANDLING', 'm', 2, 2, 20, 20),
-               ('SMALL', '2026-10', 'ON_TIME_HANDLING', 'm', 0, 2, 0, 20),
-               ('EMPTY', '2026-09', 'ON_TIME_HANDLING', 'm', 3, 3, 20, 20),
-               ('EMPTY', '2026-10', 'ON_TIME_HANDLING', 'm', 0, 0, 0, 20),
-               ('STILL', '2026-09', 'ON_TIME_HANDLING', 'm', 9, 10, 18, 20),
-               ('STILL', '2026-10', 'ON_TIME_HANDLING', 'm', 8, 10, 16, 20),
-               ('BATCH', '2026-09', 'ANNOUNCED', 'm', 15, 15, 16, 16),
-               ('BATCH', '2026-10', 'ANNOUNCED', 'm', 0, 0, NULL, 16);",
-        )
-        .unwrap();
-        let candidate = "SELECT * FROM (VALUES ('BIG', -16.0), ('SMALL', -20.0), ('EMPTY', -20.0), ('STILL', -2.0), ('BATCH', -16.0)) \
-                         AS t(unit_id, change_from_previous) WHERE $1 = '2026-10'";
-        let judge = |sigmas: f64| {
-            let cfg = PublishConfig {
-                movement_sigmas: sigmas,
-                ..PublishConfig::default()
-            };
-            movement(&conn, candidate, None, "2026-09", &cfg, "2026-10").unwrap()
-        };
-        let w = judge(3.0);
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert_eq!((w[0].kind.as_str(), w[0].blocking), ("moved", true));
-        assert_eq!(w[0].units, vec!["BIG (-16.00)"]);
-        assert_eq!((w[1].kind.as_str(), w[1].blocking), ("not_judged", false));
-        assert_eq!(
-            w[1].units,
-            vec![
-                "SMALL (-20.00; spread ±8.66)",
-                "EMPTY (-20.00; like for like +0.00)",
-                "BATCH (-16.00; like for like +0.00)"
-            ]
-        );
-        assert!(
-            w[1].message
-                .contains("3 unit(s) moved more than 15 points from 2026-09 as chance allows")
-                && w[1]
-                    .message
-                    .contains("1 within 3 times the sampling spread")
-                && w[1]
-                    .message
-                    .contains("2 by indicators with nothing to score"),
-            "{}",
-            w[1].message
-        );
-        // At 0 every move on records is judged; a batch of announcements, then none, is not.
-        let w = judge(0.0);
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert_eq!(w[0].kind, "moved");
-        assert_eq!(
-            w[0].units,
-            vec!["EMPTY (-20.00)", "SMALL (-20.00)", "BIG (-16.00)"]
-        );
-        assert_eq!(w[1].units, vec!["BATCH (-16.00; like for like +0.00)"]);
-    }
 }

@@ -13,6 +13,7 @@
 //! Steps: [`revision`] (compare, change note, record), [`guard`], [`rows`] (a revision read
 //! back), [`export`] and [`report`] (the files), [`push`] (the portals).
 
+pub mod chance;
 pub mod export;
 pub mod guard;
 pub mod push;
@@ -59,13 +60,30 @@ pub struct Held {
     pub text: String,
     /// The periods held back (the others asked for were recorded and sent).
     pub periods: Vec<String>,
+    /// Why, for a program: every reason the periods were held for.
+    pub reasons: Vec<HeldFor>,
+}
+
+/// Why a period was held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldFor {
+    /// Not final yet: a feed's data has not passed the period's end plus the grace.
+    NotFinal,
+    /// The guard's warnings, not accepted.
+    Guard,
+    /// Closed to routine revisions by the revision policy: a correction is needed.
+    Closed,
+    /// The methodology version a final revision used was changed in place.
+    MethodologyChanged,
 }
 
 impl Held {
-    pub(crate) fn one(period: &str, text: String) -> Held {
+    pub(crate) fn one(period: &str, why: HeldFor, text: String) -> Held {
         Held {
             text,
             periods: vec![period.to_string()],
+            reasons: vec![why],
         }
     }
 }
@@ -195,7 +213,18 @@ pub async fn publish(
     // A period held back does not hold the others: they are recorded and sent, then the hold
     // is the answer (exit 4), saying what was recorded meanwhile.
     if !held.is_empty() {
-        let (periods, texts): (Vec<String>, Vec<String>) = held.into_iter().unzip();
+        let mut reasons: Vec<HeldFor> = Vec::new();
+        let mut periods = Vec::new();
+        let mut texts = Vec::new();
+        for (period, text, why) in held {
+            periods.push(period);
+            texts.push(text);
+            for w in why {
+                if !reasons.contains(&w) {
+                    reasons.push(w);
+                }
+            }
+        }
         let mut text = texts.join("\n");
         let recorded: Vec<String> = outcomes
             .iter()
@@ -209,7 +238,12 @@ pub async fn publish(
         if pending > 0 {
             text.push_str(&format!("\n{pending} push(es) still pending."));
         }
-        return Err(Held { text, periods }.into());
+        return Err(Held {
+            text,
+            periods,
+            reasons,
+        }
+        .into());
     }
     Ok(PublishReport {
         periods: outcomes,
@@ -250,7 +284,7 @@ async fn lock(warehouse: &Path) -> anyhow::Result<FileLock> {
 
 /// What `record_periods` did: the periods recorded (or found unchanged), and those held back
 /// with why.
-type Recorded = (Vec<PeriodOutcome>, Vec<(String, String)>);
+type Recorded = (Vec<PeriodOutcome>, Vec<(String, String, Vec<HeldFor>)>);
 
 fn record_periods(
     warehouse: &Path,
@@ -279,7 +313,12 @@ fn record_periods(
         match record_period(&conn, warehouse, jobs, cfg, period, opts, &duckdb_version) {
             Ok(o) => out.push(o),
             Err(e) if e.downcast_ref::<Held>().is_some() => {
-                held.push((period.clone(), format!("{e:#}")))
+                let reasons = e.downcast_ref::<Held>().map(|h| h.reasons.clone());
+                held.push((
+                    period.clone(),
+                    format!("{e:#}"),
+                    reasons.unwrap_or_default(),
+                ))
             }
             Err(e) => return Err(e),
         }
@@ -337,6 +376,7 @@ fn record_period(
             .unwrap_or_default();
         return Err(Held::one(
             period,
+            HeldFor::NotFinal,
             format!(
             "{period} is still provisional: not every feed's data has passed the period's end plus the grace days (waiting for: {}); `chiso publish {period} --provisional` writes a preview",
             if waiting.is_empty() { "the next build" } else { waiting.as_str() }
@@ -387,6 +427,7 @@ fn record_period(
                 if opts.correction.is_none() {
                     return Err(Held::one(
                         period,
+                        HeldFor::Closed,
                         format!(
                             "{period} moved since final revision {}, but it is closed to routine revisions since {until} (revision_policy: open for a while after its revision 1); `chiso publish {period} --correction \"reason\"` records revision {} as the correction of an error",
                             l.revision,
@@ -408,6 +449,7 @@ fn record_period(
             .collect();
         return Err(Held::one(
             period,
+            HeldFor::Guard,
             format!(
             "{period} was not published: the guard warns\n{}\nCheck them, then publish with --accept \"reason\" (recorded with the revision), or publish a preview with --provisional.",
             list.join("\n")

@@ -210,10 +210,12 @@ fn record(warehouse: &Path, o: &PushOutcome) -> anyhow::Result<()> {
     let conn = ledger::open(warehouse, Duration::from_secs(30))?;
     if o.acknowledged {
         conn.execute(
-            "UPDATE pub_receipts SET status = 'acknowledged', attempts = attempts + ?, last_error = NULL, \
-               acknowledged_at = CAST(get_current_timestamp() AS TIMESTAMP) + INTERVAL 7 HOUR, \
-               portal_receipt = ?, duplicate = ? \
-             WHERE target = ? AND period = ? AND revision = ?",
+            &format!(
+                "UPDATE pub_receipts SET status = 'acknowledged', attempts = attempts + ?, last_error = NULL, \
+                   acknowledged_at = {now}, portal_receipt = ?, duplicate = ? \
+                 WHERE target = ? AND period = ? AND revision = ?",
+                now = crate::time::now_sql()
+            ),
             duckdb::params![o.attempts, o.receipt, o.duplicate, o.target, o.period, o.revision],
         )?;
     } else {

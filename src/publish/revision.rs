@@ -749,6 +749,7 @@ pub fn check_methodology_unchanged(conn: &duck::Connection, b: &Basis) -> anyhow
     if let Some((period, rev)) = changed {
         return Err(super::Held::one(
             &b.period,
+            super::HeldFor::MethodologyChanged,
             format!(
                 "{}: methodology {} was changed after final revision {rev} of {period} used it: a published methodology version is immutable; give the new rows a new version (with its effective_from) in sql/methodology/, and build",
                 b.period, b.methodology
@@ -796,7 +797,7 @@ pub fn closed_since(
                  FROM pub_revisions WHERE period = $1 AND status = 'final' \
                    AND (CASE WHEN revision_policy IS NULL THEN {now_policy} ELSE open_until END) <= {now} \
                    AND revision = (SELECT max(revision) FROM pub_revisions WHERE period = $1 AND status = 'final')",
-                now = ledger::NOW_LOCAL
+                now = crate::time::now_sql()
             ),
             [period],
             |r| r.get(0),
@@ -838,11 +839,14 @@ pub fn record(conn: &duck::Connection, n: &NewRevision<'_>) -> anyhow::Result<Ve
             [&b.period],
         )?;
         conn.execute(
+            &format!(
             "INSERT INTO pub_revisions (period, revision, status, created_at, methodology, data_watermark, \
                sql_digest, build_id, build_started_at, previous_revision, units, note, change_note, warnings, \
                accepted, chiso_version) \
-             VALUES (?, ?, ?, CAST(get_current_timestamp() AS TIMESTAMP) + INTERVAL 7 HOUR, \
+             VALUES (?, ?, ?, {now}, \
                ?, CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                now = crate::time::now_sql()
+            ),
             duckdb::params![
                 b.period,
                 n.revision,

@@ -217,6 +217,12 @@ impl World {
 
     /// The unit registry (all versions) as the registry feed's JSON array.
     pub fn units_json(&self) -> String {
+        self.units_json_on(self.config.now.date())
+    }
+
+    /// The registry as its snapshot shows it on `day`: a renamed unit has its new name from the
+    /// day of the rename (`units::rename_2026`).
+    pub fn units_json_on(&self, day: NaiveDate) -> String {
         let d = |x: NaiveDate| x.format("%Y%m%d").to_string();
         let arr: Vec<serde_json::Value> = self
             .setting
@@ -226,7 +232,11 @@ impl World {
             .map(|u| {
                 json!({
                     "MaDonVi": u.id,
-                    "TenDonVi": u.name,
+                    "TenDonVi": if u.id == units::RENAMED_UNIT && day >= units::rename_2026() {
+                        units::RENAMED_TO
+                    } else {
+                        u.name.as_str()
+                    },
                     "MaDonViCha": u.parent,
                     "CapDonVi": u.level,
                     "LoaiDonVi": u.kind,

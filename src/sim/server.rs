@@ -65,6 +65,12 @@ impl Clock {
         self.start_sim + Duration::milliseconds((elapsed * 1000.0) as i64)
     }
 
+    /// Stops the clock at `t` (before or after where it is): the feeds serve what is visible
+    /// then, until it is set again (`chiso bench publication-year` walks a year day by day).
+    pub fn set(&self, t: NaiveDateTime) {
+        *self.frozen.lock().expect("clock") = Some(t);
+    }
+
     /// Stops the clock where it is now: what the feeds serve stops changing.
     pub fn freeze(&self) -> NaiveDateTime {
         let mut f = self.frozen.lock().expect("clock");
@@ -109,7 +115,6 @@ pub struct SimState {
     /// `moving_records`: (feed, key) → the update time (seconds) the record was moved to.
     moved: Mutex<BTreeMap<(&'static str, String), i64>>,
     token: Option<String>,
-    units_json: String,
     calendar_csv: String,
 }
 
@@ -119,7 +124,6 @@ impl SimState {
         SimState {
             dice: Dice::new(world.config.seed),
             moved: Mutex::new(BTreeMap::new()),
-            units_json: world.units_json(),
             calendar_csv: world.calendar_csv(),
             world,
             injected: Mutex::new(BTreeMap::new()),
@@ -641,7 +645,10 @@ async fn snapshot(
     }
     let now = state.clock.now();
     let (body, ct) = match which {
-        "units" => (state.units_json.clone(), "application/json; charset=utf-8"),
+        "units" => (
+            state.world.units_json_on(state.clock.now().date()),
+            "application/json; charset=utf-8",
+        ),
         "catalogue" => (
             state.world.catalogue_json(now),
             "application/json; charset=utf-8",

@@ -3,6 +3,8 @@
 //! - until 2025-02-28: Tổng cục Thuế → 63 Cục Thuế (provinces) → Chi cục Thuế (districts);
 //! - 2025-03-01 (Decision 381/QĐ-BTC): Cục Thuế → 20 Chi cục Thuế khu vực → Đội Thuế liên huyện;
 //! - from 2025-07-01 (Decision 1378/QĐ-CT): Cục Thuế → 34 Thuế tỉnh/thành phố → Thuế cơ sở;
+//! - 2026-06-15: one base unit of Hà Nội is renamed (same code, new name: the registry's
+//!   snapshot shows the new name from that day);
 //! - 2026-10-01: one base unit of Cao Bằng closes with no successor (its area is served by the
 //!   province from then on): the dossiers it had open finish after it closed.
 //!
@@ -72,6 +74,13 @@ pub fn closure_2026() -> NaiveDate {
 }
 /// The base unit that closes on `closure_2026()` with no successor.
 pub const CLOSED_UNIT: &str = "TP05-02";
+/// The day `RENAMED_UNIT` takes the name `RENAMED_TO`.
+pub fn rename_2026() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 6, 15).expect("valid")
+}
+/// The base unit renamed on `rename_2026()`, keeping its code.
+pub const RENAMED_UNIT: &str = "TP12-01";
+pub const RENAMED_TO: &str = "Thuế cơ sở 1 Hà Nội (Ba Đình - Hoàn Kiếm)";
 pub fn registry_start() -> NaiveDate {
     NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid")
 }
