@@ -632,15 +632,24 @@ async fn a_provisional_preview_is_written_and_never_sent() {
         panic!("a publish behind another one failed instead of waiting: {e:#}");
     }
     assert!(t0.elapsed() >= Duration::from_secs(2));
-    // A final month without --accept is held back by its warnings, naming them.
+    // A final month without --accept is held back by its warnings, naming them (judged at
+    // every move: this world's few dossiers move its units by chance, a note otherwise).
     let strict = PublishOptions {
         push: true,
         ..Default::default()
     };
-    match w.publish(&["2026-07"], strict).await {
-        Err(e) => assert!(format!("{e:#}").contains("--accept"), "{e:#}"),
-        Ok(r) => assert!(r.periods[0].warnings.is_empty()),
-    }
+    let mut every_move = w.project.publish.clone();
+    every_move.movement_sigmas = 0.0;
+    let held = chiso::publish::publish(
+        w.wh.path(),
+        &w.jobs,
+        &every_move,
+        &["2026-07".to_string()],
+        &strict,
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{held:#}").contains("--accept"), "{held:#}");
     // Previews do not use up revision numbers: July previewed, then published final, is
     // revision 1 (before, the preview was revision 1 and the final revision 2); the preview and
     // its folder go, and the warehouse's latest revisions list the final only.
@@ -719,15 +728,59 @@ fn chiso_publish(warehouse: &Path, url: &str, periods: &[String]) -> std::proces
     c
 }
 
-/// Each portal receives each revision exactly once although 30% of pushes fail, 10% are
-/// redirected to a login page (not a delivery: before, the redirected POST became a GET whose
-/// 200 was recorded as acknowledged), and the publisher is SIGKILLed between a push reaching
-/// the portal and its receipt being recorded, at least 10 times: every restart sends the
-/// unacknowledged push again with the same key, the portal answers it as a duplicate, and the
-/// receipt is recorded then.
+/// Publishes `periods` until a run succeeds, SIGKILLing the publisher between a push reaching
+/// the portal and its receipt being recorded whenever one does; returns (kills, runs).
+async fn publish_through_kills(
+    sim: &SimHandle,
+    wh: &Path,
+    periods: &[String],
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> (u32, u32) {
+    use rand::Rng;
+    let url = sim.base_url();
+    let (mut kills, mut runs) = (0, 0);
+    loop {
+        runs += 1;
+        assert!(runs < 200, "no end after {runs} runs ({kills} kills)");
+        let stored = sim.state.publications().len();
+        let mut child = chiso_publish(wh, &url, periods).spawn().unwrap();
+        let t0 = Instant::now();
+        let exit = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if sim.state.publications().len() > stored {
+                // Stored by the portal, its answer not back yet: kill somewhere in the window.
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                break None;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "publish hung");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        match exit {
+            Some(s) if s.success() => return (kills, runs),
+            // Exit 5: a push used up its attempts (30% fail); the next run sends it again.
+            Some(s) => assert_eq!(s.code(), Some(5), "publish failed: {s}"),
+            None => {}
+        }
+    }
+}
+
+/// Each portal receives each final revision exactly once, in order, and never one superseded
+/// before it was delivered, although 30% of pushes fail, 10% are redirected to a login page
+/// (not a delivery: before, the redirected POST became a GET whose 200 was recorded as
+/// acknowledged), and the publisher is SIGKILLed between a push reaching the portal and its
+/// receipt being recorded, at least 10 times: every restart sends the unacknowledged push
+/// again with the same key, the portal answers it as a duplicate, and the receipt is recorded
+/// then. Then two new methodology versions make revisions 2 and 3 of every period, recorded
+/// without sending (`--no-push`): revision 2 is superseded by 3 before it is delivered, and the
+/// publisher, killed again, sends revision 3 alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let faults = Faults {
         publish_error_rate: 0.3,
         publish_redirect_rate: 0.1,
@@ -748,42 +801,18 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
          AND period_type IN ('month', 'quarter') ORDER BY 1 DESC LIMIT 5",
     );
     assert_eq!(periods.len(), 5, "{periods:?}");
-    let expected: BTreeSet<String> = periods
-        .iter()
-        .flat_map(|p| ["dvcqg", "gdt", "mof"].map(|t| format!("{t} {p} 1")))
-        .collect();
-
+    let expected = |revs: &[i64]| -> BTreeSet<String> {
+        periods
+            .iter()
+            .flat_map(|p| {
+                revs.iter()
+                    .flat_map(move |r| ["dvcqg", "gdt", "mof"].map(|t| format!("{t} {p} {r}")))
+            })
+            .collect()
+    };
     let url = sim.base_url();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let (mut kills, mut runs) = (0, 0);
-    let done = loop {
-        runs += 1;
-        assert!(runs < 200, "no end after {runs} runs ({kills} kills)");
-        let stored = sim.state.publications().len();
-        let mut child = chiso_publish(wh.path(), &url, &periods).spawn().unwrap();
-        let t0 = Instant::now();
-        let exit = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if sim.state.publications().len() > stored {
-                // Stored by the portal, its answer not back yet: kill somewhere in the window.
-                tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                break None;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(120), "publish hung");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        match exit {
-            Some(s) if s.success() => break runs,
-            // Exit 5: a push used up its attempts (30% fail); the next run sends it again.
-            Some(s) => assert_eq!(s.code(), Some(5), "publish failed: {s}"),
-            None => {}
-        }
-    };
+    let (kills, done) = publish_through_kills(&sim, wh.path(), &periods, &mut rng).await;
     assert!(kills >= 10, "only {kills} kills in {done} runs");
     let received = sim.state.publications();
     let got: Vec<String> = received
@@ -792,7 +821,7 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
         .collect();
     let unique: BTreeSet<String> = got.iter().cloned().collect();
     assert_eq!(got.len(), unique.len(), "a portal stored a revision twice");
-    assert_eq!(unique, expected);
+    assert_eq!(unique, expected(&[1]));
     // Every kill left a push unacknowledged, sent again and answered as a duplicate.
     let duplicates: u32 = received.iter().map(|r| r.duplicates).sum();
     assert!(
@@ -818,7 +847,7 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!((acked, all), (expected.len() as i64, expected.len() as i64));
+        assert_eq!((acked, all), (15, 15));
         let revisions: i64 = conn
             .query_row("SELECT count(*) FROM pub_revisions", [], |r| r.get(0))
             .unwrap();
@@ -830,8 +859,118 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     let after = sim.state.publications();
     assert_eq!(after.len(), received.len());
     assert_eq!(after.iter().map(|r| r.duplicates).sum::<u32>(), duplicates);
+
+    // Revisions 2 and 3 of every period, recorded unsent: two new methodology versions with a
+    // stricter online-share target, from 2026-01 (the second replaces the first's file).
+    let sql = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("sql"), sql.path());
+    for (version, target) in [("dvcqg-2026b", "0.6"), ("dvcqg-2026c", "0.7")] {
+        let text = std::fs::read_to_string(sql.path().join("methodology/dvcqg-2026.csv")).unwrap();
+        let mut lines = text.lines();
+        let mut out = vec![lines.next().unwrap().to_string()];
+        for l in lines {
+            let mut cells: Vec<String> = l.splitn(3, ',').map(str::to_string).collect();
+            assert_eq!(cells[0], "dvcqg-2026", "{l}");
+            cells[0] = version.into();
+            cells[1] = "2026-01".into();
+            let mut row = cells.join(",");
+            if row.contains(",ONLINE_DOSSIER_SHARE,6,0.5,") {
+                row = row.replace(
+                    ",ONLINE_DOSSIER_SHARE,6,0.5,",
+                    &format!(",ONLINE_DOSSIER_SHARE,6,{target},"),
+                );
+            }
+            out.push(row);
+        }
+        let _ = std::fs::remove_file(sql.path().join("methodology/dvcqg-2026b.csv"));
+        std::fs::write(
+            sql.path().join(format!("methodology/{version}.csv")),
+            out.join("\n") + "\n",
+        )
+        .unwrap();
+        let record = build_record(wh.path(), sql.path(), &jobs, false).await;
+        assert!(record.published, "the build with {version} did not publish");
+        let status = chiso_publish(wh.path(), &url, &periods)
+            .arg("--no-push")
+            .status()
+            .unwrap();
+        assert!(status.success(), "recording with {version}: {status}");
+    }
+    {
+        let conn = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        let statuses: Vec<(i64, String, i64)> = {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT revision, status, count(*) FROM pub_receipts GROUP BY ALL ORDER BY ALL",
+                )
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        // Both wait; the next push supersedes 2 before sending anything.
+        assert_eq!(
+            statuses,
+            vec![
+                (1, "acknowledged".to_string(), 15),
+                (2, "pending".to_string(), 15),
+                (3, "pending".to_string(), 15)
+            ]
+        );
+    }
+    let before = sim.state.publications().len();
+    let (kills2, done2) = publish_through_kills(&sim, wh.path(), &periods, &mut rng).await;
+    assert!(kills2 >= 3, "only {kills2} kills in {done2} runs");
+    let received = sim.state.publications();
+    let got: Vec<String> = received
+        .iter()
+        .map(|r| format!("{} {} {}", r.portal, r.period, r.revision))
+        .collect();
+    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), unique.len(), "a portal stored a revision twice");
+    assert_eq!(unique, expected(&[1, 3]), "revision 2 was never sent");
+    assert_eq!(received.len() - before, 15);
+    {
+        let conn = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT revision, status, count(*) FROM pub_receipts GROUP BY ALL ORDER BY ALL",
+            )
+            .unwrap();
+        let statuses: Vec<(i64, String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            statuses,
+            vec![
+                (1, "acknowledged".to_string(), 15),
+                (2, "superseded".to_string(), 15),
+                (3, "acknowledged".to_string(), 15)
+            ]
+        );
+    }
+    // In order: each portal's revision 3 of a period came after its revision 1.
+    for (i, r) in received.iter().enumerate() {
+        if r.revision == "3" {
+            assert!(
+                received[..i]
+                    .iter()
+                    .any(|o| o.portal == r.portal && o.period == r.period && o.revision == "1"),
+                "{} {} 3 before 1",
+                r.portal,
+                r.period
+            );
+        }
+    }
     eprintln!(
-        "{kills} kills in {done} runs; {} publications stored once each, {duplicates} duplicates answered",
+        "{kills} + {kills2} kills in {done} + {done2} runs; {} publications stored once each",
         received.len()
     );
     sim.stop().await;

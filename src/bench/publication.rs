@@ -209,10 +209,10 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn publish_job<'a>(
-    jobs: &'a config::Jobs,
+fn publish_job(
+    jobs: &config::Jobs,
     provisional: bool,
-) -> anyhow::Result<&'a config::PublishJobConfig> {
+) -> anyhow::Result<&config::PublishJobConfig> {
     jobs.publishes
         .iter()
         .find(|j| j.provisional == provisional)
@@ -682,8 +682,8 @@ pub fn print(r: &YearReport) {
         );
     }
     println!(
-        "\n{:<8} {:<16} {:<22} {}",
-        "PERIOD", "FINALS", "PORTALS GOT", "REASON CODES (revision 2 on)"
+        "\n{:<8} {:<16} {:<22} REASON CODES (revision 2 on)",
+        "PERIOD", "FINALS", "PORTALS GOT"
     );
     for p in &r.periods {
         let list = |v: &[i64]| {

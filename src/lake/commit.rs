@@ -198,6 +198,18 @@ pub struct LogSummary {
     current_quarantined: u64,
 }
 
+/// Whether an entry's watermark (`%Y%m%d%H%M%S`, local time) is more than a day after the
+/// entry's commit time (RFC 3339).
+fn from_the_future(e: &CommitEntry) -> bool {
+    let (Some(w), Some(at)) = (
+        e.watermark.as_deref(),
+        crate::time::parse_rfc3339_local(&e.committed_at),
+    ) else {
+        return false;
+    };
+    w > crate::time::compact(at + chrono::Duration::days(1)).as_str()
+}
+
 impl LogSummary {
     /// Adds an entry (in log order).
     pub fn fold(&mut self, e: &CommitEntry) {
@@ -228,8 +240,9 @@ impl LogSummary {
             self.last_success_at = Some(e.committed_at.clone());
         }
         // The newest version time landed by any run: a backfill of older data lands older
-        // versions and must not move it back.
-        if e.watermark > self.watermark {
+        // versions and must not move it back. A version time more than a day after the
+        // entry's own commit is a bad record, not the feed's reach: it never sets it.
+        if e.watermark > self.watermark && !from_the_future(e) {
             self.watermark = e.watermark.clone();
         }
         self.has_data |= !e.files.is_empty();
@@ -367,12 +380,12 @@ impl JobState {
         })
     }
 
-    /// The newest entry.
+    /// The newest entry (read again when a checkpoint moved it after it was listed).
     pub fn latest(&self) -> Result<Option<CommitEntry>, CommitError> {
-        match self.seqs()?.last() {
+        self.consistently(|| match self.seqs()?.last() {
             Some(&s) => self.read(s).map(Some),
             None => Ok(None),
-        }
+        })
     }
 
     /// The newest entries, newest first, at most `n`.
@@ -1136,6 +1149,12 @@ mod tests {
             s.fold(&e);
         }
         assert_eq!(s.watermark.as_deref(), Some("20261205080000"));
+        // A record versioned in 2099 landed on 2026-12-06 is not the feed's reach.
+        let mut e = entry("r", EntryKind::Finished, 1, vec![]);
+        e.watermark = Some("20991231000000".into());
+        e.committed_at = "2026-12-06T08:00:00+07:00".into();
+        s.fold(&e);
+        assert_eq!(s.watermark.as_deref(), Some("20261205080000"));
     }
 
     /// A run the daemon aborted at its timeout (its task dropped, the lock released) leaves its
@@ -1148,6 +1167,12 @@ mod tests {
         st.begin_run(&lock, "r1", "t").unwrap();
         assert!(st.is_running());
         drop(lock); // aborted: the marker stays for recovery, the lock goes
+                    // (A child process another test spawns holds a copy of the lock's descriptor until it
+                    // execs: give it a moment.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while st.is_running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert!(!st.is_running());
         let again = st.lock().expect("nobody holds it");
         assert!(

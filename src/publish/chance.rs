@@ -758,4 +758,50 @@ mod tests {
         );
         assert!(w.is_empty(), "{w:?}");
     }
+
+    /// The counts as the warehouse gives them: the working days of each period (October 2026
+    /// judged to its end: 22; September: 21, less the 2 September holiday), each unit's
+    /// dossiers received (`ONLINE_DOSSIER_SHARE`'s denominator), whether it has a row now and
+    /// whether the registry closed it before the period's end.
+    #[test]
+    fn the_counts_are_read_from_the_warehouse_as_judged() {
+        let conn = duck::in_memory(1).unwrap();
+        conn.execute_batch(
+            "ATTACH ':memory:' AS wh;
+             CREATE TABLE wh.int_period_judgement AS
+               SELECT * FROM (VALUES ('2026-09', DATE '2026-09-01', DATE '2026-10-01', DATE '2026-09-30'),
+                                     ('2026-10', DATE '2026-10-01', DATE '2026-11-01', DATE '2026-11-05'))
+               AS t(period, starts_on, ends_before, judged_on);
+             CREATE TABLE wh.dim_working_days AS
+               SELECT d::DATE AS calendar_date FROM range(DATE '2026-09-01', DATE '2026-11-01', INTERVAL 1 DAY) AS r(d)
+               WHERE dayofweek(d) BETWEEN 1 AND 5 AND d::DATE <> DATE '2026-09-02';
+             CREATE TABLE wh.mart_index_unit_period AS
+               SELECT * FROM (VALUES ('A', '2026-09'), ('A', '2026-10'), ('CLOSED', '2026-09'), ('DROPPED', '2026-09'))
+               AS t(unit_id, period);
+             CREATE TABLE wh.mart_index_indicator AS
+               SELECT *, 'ONLINE_DOSSIER_SHARE' AS indicator FROM (VALUES
+                 ('A', '2026-09', 40.0), ('A', '2026-10', 0.0), ('CLOSED', '2026-09', 41.0), ('DROPPED', '2026-09', 25.0))
+               AS t(unit_id, period, denominator);
+             CREATE TABLE wh.dim_units AS
+               SELECT * FROM (VALUES ('A', NULL::DATE), ('CLOSED', DATE '2026-09-30'), ('DROPPED', NULL::DATE))
+               AS t(unit_id, valid_to);",
+        )
+        .unwrap();
+        let w = counts(&conn, "2026-10", "2026-09", &Chance::new(3.0, 357)).unwrap();
+        let got: Vec<(&str, Vec<String>)> = w
+            .iter()
+            .map(|w| (w.kind.as_str(), w.units.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "units_missing",
+                    vec!["DROPPED (25 dossiers in 2026-09)".to_string()]
+                ),
+                ("units_without_dossiers", vec!["A (40 → 0)".to_string()]),
+            ]
+        );
+        assert!(w[1].message.contains("none in 2026-10"), "{}", w[1].message);
+    }
 }
