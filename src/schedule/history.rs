@@ -291,11 +291,15 @@ impl History {
         // Read and rewritten without the lock; then, under it, what was appended since the read
         // is copied to the new file before it is renamed over the old: nothing appended
         // meanwhile is lost, and appenders wait only for that copy.
-        let bytes = match std::fs::read(&self.path) {
+        let mut bytes = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
+        // Whole lines only: an append may be writing the last one as this reads (appends take
+        // the lock, this read does not); what follows the last newline is copied with what
+        // comes after, under the lock.
+        bytes.truncate(bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
         let lines: Vec<&[u8]> = bytes
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
