@@ -728,6 +728,22 @@ fn chiso_publish(warehouse: &Path, url: &str, periods: &[String]) -> std::proces
     c
 }
 
+/// The ledger's receipts counted by (revision, status).
+fn receipt_statuses(wh: &Path) -> Vec<(i64, String, i64)> {
+    let conn = chiso::ledger::open_read_only(wh, Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT revision, status, count(*) FROM pub_receipts GROUP BY ALL ORDER BY ALL")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows
+}
+
 /// Publishes `periods` until a run succeeds, SIGKILLing the publisher between a push reaching
 /// the portal and its receipt being recorded whenever one does; returns (kills, runs).
 async fn publish_through_kills(
@@ -896,31 +912,15 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
             .unwrap();
         assert!(status.success(), "recording with {version}: {status}");
     }
-    {
-        let conn = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))
-            .unwrap()
-            .unwrap();
-        let statuses: Vec<(i64, String, i64)> = {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT revision, status, count(*) FROM pub_receipts GROUP BY ALL ORDER BY ALL",
-                )
-                .unwrap();
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
-        // Both wait; the next push supersedes 2 before sending anything.
-        assert_eq!(
-            statuses,
-            vec![
-                (1, "acknowledged".to_string(), 15),
-                (2, "pending".to_string(), 15),
-                (3, "pending".to_string(), 15)
-            ]
-        );
-    }
+    // Both wait; the next push supersedes 2 before sending anything.
+    assert_eq!(
+        receipt_statuses(wh.path()),
+        vec![
+            (1, "acknowledged".to_string(), 15),
+            (2, "pending".to_string(), 15),
+            (3, "pending".to_string(), 15)
+        ]
+    );
     let before = sim.state.publications().len();
     let (kills2, done2) = publish_through_kills(&sim, wh.path(), &periods, &mut rng).await;
     assert!(kills2 >= 3, "only {kills2} kills in {done2} runs");
@@ -933,29 +933,14 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     assert_eq!(got.len(), unique.len(), "a portal stored a revision twice");
     assert_eq!(unique, expected(&[1, 3]), "revision 2 was never sent");
     assert_eq!(received.len() - before, 15);
-    {
-        let conn = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))
-            .unwrap()
-            .unwrap();
-        let mut stmt = conn
-            .prepare(
-                "SELECT revision, status, count(*) FROM pub_receipts GROUP BY ALL ORDER BY ALL",
-            )
-            .unwrap();
-        let statuses: Vec<(i64, String, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            statuses,
-            vec![
-                (1, "acknowledged".to_string(), 15),
-                (2, "superseded".to_string(), 15),
-                (3, "acknowledged".to_string(), 15)
-            ]
-        );
-    }
+    assert_eq!(
+        receipt_statuses(wh.path()),
+        vec![
+            (1, "acknowledged".to_string(), 15),
+            (2, "superseded".to_string(), 15),
+            (3, "acknowledged".to_string(), 15)
+        ]
+    );
     // In order: each portal's revision 3 of a period came after its revision 1.
     for (i, r) in received.iter().enumerate() {
         if r.revision == "3" {

@@ -476,14 +476,7 @@ pub fn warnings(
     // The change as the revision would publish it: against the previous period as published.
     let published_previous = super::revision::published_previous(conn, period)?;
     let candidate = super::revision::candidate_units(published_previous.as_ref());
-    let previous_period: Option<String> = conn
-        .query_row(
-            "SELECT previous_period FROM wh.int_period_judgement WHERE period = ?",
-            [period],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
+    let previous_period = super::revision::previous_period(conn, period)?;
     let units: i64 = conn.query_row(
         "SELECT count(*) FROM wh.mart_index_unit_period WHERE period = ?",
         [period],
@@ -503,12 +496,12 @@ pub fn warnings(
     }
     // The grace and the feeds still short of it, as the build judged the period
     // (int_period_judgement, var grace_days): one rule for the status and for this warning.
-    let (final_from, grace_days, previous): (String, i64, Option<String>) = conn
+    let (final_from, grace_days): (String, i64) = conn
         .query_row(
-            "SELECT strftime(final_from, '%Y-%m-%d %H:%M'), grace_days, previous_period \
+            "SELECT strftime(final_from, '%Y-%m-%d %H:%M'), grace_days \
              FROM wh.int_period_judgement WHERE period = ?",
             [period],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .context("reading the period's grace from int_period_judgement")?;
     let short = units_where(
@@ -530,7 +523,7 @@ pub fn warnings(
             blocking: true,
         });
     }
-    if let Some(prev) = previous {
+    if let Some(prev) = previous_period {
         // Dossier counts that fell further than chance allows, units missing from the period.
         out.extend(super::chance::counts(conn, period, &prev, &chance)?);
     }

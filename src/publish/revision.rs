@@ -297,18 +297,22 @@ pub fn published_previous(
     conn: &duck::Connection,
     period: &str,
 ) -> anyhow::Result<Option<(String, i64)>> {
-    let previous: Option<String> = conn
+    let Some(previous) = previous_period(conn, period)? else {
+        return Ok(None);
+    };
+    Ok(latest(conn, &previous, "final")?.map(|l| (previous, l.revision)))
+}
+
+/// The period before `period` as the build judged it (`int_period_judgement`), if any.
+pub fn previous_period(conn: &duck::Connection, period: &str) -> anyhow::Result<Option<String>> {
+    Ok(conn
         .query_row(
             "SELECT previous_period FROM wh.int_period_judgement WHERE period = ?",
             [period],
             |r| r.get(0),
         )
         .optional()?
-        .flatten();
-    let Some(previous) = previous else {
-        return Ok(None);
-    };
-    Ok(latest(conn, &previous, "final")?.map(|l| (previous, l.revision)))
+        .flatten())
 }
 
 /// The unit rows a revision of the period (`$1`) publishes: the mart's, with the change from
