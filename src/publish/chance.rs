@@ -21,9 +21,50 @@
 
 use std::collections::BTreeMap;
 
-use super::guard::Warning;
 use crate::config::PublishConfig;
 use crate::duck;
+use serde::{Deserialize, Serialize};
+
+/// Units listed in a warning shown to a person (all are kept in the ledger and the manifest).
+const SHOWN: usize = 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Warning {
+    /// `stale_warehouse`, `moved`, `incomplete_feed`, `units_without_dossiers`, or the note
+    /// `not_judged`.
+    pub kind: String,
+    pub message: String,
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// Whether it blocks a final revision unless accepted. A note (`not_judged`: units whose
+    /// move chance explains) is shown and recorded and blocks nothing.
+    #[serde(default = "blocks")]
+    pub blocking: bool,
+}
+
+fn blocks() -> bool {
+    true
+}
+
+impl Warning {
+    /// One line: the message and the first units.
+    pub fn line(&self) -> String {
+        if self.units.is_empty() {
+            return self.message.clone();
+        }
+        let more = self.units.len().saturating_sub(SHOWN);
+        format!(
+            "{}: {}{}",
+            self.message,
+            self.units[..self.units.len().min(SHOWN)].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    }
+}
 
 /// What chance allows in a period of `units` units.
 #[derive(Debug, Clone, Copy, PartialEq)]

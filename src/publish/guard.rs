@@ -22,7 +22,6 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 
 use crate::config::{JobConfig, PublishConfig};
 use crate::duck;
@@ -30,46 +29,7 @@ use crate::ledger;
 use crate::models::snapshot;
 use duckdb::OptionalExt;
 
-/// Units listed in a warning shown to a person (all are kept in the ledger and the manifest).
-const SHOWN: usize = 20;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Warning {
-    /// `stale_warehouse`, `moved`, `incomplete_feed`, `units_without_dossiers`, or the note
-    /// `not_judged`.
-    pub kind: String,
-    pub message: String,
-    #[serde(default)]
-    pub units: Vec<String>,
-    /// Whether it blocks a final revision unless accepted. A note (`not_judged`: units whose
-    /// move chance explains) is shown and recorded and blocks nothing.
-    #[serde(default = "blocks")]
-    pub blocking: bool,
-}
-
-fn blocks() -> bool {
-    true
-}
-
-impl Warning {
-    /// One line: the message and the first units.
-    pub fn line(&self) -> String {
-        if self.units.is_empty() {
-            return self.message.clone();
-        }
-        let more = self.units.len().saturating_sub(SHOWN);
-        format!(
-            "{}: {}{}",
-            self.message,
-            self.units[..self.units.len().min(SHOWN)].join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        )
-    }
-}
+pub use super::chance::Warning;
 
 /// Where each published mart's columns end up.
 fn files_of(mart: &str) -> &'static str {
