@@ -123,11 +123,12 @@ pub fn start(
     }
     // The cursor the job had at `since`: the newest entry committed then, a backfill's aside.
     let state = JobState::new(warehouse, &job.name);
-    let entries = state.all()?;
-    let at = entries.iter().rposition(|e| {
+    let before_since = |e: &crate::lake::commit::CommitEntry| {
         e.backfill.is_none()
             && time::parse_rfc3339_local(&e.committed_at).is_some_and(|t| t <= window.since)
-    });
+    };
+    let entries = state.back_to_first(&before_since)?;
+    let at = entries.iter().rposition(before_since);
     let start_cursor = at.and_then(|i| entries[i].cursor_after.clone());
     let expected_rows = entries
         .iter()
@@ -163,7 +164,11 @@ struct Committed {
 }
 
 fn committed(warehouse: &Path, record: &BackfillRecord) -> anyhow::Result<Committed> {
-    let entries = JobState::new(warehouse, &record.job).all()?;
+    // Its chunks were committed after it was requested.
+    let requested = time::parse_rfc3339_local(&record.requested_at);
+    let entries = JobState::new(warehouse, &record.job).back_to_first(&|e| {
+        requested.is_some_and(|r| time::parse_rfc3339_local(&e.committed_at).is_some_and(|t| t < r))
+    })?;
     let mut out = Committed {
         runs: Vec::new(),
         position: record.start_cursor.clone(),

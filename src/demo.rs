@@ -312,6 +312,8 @@ pub async fn serve(
         retention: std::time::Duration::from_secs(90 * 86_400),
         http_client: crate::feeds::http::http_client(),
         publish: project.publish.clone(),
+        http_token: std::env::var("CHISO_HTTP_TOKEN").ok(),
+        http_public: false,
     };
     let result = crate::serve::serve(opts, shutdown, Some(notices)).await;
     handle.stop().await;

@@ -27,6 +27,8 @@ pub struct JobStatus {
     pub dataset: String,
     /// A run holds the job's lock right now.
     pub running: bool,
+    /// Something holds the job's lock (a run, or one the daemon abandoned as stuck).
+    pub lock_held: bool,
     pub last_run: Option<LastRun>,
     /// When the newest run that did not fail or get interrupted finished.
     pub last_success_at: Option<String>,
@@ -96,6 +98,7 @@ pub fn collect(
             protocol: job.protocol.name().to_string(),
             dataset: job.dataset.key(),
             running: state.is_running(),
+            lock_held: state.lock_held(),
             last_run: last.map(|e| LastRun {
                 run_id: e.run_id.clone(),
                 started_at: e.started_at.clone(),
@@ -207,6 +210,15 @@ pub struct IndexStatus {
     pub freshness_breach: bool,
     /// Rows landed after the second of `data_as_of`, which the next build will add.
     pub landed_since: bool,
+}
+
+/// The job's newest fire that ran (fires that found the lock held, `busy`, ran nothing), if it
+/// ended `stuck` (abandoned, blocked in I/O) and the job's lock is still held.
+fn stuck(s: &JobStatus) -> Option<&FireRecord> {
+    let last = s.last_fires.iter().rev().find(|f| {
+        f.event == crate::schedule::FireEvent::Finished && f.outcome.as_deref() != Some("busy")
+    })?;
+    (s.lock_held && last.outcome.as_deref() == Some("stuck")).then_some(last)
 }
 
 /// Something failing now: a job whose last run failed, or a build that did not publish.
@@ -334,6 +346,15 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
                 });
             }
         }
+        // A run the daemon abandoned, blocked in I/O, that still holds the job: nothing of the
+        // job runs until the I/O returns (or the process is restarted).
+        if let Some(f) = stuck(s) {
+            failures.push(Failure {
+                what: format!("job {}", s.job),
+                at: f.at.clone(),
+                error: f.error.clone().unwrap_or_default(),
+            });
+        }
     }
     let publish_jobs: Vec<PublishJobStatus> = jobs
         .publishes
@@ -459,7 +480,9 @@ pub fn render(statuses: &[JobStatus]) -> String {
                 let ago = time::parse_rfc3339_local(&r.finished_at)
                     .map(|t| format!("{} ago", human_duration((now - t).num_seconds())))
                     .unwrap_or_else(|| r.finished_at.clone());
-                let outcome = if s.running {
+                let outcome = if stuck(s).is_some() {
+                    "stuck".to_string()
+                } else if s.running {
                     "running".to_string()
                 } else {
                     r.outcome.map_or("-", |o| o.as_str()).to_string()

@@ -2,6 +2,7 @@
 //! with file, line and field, and exit codes.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn chiso() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chiso"))
@@ -563,4 +564,114 @@ fn ten_weeks_of_publication_number_finals_apart_and_keep_the_ledger_bounded() {
         "{vintages:?}"
     );
     assert!(stdout.contains("PORTALS GOT"), "{stdout}");
+}
+
+/// The daemon exits at once on an error, even while a build runs, so a supervisor restarts it
+/// (before: it released its lock, then waited for the build inside the runtime's shutdown).
+/// A project whose only job is a build every second, of one model that takes about twenty
+/// seconds: once the first build runs and a second fire has been skipped (and counted in
+/// `chiso_fires_total`), the build's fire history becomes a folder, so the next skipped fire
+/// cannot be written: the daemon must exit within a few seconds, with the error.
+#[test]
+fn the_daemon_exits_at_once_on_an_error_while_a_build_runs() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("jobs")).unwrap();
+    std::fs::create_dir_all(root.join("sql/models")).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chiso.toml"),
+        root.join("chiso.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("jobs/build.toml"),
+        "kind = \"build\"\nafter_pulls = false\nschedule = \"* * * * * *\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("sql/dbt_project.yml"),
+        "name: slow\nversion: \"0.1.0\"\nconfig-version: 2\nprofile: chiso\nmodel-paths: [\"models\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("sql/models/slow.sql"),
+        "{{ config(materialized='table') }}\nselect sum(i % 7) as s from range(3000000000) t(i)\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut daemon = chiso()
+        .current_dir(root)
+        .args(["--config", "chiso.toml", "serve", "--http"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let history = root.join("warehouse/_state/_serve/fires/build.jsonl");
+    let t0 = Instant::now();
+    let metrics = || -> String {
+        use std::io::Write;
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    // The first build runs, and a fire that found it running is counted.
+    loop {
+        let text = metrics();
+        let skipped = text.lines().any(|l| {
+            l.starts_with("chiso_fires_total{")
+                && l.contains("job=\"build\"")
+                && l.contains("event=\"skipped_overlap\"")
+        });
+        let claimed = std::fs::read_to_string(&history)
+            .unwrap_or_default()
+            .contains("\"claimed\"");
+        if skipped && claimed {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no build running with a skipped fire counted:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::rename(&history, history.with_extension("moved")).unwrap();
+    std::fs::create_dir(&history).unwrap();
+    let broken = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        if broken.elapsed() > Duration::from_secs(30) {
+            let _ = daemon.kill();
+            panic!("the daemon was still running 30 s after the error");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = broken.elapsed();
+    let mut stderr = String::new();
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("build.jsonl"), "{stderr}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the daemon took {took:?} to exit after the error (the build takes ~20 s):\n{stderr}"
+    );
 }

@@ -64,6 +64,8 @@ fn options(warehouse: &Path, project: &ProjectConfig, jobs: &Jobs) -> ServeOptio
         retention: Duration::from_secs(86_400),
         http_client: chiso::feeds::http::http_client(),
         publish: project.publish.clone(),
+        http_token: None,
+        http_public: false,
     }
 }
 

@@ -4626,6 +4626,8 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
             retention: std::time::Duration::from_secs(86_400),
             http_client: chiso::feeds::http::http_client(),
             publish: publish.clone(),
+            http_token: None,
+            http_public: false,
         };
         let w = wh.path().to_path_buf();
         async move {

@@ -224,6 +224,8 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
         retention: Duration::from_secs(86_400),
         http_client: crate::feeds::http::http_client(),
         publish: Default::default(),
+        http_token: None,
+        http_public: false,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

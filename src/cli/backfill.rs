@@ -37,7 +37,10 @@ fn parse_local(s: &str) -> Result<NaiveDateTime, String> {
 }
 
 pub(crate) async fn backfill(g: &Globals, a: BackfillArgs) -> anyhow::Result<u8> {
-    let (project, jobs) = load(&g.config)?;
+    let (project, all) = load_all(&g.config)?;
+    let build_opts =
+        chiso::models::build::BuildOptions::for_project(&project.storage_version, &all);
+    let jobs = all.pulls;
     let job = select(&jobs, std::slice::from_ref(&a.job), false)?[0].clone();
     config::ensure_urls_set(std::slice::from_ref(&job), &[], false)?;
     let warehouse = warehouse_dir(&g.dir, &project);
@@ -98,15 +101,7 @@ pub(crate) async fn backfill(g: &Globals, a: BackfillArgs) -> anyhow::Result<u8>
         if sql_dir.is_dir() {
             let (w, j) = (warehouse.clone(), jobs.clone());
             let b = tokio::task::spawn_blocking(move || {
-                chiso::models::build::build(
-                    &w,
-                    &sql_dir,
-                    &j,
-                    &chiso::models::build::BuildOptions {
-                        storage_version: project.storage_version.clone(),
-                        ..Default::default()
-                    },
-                )
+                chiso::models::build::build(&w, &sql_dir, &j, &build_opts)
             })
             .await??;
             if !b.published {

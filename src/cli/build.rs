@@ -107,7 +107,7 @@ pub(crate) fn print_build(r: &chiso::models::build::BuildRecord) {
 }
 
 pub(crate) async fn build(g: &Globals, a: BuildArgs) -> anyhow::Result<u8> {
-    let (project, jobs) = chiso::demo::load_project_or_embedded(&g.config)?;
+    let (project, all) = chiso::demo::load_all_or_embedded(&g.config)?;
     let warehouse = warehouse_dir(&g.dir, &project);
     let sql_dir = project.root.join("sql");
     if !sql_dir.is_dir() {
@@ -116,14 +116,22 @@ pub(crate) async fn build(g: &Globals, a: BuildArgs) -> anyhow::Result<u8> {
             sql_dir.display()
         );
     }
-    let opts = chiso::models::build::BuildOptions {
-        select: a.select,
-        full_refresh: a.full_refresh,
-        threads: a.threads,
-        memory_limit: a.memory_limit,
-        storage_version: project.storage_version.clone(),
-        timeout: a.timeout,
-    };
+    // jobs/build.toml's settings, each overridden by its flag when given.
+    let mut opts = chiso::models::build::BuildOptions::for_project(&project.storage_version, &all);
+    if !a.select.is_empty() {
+        opts.select = a.select;
+    }
+    opts.full_refresh = a.full_refresh;
+    if a.threads > 0 {
+        opts.threads = a.threads;
+    }
+    if a.memory_limit.is_some() {
+        opts.memory_limit = a.memory_limit;
+    }
+    if a.timeout.is_some() {
+        opts.timeout = a.timeout;
+    }
+    let jobs = all.pulls;
     let record = tokio::task::spawn_blocking(move || {
         chiso::models::build::build(&warehouse, &sql_dir, &jobs, &opts)
     })

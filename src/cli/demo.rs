@@ -66,14 +66,13 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     if a.serve {
         return demo_serve(g, a).await;
     }
-    let (project, jobs) = chiso::demo::load_project_or_embedded(&g.config)?;
+    let (project, all) = chiso::demo::load_all_or_embedded(&g.config)?;
+    let build_opts =
+        chiso::models::build::BuildOptions::for_project(&project.storage_version, &all);
+    let jobs = all.pulls.clone();
     let warehouse = warehouse_dir(&g.dir, &project);
     let sql_dir = project.root.join("sql");
     let build_jobs = jobs.clone();
-    let build_opts = chiso::models::build::BuildOptions {
-        storage_version: project.storage_version.clone(),
-        ..Default::default()
-    };
     let cfg = a.world.config(0.0)?;
     println!(
         "chiso demo: simulator (seed {}, {} dossiers per working day, {} to {}) on 127.0.0.1, warehouse {}",
@@ -122,7 +121,6 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
     // Build the warehouse and show the latest month's ranking, when the project has models.
     let mut build_failed = false;
     if sql_dir.is_dir() && mismatched.is_empty() {
-        let build_jobs_for_publish = build_jobs.clone();
         let (w, s, j) = (warehouse.clone(), sql_dir.clone(), build_jobs);
         let record = tokio::task::spawn_blocking(move || {
             chiso::models::build::build(&w, &s, &j, &build_opts)
@@ -164,7 +162,7 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
             // The month leadership discusses, as a publication preview: the files an office
             // sends and the report, never sent anywhere (`chiso publish` sends final ones).
             if let Some(period) = latest {
-                preview(&project, &warehouse, &build_jobs_for_publish, &period).await?;
+                preview(&project, &warehouse, &all, &period).await?;
             }
         } else {
             for m in record
@@ -288,7 +286,7 @@ async fn demo_serve(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
 async fn preview(
     project: &config::ProjectConfig,
     warehouse: &Path,
-    jobs: &[config::JobConfig],
+    jobs: &config::Jobs,
     period: &str,
 ) -> anyhow::Result<()> {
     let opts = chiso::publish::PublishOptions {
@@ -298,7 +296,7 @@ async fn preview(
     };
     match chiso::publish::publish(
         warehouse,
-        jobs,
+        &jobs.pulls,
         &project.publish,
         &[period.to_string()],
         &opts,

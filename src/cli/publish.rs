@@ -79,7 +79,7 @@ pub(crate) async fn run_publish(
     let report =
         chiso::publish::publish(&warehouse, &jobs.pulls, &project.publish, periods, opts).await?;
     if build_after && report.periods.iter().any(|p| p.created) {
-        build_to_show(project, &warehouse, &jobs.pulls).await?;
+        build_to_show(project, &warehouse, jobs).await?;
     }
     Ok(report)
 }
@@ -89,17 +89,14 @@ pub(crate) async fn run_publish(
 pub(crate) async fn build_to_show(
     project: &ProjectConfig,
     warehouse: &std::path::Path,
-    pulls: &[config::JobConfig],
+    jobs: &config::Jobs,
 ) -> anyhow::Result<()> {
     let (warehouse, sql_dir, pulls) = (
         warehouse.to_path_buf(),
         project.root.join("sql"),
-        pulls.to_vec(),
+        jobs.pulls.clone(),
     );
-    let opts = chiso::models::build::BuildOptions {
-        storage_version: project.storage_version.clone(),
-        ..Default::default()
-    };
+    let opts = chiso::models::build::BuildOptions::for_project(&project.storage_version, jobs);
     let record = tokio::task::spawn_blocking(move || {
         chiso::models::build::build(&warehouse, &sql_dir, &pulls, &opts)
     })

@@ -11,6 +11,10 @@ pub(crate) struct ServeArgs {
     /// at the next start).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub(crate) grace: std::time::Duration,
+    /// Answer on a non-loopback --http address without a token (CHISO_HTTP_TOKEN): only where
+    /// the address is already protected (a private network, a proxy that authenticates).
+    #[arg(long)]
+    pub(crate) http_public: bool,
     /// Fire history older than this is dropped at start (never needed for recovery).
     #[arg(long, default_value = "90days", value_parser = humantime::parse_duration)]
     pub(crate) retention: std::time::Duration,
@@ -58,10 +62,22 @@ pub(crate) async fn serve(g: &Globals, a: ServeArgs) -> anyhow::Result<u8> {
         retention: a.retention,
         http_client: chiso::feeds::http::http_client(),
         publish: project.publish.clone(),
+        http_token: std::env::var("CHISO_HTTP_TOKEN").ok(),
+        http_public: a.http_public,
     };
-    let summary = chiso::serve::serve(opts, stop_signal(), None).await?;
-    print_summary(&summary);
-    exit_now(EXIT_OK)
+    match chiso::serve::serve(opts, stop_signal(), None).await {
+        Ok(summary) => {
+            print_summary(&summary);
+            exit_now(EXIT_OK)
+        }
+        Err(e) => {
+            // Exit now, so a supervisor restarts the daemon: returning would drop the runtime,
+            // which waits for a running build (a blocking task) before the process ends.
+            tracing::error!(error = %format!("{e:#}"), "The daemon stopped on an error.");
+            eprintln!("chiso: {e:#}");
+            exit_now(EXIT_FAILED)
+        }
+    }
 }
 
 /// Exits without waiting for a build cut short at the end of the grace (a blocking task the

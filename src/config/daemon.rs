@@ -77,6 +77,10 @@ pub struct RunPolicy {
     /// Default 1m.
     #[serde(default = "one_minute")]
     pub misfire_after: HumanDuration,
+    /// With `overlap = "queue"` (and for fires caught up by `catch_up = "all"`), at most this
+    /// many fires wait; one more is recorded as skipped. Default 10.
+    #[serde(default = "ten")]
+    pub max_queued: usize,
 }
 
 impl Default for RunPolicy {
@@ -88,8 +92,13 @@ impl Default for RunPolicy {
             retries: two(),
             retry_delay: thirty_seconds(),
             misfire_after: one_minute(),
+            max_queued: ten(),
         }
     }
+}
+
+fn ten() -> usize {
+    10
 }
 
 impl RunPolicy {

@@ -317,19 +317,27 @@ impl<'de> Deserialize<'de> for Ident {
         let s = String::deserialize(d)?;
         if !is_ident(&s) {
             return Err(de::Error::custom(format!(
-                "{s:?} must be lower-case letters, digits and '_', starting with a letter"
+                "{s:?} must be lower-case letters, digits and single '_' between them, starting with a letter"
             )));
         }
         Ok(Ident(s))
     }
 }
 
+/// `[a-z][a-z0-9_]*`, at most 64 characters, with no `__` and no trailing `_`: a feed and a
+/// dataset name joined by `__` (the quarantine folder `<feed>__<dataset>`) then name one pair
+/// only.
 pub fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && s.len() <= 64
+        && !s.contains("__")
+        && !s.ends_with('_')
 }
+
+/// Names chiso's own state folders take under `_state/` (the build records): no job may.
+pub const RESERVED_JOB_NAMES: &[&str] = &["builds"];
 
 // ------------------------------------------------------------------------------------------
 // chiso.toml
@@ -1125,7 +1133,12 @@ fn job_name(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> String {
     if !is_ident(&name) {
         errors.push(src.at(
             None,
-            format!("job name {name:?} (the file name) must be lower-case letters, digits and '_'"),
+            format!("job name {name:?} (the file name) must be lower-case letters, digits and single '_' between them"),
+        ));
+    } else if RESERVED_JOB_NAMES.contains(&name.as_str()) {
+        errors.push(src.at(
+            None,
+            format!("job name {name:?} (the file name) is reserved: _state/{name}/ holds chiso's own records; rename the file"),
         ));
     }
     name
@@ -1415,6 +1428,27 @@ columns = [
         assert_eq!(job.dataset.key, vec!["MaHoSo".to_string()]);
         assert!(job.dataset.columns[0].required, "key columns are required");
         assert_eq!(job.schedule.with_seconds(), "0 */5 * * * *");
+    }
+
+    /// A pull job named `builds` would share `_state/builds/` with the build records and lose
+    /// its commit log to their pruning; feed `a__b` with dataset `c` and feed `a` with dataset
+    /// `b__c` would share the quarantine folder `a__b__c`. Both are refused, naming the file.
+    #[test]
+    fn internal_names_and_colliding_quarantine_folders_are_refused() {
+        let errs = parse_job(Path::new("jobs/builds.toml"), GOOD, &project()).unwrap_err();
+        let e = errs[0].to_string();
+        assert!(e.starts_with("jobs/builds.toml"), "{e}");
+        assert!(
+            e.contains("reserved") && e.contains("_state/builds/"),
+            "{e}"
+        );
+        let doubled = GOOD.replace("feed = \"portal\"", "feed = \"por__tal\"");
+        let errs = parse_job(Path::new("jobs/dossiers.toml"), &doubled, &project()).unwrap_err();
+        let e = errs[0].to_string();
+        assert!(e.contains("por__tal") && e.contains("single '_'"), "{e}");
+        let trailing = GOOD.replace("name = \"dossiers\"", "name = \"dossiers_\"");
+        assert!(parse_job(Path::new("jobs/dossiers.toml"), &trailing, &project()).is_err());
+        assert!(is_ident("dossier_steps") && !is_ident("a__b") && !is_ident("a_"));
     }
 
     #[test]

@@ -161,6 +161,10 @@ pub struct BackfillMark {
 /// Every this many entries, a run's end writes a checkpoint of the log (see `JobState::checkpoint`).
 pub const CHECKPOINT_EVERY: u64 = 1000;
 
+/// Archived log bundles older than this are deleted at a checkpoint, unless they name a live
+/// file (compaction still needs when it landed).
+pub const ARCHIVE_KEEP: std::time::Duration = std::time::Duration::from_secs(400 * 86_400);
+
 /// The log summed up to entry `seq`: what a snapshot needs, so that reading the dataset's state
 /// reads this file and the entries after it, not the whole history.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -353,11 +357,16 @@ impl JobState {
             .ok()
             .and_then(|v| v["pid"].as_u64())
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        alive
-            && match File::open(self.dir.join("lock")) {
-                Err(_) => false,
-                Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
-            }
+        alive && self.lock_held()
+    }
+
+    /// True while something holds the job's lock (a run, or a run the daemon abandoned
+    /// blocked in I/O): tested with a shared lock taken and dropped at once.
+    pub fn lock_held(&self) -> bool {
+        match File::open(self.dir.join("lock")) {
+            Err(_) => false,
+            Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+        }
     }
 
     /// Sequence numbers present in the log, ascending.
@@ -442,27 +451,78 @@ impl JobState {
             .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()))
     }
 
-    /// Entries move only from `log/` into `log/archive/`: listing `log/` first and the archive
-    /// second sees every entry present when the first listing was taken (one moved between the
-    /// two is in the second); an entry listed in `log/` and moved before it is read is read
-    /// from the archive.
-    fn all_once(&self) -> Result<Vec<CommitEntry>, CommitError> {
+    /// Entries leave `log/` only after the bundle holding them is in `log/archive/`: listing
+    /// `log/` first and the archive second sees every entry present when the first listing
+    /// was taken (one archived between the two is in a bundle); an entry listed in `log/` and
+    /// archived before it is read is a `NotFound`, which makes [`Self::consistently`] read
+    /// again. Reads bundles from the newest back and stops after the first holding an entry
+    /// `enough` accepts (never, for every entry).
+    fn back_to(
+        &self,
+        enough: &dyn Fn(&CommitEntry) -> bool,
+    ) -> Result<Vec<CommitEntry>, CommitError> {
         let archive = self.archive_dir();
-        let mut seqs: std::collections::BTreeSet<u64> = self.seqs()?.into_iter().collect();
-        seqs.extend(seqs_in(&archive).map_err(|e| self.io(&archive, e))?);
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let name = format!("{seq:020}.json");
-            out.push(match self.read_at(&self.log_dir().join(&name)) {
-                Err(CommitError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    self.read_at(&archive.join(&name))?
-                }
-                other => other?,
-            });
+        let listed = self.seqs()?;
+        let mut out: std::collections::BTreeMap<u64, CommitEntry> = Default::default();
+        let mut done = false;
+        for &seq in listed.iter().rev() {
+            let e = self.read(seq)?;
+            done |= enough(&e);
+            out.insert(seq, e);
+            if done {
+                break;
+            }
         }
+        if !done {
+            // Entries archived one file each, by earlier versions.
+            let single = seqs_in(&archive).map_err(|e| self.io(&archive, e))?;
+            let mut bundles = bundles_in(&archive).map_err(|e| self.io(&archive, e))?;
+            bundles.reverse();
+            let mut singles = single.into_iter().rev().peekable();
+            for (first, _, path) in bundles {
+                while let Some(seq) = singles.next_if(|&s| s > first) {
+                    out.entry(seq)
+                        .or_insert(self.read_at(&archive.join(format!("{seq:020}.json")))?);
+                }
+                let entries = self.read_bundle(&path)?;
+                let stop = entries.iter().any(enough);
+                for e in entries {
+                    out.entry(e.seq).or_insert(e);
+                }
+                if stop {
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                for seq in singles {
+                    out.entry(seq)
+                        .or_insert(self.read_at(&archive.join(format!("{seq:020}.json")))?);
+                }
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Every entry, oldest first.
+    fn all_once(&self) -> Result<Vec<CommitEntry>, CommitError> {
+        self.back_to(&|_| false)
+    }
+
+    /// The entries after `seq`, oldest first (reading only the archive bundles that hold them).
+    pub fn after(&self, seq: u64) -> Result<Vec<CommitEntry>, CommitError> {
+        let mut out = self.consistently(|| self.back_to(&|e| e.seq <= seq))?;
+        out.retain(|e| e.seq > seq);
         Ok(out)
+    }
+
+    /// The newest entries, oldest first, back to (at least) the newest one `enough` accepts:
+    /// reading stops after the first archive bundle holding one (all entries when none does).
+    pub fn back_to_first(
+        &self,
+        enough: &dyn Fn(&CommitEntry) -> bool,
+    ) -> Result<Vec<CommitEntry>, CommitError> {
+        self.consistently(|| self.back_to(enough))
     }
 
     fn archive_dir(&self) -> PathBuf {
@@ -507,11 +567,20 @@ impl JobState {
         }
         let snap = self.snapshot()?;
         let summary = self.summary()?;
+        // A retired file compaction has deleted needs no more mention: the list holds only
+        // those still on disk (kept because a published build reads them), so it stays small.
+        let warehouse = self.warehouse();
+        let retired: Vec<(String, u64)> = snap
+            .retired
+            .into_iter()
+            .filter(|(f, _)| warehouse.join(f).exists())
+            .collect();
+        let live: HashSet<String> = snap.files.iter().cloned().collect();
         let cp = LogCheckpoint {
             seq: last,
             files: snap.files,
             compactions: snap.compactions,
-            retired: snap.retired,
+            retired,
             summary: Some(summary),
         };
         let path = self.checkpoint_path();
@@ -520,16 +589,94 @@ impl JobState {
             &serde_json::to_vec(&cp).expect("checkpoints serialise"),
         )
         .map_err(|e| self.io(&path, e))?;
+        // The entries it covers go into one bundle, one entry a line, written durably before
+        // they leave `log/` (a crash between the two leaves copies the readers take once).
         let (log, archive) = (self.log_dir(), self.archive_dir());
         std::fs::create_dir_all(&archive).map_err(|e| self.io(&archive, e))?;
-        for seq in seqs.into_iter().filter(|&s| s < last) {
-            let name = format!("{seq:020}.json");
-            std::fs::rename(log.join(&name), archive.join(&name))
-                .map_err(|e| self.io(&log.join(&name), e))?;
+        let covered: Vec<u64> = seqs.into_iter().filter(|&s| s < last).collect();
+        if let (Some(&first), Some(&newest)) = (covered.first(), covered.last()) {
+            let mut lines = Vec::new();
+            for &seq in &covered {
+                let e = self.read(seq)?;
+                serde_json::to_writer(&mut lines, &e).expect("entries serialise");
+                lines.push(b'\n');
+            }
+            let bundle = archive.join(format!("{first:020}-{newest:020}.jsonl"));
+            write_durably(&bundle, &lines).map_err(|e| self.io(&bundle, e))?;
+            for seq in covered {
+                let name = log.join(format!("{seq:020}.json"));
+                std::fs::remove_file(&name).map_err(|e| self.io(&name, e))?;
+            }
         }
-        sync_dir(&archive).map_err(|e| self.io(&archive, e))?;
         sync_dir(&log).map_err(|e| self.io(&log, e))?;
+        self.prune_archive(&live)?;
         Ok(true)
+    }
+
+    /// Deletes archived bundles older than [`ARCHIVE_KEEP`] that name no live file: what
+    /// compaction, backfills and change notes read of the log is newer, or names a live file.
+    /// Returns how many it deleted.
+    fn prune_archive(&self, live: &HashSet<String>) -> Result<usize, CommitError> {
+        let archive = self.archive_dir();
+        let cutoff = crate::time::now_local()
+            - chrono::Duration::from_std(ARCHIVE_KEEP).unwrap_or(chrono::Duration::days(400));
+        let mut deleted = 0;
+        for (_, _, path) in bundles_in(&archive).map_err(|e| self.io(&archive, e))? {
+            let entries = self.read_bundle(&path)?;
+            let old = entries.iter().all(|e| {
+                crate::time::parse_rfc3339_local(&e.committed_at).is_some_and(|t| t < cutoff)
+            });
+            if !old {
+                // Bundles are in commit order: the rest are newer.
+                break;
+            }
+            let total = entries.len();
+            let kept: Vec<&CommitEntry> = entries
+                .iter()
+                .filter(|e| e.files.iter().any(|f| live.contains(&f.path)))
+                .collect();
+            if kept.is_empty() {
+                std::fs::remove_file(&path).map_err(|e| self.io(&path, e))?;
+                deleted += 1;
+            } else if kept.len() < total {
+                // Only the entries of live files: a closed month's compacted file is live for
+                // ever, and compaction reads when it landed.
+                let mut lines = Vec::new();
+                for e in kept {
+                    serde_json::to_writer(&mut lines, e).expect("entries serialise");
+                    lines.push(b'\n');
+                }
+                write_durably(&path, &lines).map_err(|e| self.io(&path, e))?;
+            }
+        }
+        if deleted > 0 {
+            sync_dir(&archive).map_err(|e| self.io(&archive, e))?;
+        }
+        Ok(deleted)
+    }
+
+    fn read_bundle(&self, path: &Path) -> Result<Vec<CommitEntry>, CommitError> {
+        let bytes = std::fs::read(path).map_err(|e| self.io(path, e))?;
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l).map_err(|source| CommitError::Corrupt {
+                    job: self.job.clone(),
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// The warehouse this job's state belongs to (`<warehouse>/_state/<job>`).
+    fn warehouse(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     /// The data files the commit log names, relative to the warehouse, in commit order: what a
@@ -793,6 +940,25 @@ fn file_name(rel: &str) -> String {
 }
 
 /// Sequence numbers of the entries in `dir`, ascending; a missing folder has none.
+/// The archive's bundles (`<first>-<last>.jsonl`), oldest first.
+fn bundles_in(dir: &Path) -> std::io::Result<Vec<(u64, u64, PathBuf)>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out: Vec<(u64, u64, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let (a, b) = name.to_str()?.strip_suffix(".jsonl")?.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 fn seqs_in(dir: &Path) -> std::io::Result<Vec<u64>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -1050,7 +1216,15 @@ mod tests {
             vec![n],
             "only the newest entry stays in log/"
         );
-        assert_eq!(st.snapshot().unwrap(), snap);
+        // The same snapshot, but for the retired files compaction deleted (none of them is
+        // on disk here): they are no longer listed.
+        assert_eq!(
+            st.snapshot().unwrap(),
+            LogSnapshot {
+                retired: Vec::new(),
+                ..snap.clone()
+            }
+        );
         assert_eq!(st.latest().unwrap().map(|e| e.seq), latest.map(|e| e.seq));
         assert_eq!(
             st.all().unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -1067,15 +1241,110 @@ mod tests {
         let mut with_next = snap.files.clone();
         with_next.push("lake/f/d/p=1/next.parquet".into());
         assert_eq!(st.snapshot().unwrap().files, with_next);
-        // A crash after the checkpoint was written but before the entries moved: put some back.
-        let (log, archive) = (st.log_dir(), st.archive_dir());
+        // The entries it covers are one bundle in the archive, not a file each.
+        let bundles = bundles_in(&st.archive_dir()).unwrap();
+        assert_eq!(
+            bundles.iter().map(|(a, b, _)| (*a, *b)).collect::<Vec<_>>(),
+            vec![(1, n - 1)]
+        );
+        // Reading back to an entry reads only what it needs, and what is after it.
+        assert_eq!(
+            st.after(n - 3)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![n - 2, n - 1, n, n + 1]
+        );
+        // A crash after the bundle was written but before the entries left `log/`: put some
+        // back.
+        let log = st.log_dir();
         for seq in [3u64, 600, n - 1] {
-            let name = format!("{seq:020}.json");
-            std::fs::rename(archive.join(&name), log.join(&name)).unwrap();
+            let e = all.iter().find(|e| e.seq == seq).unwrap();
+            std::fs::write(
+                log.join(format!("{seq:020}.json")),
+                serde_json::to_vec_pretty(e).unwrap(),
+            )
+            .unwrap();
         }
         assert_eq!(st.snapshot().unwrap().files, with_next);
         assert_eq!(st.all().unwrap().len() as u64, n + 1);
         assert_eq!(st.summary().unwrap(), folded(&st.all().unwrap()));
+    }
+
+    /// A year of commits leaves bounded state: the checkpoint lists only retired files still
+    /// on disk (before: every file any compaction ever retired, for ever), the archive holds
+    /// one bundle per checkpoint (before: a file per entry), and bundles past `ARCHIVE_KEEP`
+    /// that name no live file are deleted (before: kept for ever).
+    #[test]
+    fn a_years_log_stays_bounded() {
+        let wh = tempfile::tempdir().unwrap();
+        let st = JobState::new(wh.path(), "j");
+        let lock = st.lock().unwrap();
+        let old = crate::time::now_local() - chrono::Duration::days(500);
+        let stamp = |t: chrono::NaiveDateTime| t.format("%Y-%m-%dT%H:%M:%S+07:00").to_string();
+        // One file the compaction at 2000 retires and a published build still reads: kept on
+        // disk.
+        let keep = wh.path().join("lake/f/d/p=1/part-1950.parquet");
+        std::fs::create_dir_all(keep.parent().unwrap()).unwrap();
+        std::fs::write(keep, b"x").unwrap();
+        let mut cursor = None;
+        let total = 4 * CHECKPOINT_EVERY;
+        for i in 1..=total {
+            let f = format!("lake/f/d/p=1/part-{i}.parquet");
+            let mut e = entry(&format!("r{i}"), EntryKind::Finished, i as i64, vec![&f]);
+            // The first three thousand commits are 500 days old, the rest recent.
+            let at = if i <= 3 * CHECKPOINT_EVERY {
+                old + chrono::Duration::minutes(i as i64)
+            } else {
+                crate::time::now_local()
+            };
+            e.committed_at = stamp(at);
+            if i % 100 == 0 {
+                // A compaction of the hundred before: their files retired (and deleted), its
+                // own file live. Up to 2000 each also retires the one before it (one partition);
+                // after, each leaves the one before live (a month closed).
+                e.kind = EntryKind::Compaction;
+                let from = if i <= 2000 { i - 100 } else { i - 99 };
+                e.retired = (from..i)
+                    .map(|k| format!("lake/f/d/p=1/part-{k}.parquet"))
+                    .collect();
+            }
+            st.commit(&lock, e, &cursor).unwrap();
+            cursor = Some(Value::from(i as i64));
+            st.checkpoint(&lock).unwrap();
+        }
+        let cp = st.read_checkpoint().unwrap().unwrap();
+        assert_eq!(cp.compactions, 40);
+        assert_eq!(
+            cp.retired,
+            vec![("lake/f/d/p=1/part-1950.parquet".to_string(), 20)],
+            "only the retired file still on disk is listed"
+        );
+        let bundles: Vec<(u64, u64)> = bundles_in(&st.archive_dir())
+            .unwrap()
+            .into_iter()
+            .map(|(a, b, _)| (a, b))
+            .collect();
+        // The first two bundles were old and named no live file: deleted. The third is old,
+        // and keeps only its entries naming a live file (the compactions at 2000, 2100, …,
+        // 2900), so compaction can still find when they landed. The fourth is recent.
+        assert_eq!(bundles, vec![(2000, 2999), (3000, 3999)]);
+        assert_eq!(std::fs::read_dir(st.archive_dir()).unwrap().count(), 2);
+        let all = st.all().unwrap();
+        let seqs: Vec<u64> = all.iter().map(|e| e.seq).take(11).collect();
+        assert_eq!(
+            seqs,
+            vec![2000, 2100, 2200, 2300, 2400, 2500, 2600, 2700, 2800, 2900, 3000]
+        );
+        assert_eq!(all.len(), 10 + 1000 + 1);
+        let snap = st.snapshot().unwrap();
+        assert!(snap
+            .files
+            .contains(&"lake/f/d/p=1/part-2000.parquet".to_string()));
+        assert!(!snap
+            .files
+            .contains(&"lake/f/d/p=1/part-1900.parquet".to_string()));
     }
 
     /// A reader never sees a dataset shrink while a writer commits and checkpoints: one thread

@@ -84,13 +84,53 @@ pub async fn push_pending(
     targets: &[TargetConfig],
 ) -> anyhow::Result<Vec<PushOutcome>> {
     let http = client();
+    // The ledger is read and written on a blocking thread: opening it waits (sleeping) while
+    // another process holds it, which must not stall the async workers the daemon runs on.
+    let (pending, revisions) = blocking(warehouse, pending_receipts).await?;
+    let mut out = Vec::new();
+    for (target_name, period, rev, key) in pending {
+        let Some(target) = targets.iter().find(|t| t.name == target_name) else {
+            tracing::warn!(target = %target_name, period = %period, revision = rev, "A pending push names a target no longer in chiso.toml; left pending.");
+            continue;
+        };
+        let revision = &revisions[&(period.clone(), rev)];
+        let outcome = send(http, target, revision, &key).await?;
+        let recorded = outcome.clone();
+        blocking(warehouse, move |w| record(w, &recorded)).await?;
+        if outcome.acknowledged {
+            tracing::info!(target = %outcome.target, period = %outcome.period, revision = rev, duplicate = outcome.duplicate, attempts = outcome.attempts, "Publication acknowledged.");
+        } else {
+            tracing::warn!(target = %outcome.target, period = %outcome.period, revision = rev, attempts = outcome.attempts, error = outcome.error.as_deref().unwrap_or(""), "Publication not acknowledged; it stays pending.");
+        }
+        out.push(outcome);
+    }
+    Ok(out)
+}
+
+/// Runs `f` on the warehouse on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    warehouse: &Path,
+    f: impl FnOnce(&Path) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let w = warehouse.to_path_buf();
+    tokio::task::spawn_blocking(move || f(&w)).await?
+}
+
+type Pending = (
+    Vec<(String, String, i64, String)>,
+    BTreeMap<(String, i64), Revision>,
+);
+
+/// Supersedes what newer revisions replace, then reads the pending receipts and the
+/// revisions they send.
+fn pending_receipts(warehouse: &Path) -> anyhow::Result<Pending> {
     supersede(warehouse)?;
-    let (pending, revisions) = {
+    {
         let Some(conn) = ledger::open_read_only(warehouse, Duration::from_secs(30))? else {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         };
         if !crate::duck::table_exists(&conn, "pub_receipts")? {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         }
         let mut stmt = conn.prepare(
             "SELECT target, period, revision, idempotency_key FROM pub_receipts WHERE status = 'pending' \
@@ -107,25 +147,8 @@ pub async fn push_pending(
                 e.insert(Revision::load(&conn, period, *rev)?);
             }
         }
-        (pending, revisions)
-    };
-    let mut out = Vec::new();
-    for (target_name, period, rev, key) in pending {
-        let Some(target) = targets.iter().find(|t| t.name == target_name) else {
-            tracing::warn!(target = %target_name, period = %period, revision = rev, "A pending push names a target no longer in chiso.toml; left pending.");
-            continue;
-        };
-        let revision = &revisions[&(period.clone(), rev)];
-        let outcome = send(http, target, revision, &key).await?;
-        record(warehouse, &outcome)?;
-        if outcome.acknowledged {
-            tracing::info!(target = %outcome.target, period = %outcome.period, revision = rev, duplicate = outcome.duplicate, attempts = outcome.attempts, "Publication acknowledged.");
-        } else {
-            tracing::warn!(target = %outcome.target, period = %outcome.period, revision = rev, attempts = outcome.attempts, error = outcome.error.as_deref().unwrap_or(""), "Publication not acknowledged; it stays pending.");
-        }
-        out.push(outcome);
+        Ok((pending, revisions))
     }
-    Ok(out)
 }
 
 /// Sends `rev` to `target` under `key`, the key recorded with the receipt (made from the
@@ -323,4 +346,64 @@ fn supersede(warehouse: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    /// Sending pending pushes while another process holds the ledger waits for it on a
+    /// blocking thread: a single-threaded runtime's other tasks go on ticking meanwhile
+    /// (before: the wait slept on the async worker, and a ticker every 10 ms stood still for
+    /// the 1.5 s the ledger was held).
+    #[test]
+    fn waiting_for_the_ledger_never_stalls_the_async_workers() {
+        let wh = tempfile::tempdir().unwrap();
+        drop(ledger::open(wh.path(), Duration::from_secs(5)).unwrap());
+        // DuckDB locks its file with fcntl; so does Python's lockf.
+        let mut holder = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl,sys,time\nf=open(sys.argv[1],'r+')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('held',flush=True)\ntime.sleep(1.5)",
+            ])
+            .arg(ledger::path(wh.path()))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let t0 = std::time::Instant::now();
+        let sent = rt.block_on({
+            let ticks = ticks.clone();
+            async move {
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                push_pending(wh.path(), &[]).await
+            }
+        });
+        let waited = t0.elapsed();
+        holder.wait().unwrap();
+        assert!(sent.unwrap().is_empty());
+        assert!(
+            waited >= Duration::from_millis(1000),
+            "the ledger was not held: {waited:?}"
+        );
+        let n = ticks.load(Ordering::Relaxed);
+        assert!(n >= 50, "{n} ticks in {waited:?}");
+    }
 }

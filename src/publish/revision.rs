@@ -653,9 +653,8 @@ pub(super) fn landed_after_position(
         // A job the build did not read: everything it committed is after.
         let after = read.get(&job.name).copied().unwrap_or(0).max(0) as u64;
         let rows: u64 = JobState::new(warehouse, &job.name)
-            .all()?
+            .after(after)?
             .iter()
-            .filter(|e| e.seq > after)
             .map(|e| e.totals.rows_landed)
             .sum();
         if rows > 0 {
@@ -678,7 +677,12 @@ pub(super) fn landed_between(
     let mut out = Vec::new();
     for job in jobs {
         let mut rows = 0u64;
-        for e in JobState::new(warehouse, &job.name).all()? {
+        let state = JobState::new(warehouse, &job.name);
+        let entries = match from {
+            Some(f) => state.back_to_first(&|e| parse(&e.committed_at).is_some_and(|t| t <= f))?,
+            None => state.all()?,
+        };
+        for e in entries {
             let Some(at) = parse(&e.committed_at) else {
                 continue;
             };

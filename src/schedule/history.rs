@@ -176,8 +176,18 @@ impl History {
         }
     }
 
-    /// Appends records and fsyncs them (a claim must be on disk before its run starts).
+    /// Appends records and fsyncs them (a claim must be on disk before its run starts). An
+    /// error names the file.
     pub fn append(&self, records: &[FireRecord]) -> std::io::Result<()> {
+        self.append_unnamed(records).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("appending to the fire history {}: {e}", self.path.display()),
+            )
+        })
+    }
+
+    fn append_unnamed(&self, records: &[FireRecord]) -> std::io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }

@@ -29,6 +29,9 @@ pub struct Schedule {
 /// downtime); the rest are counted.
 pub const MAX_LISTED: usize = 10_000;
 
+/// Older planned times are counted up to this many (then the count is a lower bound).
+pub const MAX_COUNTED: u64 = 10_000_000;
+
 impl Schedule {
     pub fn new(expr: &CronExpr, tz: Tz) -> Result<Schedule, String> {
         let cron = croner::parser::CronParser::builder()
@@ -43,29 +46,41 @@ impl Schedule {
         })
     }
 
-    /// Planned times after `after` up to `until` (both inclusive of `until`, exclusive of
-    /// `after`), oldest first, at most `MAX_LISTED`, and how many more there were.
+    /// Planned times after `after` up to `until` (exclusive of `after`, inclusive of
+    /// `until`), oldest first: the newest `MAX_LISTED` of them, and how many older ones there
+    /// were besides. The last time listed is always the newest due, however many there were,
+    /// so a caller that records it as spoken for never sees the older ones again (listing the
+    /// oldest instead made a long downtime come back as "missed" batch after batch, each run
+    /// "once"). Past `MAX_COUNTED` older times the count stops and jumps to the last day.
     pub fn due(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> (Vec<DateTime<Utc>>, u64) {
-        let mut out = Vec::new();
+        let mut out = std::collections::VecDeque::new();
         let mut more = 0u64;
         // One find_next_occurrence after another: croner's own iterator (3.0.1) skips every
         // other second of a per-second schedule (the unit test below).
         let mut from = whole_second(after);
+        let mut jumped = false;
         while let Some(t) = self.next_after(from) {
             from = t;
             if t > until {
                 break;
             }
-            if out.len() < MAX_LISTED {
-                out.push(t);
-            } else {
+            out.push_back(t);
+            if out.len() > MAX_LISTED {
+                out.pop_front();
                 more += 1;
-                if more > 10_000_000 {
-                    break;
+                if more >= MAX_COUNTED && !jumped {
+                    // Counting every second of months is not worth the time: the count is
+                    // "at least", and the listed times are the last day's.
+                    jumped = true;
+                    let day_before = until - chrono::Duration::days(1);
+                    if day_before > from {
+                        out.clear();
+                        from = whole_second(day_before);
+                    }
                 }
             }
         }
-        (out, more)
+        (out.into(), more)
     }
 
     /// The first planned time after `after`.
@@ -154,6 +169,20 @@ mod tests {
             let (due, _) = e.due(at("2026-12-01T00:00:00Z"), at("2026-12-01T00:00:10Z"));
             assert_eq!(due.len(), 10, "{every_second}: {due:?}");
         }
+        // A long downtime of a per-second job: the newest MAX_LISTED times are listed, the
+        // last of them the newest due, and the older ones counted, so one pass speaks for
+        // every missed time (the oldest 10,000 came back first, and the rest on the next pass).
+        let e = Schedule::new(&CronExpr("* * * * * *".into()), hcm).unwrap();
+        let (due, more) = e.due(at("2026-12-01T00:00:00Z"), at("2026-12-01T07:00:00Z"));
+        assert_eq!(due.len(), MAX_LISTED);
+        assert_eq!(more, 7 * 3600 - MAX_LISTED as u64);
+        assert_eq!(due.last(), Some(&at("2026-12-01T07:00:00Z")));
+        assert_eq!(
+            due[0],
+            at("2026-12-01T07:00:00Z") - chrono::Duration::seconds(9_999)
+        );
+        let (again, _) = e.due(*due.last().unwrap(), at("2026-12-01T07:00:00Z"));
+        assert!(again.is_empty(), "nothing is due twice: {again:?}");
         assert_eq!(
             parse_time("2026-12-02 08:05:00", hcm),
             Some(at("2026-12-02T01:05:00Z"))

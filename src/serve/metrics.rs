@@ -50,7 +50,15 @@ pub fn handle() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!("chiso_fires_total", "Scheduled fires by job and what became of them (ran, caught_up, skipped_overlap, skipped_misfire, interrupted).");
+    describe_counter!("chiso_fires_total", "Scheduled fires of pull, build and publish jobs by job and what became of them (ran, caught_up, skipped_overlap, skipped_misfire, interrupted).");
+    describe_counter!(
+        "chiso_status_collections_total",
+        "Status reports collected (each /status or /metrics reuses one for a second)."
+    );
+    describe_counter!(
+        "chiso_runs_stuck_total",
+        "Pull fires abandoned: still blocked in I/O after being stopped at their timeout (the job's lock stays held until the I/O returns)."
+    );
     describe_counter!("chiso_schedule_misses_total", "Planned fires missed while the daemon was down or behind (run once, all, or skipped by catch_up).");
     describe_counter!(
         "chiso_runs_total",
@@ -119,6 +127,16 @@ fn describe() {
         "chiso_open_failures",
         "Jobs whose last run failed, plus 1 if the newest build did not publish."
     );
+}
+
+/// The daemon collected the status report (for /status, /metrics or its freshness check).
+pub fn status_collected() {
+    counter!("chiso_status_collections_total").increment(1);
+}
+
+/// A pull fire was abandoned: still blocked (in I/O) well after it was stopped at its timeout.
+pub fn stuck(job: &str) {
+    counter!("chiso_runs_stuck_total", "job" => job.to_string()).increment(1);
 }
 
 pub fn fire(job: &str, event: &'static str) {

@@ -13,6 +13,9 @@
 pub mod http;
 pub mod metrics;
 mod publishing;
+pub mod report;
+
+pub use report::Shared;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -51,6 +54,10 @@ pub struct ServeOptions {
     pub http_client: reqwest::Client,
     /// `[publish]` of chiso.toml, for the publish jobs.
     pub publish: crate::config::PublishConfig,
+    /// `CHISO_HTTP_TOKEN`: with it, `/status` and `/metrics` need `Authorization: Bearer`.
+    pub http_token: Option<String>,
+    /// `--http-public`: answer on a non-loopback address without a token.
+    pub http_public: bool,
 }
 
 /// What the daemon tells whoever watches it (`chiso demo --serve` prints a line per cycle).
@@ -152,36 +159,6 @@ impl BuildSlot {
     }
 }
 
-/// State shared with the HTTP handlers.
-pub struct Shared {
-    pub warehouse: PathBuf,
-    pub jobs: Jobs,
-    /// When the loop last went round (it goes round at least once a second).
-    heartbeat: Mutex<Instant>,
-    stopping: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    /// `Ok` while the loop is alive; why not otherwise.
-    pub fn health(&self) -> Result<(), String> {
-        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("stopping: no new fires".into());
-        }
-        let age = self.heartbeat.lock().expect("heartbeat").elapsed();
-        if age > Duration::from_secs(5) {
-            return Err(format!(
-                "the scheduler loop has not gone round for {:.0}s",
-                age.as_secs_f64()
-            ));
-        }
-        Ok(())
-    }
-
-    fn beat(&self) {
-        *self.heartbeat.lock().expect("heartbeat") = Instant::now();
-    }
-}
-
 struct Daemon {
     opts: ServeOptions,
     ctx: RunContext,
@@ -207,6 +184,9 @@ pub async fn serve(
         &opts.publish.targets,
         opts.jobs.publishes.iter().any(|p| p.enabled && p.push),
     )?;
+    if let Some(addr) = opts.http {
+        report::check_exposure(addr, opts.http_token.as_deref(), opts.http_public)?;
+    }
     let lock = DaemonLock::acquire(&opts.warehouse, opts.http.map(|a| a.to_string()))?;
     let listener = match opts.http {
         Some(addr) => Some(
@@ -272,16 +252,17 @@ pub async fn serve(
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        warehouse: opts.warehouse.clone(),
-        jobs: opts.jobs.clone(),
-        heartbeat: Mutex::new(Instant::now()),
-        stopping: false.into(),
-    });
+    let shared = Arc::new(Shared::new(
+        opts.warehouse.clone(),
+        opts.jobs.clone(),
+        opts.http_token.clone(),
+    ));
     let recorder = metrics::handle();
+    // The HTTP answers go on through the grace (/health says 503, stopping), and end after.
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let server = listener.map(|l| {
         let app = http::router(shared.clone(), recorder.clone());
-        let mut stop = stop_rx.clone();
+        let mut stop = http_stop_rx.clone();
         tokio::spawn(async move {
             let _ = axum::serve(l, app)
                 .with_graceful_shutdown(async move {
@@ -351,9 +332,10 @@ pub async fn serve(
     d.notice(Notice::Started { http: http_addr });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut freshness_check = Instant::now();
+    // Freshness is watched beside the loop: collecting the status reads every job's log and
+    // the warehouse, and the loop never waits on it.
+    let watcher = tokio::spawn(report::watch_freshness(shared.clone()));
     let mut retention_check = Instant::now();
-    let mut breaches = std::collections::BTreeSet::new();
     tokio::pin!(shutdown);
     loop {
         // Besides the one-second tick, wake when the build's debounce ends.
@@ -371,19 +353,15 @@ pub async fn serve(
         }
         shared.beat();
         d.reconcile(Utc::now())?;
-        if freshness_check.elapsed() >= Duration::from_secs(10) {
-            freshness_check = Instant::now();
-            d.check_freshness(&mut breaches).await;
-        }
         if retention_check.elapsed() >= RETENTION_EVERY {
             retention_check = Instant::now();
             d.compact_histories();
+            d.compact_lake();
         }
     }
     // Stopping: no new fires; running runs get the grace.
-    shared
-        .stopping
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    shared.stop();
+    watcher.abort();
     d.notice(Notice::Stopping);
     let _ = cron.shutdown().await;
     let _ = stop_tx.send(true);
@@ -400,6 +378,7 @@ pub async fn serve(
         }
     }
     d.summary.cut_short = d.cut_short()?;
+    let _ = http_stop_tx.send(true);
     if let Some(s) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
     }
@@ -431,6 +410,9 @@ fn skipped_misfires(
     }
     lines
 }
+
+/// How long a run stopped at its timeout may take to stop before it is abandoned as stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(5);
 
 /// How often a running daemon drops fire history past the retention (it does at start too).
 const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
@@ -486,6 +468,51 @@ impl Daemon {
                     }
                     Err(e) => {
                         tracing::warn!(file = %h.path().display(), error = %e, "The fire history could not be compacted; the next pass tries again.")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Rewrites each idle pull job's small lake files older than a day (`chiso compact --all`'s
+    /// defaults), off the loop, so that a year of five-minute pulls is not a hundred thousand
+    /// files a build lists and a checkpoint keeps. A job whose run starts meanwhile finds its
+    /// lock held and records `busy`; its next fire pulls.
+    fn compact_lake(&self) {
+        let idle: Vec<JobConfig> = self
+            .pulls
+            .iter()
+            .filter(|p| p.running.is_none() && p.queue.is_empty())
+            .map(|p| p.job.clone())
+            .collect();
+        let warehouse = self.opts.warehouse.clone();
+        tokio::task::spawn_blocking(move || {
+            let published = match crate::models::build::published_compactions(&warehouse) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "Lake compaction skipped: the build records could not be read; the next pass tries again.");
+                    return;
+                }
+            };
+            let opts = crate::lake::compact::CompactOptions {
+                older_than: chrono::Duration::days(1),
+                min_files: 10,
+                published_compactions: published,
+                dry_run: false,
+            };
+            for job in idle {
+                match crate::lake::compact::compact_job(&warehouse, &job.name, &job.dataset, &opts)
+                {
+                    Ok(r) if r.partitions.is_empty() && r.deleted_retired == 0 => {}
+                    Ok(r) => tracing::info!(
+                        job = %job.name,
+                        partitions = r.partitions.len(),
+                        files = r.partitions.iter().map(|p| p.files).sum::<usize>(),
+                        deleted_retired = r.deleted_retired,
+                        "Lake compacted."
+                    ),
+                    Err(e) => {
+                        tracing::warn!(job = %job.name, error = %format!("{e:#}"), "Lake compaction of the job failed; the next pass tries again.")
                     }
                 }
             }
@@ -600,7 +627,19 @@ impl Daemon {
             return self.start_pull(i, planned, how);
         }
         let queue = slot.job.run.overlap == Overlap::Queue || how == FireHow::CaughtUp;
-        if queue {
+        if queue && slot.queue.len() >= slot.job.run.max_queued {
+            // A bounded queue: a pull reads from its cursor, so the fires already waiting
+            // fetch what this one would have.
+            let mut r = FireRecord::new(&slot.job.name, &text, FireEvent::SkippedOverlap);
+            r.error = Some(format!(
+                "{} fires already wait for the running one (max_queued)",
+                slot.queue.len()
+            ));
+            slot.history.append(&[r])?;
+            tracing::warn!(job = %slot.job.name, planned = %text, waiting = slot.queue.len(), "Fire skipped: the job's queue is full (max_queued).");
+            metrics::fire(&slot.job.name, "skipped_overlap");
+            self.summary.skipped += 1;
+        } else if queue {
             let mut r = FireRecord::new(&slot.job.name, &text, FireEvent::Claimed);
             r.how = Some(FireHow::Queued);
             slot.history.append(&[r])?;
@@ -702,6 +741,7 @@ impl Daemon {
                     b.ask();
                 }
                 metrics::build(&record, summary.as_ref());
+                metrics::fire(&record.job, "ran");
                 let how = record.how.unwrap_or(FireHow::Triggered);
                 let pulls = std::mem::take(&mut b.landed_runs_at_start);
                 self.notice(Notice::BuildFinished {
@@ -730,12 +770,12 @@ impl Daemon {
             if let Some(t) = due.last().copied() {
                 b.last_planned = t;
                 scheduled = Some(t);
-                b.history.append(&skipped_misfires(
-                    &b.job.name,
-                    &due[..due.len() - 1],
-                    self.opts.tz,
-                    more,
-                ))?;
+                let lines =
+                    skipped_misfires(&b.job.name, &due[..due.len() - 1], self.opts.tz, more);
+                for _ in &lines {
+                    metrics::fire(&b.job.name, "skipped_misfire");
+                }
+                b.history.append(&lines)?;
             }
         }
         if b.running.is_some() {
@@ -747,6 +787,7 @@ impl Daemon {
                     &local_rfc3339(t, self.opts.tz),
                     FireEvent::SkippedOverlap,
                 )])?;
+                metrics::fire(&b.job.name, "skipped_overlap");
             }
             return Ok(());
         }
@@ -782,14 +823,7 @@ impl Daemon {
         let warehouse = self.opts.warehouse.clone();
         let sql_dir = self.opts.sql_dir.clone();
         let jobs = self.opts.jobs.pulls.clone();
-        let opts = BuildOptions {
-            select: b.job.select.clone(),
-            full_refresh: false,
-            threads: b.job.threads,
-            memory_limit: b.job.memory_limit.clone(),
-            storage_version: b.job.storage_version.clone(),
-            timeout: b.job.timeout,
-        };
+        let opts = BuildOptions::from_job(&b.job);
         let name = b.job.name.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -886,6 +920,7 @@ impl Daemon {
                 rec.how = Some(r.how);
                 rec.error = Some("cut short: the grace period ran out".into());
                 slot.history.append(&[rec])?;
+                metrics::fire(&slot.job.name, "interrupted");
                 tracing::warn!(job = %slot.job.name, "Run cut short at stop; it is recovered at its next run.");
                 n += 1;
             }
@@ -907,6 +942,7 @@ impl Daemon {
                     rec.owed = rec.periods.clone();
                 }
                 p.history.append(&[rec])?;
+                metrics::fire(&p.job.name, "interrupted");
                 n += 1;
             }
         }
@@ -923,39 +959,11 @@ impl Daemon {
                         .into(),
                 );
                 b.history.append(&[rec])?;
+                metrics::fire(&b.job.name, "interrupted");
                 n += 1;
             }
         }
         Ok(n)
-    }
-
-    async fn check_freshness(&self, breaches: &mut std::collections::BTreeSet<String>) {
-        let (warehouse, jobs) = (self.opts.warehouse.clone(), self.opts.jobs.clone());
-        let Ok(Ok(report)) =
-            tokio::task::spawn_blocking(move || crate::status::collect_report(&warehouse, &jobs))
-                .await
-        else {
-            return;
-        };
-        metrics::refresh(&report);
-        let mut now = std::collections::BTreeSet::new();
-        for j in report.jobs.iter().filter(|j| j.freshness_breach) {
-            now.insert(format!("job {}", j.job));
-            if !breaches.contains(&format!("job {}", j.job)) {
-                tracing::warn!(job = %j.job, age_seconds = j.freshness_seconds, target_seconds = j.freshness_target_seconds, "Feed freshness target breached.");
-            }
-        }
-        if report.index.freshness_breach {
-            now.insert("index".into());
-            if !breaches.contains("index") {
-                tracing::warn!(
-                    age_seconds = report.index.age_seconds,
-                    target_seconds = report.index.freshness_target_seconds,
-                    "Index freshness target breached."
-                );
-            }
-        }
-        *breaches = now;
     }
 }
 
@@ -991,20 +999,35 @@ async fn run_fire(
         {
             Err(_) => {
                 run.abort();
-                let _ = run.await;
-                (
+                // A run blocked in I/O (a hung disk or mount) cannot be stopped: it is
+                // abandoned rather than waited for, so the fire ends and says so.
+                match tokio::time::timeout(STUCK_AFTER, &mut run).await {
+                    Ok(_) => (
                         "timed_out".into(),
                         Some(format!(
                             "the run took longer than its timeout, {}; it is recovered at its next start",
                             humantime::format_duration(policy.timeout.0)
                         )),
-                    )
+                    ),
+                    Err(_) => {
+                        metrics::stuck(&job.name);
+                        tracing::error!(job = %job.name, timeout = %humantime::format_duration(policy.timeout.0), "A run is stuck in blocking I/O past its timeout and could not be stopped; abandoned. It holds the job's lock until the I/O returns, so the job's next fires find it busy.");
+                        (
+                            "stuck".into(),
+                            Some(format!(
+                                "the run took longer than its timeout, {}, and was still blocked {} s after being stopped (in I/O: a hung disk or mount?); abandoned, it holds the job's lock until the I/O returns",
+                                humantime::format_duration(policy.timeout.0),
+                                STUCK_AFTER.as_secs()
+                            )),
+                        )
+                    }
+                }
             }
             Ok(Err(e)) if e.is_panic() => ("failed".into(), Some("the run panicked".into())),
             Ok(Err(_)) => ("failed".into(), Some("the run was cancelled".into())),
             Ok(Ok(Err(PullError::Commit(CommitError::Busy { .. })))) => (
                 "busy".into(),
-                Some("another run of the job holds its lock (a `chiso run` by hand?)".into()),
+                Some("another run holds the job's lock (a `chiso run` by hand, or a run abandoned as stuck)".into()),
             ),
             Ok(Ok(Err(e))) => ("failed".into(), Some(e.to_string())),
             Ok(Ok(Ok(rep))) => {

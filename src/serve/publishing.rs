@@ -123,12 +123,12 @@ impl Daemon {
             let day = |t: DateTime<Utc>| t.with_timezone(&tz).date_naive();
             let periods: Vec<String> = if slot.job.provisional {
                 // A preview: only the newest (an older preview would be replaced at once).
-                slot.history.append(&super::skipped_misfires(
-                    &slot.job.name,
-                    &due[..due.len() - 1],
-                    tz,
-                    more,
-                ))?;
+                let lines =
+                    super::skipped_misfires(&slot.job.name, &due[..due.len() - 1], tz, more);
+                for _ in &lines {
+                    super::metrics::fire(&slot.job.name, "skipped_misfire");
+                }
+                slot.history.append(&lines)?;
                 vec![publish::choose_period(&slot.job.period, day(newest))]
             } else {
                 // A final: the period of every due time (two missed 11ths are two months)
@@ -140,12 +140,11 @@ impl Daemon {
                     due.iter().partition(|t| **t >= oldest || **t == newest);
                 if !dropped.is_empty() || more > 0 {
                     tracing::warn!(job = %slot.job.name, skipped = dropped.len() as u64 + more, "Missed planned times older than catch_up_within are skipped; publish their periods by hand if they are wanted.");
-                    slot.history.append(&super::skipped_misfires(
-                        &slot.job.name,
-                        &dropped,
-                        tz,
-                        more,
-                    ))?;
+                    let lines = super::skipped_misfires(&slot.job.name, &dropped, tz, more);
+                    for _ in &lines {
+                        super::metrics::fire(&slot.job.name, "skipped_misfire");
+                    }
+                    slot.history.append(&lines)?;
                 }
                 let mut all = slot.owed.clone();
                 all.extend(
@@ -167,6 +166,7 @@ impl Daemon {
                     slot.retry_at.get_or_insert(now);
                 }
                 slot.history.append(&[skipped])?;
+                super::metrics::fire(&slot.job.name, "skipped_overlap");
                 continue;
             }
             let how = if due.len() > 1 || more > 0 {

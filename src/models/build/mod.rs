@@ -67,6 +67,34 @@ pub struct BuildOptions {
 /// clients (the CLI, Node, .NET and Go bindings, BI tools built on them) open the warehouse.
 pub const DEFAULT_STORAGE_VERSION: &str = "v1.4.0";
 
+impl BuildOptions {
+    /// What the project's build job (`jobs/build.toml`) says: its models, threads, memory
+    /// limit and timeout, and the storage format; the defaults when it has none. Every build
+    /// (the daemon's, `chiso build` by hand, after a backfill or a publication, the demo's)
+    /// starts from here, so none ignores the job's limits.
+    pub fn for_project(storage_version: &Option<String>, jobs: &crate::config::Jobs) -> Self {
+        match jobs.builds.iter().find(|b| b.enabled) {
+            Some(job) => Self::from_job(job),
+            None => BuildOptions {
+                storage_version: storage_version.clone(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The build job's settings.
+    pub fn from_job(job: &crate::config::BuildJobConfig) -> Self {
+        BuildOptions {
+            select: job.select.clone(),
+            full_refresh: false,
+            threads: job.threads,
+            memory_limit: job.memory_limit.clone(),
+            storage_version: job.storage_version.clone(),
+            timeout: job.timeout,
+        }
+    }
+}
+
 impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
