@@ -314,6 +314,7 @@ pub async fn serve(
         publish: project.publish.clone(),
         http_token: std::env::var("CHISO_HTTP_TOKEN").ok(),
         http_public: false,
+        job_files: None,
     };
     let result = crate::serve::serve(opts, shutdown, Some(notices)).await;
     handle.stop().await;

@@ -243,6 +243,10 @@ pub struct StatusReport {
     pub index: IndexStatus,
     pub publications: PublicationStatus,
     pub failures: Vec<Failure>,
+    /// Jobs paused with `chiso jobs pause` (the daemon fires them no more until resumed).
+    pub paused: Vec<String>,
+    /// Job files changed since the daemon loaded them (not picked up yet, or refused: `error`).
+    pub job_changes: Option<crate::schedule::changes::PendingChanges>,
 }
 
 /// What was published, as the published warehouse and the ledger say.
@@ -423,6 +427,11 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
         index,
         publications: publication_status(warehouse),
         failures,
+        paused: crate::schedule::changes::read_paused(warehouse)
+            .into_iter()
+            .collect(),
+        job_changes: crate::schedule::changes::pending_changes(warehouse)
+            .filter(|c| !c.files.is_empty() || c.error.is_some()),
     })
 }
 
@@ -559,6 +568,7 @@ fn fire_text(f: &FireRecord) -> String {
         FireEvent::SkippedOverlap => "skipped: still running".into(),
         FireEvent::SkippedMisfire => "skipped: missed while down".into(),
         FireEvent::Interrupted => "interrupted".into(),
+        FireEvent::Changed => f.note.clone().unwrap_or_else(|| "changed".into()),
     };
     format!("{when} {what}")
 }
@@ -579,6 +589,24 @@ pub fn render_report(r: &StatusReport) -> String {
                 .unwrap_or_default()
         )),
         None => out.push_str("Daemon: not running (start it with `chiso serve`)\n"),
+    }
+    if !r.paused.is_empty() {
+        out.push_str(&format!(
+            "Paused: {} (`chiso jobs resume NAME`)\n",
+            r.paused.join(", ")
+        ));
+    }
+    if let Some(c) = &r.job_changes {
+        out.push_str(&format!(
+            "Job files changed since the daemon loaded them: {}\n",
+            c.files.join(", ")
+        ));
+        if let Some(e) = &c.error {
+            out.push_str(&format!(
+                "  not loaded (the daemon keeps the old schedules):\n  {}\n",
+                e.trim_end().replace('\n', "\n  ")
+            ));
+        }
     }
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::NOTHING);

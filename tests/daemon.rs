@@ -66,6 +66,7 @@ fn options(warehouse: &Path, project: &ProjectConfig, jobs: &Jobs) -> ServeOptio
         publish: project.publish.clone(),
         http_token: None,
         http_public: false,
+        job_files: None,
     }
 }
 

@@ -4628,6 +4628,7 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
             publish: publish.clone(),
             http_token: None,
             http_public: false,
+            job_files: None,
         };
         let w = wh.path().to_path_buf();
         async move {

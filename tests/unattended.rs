@@ -50,6 +50,7 @@ fn options(warehouse: &Path, project: &ProjectConfig, jobs: &Jobs, grace: u64) -
         publish: project.publish.clone(),
         http_token: None,
         http_public: false,
+        job_files: None,
     }
 }
 
@@ -311,4 +312,168 @@ impl Drop for Release {
             .custom_flags(O_NONBLOCK)
             .open(&self.0);
     }
+}
+
+/// A test of a job's fire history.
+type Seen = Box<dyn Fn(&[FireRecord]) -> bool>;
+
+/// Schedules managed while the daemon runs: `trigger` runs a job now (recorded `triggered`),
+/// `pause` stops its fires (kept in the status), an edited job file is picked up within
+/// seconds (a `changed` line says so), `resume` fires it again on the new schedule, and an
+/// edit with an error keeps the old schedule, the error said by `reload` and by the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon() {
+    use chiso::serve::control::{self, JobFiles, Op, Request};
+    let sim = start_sim(small_world(29, 5.0), Faults::none()).await;
+    let project = project_at(&sim.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let jobs_dir = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    let original = std::fs::read_to_string(repo().join("jobs/units.toml")).unwrap();
+    let with_schedule =
+        |s: &str| original.replace("schedule = \"0 1 * * *\"", &format!("schedule = \"{s}\""));
+    assert_ne!(
+        with_schedule("x"),
+        original,
+        "jobs/units.toml's schedule line"
+    );
+    let file = jobs_dir.join("units.toml");
+    // Once a year: it fires only when told to.
+    std::fs::write(&file, with_schedule("0 0 1 1 *")).unwrap();
+    let load = {
+        let (project, dir) = (project.clone(), jobs_dir.clone());
+        move || chiso::config::load_all_jobs(&dir, &project).map_err(|e| e.to_string())
+    };
+    let jobs = load().unwrap();
+    let wh = dir.path().join("warehouse");
+    let mut opts = options(&wh, &project, &jobs, 5);
+    opts.job_files = Some(JobFiles {
+        dir: jobs_dir.clone(),
+        load: std::sync::Arc::new(load),
+    });
+    let d = start(opts).await;
+    let history = History::new(&wh, "units");
+    let ask = |op: Op, job: Option<&str>| {
+        let wh = wh.clone();
+        let req = Request {
+            op,
+            job: job.map(str::to_string),
+            by: "tester".into(),
+        };
+        async move { control::send(&wh, &req).await.unwrap() }
+    };
+    let wait_for = |what: &'static str, pred: Seen| {
+        let history = history.clone();
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let records = history.tail().unwrap();
+                if pred(&records) {
+                    return records;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(15),
+                    "{what} not seen in 15 s: {records:#?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    let r = ask(Op::Trigger, Some("nope")).await;
+    assert!(!r.ok && r.message.contains("units"), "{r:?}");
+    let r = ask(Op::Trigger, Some("units")).await;
+    assert!(r.ok, "{r:?}");
+    wait_for(
+        "the triggered run",
+        Box::new(|rs| {
+            rs.iter().any(|r| {
+                r.event == FireEvent::Finished
+                    && r.how == Some(FireHow::Triggered)
+                    && r.outcome.as_deref() == Some("ok")
+            })
+        }),
+    )
+    .await;
+
+    let r = ask(Op::Pause, Some("units")).await;
+    assert!(r.ok, "{r:?}");
+    let status = chiso::status::collect_report(&wh, &jobs).unwrap();
+    assert_eq!(status.paused, vec!["units".to_string()]);
+    // Every second now: picked up from the file, but paused.
+    std::fs::write(&file, with_schedule("* * * * * *")).unwrap();
+    let records = wait_for(
+        "the reschedule",
+        Box::new(|rs| {
+            rs.iter().any(|r| {
+                r.event == FireEvent::Changed
+                    && r.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("rescheduled 0 0 1 1 * -> * * * * * *"))
+            })
+        }),
+    )
+    .await;
+    let changed_at = records.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let records = history.tail().unwrap();
+    assert!(
+        records[changed_at..]
+            .iter()
+            .all(|r| r.event != FireEvent::Claimed),
+        "a paused job fired: {:#?}",
+        &records[changed_at..]
+    );
+
+    let r = ask(Op::Resume, Some("units")).await;
+    assert!(r.ok, "{r:?}");
+    let resumed_at = history.tail().unwrap().len();
+    let records = wait_for(
+        "fires after the resume",
+        Box::new(move |rs| {
+            rs.len() > resumed_at
+                && rs[resumed_at..]
+                    .iter()
+                    .filter(|r| r.event == FireEvent::Claimed && r.how == Some(FireHow::OnTime))
+                    .count()
+                    >= 2
+        }),
+    )
+    .await;
+    assert!(records
+        .iter()
+        .any(|r| r.event == FireEvent::Changed && r.note.as_deref() == Some("resumed by tester")));
+
+    // A broken edit: the old schedule (every second) goes on, and the error is said.
+    std::fs::write(&file, with_schedule("every second please")).unwrap();
+    let r = ask(Op::Reload, None).await;
+    assert!(!r.ok && r.message.contains("units.toml"), "{r:?}");
+    let broken_at = history.tail().unwrap().len();
+    wait_for(
+        "fires on the old schedule after the broken edit",
+        Box::new(move |rs| {
+            rs.len() > broken_at
+                && rs[broken_at..]
+                    .iter()
+                    .filter(|r| r.event == FireEvent::Claimed)
+                    .count()
+                    >= 2
+        }),
+    )
+    .await;
+    let status = chiso::status::collect_report(&wh, &jobs).unwrap();
+    assert!(status.paused.is_empty());
+    let changes = status.job_changes.expect("pending changes");
+    assert_eq!(changes.files, vec!["units.toml".to_string()]);
+    assert!(
+        changes
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("units.toml"),
+        "{changes:?}"
+    );
+    let _ = d.stop.send(());
+    d.done.await.unwrap().unwrap();
+    sim.stop().await;
 }

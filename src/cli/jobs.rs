@@ -1,8 +1,35 @@
-//! `chiso jobs`: list and check the job files.
+//! `chiso jobs`: list and check the job files; pause, resume, trigger and reload jobs on the
+//! running daemon (`chiso::serve::control`).
 
 use super::*;
 
-pub(crate) async fn jobs(g: &Globals, args: JsonArg) -> anyhow::Result<u8> {
+#[derive(Args)]
+pub(crate) struct JobsArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<JobsAction>,
+    /// Print JSON (the list).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JobsAction {
+    /// Stop firing a job on the running daemon (its planned times pass unfired; kept across
+    /// restarts) until it is resumed.
+    Pause { job: String },
+    /// Fire a paused job on its schedule again, from its next planned time.
+    Resume { job: String },
+    /// Run a job now on the running daemon (a fire planned now, recorded as `triggered`).
+    Trigger { job: String },
+    /// Load the job files again (as a SIGHUP does): validated first, the old schedules kept
+    /// when a file has an error.
+    Reload,
+}
+
+pub(crate) async fn jobs(g: &Globals, args: JobsArgs) -> anyhow::Result<u8> {
+    if let Some(action) = args.action {
+        return control(g, action).await;
+    }
     let (_, all) = load_all(&g.config)?;
     let jobs = &all.pulls;
     if args.json {
@@ -60,4 +87,32 @@ pub(crate) async fn jobs(g: &Globals, args: JsonArg) -> anyhow::Result<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+async fn control(g: &Globals, action: JobsAction) -> anyhow::Result<u8> {
+    use chiso::serve::control::{self, Op, Request};
+    let (project, _) = load_all(&g.config)?;
+    let warehouse = warehouse_dir(&g.dir, &project);
+    let (op, job) = match action {
+        JobsAction::Pause { job } => (Op::Pause, Some(job)),
+        JobsAction::Resume { job } => (Op::Resume, Some(job)),
+        JobsAction::Trigger { job } => (Op::Trigger, Some(job)),
+        JobsAction::Reload => (Op::Reload, None),
+    };
+    let reply = control::send(
+        &warehouse,
+        &Request {
+            op,
+            job,
+            by: control::actor(),
+        },
+    )
+    .await?;
+    if reply.ok {
+        println!("{}", reply.message);
+        Ok(EXIT_OK)
+    } else {
+        eprintln!("chiso: {}", reply.message);
+        Ok(EXIT_FAILED)
+    }
 }

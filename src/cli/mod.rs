@@ -94,8 +94,9 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Show each job's last run, outcome, rows, cursor and data lag.
     Status(StatusArgs),
-    /// List the jobs and check every job file (all problems are printed at once).
-    Jobs(JsonArg),
+    /// List the jobs and check every job file (all problems are printed at once); or pause,
+    /// resume, trigger or reload jobs on the running daemon (`chiso jobs pause dossiers`).
+    Jobs(self::jobs::JobsArgs),
     /// Run the simulator of the tax administration's feeds (the embedded default source).
     #[command(subcommand)]
     Sim(SimCommand),

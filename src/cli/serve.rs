@@ -51,6 +51,16 @@ pub(crate) fn print_summary(s: &chiso::serve::ServeSummary) {
 
 pub(crate) async fn serve(g: &Globals, a: ServeArgs) -> anyhow::Result<u8> {
     let (project, jobs) = load_all(&g.config)?;
+    // The daemon reloads the job files on SIGHUP, when they change and on `chiso jobs reload`.
+    let job_files = {
+        let project = project.clone();
+        chiso::serve::control::JobFiles {
+            dir: project.jobs_dir.clone(),
+            load: std::sync::Arc::new(move || {
+                chiso::config::load_all_jobs(&project.jobs_dir, &project).map_err(|e| e.to_string())
+            }),
+        }
+    };
     let opts = chiso::serve::ServeOptions {
         warehouse: warehouse_dir(&g.dir, &project),
         project_root: project.root.clone(),
@@ -64,6 +74,7 @@ pub(crate) async fn serve(g: &Globals, a: ServeArgs) -> anyhow::Result<u8> {
         publish: project.publish.clone(),
         http_token: std::env::var("CHISO_HTTP_TOKEN").ok(),
         http_public: a.http_public,
+        job_files: Some(job_files),
     };
     match chiso::serve::serve(opts, stop_signal(), None).await {
         Ok(summary) => {

@@ -30,6 +30,9 @@ pub enum FireEvent {
     SkippedMisfire,
     /// Claimed, but the daemon stopped before its run ended (SIGKILL, or grace over).
     Interrupted,
+    /// The job itself changed while the daemon ran (`note`: paused, resumed, its file
+    /// reloaded, added or removed); `planned` is when. Speaks for no planned time.
+    Changed,
 }
 
 /// How a fire came to be claimed.
@@ -88,6 +91,9 @@ pub struct FireRecord {
     /// pending, or cut short), which the daemon tries again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owed: Vec<String>,
+    /// A `changed` line: what changed, and who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -114,7 +120,16 @@ impl FireRecord {
             more: 0,
             periods: Vec::new(),
             owed: Vec::new(),
+            note: None,
         }
+    }
+
+    /// A `changed` line: `note` says what changed and who asked.
+    pub fn changed(job: &str, note: String) -> FireRecord {
+        let now = crate::time::now_rfc3339_millis();
+        let mut r = FireRecord::new(job, &now, FireEvent::Changed);
+        r.note = Some(note);
+        r
     }
 }
 
@@ -251,7 +266,7 @@ impl History {
         Ok(self
             .tail()?
             .into_iter()
-            .filter(|r| r.how != Some(FireHow::Manual))
+            .filter(|r| r.how != Some(FireHow::Manual) && r.event != FireEvent::Changed)
             .map(|r| r.planned)
             .max_by(|a, b| by_time(a, b)))
     }
@@ -370,7 +385,7 @@ pub fn owed_after(records: &[FireRecord]) -> Vec<String> {
             FireEvent::SkippedOverlap | FireEvent::SkippedMisfire => {
                 owed.extend(r.owed.iter().cloned())
             }
-            FireEvent::Claimed => {}
+            FireEvent::Claimed | FireEvent::Changed => {}
         }
     }
     owed.into_iter().collect()

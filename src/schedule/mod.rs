@@ -2,6 +2,7 @@
 //! ([`planned`]), the history of fires and what became of them ([`history`]), and the lock that
 //! keeps one daemon per warehouse ([`lock`]). The daemon itself is [`crate::serve`].
 
+pub mod changes;
 pub mod history;
 pub mod lock;
 pub mod planned;

@@ -10,6 +10,7 @@
 //! restarting after a kill closes the claims left open as `interrupted`, and the commit log
 //! recovers the pull itself, as it does for `chiso run`.
 
+pub mod control;
 pub mod http;
 pub mod metrics;
 mod publishing;
@@ -58,6 +59,9 @@ pub struct ServeOptions {
     pub http_token: Option<String>,
     /// `--http-public`: answer on a non-loopback address without a token.
     pub http_public: bool,
+    /// Where the job files are and how to load them: the daemon then reloads them on SIGHUP,
+    /// when they change, and on `chiso jobs reload`.
+    pub job_files: Option<control::JobFiles>,
 }
 
 /// What the daemon tells whoever watches it (`chiso demo --serve` prints a line per cycle).
@@ -113,6 +117,11 @@ enum Msg {
         record: FireRecord,
         created: bool,
     },
+    /// `chiso jobs pause|resume|trigger|reload`, a SIGHUP, a changed job file.
+    Control(
+        control::Request,
+        tokio::sync::oneshot::Sender<control::Reply>,
+    ),
 }
 
 struct Running {
@@ -169,6 +178,11 @@ struct Daemon {
     stop: watch::Receiver<bool>,
     notices: Option<mpsc::UnboundedSender<Notice>>,
     summary: ServeSummary,
+    shared: Arc<Shared>,
+    /// Jobs paused by `chiso jobs pause` (kept in `_state/_serve/paused.json`).
+    paused: std::collections::BTreeSet<String>,
+    /// The job files' digests as last loaded.
+    loaded_digests: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs the daemon until `shutdown` resolves, then stops firing, gives running runs `grace`
@@ -307,6 +321,23 @@ pub async fn serve(
         project_root: opts.project_root.clone(),
         http: opts.http_client.clone(),
     };
+    let control = control::listen(&opts.warehouse, tx.clone())?;
+    let files_watch = opts
+        .job_files
+        .clone()
+        .map(|f| control::watch_files(f, tx.clone()));
+    let loaded_digests = match &opts.job_files {
+        Some(f) => {
+            let d = control::digests(&f.dir);
+            control::write_loaded(&opts.warehouse, &f.dir, d.clone(), None);
+            d
+        }
+        None => Default::default(),
+    };
+    let paused = control::read_paused(&opts.warehouse);
+    if !paused.is_empty() {
+        tracing::warn!(jobs = ?paused, "Paused jobs (`chiso jobs resume NAME` resumes one).");
+    }
     let mut d = Daemon {
         opts,
         ctx,
@@ -317,6 +348,9 @@ pub async fn serve(
         stop: stop_rx,
         notices,
         summary: ServeSummary::default(),
+        shared: shared.clone(),
+        paused,
+        loaded_digests,
     };
     tracing::info!(
         pid = lock.holder.pid,
@@ -362,6 +396,11 @@ pub async fn serve(
     // Stopping: no new fires; running runs get the grace.
     shared.stop();
     watcher.abort();
+    control.abort();
+    if let Some(w) = files_watch {
+        w.abort();
+    }
+    let _ = std::fs::remove_file(control::socket_path(&d.opts.warehouse));
     d.notice(Notice::Stopping);
     let _ = cron.shutdown().await;
     let _ = stop_tx.send(true);
@@ -561,6 +600,11 @@ impl Daemon {
             let Some(newest) = due.last().copied() else {
                 continue;
             };
+            if !slot.job.enabled || self.is_paused(&slot.job.name) {
+                // Paused (or removed by a reload): its planned times pass unfired.
+                self.pulls[i].last_planned = newest;
+                continue;
+            }
             let late = chrono::Duration::from_std(slot.job.run.misfire_after.0)
                 .unwrap_or(chrono::Duration::seconds(60));
             self.pulls[i].last_planned = newest;
@@ -688,6 +732,11 @@ impl Daemon {
     fn handle(&mut self, m: Msg) -> anyhow::Result<()> {
         match m {
             Msg::Wake => Ok(()), // the loop reconciles after every message
+            Msg::Control(req, reply) => {
+                let answer = self.control(req)?;
+                let _ = reply.send(answer);
+                Ok(())
+            }
             Msg::PublishDone {
                 slot,
                 record,
@@ -761,9 +810,23 @@ impl Daemon {
     /// Scheduled builds, and builds after pulls that landed rows once they have been quiet for
     /// the quiet period (or the maximum delay has passed since the first).
     fn reconcile_build(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let paused = self
+            .build
+            .as_ref()
+            .is_some_and(|b| self.paused.contains(&b.job.name));
         let Some(b) = self.build.as_mut() else {
             return Ok(());
         };
+        if paused {
+            // Its planned times pass; pulls' asks wait for the resume.
+            if let Some(s) = &b.schedule {
+                let (due, _) = s.due(b.last_planned, now);
+                if let Some(t) = due.last() {
+                    b.last_planned = *t;
+                }
+            }
+            return Ok(());
+        }
         let mut scheduled = None;
         if let Some(s) = &b.schedule {
             let (due, more) = s.due(b.last_planned, now);

@@ -105,8 +105,16 @@ impl Daemon {
     pub(super) fn reconcile_publishes(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
         for i in 0..self.publishes.len() {
             let tz = self.opts.tz;
+            let paused = self.paused.contains(&self.publishes[i].job.name);
             let slot = &mut self.publishes[i];
             let (due, more) = slot.schedule.due(slot.last_planned, now);
+            if paused || !slot.job.enabled {
+                // Its planned times pass unfired; what it owes waits for the resume.
+                if let Some(t) = due.last() {
+                    slot.last_planned = *t;
+                }
+                continue;
+            }
             let Some(newest) = due.last().copied() else {
                 // No planned time: what is owed, once its retry time has come.
                 if slot.running.is_none()
@@ -179,7 +187,7 @@ impl Daemon {
         Ok(())
     }
 
-    fn start_publish(
+    pub(super) fn start_publish(
         &mut self,
         i: usize,
         planned: DateTime<Utc>,

@@ -21,7 +21,8 @@ pub const WATCH_EVERY: Duration = Duration::from_secs(10);
 /// State shared with the HTTP handlers and the watcher.
 pub struct Shared {
     pub warehouse: PathBuf,
-    pub jobs: Jobs,
+    /// The jobs as the daemon has them now (a reload replaces them).
+    jobs: std::sync::RwLock<Jobs>,
     /// When the loop last went round (it goes round at least once a second).
     heartbeat: Mutex<Instant>,
     stopping: AtomicBool,
@@ -35,7 +36,7 @@ impl Shared {
     pub fn new(warehouse: PathBuf, jobs: Jobs, token: Option<String>) -> Shared {
         Shared {
             warehouse,
-            jobs,
+            jobs: std::sync::RwLock::new(jobs),
             heartbeat: Mutex::new(Instant::now()),
             stopping: false.into(),
             report: tokio::sync::Mutex::new(None),
@@ -56,6 +57,14 @@ impl Shared {
             ));
         }
         Ok(())
+    }
+
+    pub fn jobs(&self) -> Jobs {
+        self.jobs.read().expect("jobs").clone()
+    }
+
+    pub(super) fn set_jobs(&self, jobs: Jobs) {
+        *self.jobs.write().expect("jobs") = jobs;
     }
 
     pub(super) fn beat(&self) {
@@ -88,7 +97,7 @@ impl Shared {
                 return Ok(r.clone());
             }
         }
-        let (warehouse, jobs) = (self.warehouse.clone(), self.jobs.clone());
+        let (warehouse, jobs) = (self.warehouse.clone(), self.jobs());
         let r =
             tokio::task::spawn_blocking(move || crate::status::collect_report(&warehouse, &jobs))
                 .await??;
