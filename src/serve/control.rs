@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
+use super::slot::Slot;
 use super::{Daemon, Msg};
 use crate::config::Jobs;
 pub(super) use crate::schedule::changes::{digests, paused_path, write_loaded};
@@ -264,17 +265,9 @@ impl Daemon {
     }
 
     fn job_names(&self) -> Vec<String> {
-        self.pulls
-            .iter()
-            .filter(|p| p.job.enabled)
-            .map(|p| p.job.name.clone())
-            .chain(self.build.iter().map(|b| b.job.name.clone()))
-            .chain(
-                self.publishes
-                    .iter()
-                    .filter(|p| p.job.enabled)
-                    .map(|p| p.job.name.clone()),
-            )
+        self.slots()
+            .filter(|s| s.enabled)
+            .map(|s| s.name.clone())
             .collect()
     }
 
@@ -283,7 +276,10 @@ impl Daemon {
     }
 
     fn history_of(&self, name: &str) -> History {
-        History::new(&self.opts.warehouse, name)
+        match self.slots().find(|s| s.name == name) {
+            Some(s) => s.history.clone(),
+            None => History::new(&self.opts.warehouse, name),
+        }
     }
 
     /// Runs the job now, as a fire planned now and claimed `triggered`.
@@ -293,7 +289,7 @@ impl Daemon {
             self.fire(i, now, FireHow::Triggered)?;
         } else if self.build.as_ref().is_some_and(|b| b.job.name == name) {
             let b = self.build.as_mut().expect("the build job");
-            if b.running.is_some() {
+            if b.slot.running.is_some() {
                 b.again = true;
                 return Ok(Reply::ok(format!(
                     "{name} is building now: it builds again when this build ends"
@@ -302,7 +298,7 @@ impl Daemon {
             self.start_build(now, FireHow::Triggered)?;
         } else if let Some(i) = self.publishes.iter().position(|p| p.job.name == name) {
             let slot = &self.publishes[i];
-            if slot.running.is_some() {
+            if slot.slot.running.is_some() {
                 return Ok(Reply::no(format!(
                     "{name} is publishing now; trigger it again when it ends"
                 )));
@@ -374,49 +370,54 @@ impl Daemon {
         let mut notes = Vec::new();
         let differs =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let schedule = |e: &crate::config::CronExpr| -> anyhow::Result<Schedule> {
+            Schedule::new(e, tz).map_err(anyhow::Error::msg)
+        };
+        let new_slot =
+            |d: &Daemon, name: &str, e: &crate::config::CronExpr| -> anyhow::Result<Slot> {
+                Ok(Slot::new(
+                    name,
+                    Some(schedule(e)?),
+                    History::new(&d.opts.warehouse, name),
+                    now,
+                    tz,
+                ))
+            };
         for job in &jobs.pulls {
             match self.pulls.iter().position(|p| p.job.name == job.name) {
-                Some(i) if differs(&self.pulls[i].job, job) => {
+                Some(i) if differs(&self.pulls[i].job, job) || !self.pulls[i].slot.enabled => {
                     let old = self.pulls[i].job.schedule.0.clone();
-                    self.pulls[i].schedule =
-                        Schedule::new(&job.schedule, tz).map_err(anyhow::Error::msg)?;
-                    self.pulls[i].job = job.clone();
+                    let p = &mut self.pulls[i];
+                    p.slot.schedule = Some(schedule(&job.schedule)?);
+                    p.slot.enabled = job.enabled;
+                    p.job = job.clone();
                     let what = describe(&old, &job.schedule.0, job.enabled);
                     self.changed(&mut notes, by, &job.name, what)?;
                 }
                 Some(_) => {}
                 None if job.enabled => {
-                    self.pulls.push(super::PullSlot {
-                        job: job.clone(),
-                        schedule: Schedule::new(&job.schedule, tz).map_err(anyhow::Error::msg)?,
-                        history: History::new(&self.opts.warehouse, &job.name),
-                        last_planned: now,
-                        running: None,
-                        queue: Default::default(),
-                    });
-                    self.changed(
-                        &mut notes,
-                        by,
-                        &job.name,
-                        format!("added (schedule {})", job.schedule.0),
-                    )?;
+                    let slot = new_slot(self, &job.name, &job.schedule)?;
+                    self.pulls
+                        .push(super::pulling::PullSlot::new(slot, job.clone()));
+                    let what = format!("added (schedule {})", job.schedule.0);
+                    self.changed(&mut notes, by, &job.name, what)?;
                 }
                 None => {}
             }
         }
         for i in 0..self.pulls.len() {
             let name = self.pulls[i].job.name.clone();
-            if self.pulls[i].job.enabled && !jobs.pulls.iter().any(|j| j.name == name) {
+            if self.pulls[i].slot.enabled && !jobs.pulls.iter().any(|j| j.name == name) {
                 // Slots are never dropped (a run's end names its slot by index): it fires no more.
-                self.pulls[i].job.enabled = false;
+                self.pulls[i].slot.enabled = false;
                 self.changed(&mut notes, by, &name, "removed".into())?;
             }
         }
         let new_build = jobs.builds.iter().find(|b| b.enabled);
         match (self.build.as_mut(), new_build) {
             (Some(b), Some(n)) if differs(&b.job, n) => {
-                b.schedule = match &n.schedule {
-                    Some(s) => Some(Schedule::new(s, tz).map_err(anyhow::Error::msg)?),
+                b.slot.schedule = match &n.schedule {
+                    Some(s) => Some(schedule(s)?),
                     None => None,
                 };
                 b.job = n.clone();
@@ -433,43 +434,35 @@ impl Daemon {
         }
         for job in &jobs.publishes {
             match self.publishes.iter().position(|p| p.job.name == job.name) {
-                Some(i) if differs(&self.publishes[i].job, job) => {
+                Some(i)
+                    if differs(&self.publishes[i].job, job) || !self.publishes[i].slot.enabled =>
+                {
                     let old = self.publishes[i].job.schedule.0.clone();
-                    self.publishes[i].schedule =
-                        Schedule::new(&job.schedule, tz).map_err(anyhow::Error::msg)?;
-                    self.publishes[i].job = job.clone();
-                    self.changed(
-                        &mut notes,
-                        by,
-                        &job.name,
-                        describe(&old, &job.schedule.0, job.enabled),
-                    )?;
+                    let p = &mut self.publishes[i];
+                    p.slot.schedule = Some(schedule(&job.schedule)?);
+                    p.slot.enabled = job.enabled;
+                    p.job = job.clone();
+                    let what = describe(&old, &job.schedule.0, job.enabled);
+                    self.changed(&mut notes, by, &job.name, what)?;
                 }
                 Some(_) => {}
                 None if job.enabled => {
-                    let history = History::new(&self.opts.warehouse, &job.name);
-                    let schedule = Schedule::new(&job.schedule, tz).map_err(anyhow::Error::msg)?;
+                    let slot = new_slot(self, &job.name, &job.schedule)?;
                     self.publishes.push(super::publishing::PublishSlot::new(
+                        slot,
                         job.clone(),
-                        schedule,
-                        history,
-                        now,
                         now,
                     )?);
-                    self.changed(
-                        &mut notes,
-                        by,
-                        &job.name,
-                        format!("added (schedule {})", job.schedule.0),
-                    )?;
+                    let what = format!("added (schedule {})", job.schedule.0);
+                    self.changed(&mut notes, by, &job.name, what)?;
                 }
                 None => {}
             }
         }
         for i in 0..self.publishes.len() {
             let name = self.publishes[i].job.name.clone();
-            if self.publishes[i].job.enabled && !jobs.publishes.iter().any(|j| j.name == name) {
-                self.publishes[i].job.enabled = false;
+            if self.publishes[i].slot.enabled && !jobs.publishes.iter().any(|j| j.name == name) {
+                self.publishes[i].slot.enabled = false;
                 self.changed(&mut notes, by, &name, "removed".into())?;
             }
         }

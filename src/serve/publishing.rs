@@ -17,18 +17,15 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::slot::{plan, Policy, Slot};
 use super::{Daemon, Msg};
-use crate::config::PublishJobConfig;
+use crate::config::{CatchUp, PublishJobConfig};
 use crate::publish::{self, PublishOptions};
-use crate::schedule::planned::local_rfc3339;
-use crate::schedule::{FireEvent, FireHow, FireRecord, History, Schedule};
+use crate::schedule::{FireEvent, FireHow, FireRecord};
 
 pub(super) struct PublishSlot {
+    pub(super) slot: Slot,
     pub(super) job: PublishJobConfig,
-    pub(super) schedule: Schedule,
-    pub(super) history: History,
-    pub(super) last_planned: DateTime<Utc>,
-    pub(super) running: Option<(DateTime<Utc>, FireHow)>,
     /// The periods the running fire publishes.
     pub(super) running_periods: Vec<String>,
     /// A final job's periods not published yet (held, failed, interrupted): tried again at
@@ -46,16 +43,14 @@ const MAX_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(86_40
 
 impl PublishSlot {
     pub(super) fn new(
+        slot: Slot,
         job: PublishJobConfig,
-        schedule: Schedule,
-        history: History,
-        last_planned: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<PublishSlot> {
         let (owed, push_pending): (BTreeSet<String>, bool) = if job.provisional {
             (BTreeSet::new(), false)
         } else {
-            let tail = history.tail()?;
+            let tail = slot.history.tail()?;
             let last_push_pending = tail
                 .iter()
                 .rev()
@@ -74,11 +69,8 @@ impl PublishSlot {
         let retry_at = (!owed.is_empty() || push_pending).then_some(now);
         super::metrics::periods_owed(&job.name, owed.len());
         Ok(PublishSlot {
+            slot,
             job,
-            schedule,
-            history,
-            last_planned,
-            running: None,
             running_periods: Vec::new(),
             owed,
             push_pending,
@@ -97,6 +89,21 @@ impl PublishSlot {
             .min(MAX_RETRY_WAIT.max(self.job.retry_every));
         now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
     }
+
+    /// A preview runs the newest of its missed times only (an older preview would be replaced
+    /// at once); a final job the period of every missed time within `catch_up_within`.
+    fn policy(&self) -> Policy {
+        Policy {
+            catch_up: if self.job.provisional {
+                CatchUp::Once
+            } else {
+                CatchUp::All
+            },
+            misfire_after: std::time::Duration::from_secs(60),
+            newest_only: self.job.provisional,
+            within: (!self.job.provisional).then_some(self.job.catch_up_within),
+        }
+    }
 }
 
 impl Daemon {
@@ -105,79 +112,58 @@ impl Daemon {
     pub(super) fn reconcile_publishes(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
         for i in 0..self.publishes.len() {
             let tz = self.opts.tz;
-            let paused = self.paused.contains(&self.publishes[i].job.name);
-            let slot = &mut self.publishes[i];
-            let (due, more) = slot.schedule.due(slot.last_planned, now);
-            if paused || !slot.job.enabled {
+            let paused = self.is_paused(&self.publishes[i].job.name);
+            let p = &mut self.publishes[i];
+            let (due, more) = p.slot.take_due(now);
+            if paused || !p.slot.enabled {
                 // Its planned times pass unfired; what it owes waits for the resume.
-                if let Some(t) = due.last() {
-                    slot.last_planned = *t;
-                }
                 continue;
             }
-            let Some(newest) = due.last().copied() else {
+            if due.is_empty() {
                 // No planned time: what is owed, once its retry time has come.
-                if slot.running.is_none()
-                    && (!slot.owed.is_empty() || slot.push_pending)
-                    && slot.retry_at.is_some_and(|t| t <= now)
+                if p.slot.running.is_none()
+                    && (!p.owed.is_empty() || p.push_pending)
+                    && p.retry_at.is_some_and(|t| t <= now)
                 {
-                    let periods: Vec<String> = slot.owed.iter().cloned().collect();
-                    let planned = slot.last_planned;
+                    let periods: Vec<String> = p.owed.iter().cloned().collect();
+                    let planned = p.slot.last_planned;
                     self.start_publish(i, planned, FireHow::Retry, periods)?;
                 }
                 continue;
+            }
+            let plan = plan(&due, more, now, p.policy());
+            if !p.job.provisional && (!plan.skipped.is_empty() || plan.more > 0) {
+                tracing::warn!(job = %p.job.name, skipped = plan.skipped.len() as u64 + plan.more, "Missed planned times older than catch_up_within are skipped; publish their periods by hand if they are wanted.");
+            }
+            p.slot.skip_misfires(&plan.skipped, plan.more)?;
+            let Some(&(newest, _)) = plan.run.last() else {
+                continue;
             };
-            slot.last_planned = newest;
             let day = |t: DateTime<Utc>| t.with_timezone(&tz).date_naive();
-            let periods: Vec<String> = if slot.job.provisional {
-                // A preview: only the newest (an older preview would be replaced at once).
-                let lines =
-                    super::skipped_misfires(&slot.job.name, &due[..due.len() - 1], tz, more);
-                for _ in &lines {
-                    super::metrics::fire(&slot.job.name, "skipped_misfire");
-                }
-                slot.history.append(&lines)?;
-                vec![publish::choose_period(&slot.job.period, day(newest))]
-            } else {
-                // A final: the period of every due time (two missed 11ths are two months)
-                // within `catch_up_within`, and those still owed.
-                let oldest = now
-                    - chrono::Duration::from_std(slot.job.catch_up_within)
-                        .unwrap_or(chrono::Duration::days(366));
-                let (kept, dropped): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
-                    due.iter().partition(|t| **t >= oldest || **t == newest);
-                if !dropped.is_empty() || more > 0 {
-                    tracing::warn!(job = %slot.job.name, skipped = dropped.len() as u64 + more, "Missed planned times older than catch_up_within are skipped; publish their periods by hand if they are wanted.");
-                    let lines = super::skipped_misfires(&slot.job.name, &dropped, tz, more);
-                    for _ in &lines {
-                        super::metrics::fire(&slot.job.name, "skipped_misfire");
-                    }
-                    slot.history.append(&lines)?;
-                }
-                let mut all = slot.owed.clone();
-                all.extend(
-                    kept.iter()
-                        .map(|t| publish::choose_period(&slot.job.period, day(*t))),
-                );
-                all.into_iter().collect()
-            };
-            if slot.running.is_some() {
-                let mut skipped = FireRecord::new(
-                    &slot.job.name,
-                    &local_rfc3339(newest, tz),
-                    FireEvent::SkippedOverlap,
-                );
-                if !slot.job.provisional {
+            // A final: the period of every time kept (two missed 11ths are two months), and
+            // those still owed.
+            let mut periods = p.owed.clone();
+            if p.job.provisional {
+                periods.clear();
+            }
+            periods.extend(
+                plan.run
+                    .iter()
+                    .map(|(t, _)| publish::choose_period(&p.job.period, day(*t))),
+            );
+            let periods: Vec<String> = periods.into_iter().collect();
+            if p.slot.running.is_some() {
+                let mut owed = Vec::new();
+                if !p.job.provisional {
                     // Owed, so the run after this one publishes them.
-                    skipped.owed = periods.clone();
-                    slot.owed.extend(periods);
-                    slot.retry_at.get_or_insert(now);
+                    owed = periods.clone();
+                    p.owed.extend(periods);
+                    p.retry_at.get_or_insert(now);
                 }
-                slot.history.append(&[skipped])?;
-                super::metrics::fire(&slot.job.name, "skipped_overlap");
+                p.slot.skip_overlap(newest, None, owed)?;
                 continue;
             }
-            let how = if due.len() > 1 || more > 0 {
+            let how = if plan.run.iter().any(|(_, h)| *h == FireHow::CaughtUp) || plan.more > 0 {
                 FireHow::CaughtUp
             } else {
                 FireHow::OnTime
@@ -194,14 +180,8 @@ impl Daemon {
         how: FireHow,
         periods: Vec<String>,
     ) -> anyhow::Result<()> {
-        let tz = self.opts.tz;
-        let text = local_rfc3339(planned, tz);
         let slot = &mut self.publishes[i];
-        let mut claim = FireRecord::new(&slot.job.name, &text, FireEvent::Claimed);
-        claim.how = Some(how);
-        claim.periods = periods.clone();
-        slot.history.append(&[claim])?;
-        slot.running = Some((planned, how));
+        let text = slot.slot.claim(planned, how, periods.clone())?;
         slot.running_periods = periods.clone();
         self.summary.runs += 1;
         let opts = PublishOptions::for_job(&slot.job);
@@ -293,9 +273,8 @@ impl Daemon {
         created: bool,
     ) -> anyhow::Result<()> {
         let slot = &mut self.publishes[i];
-        slot.running = None;
         slot.running_periods.clear();
-        slot.history.append(std::slice::from_ref(&record))?;
+        slot.slot.finish(&record)?;
         for p in &record.periods {
             slot.owed.remove(p);
         }
@@ -311,7 +290,6 @@ impl Daemon {
                 slot.retries += 1;
             }
         }
-        super::metrics::fire(&slot.job.name, "ran");
         super::metrics::publish(&record, slot.owed.len());
         if created {
             // The warehouse shows a revision after the next build: ask for one.
