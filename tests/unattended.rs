@@ -340,6 +340,12 @@ async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon()
     let file = jobs_dir.join("units.toml");
     // Once a year: it fires only when told to.
     std::fs::write(&file, with_schedule("0 0 1 1 *")).unwrap();
+    // A build after pulls that land rows, which the test pauses first.
+    std::fs::write(
+        jobs_dir.join("build.toml"),
+        "kind = \"build\"\nafter_pulls = true\nquiet_period = \"1s\"\nmax_delay = \"2s\"\n",
+    )
+    .unwrap();
     let load = {
         let (project, dir) = (project.clone(), jobs_dir.clone());
         move || chiso::config::load_all_jobs(&dir, &project).map_err(|e| e.to_string())
@@ -380,6 +386,8 @@ async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon()
         }
     };
 
+    let r = ask(Op::Pause, Some("build")).await;
+    assert!(r.ok, "{r:?}");
     let r = ask(Op::Trigger, Some("nope")).await;
     assert!(!r.ok && r.message.contains("units"), "{r:?}");
     let r = ask(Op::Trigger, Some("units")).await;
@@ -396,10 +404,21 @@ async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon()
     )
     .await;
 
+    // The run landed rows and asked for a build, which waits for the resume without waking
+    // the loop (before: its debounce deadline, already past, woke the loop at once, again and
+    // again: a core spinning for as long as the build stayed paused).
+    let cpu = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_seconds() - cpu;
+    assert!(spent < 0.6, "{spent:.2} s of CPU in 2 s while idle");
+
     let r = ask(Op::Pause, Some("units")).await;
     assert!(r.ok, "{r:?}");
     let status = chiso::status::collect_report(&wh, &jobs).unwrap();
-    assert_eq!(status.paused, vec!["units".to_string()]);
+    assert_eq!(
+        status.paused,
+        vec!["build".to_string(), "units".to_string()]
+    );
     // Every second now: picked up from the file, but paused.
     std::fs::write(&file, with_schedule("* * * * * *")).unwrap();
     let records = wait_for(
@@ -462,7 +481,15 @@ async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon()
     )
     .await;
     let status = chiso::status::collect_report(&wh, &jobs).unwrap();
-    assert!(status.paused.is_empty());
+    assert_eq!(status.paused, vec!["build".to_string()]);
+    assert!(
+        History::new(&wh, "build")
+            .tail()
+            .unwrap()
+            .iter()
+            .all(|r| r.event == FireEvent::Changed),
+        "a paused build ran"
+    );
     let changes = status.job_changes.expect("pending changes");
     assert_eq!(changes.files, vec!["units.toml".to_string()]);
     assert!(
@@ -476,4 +503,14 @@ async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon()
     let _ = d.stop.send(());
     d.done.await.unwrap().unwrap();
     sim.stop().await;
+}
+
+/// CPU seconds this process has used (user and system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the line (utime, stime), counted from the state (field 3).
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
 }

@@ -91,7 +91,9 @@ pub(crate) async fn jobs(g: &Globals, args: JobsArgs) -> anyhow::Result<u8> {
 
 async fn control(g: &Globals, action: JobsAction) -> anyhow::Result<u8> {
     use chiso::serve::control::{self, Op, Request};
-    let (project, _) = load_all(&g.config)?;
+    // Only chiso.toml, for the warehouse: a job file with an error (the daemon refused it and
+    // keeps the old schedules) must not keep anyone from pausing or triggering a job.
+    let project = config::ProjectConfig::load(&g.config)?;
     let warehouse = warehouse_dir(&g.dir, &project);
     let (op, job) = match action {
         JobsAction::Pause { job } => (Op::Pause, Some(job)),

@@ -609,8 +609,31 @@ impl JobState {
             }
         }
         sync_dir(&log).map_err(|e| self.io(&log, e))?;
+        self.bundle_legacy_archive()?;
         self.prune_archive(&live)?;
         Ok(true)
+    }
+
+    /// Entries archived one file each (by versions before bundles) go into one bundle too.
+    fn bundle_legacy_archive(&self) -> Result<(), CommitError> {
+        let archive = self.archive_dir();
+        let singles = seqs_in(&archive).map_err(|e| self.io(&archive, e))?;
+        let (Some(&first), Some(&last)) = (singles.first(), singles.last()) else {
+            return Ok(());
+        };
+        let mut lines = Vec::new();
+        for &seq in &singles {
+            let e = self.read_at(&archive.join(format!("{seq:020}.json")))?;
+            serde_json::to_writer(&mut lines, &e).expect("entries serialise");
+            lines.push(b'\n');
+        }
+        let bundle = archive.join(format!("{first:020}-{last:020}.jsonl"));
+        write_durably(&bundle, &lines).map_err(|e| self.io(&bundle, e))?;
+        for seq in singles {
+            let f = archive.join(format!("{seq:020}.json"));
+            std::fs::remove_file(&f).map_err(|e| self.io(&f, e))?;
+        }
+        sync_dir(&archive).map_err(|e| self.io(&archive, e))
     }
 
     /// Deletes archived bundles older than [`ARCHIVE_KEEP`] that name no live file: what
@@ -1345,6 +1368,43 @@ mod tests {
         assert!(!snap
             .files
             .contains(&"lake/f/d/p=1/part-1900.parquet".to_string()));
+    }
+
+    /// Entries an earlier version archived a file each are bundled at the next checkpoint,
+    /// and read the same before and after.
+    #[test]
+    fn entries_archived_a_file_each_are_bundled() {
+        let wh = tempfile::tempdir().unwrap();
+        let st = JobState::new(wh.path(), "j");
+        let lock = st.lock().unwrap();
+        let mut cursor = None;
+        for i in 1..=CHECKPOINT_EVERY {
+            let f = format!("lake/f/d/p=1/part-{i}.parquet");
+            let e = entry(&format!("r{i}"), EntryKind::Finished, i as i64, vec![&f]);
+            st.commit(&lock, e, &cursor).unwrap();
+            cursor = Some(Value::from(i as i64));
+        }
+        // The old layout: the first three moved to log/archive/ one file each.
+        std::fs::create_dir_all(st.archive_dir()).unwrap();
+        for seq in 1..=3u64 {
+            let name = format!("{seq:020}.json");
+            std::fs::rename(st.log_dir().join(&name), st.archive_dir().join(&name)).unwrap();
+        }
+        let before = st.all().unwrap();
+        assert_eq!(before.len() as u64, CHECKPOINT_EVERY);
+        assert!(st.checkpoint(&lock).unwrap());
+        assert!(seqs_in(&st.archive_dir()).unwrap().is_empty());
+        let bundles: Vec<(u64, u64)> = bundles_in(&st.archive_dir())
+            .unwrap()
+            .into_iter()
+            .map(|(a, b, _)| (a, b))
+            .collect();
+        assert_eq!(bundles, vec![(1, 3), (4, CHECKPOINT_EVERY - 1)]);
+        let after = st.all().unwrap();
+        assert_eq!(
+            after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            before.iter().map(|e| e.seq).collect::<Vec<_>>()
+        );
     }
 
     /// A reader never sees a dataset shrink while a writer commits and checkpoints: one thread

@@ -261,12 +261,13 @@ impl History {
     }
 
     /// The newest planned time the job has a record of (claimed, skipped or otherwise): fires
-    /// up to it are spoken for.
+    /// up to it are spoken for. A `changed` line speaks for the times before it (they passed
+    /// while the job was paused, or under its old schedule).
     pub fn last_planned(&self) -> std::io::Result<Option<String>> {
         Ok(self
             .tail()?
             .into_iter()
-            .filter(|r| r.how != Some(FireHow::Manual) && r.event != FireEvent::Changed)
+            .filter(|r| r.how != Some(FireHow::Manual))
             .map(|r| r.planned)
             .max_by(|a, b| by_time(a, b)))
     }

@@ -78,7 +78,7 @@ impl Daemon {
             return Ok(());
         };
         let (due, more) = b.slot.take_due(now);
-        if paused {
+        if paused || !b.slot.enabled {
             // Its planned times pass; the pulls' asks wait for the resume.
             return Ok(());
         }

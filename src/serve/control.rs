@@ -7,7 +7,9 @@
 //! error is logged, answered and shown by `chiso status` until the file is fixed. Each change
 //! is a `changed` line in the job's fire history. Paused jobs stay paused across restarts
 //! (`_state/_serve/paused.json`); a paused job's planned times pass unfired and unrecorded, and
-//! it goes on from the next one when resumed (`trigger` runs it now if anything was missed).
+//! it goes on from the next one when resumed (`trigger` runs it now; a final publication's
+//! period passed while paused is not owed: publish it by hand). A rescheduled job starts its
+//! new schedule at the reload: times before it are not missed.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -113,16 +115,22 @@ pub async fn send(warehouse: &Path, req: &Request) -> anyhow::Result<Reply> {
 pub(super) fn listen(
     warehouse: &Path,
     tx: mpsc::UnboundedSender<Msg>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let path = socket_path(warehouse);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     // The daemon holds the warehouse's lock: a socket file left here is a dead daemon's.
     let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
-        .with_context(|| format!("listening on the control socket {}", path.display()))?;
-    Ok(tokio::spawn(async move {
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            // (A warehouse path too long for a socket address, say: the daemon runs without.)
+            tracing::warn!(socket = %path.display(), error = %e, "No control socket: `chiso jobs pause|resume|trigger|reload` cannot reach this daemon (SIGHUP and edited job files still reload it).");
+            return Ok(None);
+        }
+    };
+    Ok(Some(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -152,7 +160,7 @@ pub(super) fn listen(
                 let _ = w.write_all(out.as_bytes()).await;
             });
         }
-    }))
+    })))
 }
 
 /// Sends a reload to the loop at each SIGHUP, and whenever the job files' digests change.
@@ -286,6 +294,24 @@ impl Daemon {
     fn trigger(&mut self, name: &str, by: &str) -> anyhow::Result<Reply> {
         let now = Utc::now();
         if let Some(i) = self.pulls.iter().position(|p| p.job.name == name) {
+            let p = &self.pulls[i];
+            if p.slot.running.is_some() {
+                if p.job.run.overlap == crate::config::Overlap::Skip {
+                    return Ok(Reply::no(format!(
+                        "{name} is running now (overlap = \"skip\"): trigger it again when it ends"
+                    )));
+                }
+                if p.queue.len() >= p.job.run.max_queued {
+                    return Ok(Reply::no(format!(
+                        "{name} is running now and {} fires wait (max_queued): trigger it again later",
+                        p.queue.len()
+                    )));
+                }
+                self.fire(i, now, FireHow::Triggered)?;
+                return Ok(Reply::ok(format!(
+                    "{name} is running now: the triggered fire waits for it (recorded as `queued`)"
+                )));
+            }
             self.fire(i, now, FireHow::Triggered)?;
         } else if self.build.as_ref().is_some_and(|b| b.job.name == name) {
             let b = self.build.as_mut().expect("the build job");
@@ -335,6 +361,13 @@ impl Daemon {
             {
                 Schedule::new(expr, self.opts.tz)?;
             }
+            // A source whose URL is missing from the environment, as at start.
+            crate::config::ensure_urls_set(
+                &jobs.pulls,
+                &self.opts.publish.targets,
+                jobs.publishes.iter().any(|p| p.enabled && p.push),
+            )
+            .map_err(|e| e.to_string())?;
             Ok(jobs)
         });
         let digests = digests(&files.dir);
@@ -385,9 +418,16 @@ impl Daemon {
             };
         for job in &jobs.pulls {
             match self.pulls.iter().position(|p| p.job.name == job.name) {
-                Some(i) if differs(&self.pulls[i].job, job) || !self.pulls[i].slot.enabled => {
+                Some(i)
+                    if differs(&self.pulls[i].job, job)
+                        || self.pulls[i].slot.enabled != job.enabled =>
+                {
                     let old = self.pulls[i].job.schedule.0.clone();
                     let p = &mut self.pulls[i];
+                    if old != job.schedule.0 {
+                        // The new schedule starts now: times before the edit are not missed.
+                        p.slot.last_planned = now;
+                    }
                     p.slot.schedule = Some(schedule(&job.schedule)?);
                     p.slot.enabled = job.enabled;
                     p.job = job.clone();
@@ -413,32 +453,58 @@ impl Daemon {
                 self.changed(&mut notes, by, &name, "removed".into())?;
             }
         }
+        // The build job: changed in place; removed or disabled, it builds no more; a new or
+        // renamed one is applied at the next start (its history and slot are its name's).
         let new_build = jobs.builds.iter().find(|b| b.enabled);
-        match (self.build.as_mut(), new_build) {
-            (Some(b), Some(n)) if differs(&b.job, n) => {
-                b.slot.schedule = match &n.schedule {
-                    Some(s) => Some(schedule(s)?),
-                    None => None,
-                };
-                b.job = n.clone();
-                let name = n.name.clone();
-                self.changed(&mut notes, by, &name, "reloaded".into())?;
+        let current = self
+            .build
+            .as_ref()
+            .map(|b| (b.job.name.clone(), b.slot.enabled, format!("{:?}", b.job)));
+        match (current, new_build) {
+            (Some((name, enabled, old)), Some(n)) if name == n.name => {
+                if old != format!("{n:?}") || !enabled {
+                    let b = self.build.as_mut().expect("the build job");
+                    if b.job.schedule != n.schedule {
+                        b.slot.last_planned = now;
+                    }
+                    b.slot.schedule = match &n.schedule {
+                        Some(s) => Some(schedule(s)?),
+                        None => None,
+                    };
+                    b.slot.enabled = true;
+                    b.job = n.clone();
+                    self.changed(&mut notes, by, &name, "reloaded".into())?;
+                }
             }
-            (None, Some(n)) => {
-                notes.push(format!(
-                    "{} (a build job) is applied at the next start of the daemon",
-                    n.name
-                ));
+            (Some((name, enabled, _)), new) => {
+                if enabled {
+                    self.build.as_mut().expect("the build job").slot.enabled = false;
+                    self.changed(&mut notes, by, &name, "removed".into())?;
+                }
+                if let Some(n) = new {
+                    notes.push(format!(
+                        "{} (a new build job) is applied at the next start of the daemon",
+                        n.name
+                    ));
+                }
             }
-            _ => {}
+            (None, Some(n)) => notes.push(format!(
+                "{} (a new build job) is applied at the next start of the daemon",
+                n.name
+            )),
+            (None, None) => {}
         }
         for job in &jobs.publishes {
             match self.publishes.iter().position(|p| p.job.name == job.name) {
                 Some(i)
-                    if differs(&self.publishes[i].job, job) || !self.publishes[i].slot.enabled =>
+                    if differs(&self.publishes[i].job, job)
+                        || self.publishes[i].slot.enabled != job.enabled =>
                 {
                     let old = self.publishes[i].job.schedule.0.clone();
                     let p = &mut self.publishes[i];
+                    if old != job.schedule.0 {
+                        p.slot.last_planned = now;
+                    }
                     p.slot.schedule = Some(schedule(&job.schedule)?);
                     p.slot.enabled = job.enabled;
                     p.job = job.clone();

@@ -29,11 +29,13 @@ struct App {
 }
 
 pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    let app = App { shared, metrics };
+    // /health is outside the limit: a probe must hear from the loop even while slow
+    // collections hold every slot.
+    let limited = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
-        .with_state(App { shared, metrics })
+        .with_state(app.clone())
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -44,7 +46,11 @@ pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle) -> Router {
                 }))
                 .load_shed()
                 .concurrency_limit(MAX_IN_FLIGHT),
-        )
+        );
+    Router::new()
+        .route("/health", get(health))
+        .with_state(app)
+        .merge(limited)
 }
 
 async fn health(State(app): State<App>) -> Response {

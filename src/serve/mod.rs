@@ -331,7 +331,9 @@ pub async fn serve(
     // Stopping: no new fires; running runs get the grace.
     shared.stop();
     watcher.abort();
-    control.abort();
+    if let Some(c) = control {
+        c.abort();
+    }
     if let Some(w) = files_watch {
         w.abort();
     }
@@ -463,7 +465,13 @@ impl Daemon {
 
     /// When the pending build's debounce ends, if one is pending and none is running.
     fn build_deadline(&self) -> Option<Instant> {
-        self.build.as_ref()?.deadline()
+        let b = self.build.as_ref()?;
+        if !b.slot.enabled || self.is_paused(&b.job.name) {
+            // Its asks wait for the resume (a deadline already past would wake the loop at
+            // once, again and again).
+            return None;
+        }
+        b.deadline()
     }
 
     fn busy(&self) -> bool {

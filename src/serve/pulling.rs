@@ -168,6 +168,20 @@ impl Daemon {
                 b.landed_runs += 1;
             }
         }
+        let paused = self.is_paused(&self.pulls[i].job.name);
+        let p = &mut self.pulls[i];
+        if paused || !p.slot.enabled {
+            // Paused or removed meanwhile: the fires waiting never run.
+            for (t, _) in p.queue.drain(..) {
+                p.slot.interrupt(
+                    t,
+                    FireHow::Queued,
+                    "the job was paused (or removed) before it ran",
+                    Vec::new(),
+                    Vec::new(),
+                )?;
+            }
+        }
         if !self.stopping() {
             if let Some((planned, how)) = self.pulls[i].queue.pop_front() {
                 self.start_pull(i, planned, how)?;

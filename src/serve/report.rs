@@ -18,6 +18,9 @@ pub const STATUS_FRESH: Duration = Duration::from_secs(1);
 /// How often the watcher checks freshness (and sets the gauges).
 pub const WATCH_EVERY: Duration = Duration::from_secs(10);
 
+/// The newest status report and when it was collected.
+type Cached = Option<(Instant, Arc<StatusReport>)>;
+
 /// State shared with the HTTP handlers and the watcher.
 pub struct Shared {
     pub warehouse: PathBuf,
@@ -27,7 +30,7 @@ pub struct Shared {
     heartbeat: Mutex<Instant>,
     stopping: AtomicBool,
     /// The newest report and when it was collected; the lock is held while one is collected.
-    report: tokio::sync::Mutex<Option<(Instant, Arc<StatusReport>)>>,
+    report: Arc<tokio::sync::Mutex<Cached>>,
     /// With a token, `/status` and `/metrics` answer only `Authorization: Bearer <token>`.
     token: Option<String>,
 }
@@ -39,7 +42,7 @@ impl Shared {
             jobs: std::sync::RwLock::new(jobs),
             heartbeat: Mutex::new(Instant::now()),
             stopping: false.into(),
-            report: tokio::sync::Mutex::new(None),
+            report: Arc::new(tokio::sync::Mutex::new(None)),
             token: token.filter(|t| !t.is_empty()),
         }
     }
@@ -91,20 +94,26 @@ impl Shared {
     /// The status report: the one collected less than [`STATUS_FRESH`] ago, or a new one,
     /// collected on a blocking thread while other callers wait for it.
     pub async fn report(&self) -> anyhow::Result<Arc<StatusReport>> {
-        let mut held = self.report.lock().await;
+        let mut held = self.report.clone().lock_owned().await;
         if let Some((at, r)) = held.as_ref() {
             if at.elapsed() < STATUS_FRESH {
                 return Ok(r.clone());
             }
         }
         let (warehouse, jobs) = (self.warehouse.clone(), self.jobs());
-        let r =
-            tokio::task::spawn_blocking(move || crate::status::collect_report(&warehouse, &jobs))
-                .await??;
-        super::metrics::status_collected();
-        let r = Arc::new(r);
-        *held = Some((Instant::now(), r.clone()));
-        Ok(r)
+        // The collection owns the lock and the cache: a caller that gives up (a client that
+        // hung up) leaves it to finish and be reused, rather than to run beside the next one.
+        tokio::spawn(async move {
+            let r = tokio::task::spawn_blocking(move || {
+                crate::status::collect_report(&warehouse, &jobs)
+            })
+            .await??;
+            super::metrics::status_collected();
+            let r = Arc::new(r);
+            *held = Some((Instant::now(), r.clone()));
+            anyhow::Ok(r)
+        })
+        .await?
     }
 }
 
