@@ -216,9 +216,10 @@ pub struct IndexStatus {
 /// ended `stuck` (abandoned, blocked in I/O) and the job's lock is still held.
 fn stuck(s: &JobStatus) -> Option<&FireRecord> {
     let last = s.last_fires.iter().rev().find(|f| {
-        f.event == crate::schedule::FireEvent::Finished && f.outcome.as_deref() != Some("busy")
+        f.event == crate::schedule::FireEvent::Finished
+            && f.outcome != Some(crate::schedule::FireOutcome::Busy)
     })?;
-    (s.lock_held && last.outcome.as_deref() == Some("stuck")).then_some(last)
+    (s.lock_held && last.outcome == Some(crate::schedule::FireOutcome::Stuck)).then_some(last)
 }
 
 /// Something failing now: a job whose last run failed, or a build that did not publish.
@@ -390,7 +391,7 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
             .find(|f| f.event != crate::schedule::FireEvent::Claimed);
         // A preview that failed, or a final job that owes periods: someone has to look.
         let open = match last {
-            Some(f) if f.outcome.as_deref() == Some("failed") => true,
+            Some(f) if f.outcome == Some(crate::schedule::FireOutcome::Failed) => true,
             _ => !p.owed.is_empty(),
         };
         if let (true, Some(f)) = (open, last) {
@@ -400,7 +401,7 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
                 format!(
                     "owes {} ({}): ",
                     p.owed.join(", "),
-                    f.outcome.as_deref().unwrap_or("interrupted")
+                    f.outcome.map_or("interrupted", |o| o.as_str())
                 )
             };
             failures.push(Failure {
@@ -563,7 +564,7 @@ fn fire_text(f: &FireRecord) -> String {
                 Some(crate::schedule::FireHow::Retry) => " (retry)",
                 _ => "",
             };
-            format!("{}{caught}", f.outcome.as_deref().unwrap_or("ran"))
+            format!("{}{caught}", f.outcome.map_or("ran", |o| o.as_str()))
         }
         FireEvent::SkippedOverlap => "skipped: still running".into(),
         FireEvent::SkippedMisfire => "skipped: missed while down".into(),

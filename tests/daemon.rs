@@ -374,7 +374,7 @@ async fn the_daemon_fires_every_job_and_keeps_the_index_equal_to_a_one_off_build
         assert!(
             acc.finished
                 .iter()
-                .all(|f| f.outcome.as_deref() != Some("busy")),
+                .all(|f| f.outcome != Some(chiso::schedule::FireOutcome::Busy)),
             "{}: a fire found its job's lock held",
             j.name
         );
@@ -514,14 +514,18 @@ async fn the_daemon_runs_publish_jobs() {
 
     let previews = finished("preview_september");
     assert!(
-        previews.iter().all(|r| r.outcome.as_deref() == Some("ok")),
+        previews
+            .iter()
+            .all(|r| r.outcome == Some(chiso::schedule::FireOutcome::Ok)),
         "{previews:?}"
     );
     // The guard holds the final back (not a failure of chiso's or of a portal's): "held".
     let finals = finished("final_july");
     assert!(
-        finals.iter().all(|r| r.outcome.as_deref() == Some("held")
-            && r.error.as_deref().is_some_and(|e| e.contains("--accept"))),
+        finals
+            .iter()
+            .all(|r| r.outcome == Some(chiso::schedule::FireOutcome::Held)
+                && r.error.as_deref().is_some_and(|e| e.contains("--accept"))),
         "{finals:?}"
     );
     let ledger = chiso::ledger::open_read_only(wh.path(), Duration::from_secs(5))

@@ -4606,7 +4606,7 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
         "2026-02-11T06:00:00+07:00",
         FireEvent::Finished,
     );
-    last.outcome = Some("ok".into());
+    last.outcome = Some(chiso::schedule::FireOutcome::Ok);
     last.periods = vec!["2026-01".into()];
     history.append(&[last]).unwrap();
     type Enough = Box<dyn Fn(&[FireRecord]) -> bool + Send>;
@@ -4677,7 +4677,11 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
     assert_eq!(catch_up.how, Some(FireHow::CaughtUp));
     assert_eq!(catch_up.planned, "2026-05-11T06:00:00+07:00");
     assert_eq!(catch_up.periods, vec!["2026-02", "2026-03", "2026-04"]);
-    assert_eq!(catch_up.outcome.as_deref(), Some("held"), "{catch_up:?}");
+    assert_eq!(
+        catch_up.outcome,
+        Some(chiso::schedule::FireOutcome::Held),
+        "{catch_up:?}"
+    );
     let said = catch_up.error.clone().unwrap_or_default();
     assert!(
         said.contains("2026-02 was not published: the guard warns")
@@ -4779,7 +4783,11 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
     let tail = serve_until(Box::new(move |t| finished(t).len() > before)).await;
     let last = finished(&tail).pop().unwrap();
     assert_eq!(last.how, Some(FireHow::Retry), "{last:?}");
-    assert_eq!(last.outcome.as_deref(), Some("ok"), "{last:?}");
+    assert_eq!(
+        last.outcome,
+        Some(chiso::schedule::FireOutcome::Ok),
+        "{last:?}"
+    );
     assert!(last.owed.is_empty());
     assert_eq!(last.periods, vec!["2026-02", "2026-04"]);
     assert_eq!(

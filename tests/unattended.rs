@@ -245,10 +245,9 @@ async fn a_pull_blocked_in_io_past_its_timeout_is_reported_stuck() {
     let t0 = Instant::now();
     let stuck = loop {
         let records = history.tail().unwrap();
-        if let Some(r) = records
-            .iter()
-            .find(|r| r.event == FireEvent::Finished && r.outcome.as_deref() == Some("stuck"))
-        {
+        if let Some(r) = records.iter().find(|r| {
+            r.event == FireEvent::Finished && r.outcome == Some(chiso::schedule::FireOutcome::Stuck)
+        }) {
             break r.clone();
         }
         assert!(
@@ -265,10 +264,9 @@ async fn a_pull_blocked_in_io_past_its_timeout_is_reported_stuck() {
     let t1 = Instant::now();
     loop {
         let records = history.tail().unwrap();
-        if records
-            .iter()
-            .any(|r| r.event == FireEvent::Finished && r.outcome.as_deref() == Some("busy"))
-        {
+        if records.iter().any(|r| {
+            r.event == FireEvent::Finished && r.outcome == Some(chiso::schedule::FireOutcome::Busy)
+        }) {
             break;
         }
         assert!(
@@ -398,7 +396,7 @@ async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon()
             rs.iter().any(|r| {
                 r.event == FireEvent::Finished
                     && r.how == Some(FireHow::Triggered)
-                    && r.outcome.as_deref() == Some("ok")
+                    && r.outcome == Some(chiso::schedule::FireOutcome::Ok)
             })
         }),
     )

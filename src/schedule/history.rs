@@ -35,6 +35,60 @@ pub enum FireEvent {
     Changed,
 }
 
+/// What became of a finished fire (written as its snake_case name, as before it was typed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FireOutcome {
+    Ok,
+    /// Landed, and some records were quarantined.
+    Quarantined,
+    Failed,
+    /// An attempt ran past its timeout and was stopped.
+    TimedOut,
+    /// Stopped at its timeout, still blocked in I/O: abandoned (it holds the job's lock).
+    Stuck,
+    /// Another run held the job's lock (or another build the warehouse's).
+    Busy,
+    /// A run by hand that was interrupted.
+    Interrupted,
+    /// A publication held back by the rules.
+    Held,
+    /// Published, a push to a portal not acknowledged yet.
+    PushPending,
+    /// A value this version does not know (a newer one wrote it): the line is still read.
+    #[serde(other)]
+    Unknown,
+}
+
+impl FireOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FireOutcome::Ok => "ok",
+            FireOutcome::Quarantined => "quarantined",
+            FireOutcome::Failed => "failed",
+            FireOutcome::TimedOut => "timed_out",
+            FireOutcome::Stuck => "stuck",
+            FireOutcome::Busy => "busy",
+            FireOutcome::Interrupted => "interrupted",
+            FireOutcome::Held => "held",
+            FireOutcome::PushPending => "push_pending",
+            FireOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<crate::lake::commit::Outcome> for FireOutcome {
+    fn from(o: crate::lake::commit::Outcome) -> Self {
+        use crate::lake::commit::Outcome;
+        match o {
+            Outcome::Ok => FireOutcome::Ok,
+            Outcome::Quarantined => FireOutcome::Quarantined,
+            Outcome::Failed => FireOutcome::Failed,
+            Outcome::Interrupted => FireOutcome::Interrupted,
+        }
+    }
+}
+
 /// How a fire came to be claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,9 +124,9 @@ pub struct FireRecord {
     /// The runs (one per attempt) of a finished fire; the build id of a build.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub run_ids: Vec<String>,
-    /// `ok`, `quarantined`, `failed`, `timed_out`, `busy` (a build found another running).
+    /// What became of a finished fire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<FireOutcome>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "is_zero_u64")]
@@ -144,7 +198,7 @@ pub fn record_manual(warehouse: &Path, report: &crate::pull::RunReport) -> std::
     let mut r = FireRecord::new(&report.job, &planned, FireEvent::Finished);
     r.how = Some(FireHow::Manual);
     r.run_ids = vec![report.run_id.clone()];
-    r.outcome = Some(report.outcome.as_str().to_string());
+    r.outcome = Some(report.outcome.into());
     r.attempts = 1;
     r.rows_landed = report.totals.rows_landed;
     r.seconds = Some(report.seconds);
@@ -405,6 +459,32 @@ pub fn by_time(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Typed outcomes are written as the strings they were before, and a line with one this
+    /// version does not know is still read (a lost line would reopen a claim).
+    #[test]
+    fn outcomes_read_and_write_as_before() {
+        let line = |o: &str| {
+            format!(
+                r#"{{"job":"j","planned":"2026-12-01T08:00:00+07:00","event":"finished","at":"2026-12-01T08:00:01.000+07:00","outcome":"{o}"}}"#
+            )
+        };
+        for (text, o) in [
+            ("ok", FireOutcome::Ok),
+            ("timed_out", FireOutcome::TimedOut),
+            ("push_pending", FireOutcome::PushPending),
+            ("stuck", FireOutcome::Stuck),
+            ("from_a_newer_version", FireOutcome::Unknown),
+        ] {
+            let r = parse_line(line(text).as_bytes()).expect(text);
+            assert_eq!(r.outcome, Some(o), "{text}");
+            if o != FireOutcome::Unknown {
+                let back = serde_json::to_string(&r).unwrap();
+                assert!(back.contains(&format!(r#""outcome":"{text}""#)), "{back}");
+                assert_eq!(o.as_str(), text);
+            }
+        }
+    }
 
     #[test]
     fn claims_are_closed_once_and_the_tail_survives_a_torn_line() {

@@ -7,6 +7,6 @@ pub mod history;
 pub mod lock;
 pub mod planned;
 
-pub use history::{FireEvent, FireHow, FireRecord, History};
+pub use history::{FireEvent, FireHow, FireOutcome, FireRecord, History};
 pub use lock::{DaemonLock, DaemonLockError, Holder};
 pub use planned::Schedule;

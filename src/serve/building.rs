@@ -10,7 +10,7 @@ use super::slot::{plan, Policy, Slot};
 use super::{metrics, Daemon, Msg, Notice};
 use crate::config::{BuildJobConfig, CatchUp};
 use crate::models::build::{BuildOptions, BuildSummary};
-use crate::schedule::{FireEvent, FireHow, FireRecord};
+use crate::schedule::{FireEvent, FireHow, FireOutcome, FireRecord};
 
 pub(super) struct BuildSlot {
     pub(super) slot: Slot,
@@ -142,7 +142,11 @@ impl Daemon {
                 Ok(Ok(r)) => {
                     let s = BuildSummary::of(&r);
                     record.run_ids = vec![r.build_id.clone()];
-                    record.outcome = Some(if r.published { "ok" } else { "failed" }.into());
+                    record.outcome = Some(if r.published {
+                        FireOutcome::Ok
+                    } else {
+                        FireOutcome::Failed
+                    });
                     record.error = s.error.clone();
                     if r.published {
                         tracing::info!(build_id = %r.build_id, seconds = r.seconds, "Build published.");
@@ -158,7 +162,11 @@ impl Daemon {
                             Some(crate::fs::LockError::Busy(_))
                         )
                     });
-                    record.outcome = Some(if busy { "busy" } else { "failed" }.into());
+                    record.outcome = Some(if busy {
+                        FireOutcome::Busy
+                    } else {
+                        FireOutcome::Failed
+                    });
                     record.error = Some(format!("{e:#}"));
                     if busy {
                         tracing::warn!("Build deferred: another build holds the warehouse.");
@@ -168,7 +176,7 @@ impl Daemon {
                     (None, busy)
                 }
                 Err(e) => {
-                    record.outcome = Some("failed".into());
+                    record.outcome = Some(FireOutcome::Failed);
                     record.error = Some(format!("the build panicked: {e}"));
                     tracing::error!(error = %e, "The build panicked; the published warehouse is unchanged.");
                     (None, false)
@@ -205,7 +213,11 @@ impl Daemon {
         self.notice(Notice::BuildFinished {
             planned: record.planned.clone(),
             how,
-            outcome: record.outcome.clone().unwrap_or_default(),
+            outcome: record
+                .outcome
+                .map(|o| o.as_str())
+                .unwrap_or_default()
+                .to_string(),
             seconds: record.seconds.unwrap_or(0.0),
             pulls,
             build: summary,

@@ -146,7 +146,7 @@ pub fn fire(job: &str, event: &'static str) {
 /// A publish fire ended: its outcome (ok, push_pending, held, failed), and the periods its job
 /// still owes.
 pub fn publish(record: &FireRecord, owed: usize) {
-    let outcome = record.outcome.clone().unwrap_or_else(|| "failed".into());
+    let outcome = record.outcome.map_or("failed", |o| o.as_str());
     counter!("chiso_publishes_total", "job" => record.job.clone(), "outcome" => outcome)
         .increment(1);
     periods_owed(&record.job, owed);
@@ -176,7 +176,7 @@ pub fn run_failed(job: &str, outcome: &str) {
 }
 
 pub fn build(record: &FireRecord, summary: Option<&BuildSummary>) {
-    let outcome = record.outcome.clone().unwrap_or_else(|| "failed".into());
+    let outcome = record.outcome.map_or("failed", |o| o.as_str());
     counter!("chiso_builds_total", "outcome" => outcome).increment(1);
     if let Some(s) = summary {
         histogram!("chiso_build_duration_seconds").record(s.seconds);

@@ -21,7 +21,7 @@ use super::slot::{plan, Policy, Slot};
 use super::{Daemon, Msg};
 use crate::config::{CatchUp, PublishJobConfig};
 use crate::publish::{self, PublishOptions};
-use crate::schedule::{FireEvent, FireHow, FireRecord};
+use crate::schedule::{FireEvent, FireHow, FireOutcome, FireRecord};
 
 pub(super) struct PublishSlot {
     pub(super) slot: Slot,
@@ -55,7 +55,7 @@ impl PublishSlot {
                 .iter()
                 .rev()
                 .find(|r| r.event == FireEvent::Finished)
-                .is_some_and(|r| r.outcome.as_deref() == Some("push_pending"));
+                .is_some_and(|r| r.outcome == Some(FireOutcome::PushPending));
             (
                 crate::schedule::history::owed_after(&tail)
                     .into_iter()
@@ -234,18 +234,15 @@ impl Daemon {
             record.how = Some(how);
             record.attempts = 1;
             record.seconds = Some(t0.elapsed().as_secs_f64());
-            record.outcome = Some(
-                if !failed.is_empty() {
-                    "failed"
-                } else if !held.is_empty() {
-                    "held"
-                } else if pending > 0 {
-                    "push_pending"
-                } else {
-                    "ok"
-                }
-                .into(),
-            );
+            record.outcome = Some(if !failed.is_empty() {
+                FireOutcome::Failed
+            } else if !held.is_empty() {
+                FireOutcome::Held
+            } else if pending > 0 {
+                FireOutcome::PushPending
+            } else {
+                FireOutcome::Ok
+            });
             let mut said: Vec<String> = failed.into_iter().chain(held).collect();
             if pending > 0 {
                 said.push(format!("{pending} push(es) still pending"));
@@ -280,7 +277,7 @@ impl Daemon {
         }
         slot.owed.extend(record.owed.iter().cloned());
         slot.push_pending =
-            !slot.job.provisional && record.outcome.as_deref() == Some("push_pending");
+            !slot.job.provisional && record.outcome == Some(FireOutcome::PushPending);
         if slot.owed.is_empty() && !slot.push_pending {
             slot.retry_at = None;
             slot.retries = 0;

@@ -15,7 +15,7 @@ use super::{metrics, Daemon, Msg, Notice};
 use crate::config::{JobConfig, Overlap};
 use crate::lake::commit::CommitError;
 use crate::pull::{self, PullError, RunContext};
-use crate::schedule::{FireEvent, FireHow, FireRecord};
+use crate::schedule::{FireEvent, FireHow, FireOutcome, FireRecord};
 
 /// How long a run stopped at its timeout may take to stop before it is abandoned as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(5);
@@ -158,7 +158,11 @@ impl Daemon {
         self.notice(Notice::PullFinished {
             job: record.job.clone(),
             planned: record.planned.clone(),
-            outcome: record.outcome.clone().unwrap_or_default(),
+            outcome: record
+                .outcome
+                .map(|o| o.as_str())
+                .unwrap_or_default()
+                .to_string(),
             rows_landed: record.rows_landed,
             seconds: record.seconds.unwrap_or(0.0),
         });
@@ -231,7 +235,7 @@ async fn run_fire(
             async move { pull::run_job(&ctx, &job).await }
         });
         *attempt_handle.lock().expect("attempt") = Some(run.abort_handle());
-        let (outcome, error): (String, Option<String>) = match tokio::time::timeout(
+        let (outcome, error): (FireOutcome, Option<String>) = match tokio::time::timeout(
             policy.timeout.0,
             &mut run,
         )
@@ -243,7 +247,7 @@ async fn run_fire(
                 // abandoned rather than waited for, so the fire ends and says so.
                 match tokio::time::timeout(STUCK_AFTER, &mut run).await {
                     Ok(_) => (
-                        "timed_out".into(),
+                        FireOutcome::TimedOut,
                         Some(format!(
                             "the run took longer than its timeout, {}; it is recovered at its next start",
                             humantime::format_duration(policy.timeout.0)
@@ -253,7 +257,7 @@ async fn run_fire(
                         super::metrics::stuck(&job.name);
                         tracing::error!(job = %job.name, timeout = %humantime::format_duration(policy.timeout.0), "A run is stuck in blocking I/O past its timeout and could not be stopped; abandoned. It holds the job's lock until the I/O returns, so the job's next fires find it busy.");
                         (
-                            "stuck".into(),
+                            FireOutcome::Stuck,
                             Some(format!(
                                 "the run took longer than its timeout, {}, and was still blocked {} s after being stopped (in I/O: a hung disk or mount?); abandoned, it holds the job's lock until the I/O returns",
                                 humantime::format_duration(policy.timeout.0),
@@ -263,27 +267,26 @@ async fn run_fire(
                     }
                 }
             }
-            Ok(Err(e)) if e.is_panic() => ("failed".into(), Some("the run panicked".into())),
-            Ok(Err(_)) => ("failed".into(), Some("the run was cancelled".into())),
+            Ok(Err(e)) if e.is_panic() => (FireOutcome::Failed, Some("the run panicked".into())),
+            Ok(Err(_)) => (FireOutcome::Failed, Some("the run was cancelled".into())),
             Ok(Ok(Err(PullError::Commit(CommitError::Busy { .. })))) => (
-                "busy".into(),
+                FireOutcome::Busy,
                 Some("another run holds the job's lock (a `chiso run` by hand, or a run abandoned as stuck)".into()),
             ),
-            Ok(Ok(Err(e))) => ("failed".into(), Some(e.to_string())),
+            Ok(Ok(Err(e))) => (FireOutcome::Failed, Some(e.to_string())),
             Ok(Ok(Ok(rep))) => {
                 record.run_ids.push(rep.run_id.clone());
                 record.rows_landed += rep.totals.rows_landed;
                 super::metrics::run(&rep);
-                (rep.outcome.as_str().to_string(), rep.error.clone())
+                (rep.outcome.into(), rep.error.clone())
             }
         };
-        if outcome != "ok"
-            && outcome != "quarantined"
+        if !matches!(outcome, FireOutcome::Ok | FireOutcome::Quarantined)
             && record.run_ids.len() < record.attempts as usize
         {
-            super::metrics::run_failed(&job.name, &outcome);
+            super::metrics::run_failed(&job.name, outcome.as_str());
         }
-        let retry = matches!(outcome.as_str(), "failed" | "timed_out")
+        let retry = matches!(outcome, FireOutcome::Failed | FireOutcome::TimedOut)
             && record.attempts <= policy.retries
             && !*stop.borrow();
         record.outcome = Some(outcome);
