@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -50,24 +49,6 @@ fn fast_jobs(base_url: &str) -> (ProjectConfig, Jobs) {
     b.quiet_period = Duration::from_secs(2);
     b.max_delay = Duration::from_secs(6);
     (project, jobs)
-}
-
-fn options(warehouse: &Path, project: &ProjectConfig, jobs: &Jobs) -> ServeOptions {
-    ServeOptions {
-        warehouse: warehouse.to_path_buf(),
-        project_root: project.root.clone(),
-        sql_dir: repo().join("sql"),
-        tz: project.timezone,
-        jobs: jobs.clone(),
-        http: Some("127.0.0.1:0".parse().unwrap()),
-        grace: Duration::from_secs(30),
-        retention: Duration::from_secs(86_400),
-        http_client: chiso::feeds::http::http_client(),
-        publish: project.publish.clone(),
-        http_token: None,
-        http_public: false,
-        job_files: None,
-    }
 }
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -165,7 +146,7 @@ async fn the_daemon_fires_every_job_and_keeps_the_index_equal_to_a_one_off_build
     .await;
     let (project, jobs) = fast_jobs(&sim.base_url());
     let wh = tempfile::tempdir().unwrap();
-    let opts = options(wh.path(), &project, &jobs);
+    let opts = serve_options(wh.path(), &project, &jobs, 30);
 
     // Part 1: 40 s, slow answers now and then (so fires find their job running).
     let t1 = Utc::now();
@@ -476,7 +457,7 @@ async fn the_daemon_runs_publish_jobs() {
         job("preview_september", "2026-09", true),
         job("final_july", "2026-07", false),
     ];
-    let mut opts = options(wh.path(), &project, &jobs);
+    let mut opts = serve_options(wh.path(), &project, &jobs, 30);
     opts.http = None;
     // A world of 2 dossiers a day: judged at every move (not against chance), its units'
     // swings hold July's final.

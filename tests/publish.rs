@@ -831,12 +831,7 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     let (kills, done) = publish_through_kills(&sim, wh.path(), &periods, &mut rng).await;
     assert!(kills >= 10, "only {kills} kills in {done} runs");
     let received = sim.state.publications();
-    let got: Vec<String> = received
-        .iter()
-        .map(|r| format!("{} {} {}", r.portal, r.period, r.revision))
-        .collect();
-    let unique: BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(got.len(), unique.len(), "a portal stored a revision twice");
+    let unique = stored_once(&received);
     assert_eq!(unique, expected(&[1]));
     // Every kill left a push unacknowledged, sent again and answered as a duplicate.
     let duplicates: u32 = received.iter().map(|r| r.duplicates).sum();
@@ -925,12 +920,7 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
     let (kills2, done2) = publish_through_kills(&sim, wh.path(), &periods, &mut rng).await;
     assert!(kills2 >= 3, "only {kills2} kills in {done2} runs");
     let received = sim.state.publications();
-    let got: Vec<String> = received
-        .iter()
-        .map(|r| format!("{} {} {}", r.portal, r.period, r.revision))
-        .collect();
-    let unique: BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(got.len(), unique.len(), "a portal stored a revision twice");
+    let unique = stored_once(&received);
     assert_eq!(unique, expected(&[1, 3]), "revision 2 was never sent");
     assert_eq!(received.len() - before, 15);
     assert_eq!(
@@ -959,4 +949,16 @@ async fn each_portal_gets_each_revision_once_through_failures_and_kills() {
         received.len()
     );
     sim.stop().await;
+}
+
+/// Each portal's stored publications as "portal period revision", checking none is stored
+/// twice.
+fn stored_once(received: &[chiso::sim::portal::Received]) -> BTreeSet<String> {
+    let got: Vec<String> = received
+        .iter()
+        .map(|r| format!("{} {} {}", r.portal, r.period, r.revision))
+        .collect();
+    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), unique.len(), "a portal stored a revision twice");
+    unique
 }

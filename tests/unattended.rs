@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -34,24 +33,6 @@ fn one_job(base_url: &str, name: &str) -> (ProjectConfig, Jobs, JobConfig) {
         publishes: Vec::new(),
     };
     (project, jobs, job)
-}
-
-fn options(warehouse: &Path, project: &ProjectConfig, jobs: &Jobs, grace: u64) -> ServeOptions {
-    ServeOptions {
-        warehouse: warehouse.to_path_buf(),
-        project_root: project.root.clone(),
-        sql_dir: repo().join("sql"),
-        tz: project.timezone,
-        jobs: jobs.clone(),
-        http: Some("127.0.0.1:0".parse().unwrap()),
-        grace: Duration::from_secs(grace),
-        retention: Duration::from_secs(86_400),
-        http_client: chiso::feeds::http::http_client(),
-        publish: project.publish.clone(),
-        http_token: None,
-        http_public: false,
-        job_files: None,
-    }
 }
 
 /// The daemon started in the background: its address, the way to stop it, and its end.
@@ -125,7 +106,7 @@ async fn a_slow_feed_fills_a_bounded_queue_and_the_status_is_collected_once_a_se
     job.run.max_queued = 2;
     job.run.timeout = HumanDuration(Duration::from_secs(120));
     let wh = tempfile::tempdir().unwrap();
-    let d = start(options(wh.path(), &project, &jobs, 3)).await;
+    let d = start(serve_options(wh.path(), &project, &jobs, 3)).await;
     let client = reqwest::Client::new();
     tokio::time::sleep(Duration::from_secs(7)).await;
 
@@ -240,7 +221,7 @@ async fn a_pull_blocked_in_io_past_its_timeout_is_reported_stuck() {
     let job = &mut jobs.pulls[0];
     job.run.timeout = HumanDuration(Duration::from_secs(2));
     job.run.overlap = Overlap::Skip;
-    let d = start(options(&wh, &project, &jobs, 1)).await;
+    let d = start(serve_options(&wh, &project, &jobs, 1)).await;
     let history = History::new(&wh, "dossiers");
     let t0 = Instant::now();
     let stuck = loop {
@@ -350,7 +331,7 @@ async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon()
     };
     let jobs = load().unwrap();
     let wh = dir.path().join("warehouse");
-    let mut opts = options(&wh, &project, &jobs, 5);
+    let mut opts = serve_options(&wh, &project, &jobs, 5);
     opts.job_files = Some(JobFiles {
         dir: jobs_dir.clone(),
         load: std::sync::Arc::new(load),
@@ -498,6 +479,24 @@ async fn jobs_are_paused_resumed_triggered_and_rescheduled_on_a_running_daemon()
             .contains("units.toml"),
         "{changes:?}"
     );
+    // The file removed: the job fires no more, and its history says so.
+    std::fs::remove_file(&file).unwrap();
+    let r = ask(Op::Reload, None).await;
+    assert!(r.ok && r.message.contains("units removed"), "{r:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let removed_at = history.tail().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let records = history.tail().unwrap();
+    assert!(
+        records[removed_at..]
+            .iter()
+            .all(|r| r.event != FireEvent::Claimed),
+        "a removed job fired: {:#?}",
+        &records[removed_at..]
+    );
+    assert!(records
+        .iter()
+        .any(|r| r.event == FireEvent::Changed && r.note.as_deref() == Some("removed by tester")));
     let _ = d.stop.send(());
     d.done.await.unwrap().unwrap();
     sim.stop().await;

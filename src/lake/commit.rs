@@ -594,46 +594,48 @@ impl JobState {
         let (log, archive) = (self.log_dir(), self.archive_dir());
         std::fs::create_dir_all(&archive).map_err(|e| self.io(&archive, e))?;
         let covered: Vec<u64> = seqs.into_iter().filter(|&s| s < last).collect();
-        if let (Some(&first), Some(&newest)) = (covered.first(), covered.last()) {
-            let mut lines = Vec::new();
-            for &seq in &covered {
-                let e = self.read(seq)?;
-                serde_json::to_writer(&mut lines, &e).expect("entries serialise");
-                lines.push(b'\n');
-            }
-            let bundle = archive.join(format!("{first:020}-{newest:020}.jsonl"));
-            write_durably(&bundle, &lines).map_err(|e| self.io(&bundle, e))?;
-            for seq in covered {
-                let name = log.join(format!("{seq:020}.json"));
-                std::fs::remove_file(&name).map_err(|e| self.io(&name, e))?;
-            }
-        }
-        sync_dir(&log).map_err(|e| self.io(&log, e))?;
-        self.bundle_legacy_archive()?;
+        self.bundle(&log, &covered)?;
+        // Entries archived one file each (by versions before bundles) go into one bundle too.
+        let singles = seqs_in(&archive).map_err(|e| self.io(&archive, e))?;
+        self.bundle(&archive, &singles)?;
         self.prune_archive(&live)?;
         Ok(true)
     }
 
-    /// Entries archived one file each (by versions before bundles) go into one bundle too.
-    fn bundle_legacy_archive(&self) -> Result<(), CommitError> {
-        let archive = self.archive_dir();
-        let singles = seqs_in(&archive).map_err(|e| self.io(&archive, e))?;
-        let (Some(&first), Some(&last)) = (singles.first(), singles.last()) else {
+    /// Moves the entries `seqs` (files `<seq>.json` in `from`) into one bundle of the archive,
+    /// written durably before they are removed: a crash between the two leaves copies the
+    /// readers take once.
+    fn bundle(&self, from: &Path, seqs: &[u64]) -> Result<(), CommitError> {
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
             return Ok(());
         };
-        let mut lines = Vec::new();
-        for &seq in &singles {
-            let e = self.read_at(&archive.join(format!("{seq:020}.json")))?;
-            serde_json::to_writer(&mut lines, &e).expect("entries serialise");
-            lines.push(b'\n');
-        }
-        let bundle = archive.join(format!("{first:020}-{last:020}.jsonl"));
-        write_durably(&bundle, &lines).map_err(|e| self.io(&bundle, e))?;
-        for seq in singles {
-            let f = archive.join(format!("{seq:020}.json"));
+        let entries = seqs
+            .iter()
+            .map(|seq| self.read_at(&from.join(format!("{seq:020}.json"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bundle = self
+            .archive_dir()
+            .join(format!("{first:020}-{last:020}.jsonl"));
+        self.write_bundle(&bundle, entries.iter())?;
+        for seq in seqs {
+            let f = from.join(format!("{seq:020}.json"));
             std::fs::remove_file(&f).map_err(|e| self.io(&f, e))?;
         }
-        sync_dir(&archive).map_err(|e| self.io(&archive, e))
+        sync_dir(from).map_err(|e| self.io(from, e))
+    }
+
+    /// Writes `entries` as a bundle, one JSON line each, durably (replacing what was there).
+    fn write_bundle<'a>(
+        &self,
+        path: &Path,
+        entries: impl Iterator<Item = &'a CommitEntry>,
+    ) -> Result<(), CommitError> {
+        let mut lines = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut lines, e).expect("entries serialise");
+            lines.push(b'\n');
+        }
+        write_durably(path, &lines).map_err(|e| self.io(path, e))
     }
 
     /// Deletes archived bundles older than [`ARCHIVE_KEEP`] that name no live file: what
@@ -664,12 +666,7 @@ impl JobState {
             } else if kept.len() < total {
                 // Only the entries of live files: a closed month's compacted file is live for
                 // ever, and compaction reads when it landed.
-                let mut lines = Vec::new();
-                for e in kept {
-                    serde_json::to_writer(&mut lines, e).expect("entries serialise");
-                    lines.push(b'\n');
-                }
-                write_durably(&path, &lines).map_err(|e| self.io(&path, e))?;
+                self.write_bundle(&path, kept.into_iter())?;
             }
         }
         if deleted > 0 {

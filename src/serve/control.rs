@@ -11,7 +11,7 @@
 //! period passed while paused is not owed: publish it by hand). A rescheduled job starts its
 //! new schedule at the reload: times before it are not missed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,21 +163,17 @@ pub(super) fn listen(
     })))
 }
 
-/// Sends a reload to the loop at each SIGHUP, and whenever the job files' digests change.
+/// Sends a reload to the loop at each SIGHUP, and whenever the job files' digests differ from
+/// `seen` (those loaded at start, then the last seen).
 pub(super) fn watch_files(
     files: JobFiles,
+    mut seen: BTreeMap<String, String>,
     tx: mpsc::UnboundedSender<Msg>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup()).ok();
         let dir = files.dir.clone();
-        let mut seen = tokio::task::spawn_blocking({
-            let dir = dir.clone();
-            move || digests(&dir)
-        })
-        .await
-        .unwrap_or_default();
         let mut every = tokio::time::interval(FILES_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -424,12 +420,8 @@ impl Daemon {
                 {
                     let old = self.pulls[i].job.schedule.0.clone();
                     let p = &mut self.pulls[i];
-                    if old != job.schedule.0 {
-                        // The new schedule starts now: times before the edit are not missed.
-                        p.slot.last_planned = now;
-                    }
-                    p.slot.schedule = Some(schedule(&job.schedule)?);
-                    p.slot.enabled = job.enabled;
+                    p.slot
+                        .reconfigure(Some(schedule(&job.schedule)?), job.enabled, now);
                     p.job = job.clone();
                     let what = describe(&old, &job.schedule.0, job.enabled);
                     self.changed(&mut notes, by, &job.name, what)?;
@@ -445,14 +437,6 @@ impl Daemon {
                 None => {}
             }
         }
-        for i in 0..self.pulls.len() {
-            let name = self.pulls[i].job.name.clone();
-            if self.pulls[i].slot.enabled && !jobs.pulls.iter().any(|j| j.name == name) {
-                // Slots are never dropped (a run's end names its slot by index): it fires no more.
-                self.pulls[i].slot.enabled = false;
-                self.changed(&mut notes, by, &name, "removed".into())?;
-            }
-        }
         // The build job: changed in place; removed or disabled, it builds no more; a new or
         // renamed one is applied at the next start (its history and slot are its name's).
         let new_build = jobs.builds.iter().find(|b| b.enabled);
@@ -464,35 +448,21 @@ impl Daemon {
             (Some((name, enabled, old)), Some(n)) if name == n.name => {
                 if old != format!("{n:?}") || !enabled {
                     let b = self.build.as_mut().expect("the build job");
-                    if b.job.schedule != n.schedule {
-                        b.slot.last_planned = now;
-                    }
-                    b.slot.schedule = match &n.schedule {
+                    let s = match &n.schedule {
                         Some(s) => Some(schedule(s)?),
                         None => None,
                     };
-                    b.slot.enabled = true;
+                    b.slot.reconfigure(s, true, now);
                     b.job = n.clone();
                     self.changed(&mut notes, by, &name, "reloaded".into())?;
                 }
             }
-            (Some((name, enabled, _)), new) => {
-                if enabled {
-                    self.build.as_mut().expect("the build job").slot.enabled = false;
-                    self.changed(&mut notes, by, &name, "removed".into())?;
-                }
-                if let Some(n) = new {
-                    notes.push(format!(
-                        "{} (a new build job) is applied at the next start of the daemon",
-                        n.name
-                    ));
-                }
-            }
-            (None, Some(n)) => notes.push(format!(
+            // Removed, disabled or renamed (the old one is removed below).
+            (_, Some(n)) => notes.push(format!(
                 "{} (a new build job) is applied at the next start of the daemon",
                 n.name
             )),
-            (None, None) => {}
+            (_, None) => {}
         }
         for job in &jobs.publishes {
             match self.publishes.iter().position(|p| p.job.name == job.name) {
@@ -502,11 +472,8 @@ impl Daemon {
                 {
                     let old = self.publishes[i].job.schedule.0.clone();
                     let p = &mut self.publishes[i];
-                    if old != job.schedule.0 {
-                        p.slot.last_planned = now;
-                    }
-                    p.slot.schedule = Some(schedule(&job.schedule)?);
-                    p.slot.enabled = job.enabled;
+                    p.slot
+                        .reconfigure(Some(schedule(&job.schedule)?), job.enabled, now);
                     p.job = job.clone();
                     let what = describe(&old, &job.schedule.0, job.enabled);
                     self.changed(&mut notes, by, &job.name, what)?;
@@ -525,12 +492,30 @@ impl Daemon {
                 None => {}
             }
         }
-        for i in 0..self.publishes.len() {
-            let name = self.publishes[i].job.name.clone();
-            if self.publishes[i].slot.enabled && !jobs.publishes.iter().any(|j| j.name == name) {
-                self.publishes[i].slot.enabled = false;
-                self.changed(&mut notes, by, &name, "removed".into())?;
-            }
+        // A job no longer in the files (or no longer enabled there), whatever its kind, fires
+        // no more. Slots are never dropped: a run's end names its slot by index.
+        let kept: BTreeSet<&str> = jobs
+            .pulls
+            .iter()
+            .map(|j| j.name.as_str())
+            .chain(
+                jobs.builds
+                    .iter()
+                    .filter(|b| b.enabled)
+                    .map(|b| b.name.as_str()),
+            )
+            .chain(jobs.publishes.iter().map(|p| p.name.as_str()))
+            .collect();
+        let removed: Vec<String> = self
+            .slots()
+            .filter(|s| s.enabled && !kept.contains(s.name.as_str()))
+            .map(|s| s.name.clone())
+            .collect();
+        for name in removed {
+            self.slots_mut()
+                .filter(|s| s.name == name)
+                .for_each(|s| s.enabled = false);
+            self.changed(&mut notes, by, &name, "removed".into())?;
         }
         self.shared.set_jobs(jobs.clone());
         self.opts.jobs = jobs;

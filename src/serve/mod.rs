@@ -257,10 +257,6 @@ pub async fn serve(
         http: opts.http_client.clone(),
     };
     let control = control::listen(&opts.warehouse, tx.clone())?;
-    let files_watch = opts
-        .job_files
-        .clone()
-        .map(|f| control::watch_files(f, tx.clone()));
     let loaded_digests = match &opts.job_files {
         Some(f) => {
             let d = control::digests(&f.dir);
@@ -269,6 +265,10 @@ pub async fn serve(
         }
         None => Default::default(),
     };
+    let files_watch = opts
+        .job_files
+        .clone()
+        .map(|f| control::watch_files(f, loaded_digests.clone(), tx.clone()));
     let paused = control::read_paused(&opts.warehouse);
     if !paused.is_empty() {
         tracing::warn!(jobs = ?paused, "Paused jobs (`chiso jobs resume NAME` resumes one).");
@@ -461,6 +461,14 @@ impl Daemon {
             .map(|p| &p.slot)
             .chain(self.build.iter().map(|b| &b.slot))
             .chain(self.publishes.iter().map(|p| &p.slot))
+    }
+
+    fn slots_mut(&mut self) -> impl Iterator<Item = &mut slot::Slot> {
+        self.pulls
+            .iter_mut()
+            .map(|p| &mut p.slot)
+            .chain(self.build.iter_mut().map(|b| &mut b.slot))
+            .chain(self.publishes.iter_mut().map(|p| &mut p.slot))
     }
 
     /// When the pending build's debounce ends, if one is pending and none is running.

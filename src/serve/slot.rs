@@ -154,6 +154,21 @@ impl Slot {
         }
     }
 
+    /// Takes a reloaded job's schedule and whether it is enabled. A changed schedule starts at
+    /// `now`: the times before the reload are not missed.
+    pub(super) fn reconfigure(
+        &mut self,
+        schedule: Option<Schedule>,
+        enabled: bool,
+        now: DateTime<Utc>,
+    ) {
+        if self.schedule.as_ref().map(|s| &s.expr) != schedule.as_ref().map(|s| &s.expr) {
+            self.last_planned = now;
+        }
+        self.schedule = schedule;
+        self.enabled = enabled;
+    }
+
     pub(super) fn text(&self, t: DateTime<Utc>) -> String {
         local_rfc3339(t, self.tz)
     }

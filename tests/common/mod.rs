@@ -389,3 +389,28 @@ pub const TOKEN_VARS: [&str; 7] = [
     "CHISO_CALENDAR_TOKEN",
     "CHISO_NATIONAL_REPORT_TOKEN",
 ];
+
+/// The daemon's options for a test: the repository's models, HTTP on a free loopback port,
+/// a day's fire history, `grace` seconds to stop.
+pub fn serve_options(
+    warehouse: &Path,
+    project: &ProjectConfig,
+    jobs: &chiso::config::Jobs,
+    grace: u64,
+) -> chiso::serve::ServeOptions {
+    chiso::serve::ServeOptions {
+        warehouse: warehouse.to_path_buf(),
+        project_root: project.root.clone(),
+        sql_dir: repo().join("sql"),
+        tz: project.timezone,
+        jobs: jobs.clone(),
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        grace: std::time::Duration::from_secs(grace),
+        retention: std::time::Duration::from_secs(86_400),
+        http_client: chiso::feeds::http::http_client(),
+        publish: project.publish.clone(),
+        http_token: None,
+        http_public: false,
+        job_files: None,
+    }
+}
