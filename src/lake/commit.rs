@@ -397,16 +397,6 @@ impl JobState {
         })
     }
 
-    /// The newest entries, newest first, at most `n`.
-    pub fn recent(&self, n: usize) -> Result<Vec<CommitEntry>, CommitError> {
-        self.seqs()?
-            .iter()
-            .rev()
-            .take(n)
-            .map(|&s| self.read(s))
-            .collect()
-    }
-
     /// Every entry, oldest first (those a checkpoint moved to `log/archive/` included).
     pub fn all(&self) -> Result<Vec<CommitEntry>, CommitError> {
         self.consistently(|| self.all_once())
@@ -453,10 +443,14 @@ impl JobState {
 
     /// Entries leave `log/` only after the bundle holding them is in `log/archive/`: listing
     /// `log/` first and the archive second sees every entry present when the first listing
-    /// was taken (one archived between the two is in a bundle); an entry listed in `log/` and
-    /// archived before it is read is a `NotFound`, which makes [`Self::consistently`] read
-    /// again. Reads bundles from the newest back and stops after the first holding an entry
-    /// `enough` accepts (never, for every entry).
+    /// was taken (one archived between the two is in a bundle). An entry listed in `log/` and
+    /// archived before it is read is looked for in the bundles, which are listed after it
+    /// went. Reads bundles from the newest back and stops after the first holding an entry
+    /// `enough` accepts (never, for every entry) once every such moved entry was found.
+    ///
+    /// (Before, a moved entry made the whole read start again, and a hundred fresh starts
+    /// could all land inside one checkpoint's removal of a thousand entries on a loaded disk:
+    /// CI saw `all` fail with the `NotFound`.)
     fn back_to(
         &self,
         enough: &dyn Fn(&CommitEntry) -> bool,
@@ -464,16 +458,28 @@ impl JobState {
         let archive = self.archive_dir();
         let listed = self.seqs()?;
         let mut out: std::collections::BTreeMap<u64, CommitEntry> = Default::default();
+        let mut moved = std::collections::BTreeSet::new();
         let mut done = false;
         for &seq in listed.iter().rev() {
-            let e = self.read(seq)?;
+            let e = match self.read(seq) {
+                Ok(e) => e,
+                Err(CommitError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    moved.insert(seq);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             done |= enough(&e);
             out.insert(seq, e);
             if done {
                 break;
             }
         }
-        if !done {
+        if !done || !moved.is_empty() {
+            let found = done;
+            done = false;
             // Entries archived one file each, by earlier versions.
             let single = seqs_in(&archive).map_err(|e| self.io(&archive, e))?;
             let mut bundles = bundles_in(&archive).map_err(|e| self.io(&archive, e))?;
@@ -487,9 +493,10 @@ impl JobState {
                 let entries = self.read_bundle(&path)?;
                 let stop = entries.iter().any(enough);
                 for e in entries {
+                    moved.remove(&e.seq);
                     out.entry(e.seq).or_insert(e);
                 }
-                if stop {
+                if (found || stop) && moved.is_empty() {
                     done = true;
                     break;
                 }
