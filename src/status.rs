@@ -142,7 +142,16 @@ fn next_fire(enabled: bool, schedule: &crate::config::CronExpr) -> Option<String
 
 /// The newest fires, one record each: the last line written for its planned time.
 fn last_fires(warehouse: &std::path::Path, job: &str) -> Vec<FireRecord> {
-    let tail = History::new(warehouse, job).tail().unwrap_or_default();
+    let distinct = |rs: &[FireRecord]| {
+        rs.iter()
+            .map(|r| r.planned.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > LAST_FIRES
+    };
+    let tail = History::new(warehouse, job)
+        .tail_until(distinct)
+        .unwrap_or_default();
     let mut out: Vec<FireRecord> = Vec::new();
     for r in tail.into_iter().rev() {
         if !out.iter().any(|o| o.planned == r.planned) {

@@ -10,6 +10,8 @@ pub mod build;
 pub mod freshness;
 pub mod log;
 pub mod publication;
+pub mod soak;
+pub mod year;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -385,5 +387,15 @@ fn print_table(ms: &[Measurement], input_bytes: u64, opts: &IngestBench) {
             d.seconds / c.seconds,
             mb(c.peak_rss_bytes)
         );
+    }
+}
+
+/// `1.2 MB`, `840 kB`, `12 B` (decimal units, as the tables in docs/benchmarks.md).
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.1} GB", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.0} kB", n as f64 / 1e3),
+        n => format!("{n} B"),
     }
 }

@@ -126,7 +126,7 @@ fn at_seven(d: NaiveDate) -> NaiveDateTime {
 }
 
 /// Bytes and files under `dir` (0 when missing).
-fn tree_size(dir: &Path) -> (u64, usize) {
+pub(super) fn tree_size(dir: &Path) -> (u64, usize) {
     let mut bytes = 0;
     let mut files = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -195,7 +195,7 @@ fn new_methodology(sql_dir: &Path, effective: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+pub(super) fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
@@ -205,6 +205,31 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
         } else {
             std::fs::copy(e.path(), &target)?;
         }
+    }
+    Ok(())
+}
+
+/// A build of `w` that must publish: an error names the models that failed.
+pub(super) async fn build_published(
+    w: &Path,
+    sql: &Path,
+    pulls: &[config::JobConfig],
+    o: &BuildOptions,
+) -> anyhow::Result<()> {
+    let (w, s, j, o) = (
+        w.to_path_buf(),
+        sql.to_path_buf(),
+        pulls.to_vec(),
+        o.clone(),
+    );
+    let record = tokio::task::spawn_blocking(move || build(&w, &s, &j, &o)).await??;
+    if !record.published {
+        let why: Vec<String> = record
+            .models
+            .iter()
+            .filter_map(|m| m.error.as_ref().map(|e| format!("{}: {e}", m.model)))
+            .collect();
+        bail!("the build was not published: {}", why.join("; "));
     }
     Ok(())
 }
@@ -327,21 +352,9 @@ async fn run_inner(mut opts: PublicationYear) -> anyhow::Result<YearReport> {
                 bail!("{day}: the pull {name} failed: {e}");
             }
         }
-        let (w, s, j, o) = (
-            warehouse.clone(),
-            sql_dir.clone(),
-            pulls.clone(),
-            build_opts.clone(),
-        );
-        let record = tokio::task::spawn_blocking(move || build(&w, &s, &j, &o)).await??;
-        if !record.published {
-            let why: Vec<String> = record
-                .models
-                .iter()
-                .filter_map(|m| m.error.as_ref().map(|e| format!("{}: {e}", m.model)))
-                .collect();
-            bail!("{day}: the build was not published: {}", why.join("; "));
-        }
+        build_published(&warehouse, &sql_dir, &pulls, &build_opts)
+            .await
+            .with_context(|| format!("{day}"))?;
         // The preview job: the current month.
         let current = publish::choose_period(&PeriodChoice::CurrentMonth, day);
         // (A day with nothing to preview yet fails, as the job's fire would.)

@@ -30,6 +30,199 @@ pub(crate) enum BenchCommand {
     /// exports and the warehouse hold month by month, each period's finals and what the
     /// portal received, what is pending and why, and the vintages at three moments.
     PublicationYear(BenchPublicationYearArgs),
+    /// A year of the default schedules' state (commit logs, compactions, fire histories,
+    /// build records, a year of finals), and what each recurring operation costs on it
+    /// against a fresh warehouse: a pull, a build's snapshot read, `chiso status`, the
+    /// daemon's start-up and /status, a publication, a compaction; then every state file's
+    /// size against its bound.
+    Year(BenchYearArgs),
+    /// The daemon left running on the simulator with per-second schedules, through faults
+    /// (5xx bursts, every feed down for two minutes, slow answers) and a SIGKILL every few
+    /// minutes; then nothing lost (the lake equals the simulator), each final revision stored
+    /// once by each portal, and the daemon's memory and open files over its lifetimes.
+    Soak(BenchSoakArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BenchSoakArgs {
+    /// How long to run.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) minutes: f64,
+    /// SIGKILL the daemon this often (± a fifth), in seconds.
+    #[arg(long, default_value_t = 180)]
+    pub(crate) kill_every: u64,
+    /// Work folder (emptied first).
+    #[arg(long, default_value = "target/bench/soak")]
+    pub(crate) work_dir: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Dossiers on an ordinary working day.
+    #[arg(long, default_value_t = 60.0)]
+    pub(crate) scale: f64,
+    /// Simulated seconds per second.
+    #[arg(long, default_value_t = 120.0)]
+    pub(crate) speed: f64,
+    /// The final period the publish job publishes (the world's months are 2026-06 to -09).
+    #[arg(long, default_value = "2026-08")]
+    pub(crate) period: String,
+    /// Print the report as JSON too.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn soak(g: &Globals, a: BenchSoakArgs) -> anyhow::Result<u8> {
+    let (project, _) = chiso::demo::load_all_or_embedded(&g.config)?;
+    if !project.root.join("sql").is_dir() || !project.root.join("jobs").is_dir() {
+        anyhow::bail!("run chiso bench soak from the project folder (it copies jobs/ and sql/)");
+    }
+    let opts = chiso::bench::soak::Soak {
+        dir: std::env::current_dir()?.join(&a.work_dir),
+        project: std::path::absolute(&project.root)?,
+        exe: std::env::current_exe()?,
+        minutes: a.minutes,
+        kill_every: std::time::Duration::from_secs(a.kill_every.max(10)),
+        seed: a.seed,
+        per_day: a.scale,
+        speed: a.speed,
+        period: chiso::publish::parse_period(&a.period)?,
+    };
+    let r = chiso::bench::soak::run(opts).await?;
+    println!(
+        "{:.0} minutes, {} kills; the last SIGTERM: exit {} in {:.1} s",
+        r.minutes, r.kills, r.stop_status, r.stop_seconds
+    );
+    println!();
+    println!("| daemon | lived (s) | RSS at 60 s | RSS last | RSS max | open files at 60 s | last | max |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, l) in r.lifetimes.iter().enumerate() {
+        let mb = |kb: u64| format!("{:.1} MB", kb as f64 / 1024.0);
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            l.seconds,
+            l.rss_kb_at_60s.map_or("-".into(), mb),
+            mb(l.rss_kb_last),
+            mb(l.rss_kb_max),
+            l.fds_at_60s.map_or("-".into(), |n| n.to_string()),
+            l.fds_last,
+            l.fds_max
+        );
+    }
+    println!();
+    println!("| feed | simulator | lake | missing | extra |");
+    println!("|---|---:|---:|---:|---:|");
+    for f in &r.feeds {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            f.feed, f.simulator, f.lake, f.missing, f.extra
+        );
+    }
+    println!();
+    let twice: Vec<&String> = r
+        .stored
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    println!(
+        "Portals stored {} final revisions ({}), {} more than once; {} sends answered as duplicates; unacknowledged at the end: {}; hand publications exited {:?}.",
+        r.stored.len(),
+        r.stored.keys().cloned().collect::<Vec<_>>().join(", "),
+        twice.len(),
+        r.duplicates,
+        if r.unacknowledged.is_empty() { "none".to_string() } else { r.unacknowledged.join(", ") },
+        r.hand_publications
+    );
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    Ok(if r.ok() { EXIT_OK } else { EXIT_FAILED })
+}
+
+#[derive(Args)]
+pub(crate) struct BenchYearArgs {
+    /// Work folder (emptied first).
+    #[arg(long, default_value = "target/bench/year")]
+    pub(crate) work_dir: PathBuf,
+    /// Days of schedules to age the warehouse by.
+    #[arg(long, default_value_t = 365)]
+    pub(crate) days: u32,
+    /// Dossiers in the simulated world.
+    #[arg(long, default_value_t = 50_000)]
+    pub(crate) dossiers: u64,
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Build threads.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+    /// Times each operation is measured (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) repeat: usize,
+    /// Print the report as JSON too.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn year(g: &Globals, a: BenchYearArgs) -> anyhow::Result<u8> {
+    let (project, jobs) = chiso::demo::load_all_or_embedded(&g.config)?;
+    let sql_dir = project.root.join("sql");
+    if !sql_dir.is_dir() {
+        anyhow::bail!("run chiso bench year from the project folder (it builds sql/)");
+    }
+    let opts = chiso::bench::year::YearBench {
+        dir: std::env::current_dir()?.join(&a.work_dir),
+        sql_dir,
+        project,
+        jobs,
+        days: a.days,
+        dossiers: a.dossiers,
+        seed: a.seed,
+        threads: a.threads,
+        repeat: a.repeat,
+        retention_days: 90,
+    };
+    let r = chiso::bench::year::run(opts).await?;
+    let a_ = &r.aged;
+    println!(
+        "A year ({} days) written in {:.0} s: {} commits and {} compactions, {} fire-history lines ({} kept), {} build records, finals {}",
+        r.days,
+        a_.seconds,
+        a_.commits,
+        a_.compactions,
+        a_.fire_lines_written,
+        a_.fire_lines_kept,
+        a_.build_records_written,
+        a_.finals.join(", ")
+    );
+    println!();
+    println!("| operation | fresh (ms) | after a year (ms) | ratio |");
+    println!("|---|---:|---:|---:|");
+    for o in &r.ops {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2}× |",
+            o.op,
+            o.fresh_ms,
+            o.year_ms,
+            o.ratio()
+        );
+    }
+    println!();
+    println!("| state file | files | largest | total | bound |");
+    println!("|---|---:|---:|---:|---|");
+    for s in &r.state {
+        println!(
+            "| `{}` | {} | {} | {} | {} |",
+            s.what,
+            s.files,
+            chiso::bench::human_bytes(s.largest_bytes),
+            chiso::bench::human_bytes(s.total_bytes),
+            s.bound
+        );
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    Ok(EXIT_OK)
 }
 
 #[derive(Args)]

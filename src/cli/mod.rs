@@ -272,6 +272,8 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(BenchCommand::PublicationYear(a)) => {
             self::bench::publication_year(&g, a).await
         }
+        Command::Bench(BenchCommand::Year(a)) => self::bench::year(&g, a).await,
+        Command::Bench(BenchCommand::Soak(a)) => self::bench::soak(&g, a).await,
         Command::Bench(BenchCommand::BuildOnce(a)) => self::bench::build_once(&g, a).await,
         Command::Bench(BenchCommand::IngestOnce(a)) => self::bench::ingest_once(&g, a).await,
     }

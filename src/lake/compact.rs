@@ -84,28 +84,24 @@ pub fn compact_job(
         deleted_retired: 0,
         kept_retired: 0,
     };
-    let entries = state.all()?;
-    let mut log = state.snapshot()?;
-    let live: std::collections::HashSet<&String> = log.files.iter().collect();
+    // Each live file as it landed: from the checkpoint and the entries after it.
+    let mut log = state.snapshot_landed()?;
+    let landed = log.landed.take().unwrap_or_default();
     let cutoff = time::now_local() - opts.older_than;
     // The live files old enough, by partition folder, in commit order.
     let mut groups: BTreeMap<String, Vec<LandedFile>> = BTreeMap::new();
-    for e in &entries {
-        let Some(at) = time::parse_rfc3339_local(&e.committed_at) else {
+    for l in landed {
+        let Some(at) = time::parse_rfc3339_local(&l.committed_at) else {
             continue;
         };
         if at > cutoff {
             continue;
         }
-        for f in &e.files {
-            if live.contains(&f.path) {
-                let folder = Path::new(&f.path)
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                groups.entry(folder).or_default().push(f.clone());
-            }
-        }
+        let folder = Path::new(&l.file.path)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        groups.entry(folder).or_default().push(l.file);
     }
     groups.retain(|_, files| files.len() >= opts.min_files.max(2));
     if !groups.is_empty() && !opts.dry_run {

@@ -27,8 +27,17 @@ pub(crate) fn files_with_extension(dir: &Path, ext: &str) -> std::io::Result<Vec
             Err(e) => return Err(e),
         };
         for e in rd {
-            let p = e?.path();
-            if p.is_dir() {
+            let e = e?;
+            let p = e.path();
+            // The entry's type from the listing (no stat per file: `_state/builds/` holds a
+            // thousand records); a link is followed.
+            let dir = match e.file_type() {
+                Ok(ft) if ft.is_symlink() => p.is_dir(),
+                Ok(ft) => ft.is_dir(),
+                // A file removed while the folder is listed (a record pruned meanwhile).
+                Err(_) => p.is_dir(),
+            };
+            if dir {
                 walk(&p, ext, out)?;
             } else if p.extension().is_some_and(|x| x == ext) {
                 out.push(p);

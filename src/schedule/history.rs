@@ -297,21 +297,40 @@ impl History {
     /// character, and a kill may tear a line anywhere (even inside a character); such lines
     /// are skipped, never the whole history.
     pub fn tail(&self) -> std::io::Result<Vec<FireRecord>> {
+        self.tail_until(|_| false)
+    }
+
+    /// The newest records, oldest first: the file's last 4 KiB, then 16 and 64 KiB, up to the
+    /// last 256 KiB as [`Self::tail`] reads, until `enough` accepts what was read. What a status or
+    /// a start reads then does not grow with the history kept (a day of a five-minute job's
+    /// fires is some 150 KB).
+    pub fn tail_until(
+        &self,
+        enough: impl Fn(&[FireRecord]) -> bool,
+    ) -> std::io::Result<Vec<FireRecord>> {
         let mut f = match std::fs::File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let len = f.metadata()?.len();
-        let start = len.saturating_sub(TAIL_BYTES);
-        f.seek(SeekFrom::Start(start))?;
-        let mut bytes = Vec::new();
-        f.take(TAIL_BYTES).read_to_end(&mut bytes)?;
-        let mut lines = bytes.split(|b| *b == b'\n');
-        if start > 0 {
-            lines.next(); // most likely cut
+        let mut window = 4 * 1024;
+        loop {
+            let window_now = window.min(TAIL_BYTES);
+            let start = len.saturating_sub(window_now);
+            f.seek(SeekFrom::Start(start))?;
+            let mut bytes = Vec::new();
+            (&mut f).take(window_now).read_to_end(&mut bytes)?;
+            let mut lines = bytes.split(|b| *b == b'\n');
+            if start > 0 {
+                lines.next(); // most likely cut
+            }
+            let records: Vec<FireRecord> = lines.filter_map(parse_line).collect();
+            if start == 0 || window_now == TAIL_BYTES || enough(&records) {
+                return Ok(records);
+            }
+            window *= 4;
         }
-        Ok(lines.filter_map(parse_line).collect())
     }
 
     /// The newest planned time the job has a record of (claimed, skipped or otherwise): fires
@@ -319,7 +338,7 @@ impl History {
     /// while the job was paused, or under its old schedule).
     pub fn last_planned(&self) -> std::io::Result<Option<String>> {
         Ok(self
-            .tail()?
+            .tail_until(|rs| rs.iter().any(|r| r.how != Some(FireHow::Manual)))?
             .into_iter()
             .filter(|r| r.how != Some(FireHow::Manual))
             .map(|r| r.planned)
@@ -334,13 +353,36 @@ impl History {
     }
 
     /// Claims that never ended (the daemon died): closes each with an `interrupted` line and
-    /// returns them.
-    pub fn close_interrupted(&self) -> std::io::Result<Vec<FireRecord>> {
-        let tail = self.tail()?;
+    /// returns them. A job runs its fires one at a time and in order, so the claims still
+    /// open are the newest `max_open` claim lines at most (the running fire's and its queue's:
+    /// a queued fire's second claim, when it starts, is the newest of its two): the file is
+    /// read back to one claim line more than that, or to the newest claim when its run
+    /// finished, not through the whole tail.
+    pub fn close_interrupted(&self, max_open: usize) -> std::io::Result<Vec<FireRecord>> {
+        let tail = self.tail_until(|rs| {
+            let claims: Vec<&FireRecord> = rs
+                .iter()
+                .filter(|r| r.event == FireEvent::Claimed && r.how != Some(FireHow::Manual))
+                .collect();
+            let Some(newest) = claims.last() else {
+                return false;
+            };
+            // The newest claim's run finished: it ran after every claim before it ended (an
+            // `interrupted` line does not say as much: a stop closes the queue's claims while
+            // the running fire goes on through the grace).
+            let newest_finished = rs
+                .iter()
+                .any(|r| r.planned == newest.planned && r.event == FireEvent::Finished);
+            newest_finished || claims.len() > max_open
+        })?;
         let mut open: Vec<&FireRecord> = Vec::new();
         for r in &tail {
             match r.event {
-                FireEvent::Claimed => open.push(r),
+                // A queued fire's second claim, when it started, replaces its first.
+                FireEvent::Claimed => {
+                    open.retain(|c| c.planned != r.planned);
+                    open.push(r)
+                }
                 FireEvent::Finished | FireEvent::Interrupted => {
                     open.retain(|c| c.planned != r.planned)
                 }
@@ -486,6 +528,58 @@ mod tests {
         }
     }
 
+    /// A long history ending with a running fire and a queue of three, with a finished fire
+    /// interleaved: the four open claims are found and closed, whatever the queue's room, and
+    /// a start reads the end of the file only (a fire ended after the claims before it).
+    #[test]
+    fn the_open_claims_are_the_newest_and_are_found_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new(dir.path(), "dossiers");
+        let at = |i: u32| format!("2026-12-02T{:02}:{:02}:00+07:00", 8 + i / 60, i % 60);
+        let mut lines = Vec::new();
+        for i in 0..600 {
+            lines.push(FireRecord::new("dossiers", &at(i), FireEvent::Claimed));
+            lines.push(FireRecord::new("dossiers", &at(i), FireEvent::Finished));
+        }
+        h.append(&lines).unwrap();
+        assert!(std::fs::metadata(h.path()).unwrap().len() > 64 * 1024);
+        // Nothing open: nothing closed.
+        assert!(h.close_interrupted(10).unwrap().is_empty());
+        h.append(&[
+            FireRecord::new("dossiers", &at(600), FireEvent::Claimed),
+            FireRecord::new("dossiers", &at(601), FireEvent::Claimed),
+            FireRecord::new("dossiers", &at(602), FireEvent::Claimed),
+            FireRecord::new("dossiers", &at(603), FireEvent::Claimed),
+        ])
+        .unwrap();
+        let closed = h.close_interrupted(10).unwrap();
+        let planned: Vec<String> = closed.iter().map(|c| c.planned.clone()).collect();
+        assert_eq!(planned, [at(600), at(601), at(602), at(603)]);
+        assert!(h.close_interrupted(10).unwrap().is_empty(), "closed once");
+        // Killed in a stop's grace: the queue's ten claims closed `interrupted` (and skip
+        // lines after them), the running fire's claim, older, still open. Its second claim
+        // (it had waited in the queue) is the one closed, once.
+        let mut lines = vec![FireRecord::new("dossiers", &at(700), FireEvent::Claimed)];
+        for i in 701..711 {
+            lines.push(FireRecord::new("dossiers", &at(i), FireEvent::Claimed));
+        }
+        lines.push(FireRecord::new("dossiers", &at(700), FireEvent::Claimed));
+        for i in 711..720 {
+            lines.push(FireRecord::new(
+                "dossiers",
+                &at(i),
+                FireEvent::SkippedOverlap,
+            ));
+        }
+        for i in 701..711 {
+            lines.push(FireRecord::new("dossiers", &at(i), FireEvent::Interrupted));
+        }
+        h.append(&lines).unwrap();
+        let closed = h.close_interrupted(11).unwrap();
+        let planned: Vec<String> = closed.iter().map(|c| c.planned.clone()).collect();
+        assert_eq!(planned, [at(700)]);
+    }
+
     #[test]
     fn claims_are_closed_once_and_the_tail_survives_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -515,10 +609,10 @@ mod tests {
         manual.how = Some(FireHow::Manual);
         h.append(&[manual]).unwrap();
         assert_eq!(h.last_planned().unwrap().as_deref(), Some(p2));
-        let closed = h.close_interrupted().unwrap();
+        let closed = h.close_interrupted(10).unwrap();
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].planned, p2);
-        assert!(h.close_interrupted().unwrap().is_empty(), "closed once");
+        assert!(h.close_interrupted(10).unwrap().is_empty(), "closed once");
         let events: Vec<FireEvent> = h.tail().unwrap().iter().map(|r| r.event).collect();
         assert_eq!(
             events,

@@ -173,33 +173,38 @@ pub async fn serve(
     };
     let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
     let now = Utc::now();
-    let keep_after = local_rfc3339(
-        now - chrono::Duration::from_std(opts.retention).unwrap_or(chrono::Duration::days(30)),
-        opts.tz,
-    );
-    let recover =
-        |name: &str, schedule: Option<&crate::config::CronExpr>| -> anyhow::Result<slot::Slot> {
-            let schedule = match schedule {
-                Some(e) => Some(Schedule::new(e, opts.tz).map_err(anyhow::Error::msg)?),
-                None => None,
-            };
-            slot::Slot::recover(&opts.warehouse, name, schedule, opts.tz, &keep_after, now)
+    // A job holds at most its running fire and its queue open (a build or a publication,
+    // one at a time, is given the same room).
+    let recover = |name: &str,
+                   schedule: Option<&crate::config::CronExpr>,
+                   max_open: usize|
+     -> anyhow::Result<slot::Slot> {
+        let schedule = match schedule {
+            Some(e) => Some(Schedule::new(e, opts.tz).map_err(anyhow::Error::msg)?),
+            None => None,
         };
+        slot::Slot::recover(&opts.warehouse, name, schedule, opts.tz, now, max_open)
+    };
     let mut pulls = Vec::new();
     for job in opts.jobs.pulls.iter().filter(|j| j.enabled) {
-        let slot = recover(&job.name, Some(&job.schedule))?;
+        // (At least the default's room: a queue made shorter since the last stop.)
+        let slot = recover(
+            &job.name,
+            Some(&job.schedule),
+            job.run.max_queued.max(10) + 1,
+        )?;
         pulls.push(pulling::PullSlot::new(slot, job.clone()));
     }
     let build = match opts.jobs.builds.iter().find(|b| b.enabled) {
         None => None,
         Some(b) => Some(building::BuildSlot::new(
-            recover(&b.name, b.schedule.as_ref())?,
+            recover(&b.name, b.schedule.as_ref(), 11)?,
             b.clone(),
         )),
     };
     let mut publishes = Vec::new();
     for job in opts.jobs.publishes.iter().filter(|j| j.enabled) {
-        let slot = recover(&job.name, Some(&job.schedule))?;
+        let slot = recover(&job.name, Some(&job.schedule), 11)?;
         publishes.push(publishing::PublishSlot::new(slot, job.clone(), now)?);
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -304,6 +309,9 @@ pub async fn serve(
     // Freshness is watched beside the loop: collecting the status reads every job's log and
     // the warehouse, and the loop never waits on it.
     let watcher = tokio::spawn(report::watch_freshness(shared.clone()));
+    // The fire histories past the retention go at start (off the loop: a start reads only
+    // their ends) and every RETENTION_EVERY.
+    d.compact_histories();
     let mut retention_check = Instant::now();
     tokio::pin!(shutdown);
     loop {

@@ -105,28 +105,26 @@ pub(super) fn plan(due: &[DateTime<Utc>], more: u64, now: DateTime<Utc>, policy:
 }
 
 impl Slot {
-    /// The slot of a job, after closing the claims a killed daemon left open and dropping
-    /// history older than `keep_after`; it goes on from the newest planned time its history
-    /// speaks for (now, for a job never fired).
+    /// The slot of a job, after closing the claims a killed daemon left open (at most
+    /// `max_open`: its running fire and its queue); it goes on from
+    /// the newest planned time its history speaks for (now, for a job never fired). The
+    /// history past the retention is dropped by the daemon off its loop, once it started.
     pub(super) fn recover(
         warehouse: &std::path::Path,
         name: &str,
         schedule: Option<Schedule>,
         tz: chrono_tz::Tz,
-        keep_after: &str,
         now: DateTime<Utc>,
+        max_open: usize,
     ) -> anyhow::Result<Slot> {
         let history = History::new(warehouse, name);
         let closed = history
-            .close_interrupted()
+            .close_interrupted(max_open)
             .with_context(|| format!("recovering {}", history.path().display()))?;
         for c in &closed {
             tracing::warn!(job = %c.job, planned = %c.planned, "A fire's run was cut short when the daemon last stopped; it is recovered at its next run.");
             metrics::fire(&c.job, "interrupted");
         }
-        history
-            .compact(keep_after)
-            .with_context(|| format!("compacting {}", history.path().display()))?;
         let last_planned = history
             .last_planned()?
             .and_then(|p| DateTime::parse_from_rfc3339(&p).ok())

@@ -86,6 +86,22 @@ impl SimFeed {
         }
     }
 
+    /// DuckDB expressions over a landed file's columns for a record's key and its version, as
+    /// the simulator's `distinct_versions` names them: what "the lake holds the simulator's
+    /// records" compares.
+    pub fn key_version_sql(self) -> (&'static str, &'static str) {
+        match self {
+            SimFeed::Dossiers => ("MaHoSo", "strftime(ThoiDiemDongBo, '%Y%m%d%H%M%S')"),
+            SimFeed::DossierSteps => (
+                "MaHoSo || '|' || strftime(ThoiDiemXuLy, '%Y%m%d%H%M%S') || '|' || TrangThai",
+                "''",
+            ),
+            SimFeed::Payments => ("MaThamChieu", "strftime(ThoiGianCapNhat, '%Y%m%d%H%M%S')"),
+            SimFeed::Ratings => ("MaHoSo", "strftime(ThoiGianDanhGia, '%Y%m%d%H%M%S')"),
+            SimFeed::Petitions => ("MaPAKN", "strftime(NgayCapNhat, '%Y%m%d%H%M%S')"),
+        }
+    }
+
     /// Field names used to inject malformed copies: (key field, a timestamp field).
     pub fn fault_fields(self) -> (&'static str, &'static str) {
         match self {

@@ -79,16 +79,7 @@ pub fn query(sql: &str) -> Vec<Vec<String>> {
 
 /// SQL expression for a feed's key as the simulator writes it (`|`-joined) and its version.
 pub fn key_version_sql(feed: SimFeed) -> (&'static str, &'static str) {
-    match feed {
-        SimFeed::Dossiers => ("MaHoSo", "strftime(ThoiDiemDongBo, '%Y%m%d%H%M%S')"),
-        SimFeed::DossierSteps => (
-            "MaHoSo || '|' || strftime(ThoiDiemXuLy, '%Y%m%d%H%M%S') || '|' || TrangThai",
-            "''",
-        ),
-        SimFeed::Payments => ("MaThamChieu", "strftime(ThoiGianCapNhat, '%Y%m%d%H%M%S')"),
-        SimFeed::Ratings => ("MaHoSo", "strftime(ThoiGianDanhGia, '%Y%m%d%H%M%S')"),
-        SimFeed::Petitions => ("MaPAKN", "strftime(NgayCapNhat, '%Y%m%d%H%M%S')"),
-    }
+    feed.key_version_sql()
 }
 
 pub fn lake_glob(warehouse: &Path, job: &JobConfig) -> String {
@@ -369,26 +360,9 @@ pub async fn pull_and_build(warehouse: &Path, jobs: &[JobConfig]) {
     assert!(record.published, "the build did not publish");
 }
 
-/// The environment variables of `chiso.toml`'s source URLs and secrets, for running the
-/// binary against the simulator.
-pub const URL_VARS: [&str; 7] = [
-    "CHISO_PORTAL_URL",
-    "CHISO_PAYMENTS_URL",
-    "CHISO_REPORTING_URL",
-    "CHISO_CATALOGUE_URL",
-    "CHISO_REGISTRY_URL",
-    "CHISO_CALENDAR_URL",
-    "CHISO_NATIONAL_REPORT_URL",
-];
-pub const TOKEN_VARS: [&str; 7] = [
-    "CHISO_PORTAL_TOKEN",
-    "CHISO_PAYMENTS_TOKEN",
-    "CHISO_REPORTING_PASSWORD",
-    "CHISO_CATALOGUE_TOKEN",
-    "CHISO_REGISTRY_TOKEN",
-    "CHISO_CALENDAR_TOKEN",
-    "CHISO_NATIONAL_REPORT_TOKEN",
-];
+// The environment of `chiso.toml`'s sources for running the binary against the simulator.
+#[allow(unused_imports)]
+pub use chiso::bench::soak::{TOKEN_VARS, URL_VARS};
 
 /// The daemon's options for a test: the repository's models, HTTP on a free loopback port,
 /// a day's fire history, `grace` seconds to stop.

@@ -35,7 +35,7 @@ pub use data_tests::test_published;
 pub use file::published_path;
 pub use record::{
     latest_builds, published_compactions, BuildRecord, BuildSummary, ModelRun, ModelStatus,
-    TestRun, TestStatus,
+    TestRun, TestStatus, RECORDS_KEPT,
 };
 
 use data_tests::*;
@@ -460,7 +460,7 @@ fn build_watched(
     record.finished_at = time::now_rfc3339();
     record.seconds = t0.elapsed().as_secs_f64();
     record.published = ok;
-    save_record(&conn, &record)?;
+    save_record(&conn, &record, record::RECORDS_KEPT)?;
     let t_checkpoint = Instant::now();
     execute_profiled(&conn, "_checkpoint", "CHECKPOINT;")?;
     drop(conn);
@@ -491,6 +491,11 @@ fn build_watched(
         &record::builds_dir(warehouse).join(format!("{}.json", record.build_id)),
         &serde_json::to_vec_pretty(&record)?,
     )?;
+    if let Err(e) = record::write_latest(warehouse, &record) {
+        // Readers fall back to listing the records when it names one gone; the next build
+        // writes it again.
+        tracing::warn!(error = %format!("{e:#}"), "The pointer to the newest builds was not written.");
+    }
     match record::prune_records(warehouse, record::RECORDS_KEPT) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(removed = n, "Old build records removed."),

@@ -170,10 +170,62 @@ fn newest_published(names: &[PathBuf]) -> anyhow::Result<Option<(usize, serde_js
     Ok(None)
 }
 
+/// `_state/builds/latest`: the newest build's id and the newest published one's, written after
+/// each record, so that compaction and `chiso status` read two records rather than list the
+/// thousand kept (the listing is the fallback when it is missing or names a record gone).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub(super) struct Latest {
+    pub newest: String,
+    pub published: Option<String>,
+}
+
+fn latest_path(warehouse: &Path) -> PathBuf {
+    builds_dir(warehouse).join("latest")
+}
+
+/// Records `r` as the newest build (and the newest published one when it published).
+pub(super) fn write_latest(warehouse: &Path, r: &BuildRecord) -> anyhow::Result<()> {
+    let published = if r.published {
+        Some(r.build_id.clone())
+    } else {
+        match read_latest(warehouse) {
+            Some(l) => l.published,
+            None => newest_published(&record_files(warehouse)?)?
+                .and_then(|(_, v)| v["build_id"].as_str().map(str::to_string)),
+        }
+    };
+    let latest = Latest {
+        newest: r.build_id.clone(),
+        published,
+    };
+    let path = latest_path(warehouse);
+    crate::fs::write_durably(&path, &serde_json::to_vec(&latest)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_latest(warehouse: &Path) -> Option<Latest> {
+    serde_json::from_slice(&std::fs::read(latest_path(warehouse)).ok()?).ok()
+}
+
+fn read_record(warehouse: &Path, id: &str) -> Option<BuildRecord> {
+    let bytes = std::fs::read(builds_dir(warehouse).join(format!("{id}.json"))).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Per dataset, how many compactions the newest published build had read (from
-/// `_state/builds/`, named by time-ordered ids, so only the newest records are read); empty
-/// before the first published build.
+/// `_state/builds/latest`, else from the records, named by time-ordered ids, newest first);
+/// empty before the first published build.
 pub fn published_compactions(warehouse: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    if let Some(l) = read_latest(warehouse) {
+        match &l.published {
+            None => return Ok(BTreeMap::new()),
+            Some(id) => {
+                if let Some(r) = read_record(warehouse, id) {
+                    return Ok(r.lake_compactions);
+                }
+            }
+        }
+    }
     Ok(match newest_published(&record_files(warehouse)?)? {
         Some((_, v)) => serde_json::from_value(v["lake_compactions"].clone()).unwrap_or_default(),
         None => BTreeMap::new(),
@@ -248,6 +300,17 @@ impl BuildSummary {
 pub fn latest_builds(
     warehouse: &Path,
 ) -> anyhow::Result<(Option<BuildSummary>, Option<BuildSummary>)> {
+    if let Some(l) = read_latest(warehouse) {
+        let newest = read_record(warehouse, &l.newest);
+        let published = match &l.published {
+            None => Some(None),
+            Some(id) if *id == l.newest => newest.as_ref().map(|r| Some(BuildSummary::of(r))),
+            Some(id) => read_record(warehouse, id).map(|r| Some(BuildSummary::of(&r))),
+        };
+        if let (Some(n), Some(p)) = (newest, published) {
+            return Ok((Some(BuildSummary::of(&n)), p));
+        }
+    }
     let names = record_files(warehouse)?;
     let mut newest = None;
     for path in names.iter().rev() {
@@ -268,7 +331,16 @@ pub fn latest_builds(
     Ok((newest, None))
 }
 
-pub(super) fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::Result<()> {
+/// Writes the build's rows into `_chiso_builds` and `_chiso_model_runs` (carried from build to
+/// build in the warehouse file), keeping the newest `keep` builds' rows and the newest
+/// published one's, as `_state/builds/` keeps their records. (Before, the tables grew by a
+/// build's rows every build: a year of a build every five minutes is 105,120 builds and some
+/// six million model runs in the file BI tools open.)
+pub(super) fn save_record(
+    conn: &duck::Connection,
+    r: &BuildRecord,
+    keep: usize,
+) -> anyhow::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _chiso_builds (build_id VARCHAR, started_at VARCHAR, finished_at VARCHAR, \
            seconds DOUBLE, published BOOLEAN, models INTEGER, tests_failed INTEGER);
@@ -302,6 +374,17 @@ pub(super) fn save_record(conn: &duck::Connection, r: &BuildRecord) -> anyhow::R
             ],
         )?;
     }
+    let old = format!(
+        "SELECT build_id FROM _chiso_builds \
+         WHERE build_id < (SELECT build_id FROM _chiso_builds ORDER BY build_id DESC \
+                           LIMIT 1 OFFSET {offset}) \
+           AND build_id IS DISTINCT FROM (SELECT max(build_id) FROM _chiso_builds WHERE published)",
+        offset = keep.saturating_sub(1)
+    );
+    conn.execute_batch(&format!(
+        "DELETE FROM _chiso_model_runs WHERE build_id IN ({old}); \
+         DELETE FROM _chiso_builds WHERE build_id IN ({old});"
+    ))?;
     Ok(())
 }
 
@@ -335,5 +418,92 @@ mod tests {
         std::fs::write(dir.join("b8.json"), r#"{"published": true}"#).unwrap();
         assert_eq!(prune_records(wh.path(), 3).unwrap(), 2);
         assert_eq!(left(), ["b6", "b7", "b8"]);
+    }
+
+    /// `_state/builds/latest` names the newest build and the newest published one: a build
+    /// that failed keeps the published one it names; a pointer to a record gone falls back
+    /// to the listing.
+    #[test]
+    fn the_latest_builds_are_read_from_their_pointer_and_else_from_the_records() {
+        let wh = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(builds_dir(wh.path())).unwrap();
+        let save = |id: &str, published: bool, compactions: u64| {
+            let r: BuildRecord = serde_json::from_value(serde_json::json!({
+                "build_id": id, "started_at": "", "finished_at": "", "seconds": 1.0,
+                "models": [], "tests": [], "published": published, "published_path": "",
+                "started_from": "empty", "sources_without_data": [],
+                "lake_compactions": { "f/d": compactions }
+            }))
+            .unwrap();
+            std::fs::write(
+                builds_dir(wh.path()).join(format!("{id}.json")),
+                serde_json::to_vec(&r).unwrap(),
+            )
+            .unwrap();
+            write_latest(wh.path(), &r).unwrap();
+        };
+        save("b1", true, 1);
+        save("b2", false, 2);
+        let ids = |(n, p): (Option<BuildSummary>, Option<BuildSummary>)| {
+            (n.map(|b| b.build_id), p.map(|b| b.build_id))
+        };
+        assert_eq!(
+            ids(latest_builds(wh.path()).unwrap()),
+            (Some("b2".into()), Some("b1".into()))
+        );
+        assert_eq!(published_compactions(wh.path()).unwrap()["f/d"], 1);
+        let latest = read_latest(wh.path()).unwrap();
+        assert_eq!(latest.published.as_deref(), Some("b1"));
+        // A pointer naming a record that is gone: the records are listed.
+        std::fs::remove_file(builds_dir(wh.path()).join("b2.json")).unwrap();
+        assert_eq!(
+            ids(latest_builds(wh.path()).unwrap()),
+            (Some("b1".into()), Some("b1".into()))
+        );
+    }
+
+    /// The warehouse's build tables keep what `_state/builds/` keeps: eight builds, the
+    /// second published, three kept: the newest three and the published one (before: all
+    /// eight, and a year of builds every five minutes in the file BI tools open).
+    #[test]
+    fn the_build_tables_keep_the_newest_builds_and_the_newest_published_one() {
+        let conn = crate::duck::in_memory(1).unwrap();
+        let record = |i: usize, published: bool| BuildRecord {
+            build_id: format!("b{i}"),
+            started_at: String::new(),
+            finished_at: String::new(),
+            seconds: 1.0,
+            models: vec![ModelRun {
+                model: "m".into(),
+                materialized: "table".into(),
+                status: ModelStatus::Ok,
+                rows: Some(1),
+                seconds: 0.1,
+                error: None,
+                rebuilt_because: None,
+            }],
+            tests: Vec::new(),
+            published,
+            published_path: PathBuf::new(),
+            started_from: "empty".into(),
+            sources_without_data: Vec::new(),
+            lake_compactions: BTreeMap::new(),
+        };
+        let ids = |table: &str| -> Vec<String> {
+            let mut st = conn
+                .prepare(&format!("SELECT build_id FROM {table} ORDER BY build_id"))
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        for i in 0..8 {
+            save_record(&conn, &record(i, i == 1), 3).unwrap();
+        }
+        assert_eq!(ids("_chiso_builds"), ["b1", "b5", "b6", "b7"]);
+        assert_eq!(ids("_chiso_model_runs"), ["b1", "b5", "b6", "b7"]);
+        save_record(&conn, &record(8, true), 3).unwrap();
+        assert_eq!(ids("_chiso_builds"), ["b6", "b7", "b8"]);
     }
 }
