@@ -77,6 +77,27 @@ impl FileLock {
         Self::acquire_within(path, std::time::Duration::from_millis(500))
     }
 
+    /// Takes the lock on `path`, waiting in the kernel's queue for as long as it is held. For
+    /// locks whose holders are bounded by a few writes (polling, as `acquire_within` does, can
+    /// be starved by a holder that takes it again and again).
+    pub fn acquire_waiting(path: &Path) -> Result<FileLock, LockError> {
+        let io = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(FileLock { _file: file })
+    }
+
     /// Takes the lock on `path`, trying again every 50 ms for up to `wait` before it counts as
     /// busy.
     pub fn acquire_within(path: &Path, wait: std::time::Duration) -> Result<FileLock, LockError> {

@@ -233,12 +233,16 @@ impl History {
 
     /// The lock an append and a compaction take (`<job>.jsonl.lock`), so that a compaction
     /// (which rewrites the file) never drops a line appended meanwhile by another process.
-    /// A compaction holds it only to copy what was appended since it read the file and to
-    /// rename; an append that still finds it held after `wait` goes on without it, with a
-    /// warning (a fire's claim is never refused, nor the daemon stopped, for its history).
+    /// Each holds it only for a few writes: an append for its line, a compaction to copy what
+    /// was appended since it read the file and to rename.
+    fn lock_path(&self) -> PathBuf {
+        self.path.with_extension("jsonl.lock")
+    }
+
+    /// A compaction's try at the lock: one that finds it held for `wait` gives up until next
+    /// time.
     fn lock(&self, wait: std::time::Duration) -> std::io::Result<Option<crate::fs::FileLock>> {
-        let path = self.path.with_extension("jsonl.lock");
-        match crate::fs::FileLock::acquire_within(&path, wait) {
+        match crate::fs::FileLock::acquire_within(&self.lock_path(), wait) {
             Ok(l) => Ok(Some(l)),
             Err(crate::fs::LockError::Busy(_)) => Ok(None),
             Err(crate::fs::LockError::Io { source, .. }) => Err(source),
@@ -263,10 +267,14 @@ impl History {
         if let Some(dir) = self.path.parent() {
             crate::fs::create_dir_durably(dir)?;
         }
-        let lock = self.lock(std::time::Duration::from_secs(5))?;
-        if lock.is_none() {
-            tracing::warn!(file = %self.path.display(), "The fire history's lock was held for 5 s; appending without it.");
-        }
+        // An append waits its turn in the kernel's queue. (Before, it polled for 5 s and then
+        // appended without the lock: a compaction retaking the lock again and again on a loaded
+        // disk starved it, and the line went to the file the compaction then renamed over.)
+        let _lock =
+            crate::fs::FileLock::acquire_waiting(&self.lock_path()).map_err(|e| match e {
+                crate::fs::LockError::Io { source, .. } => source,
+                busy => std::io::Error::other(busy.to_string()),
+            })?;
         let mut f = OpenOptions::new()
             .create(true)
             .read(true)
