@@ -263,7 +263,7 @@ pub async fn serve(
                 j.source = project.sources.get(&s.name).cloned();
             }
             let secs = match j.protocol {
-                config::Protocol::Snapshot(_) => snapshot_every,
+                config::Protocol::Snapshot(_) | config::Protocol::Evaluation(_) => snapshot_every,
                 _ => every,
             };
             j.schedule = config::CronExpr(format!("*/{secs} * * * * *"));

@@ -84,6 +84,103 @@ pub fn parse_rfc3339_local(s: &str) -> Option<NaiveDateTime> {
         .map(|t| t.with_timezone(&TZ).naive_local())
 }
 
+/// A reporting period: `2026-08`, `2026-Q3` or `2026`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Month(i32, u32),
+    Quarter(i32, u32),
+    Year(i32),
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Period> {
+        let year = |y: &str| -> Option<i32> {
+            (y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| y.parse().ok())
+                .flatten()
+        };
+        match s.len() {
+            4 => Some(Period::Year(year(s)?)),
+            7 if &s[4..6] == "-Q" => {
+                let q: u32 = s[6..].parse().ok()?;
+                (1..=4)
+                    .contains(&q)
+                    .then_some(Period::Quarter(year(&s[..4])?, q))
+            }
+            7 if &s[4..5] == "-" => {
+                let m: u32 = s[5..].parse().ok()?;
+                (s[5..].bytes().all(|b| b.is_ascii_digit()) && (1..=12).contains(&m))
+                    .then_some(Period::Month(year(&s[..4])?, m))
+            }
+            _ => None,
+        }
+    }
+
+    /// `YYYY-MM` of the period's first month.
+    pub fn first_month(&self) -> String {
+        match *self {
+            Period::Month(y, m) => format!("{y:04}-{m:02}"),
+            Period::Quarter(y, q) => format!("{y:04}-{:02}", (q - 1) * 3 + 1),
+            Period::Year(y) => format!("{y:04}-01"),
+        }
+    }
+    /// The period's name: `2026-08`, `2026-Q3`, `2026`.
+    pub fn label(&self) -> String {
+        match *self {
+            Period::Month(y, m) => format!("{y:04}-{m:02}"),
+            Period::Quarter(y, q) => format!("{y:04}-Q{q}"),
+            Period::Year(y) => format!("{y:04}"),
+        }
+    }
+
+    /// `month`, `quarter` or `year`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Period::Month(..) => "month",
+            Period::Quarter(..) => "quarter",
+            Period::Year(..) => "year",
+        }
+    }
+
+    /// Its first day.
+    pub fn first_day(&self) -> chrono::NaiveDate {
+        let (y, m) = match *self {
+            Period::Month(y, m) => (y, m),
+            Period::Quarter(y, q) => (y, (q - 1) * 3 + 1),
+            Period::Year(y) => (y, 1),
+        };
+        chrono::NaiveDate::from_ymd_opt(y, m, 1).expect("a period starts on a valid day")
+    }
+
+    /// Its last day (inclusive).
+    pub fn last_day(&self) -> chrono::NaiveDate {
+        let months = match self {
+            Period::Month(..) => 1,
+            Period::Quarter(..) => 3,
+            Period::Year(..) => 12,
+        };
+        self.first_day() + chrono::Months::new(months) - chrono::Days::new(1)
+    }
+
+    /// The period of type `kind` (`month`, `quarter`, `year`) holding `day`.
+    pub fn holding(kind: &str, day: chrono::NaiveDate) -> Option<Period> {
+        use chrono::Datelike;
+        let (y, m) = (day.year(), day.month());
+        match kind {
+            "month" => Some(Period::Month(y, m)),
+            "quarter" => Some(Period::Quarter(y, (m - 1) / 3 + 1)),
+            "year" => Some(Period::Year(y)),
+            _ => None,
+        }
+    }
+
+    /// The period of the same type just before this one.
+    pub fn previous(&self) -> Period {
+        Period::holding(self.kind(), self.first_day() - chrono::Days::new(1))
+            .expect("a known kind")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -734,6 +734,7 @@ struct JobFile {
     cursor: Option<CursorParams>,
     paged_post: Option<PagedPostParams>,
     snapshot: Option<SnapshotParams>,
+    evaluation: Option<EvaluationParams>,
     file: Option<FileParams>,
     #[serde(default)]
     retry: RetryParams,
@@ -801,6 +802,151 @@ pub struct PagedPostParams {
     /// Envelope field with the records. Default `data`.
     #[serde(default = "data")]
     pub records_field: String,
+}
+
+/// `[evaluation]`: the portal's published evaluation (Decision 766,
+/// `PORTAL_EVALUATION_API.md`): for each endpoint and period, `POST <path>/<endpoint>` with the
+/// portal's body for the tree's root, then for each child it lists, down `depth` levels. Each
+/// distinct answer lands as one record (an unchanged answer lands nothing), so the lake holds
+/// every version the portal showed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationParams {
+    /// Path of the evaluation API below the source's base URL. Default
+    /// `/api/v1/reporting/evaluation`.
+    #[serde(default = "evaluation_path")]
+    pub path: UrlPath,
+    /// The portal's department id (`departmentId`) of the tree's root.
+    pub root_department_id: String,
+    /// The endpoints pulled. Default: all seven (`transparency`, `handling-satisfaction`,
+    /// `dossier-digitized`, `dvc-progress-tree`, `provide-online-tree`,
+    /// `formality-online-payment-tree`, `service-results`).
+    #[serde(default = "all_endpoints")]
+    pub endpoints: Vec<EvaluationEndpoint>,
+    /// Levels below the root whose units are asked for as roots in turn (their children are
+    /// the next level). Default 1: the root and its children's own subtrees.
+    #[serde(default = "one_level")]
+    pub depth: u8,
+    /// Period types pulled. Default month, quarter and year.
+    #[serde(default = "all_period_types")]
+    pub period_types: Vec<PeriodType>,
+    /// Closed periods are pulled again for this many days after they end (the portal revises
+    /// them silently). Default 60.
+    #[serde(default = "revisit_days")]
+    pub revisit_days: u32,
+    /// These periods only (`2026-08`, `2026-Q3`, `2026`), instead of the current ones and the
+    /// recently closed ones.
+    #[serde(default, deserialize_with = "periods_list")]
+    pub periods: Option<Vec<String>>,
+}
+
+/// One endpoint of the portal's evaluation API.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvaluationEndpoint {
+    Transparency,
+    HandlingSatisfaction,
+    DossierDigitized,
+    DvcProgressTree,
+    ProvideOnlineTree,
+    FormalityOnlinePaymentTree,
+    ServiceResults,
+}
+
+impl EvaluationEndpoint {
+    pub const ALL: [EvaluationEndpoint; 7] = [
+        EvaluationEndpoint::Transparency,
+        EvaluationEndpoint::HandlingSatisfaction,
+        EvaluationEndpoint::DossierDigitized,
+        EvaluationEndpoint::DvcProgressTree,
+        EvaluationEndpoint::ProvideOnlineTree,
+        EvaluationEndpoint::FormalityOnlinePaymentTree,
+        EvaluationEndpoint::ServiceResults,
+    ];
+
+    /// The path segment.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvaluationEndpoint::Transparency => "transparency",
+            EvaluationEndpoint::HandlingSatisfaction => "handling-satisfaction",
+            EvaluationEndpoint::DossierDigitized => "dossier-digitized",
+            EvaluationEndpoint::DvcProgressTree => "dvc-progress-tree",
+            EvaluationEndpoint::ProvideOnlineTree => "provide-online-tree",
+            EvaluationEndpoint::FormalityOnlinePaymentTree => "formality-online-payment-tree",
+            EvaluationEndpoint::ServiceResults => "service-results",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EvaluationEndpoint> {
+        Self::ALL.into_iter().find(|e| e.name() == s)
+    }
+
+    /// The metric family (`overview` + `evaluation[]` with `metrics[]`, paginated); else the
+    /// tree family (`parent` + `children[]`) or `service-results` (`overview` + `evaluation[]`).
+    pub fn is_metric(self) -> bool {
+        matches!(
+            self,
+            EvaluationEndpoint::Transparency
+                | EvaluationEndpoint::HandlingSatisfaction
+                | EvaluationEndpoint::DossierDigitized
+        )
+    }
+
+    /// The page size the portal's own page sends.
+    pub fn page_size(self) -> Option<u32> {
+        match self {
+            EvaluationEndpoint::DvcProgressTree
+            | EvaluationEndpoint::FormalityOnlinePaymentTree => Some(100),
+            EvaluationEndpoint::ServiceResults => None,
+            _ => Some(200),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PeriodType {
+    Month,
+    Quarter,
+    Year,
+}
+
+impl PeriodType {
+    pub fn name(self) -> &'static str {
+        match self {
+            PeriodType::Month => "month",
+            PeriodType::Quarter => "quarter",
+            PeriodType::Year => "year",
+        }
+    }
+}
+
+fn evaluation_path() -> UrlPath {
+    UrlPath("/api/v1/reporting/evaluation".into())
+}
+
+fn all_endpoints() -> Vec<EvaluationEndpoint> {
+    EvaluationEndpoint::ALL.to_vec()
+}
+
+fn one_level() -> u8 {
+    1
+}
+
+fn all_period_types() -> Vec<PeriodType> {
+    vec![PeriodType::Month, PeriodType::Quarter, PeriodType::Year]
+}
+
+fn revisit_days() -> u32 {
+    60
+}
+
+fn periods_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.into_iter()
+        .map(|p| publish::parse_period(&p).map_err(de::Error::custom))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// `[snapshot]`: GET a whole file (JSON array or CSV) each run; an unchanged file lands nothing.
@@ -969,6 +1115,7 @@ pub enum Protocol {
     Cursor(CursorParams),
     PagedPost(PagedPostParams),
     Snapshot(SnapshotParams),
+    Evaluation(EvaluationParams),
     File(FileParams),
 }
 
@@ -978,6 +1125,7 @@ impl Protocol {
             Protocol::Cursor(_) => "cursor",
             Protocol::PagedPost(_) => "paged_post",
             Protocol::Snapshot(_) => "snapshot",
+            Protocol::Evaluation(_) => "evaluation",
             Protocol::File(_) => "file",
         }
     }
@@ -1165,6 +1313,7 @@ pub fn parse_job(
         ("cursor", file.cursor.is_some()),
         ("paged_post", file.paged_post.is_some()),
         ("snapshot", file.snapshot.is_some()),
+        ("evaluation", file.evaluation.is_some()),
         ("file", file.file.is_some()),
     ];
     let proto_name = file.protocol.get_ref().as_str();
@@ -1173,18 +1322,20 @@ pub fn parse_job(
         file.cursor,
         file.paged_post,
         file.snapshot,
+        file.evaluation,
         file.file,
     ) {
         ("cursor", Some(p), ..) => Some(Protocol::Cursor(p)),
         ("paged_post", _, Some(p), ..) => Some(Protocol::PagedPost(p)),
-        ("snapshot", _, _, Some(p), _) => Some(Protocol::Snapshot(p)),
-        ("file", _, _, _, Some(p)) => Some(Protocol::File(p)),
+        ("snapshot", _, _, Some(p), ..) => Some(Protocol::Snapshot(p)),
+        ("evaluation", _, _, _, Some(p), _) => Some(Protocol::Evaluation(p)),
+        ("file", _, _, _, _, Some(p)) => Some(Protocol::File(p)),
         (other, ..) => {
             let msg = if sections.iter().any(|(n, _)| *n == other) {
                 format!("protocol = {other:?} needs a [{other}] section")
             } else {
                 format!(
-                    "unknown protocol {other:?}: expected \"cursor\", \"paged_post\", \"snapshot\" or \"file\""
+                    "unknown protocol {other:?}: expected \"cursor\", \"paged_post\", \"snapshot\", \"evaluation\" or \"file\""
                 )
             };
             errors.push(src.at(Some(file.protocol.span()), msg));

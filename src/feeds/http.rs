@@ -23,6 +23,10 @@ pub enum CallError {
     Decode(String),
     #[error("the feed answered code {code:?}: {message}")]
     Envelope { code: String, message: String },
+    /// The source refused the call in a way asking again will not change: an HTML page (a
+    /// firewall's, a login proxy's) where JSON was due, or an envelope whose code says no.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("the answer is larger than {limit} bytes (lower the job's page size)")]
     TooLarge { limit: usize },
 }
@@ -38,7 +42,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             CallError::Transport(_) | CallError::Decode(_) | CallError::Envelope { .. } => true,
-            CallError::TooLarge { .. } => false,
+            CallError::TooLarge { .. } | CallError::Refused(_) => false,
         }
     }
 
@@ -51,6 +55,7 @@ impl CallError {
                 " (check the job's path and the source's base_url)"
             }
             CallError::Transport(_) => " (is the feed reachable? check the source's base_url)",
+            CallError::Refused(_) => " (not retried: asking again would be refused the same way)",
             _ => "",
         }
     }

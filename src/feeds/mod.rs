@@ -5,12 +5,15 @@
 //!   portal's reporting API: ratings, petitions).
 //! - `snapshot`: a whole JSON or CSV file each run (catalogue, unit registry, calendar,
 //!   national report).
+//! - `evaluation`: the portal's published evaluation (Decision 766), one record per answer, for
+//!   reconciliation.
 //! - `file`: local newline-delimited JSON files (backfills, benchmarks); see `pull`.
 //!
 //! A protocol turns a cursor into a [`Page`]: records and the cursor after them. It does not
 //! decode records, write files or commit cursors (`lake` and `pull` do).
 
 pub mod cursor;
+pub mod evaluation;
 pub mod file;
 pub mod http;
 pub mod paged_post;
@@ -120,6 +123,7 @@ pub enum Puller {
     Cursor(cursor::CursorFeed),
     PagedPost(paged_post::PagedPostFeed),
     Snapshot(snapshot::SnapshotFeed),
+    Evaluation(evaluation::EvaluationFeed),
 }
 
 impl Puller {
@@ -132,6 +136,9 @@ impl Puller {
             }
             Protocol::Snapshot(p) => {
                 Puller::Snapshot(snapshot::SnapshotFeed::new(p.clone(), start))
+            }
+            Protocol::Evaluation(p) => {
+                Puller::Evaluation(evaluation::EvaluationFeed::new(p.clone(), start))
             }
             Protocol::File(_) => return None,
         })
@@ -150,6 +157,7 @@ impl Puller {
             Puller::Cursor(f) => f.next_page(client).await,
             Puller::PagedPost(f) => f.next_page(client).await,
             Puller::Snapshot(f) => f.next_page(client).await,
+            Puller::Evaluation(f) => f.next_page(client).await,
         }
     }
 }

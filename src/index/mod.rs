@@ -195,47 +195,7 @@ fn validate_rule(r: &IndicatorRule) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A reporting period: `2026-08`, `2026-Q3` or `2026`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Month(i32, u32),
-    Quarter(i32, u32),
-    Year(i32),
-}
-
-impl Period {
-    pub fn parse(s: &str) -> Option<Period> {
-        let year = |y: &str| -> Option<i32> {
-            (y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| y.parse().ok())
-                .flatten()
-        };
-        match s.len() {
-            4 => Some(Period::Year(year(s)?)),
-            7 if &s[4..6] == "-Q" => {
-                let q: u32 = s[6..].parse().ok()?;
-                (1..=4)
-                    .contains(&q)
-                    .then_some(Period::Quarter(year(&s[..4])?, q))
-            }
-            7 if &s[4..5] == "-" => {
-                let m: u32 = s[5..].parse().ok()?;
-                (s[5..].bytes().all(|b| b.is_ascii_digit()) && (1..=12).contains(&m))
-                    .then_some(Period::Month(year(&s[..4])?, m))
-            }
-            _ => None,
-        }
-    }
-
-    /// `YYYY-MM` of the period's first month.
-    pub fn first_month(&self) -> String {
-        match *self {
-            Period::Month(y, m) => format!("{y:04}-{m:02}"),
-            Period::Quarter(y, q) => format!("{y:04}-{:02}", (q - 1) * 3 + 1),
-            Period::Year(y) => format!("{y:04}-01"),
-        }
-    }
-}
+pub use crate::time::Period;
 
 /// One row of a counts file.
 #[derive(Debug, Clone, PartialEq)]
