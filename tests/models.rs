@@ -465,6 +465,18 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
         vec![format!("{}|2026-09-30", chiso::sim::units::CLOSED_UNIT)]
     );
 
+    // Every unit carries its department id on the portal, as the registry gives it (what joins
+    // the portal's published evaluation to chiso's units).
+    let ids = rows(
+        &conn,
+        "select distinct unit_id || '|' || coalesce(portal_department_id, 'null') from dim_units order by 1",
+    );
+    assert!(ids.len() > 400, "{}", ids.len());
+    for row in &ids {
+        let (unit, id) = row.split_once('|').unwrap();
+        assert_eq!(id, chiso::sim::units::portal_department_id(unit), "{unit}");
+    }
+
     // Every model is documented: its grain, and exactly its columns.
     let project = chiso::models::project::Project::load(sql.path()).unwrap();
     for m in project.models.values() {

@@ -17,6 +17,7 @@ select
     unit_level,
     unit_kind,
     successor_unit_ids,
+    portal_department_id,
     parent_unit_id is null as is_top_level,
     valid_to is null as is_current
 from units

@@ -259,6 +259,7 @@ impl World {
                     "HieuLucTu": d(u.valid_from),
                     "HieuLucDen": u.valid_to.map(d),
                     "MaDonViKeThua": u.successors,
+                    "MaDonViDVCQG": units::portal_department_id(&u.id),
                 })
             })
             .collect();

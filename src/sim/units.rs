@@ -85,6 +85,28 @@ pub fn registry_start() -> NaiveDate {
     NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid")
 }
 
+/// The unit's department id on the National Public Service Portal (`departmentId` in the
+/// portal's evaluation API, a UUID): what the registry carries so that chiso can join the
+/// portal's published figures to its own units. Derived from the unit's code alone, so it is
+/// the same in every simulated world (a job file can name the root's).
+///
+/// The simulator's assumption (PORTAL_EVALUATION_API.md §9 leaves it open): the tax units form
+/// their own tree on the portal, rooted at the central unit, with the tax administration's own
+/// levels below it.
+pub fn portal_department_id(unit_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("dvcqg-department:{unit_id}").as_bytes());
+    let x: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
 /// One version of a unit in the registry.
 #[derive(Debug, Clone)]
 pub struct Unit {
