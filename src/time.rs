@@ -176,8 +176,7 @@ impl Period {
 
     /// The period of the same type just before this one.
     pub fn previous(&self) -> Period {
-        Period::holding(self.kind(), self.first_day() - chrono::Days::new(1))
-            .expect("a known kind")
+        Period::holding(self.kind(), self.first_day() - chrono::Days::new(1)).expect("a known kind")
     }
 }
 

@@ -477,6 +477,65 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
         assert_eq!(id, chiso::sim::units::portal_department_id(unit), "{unit}");
     }
 
+    // The simulated portal's own evaluation (a second implementation of SPEC §4 over the
+    // records it holds) equals chiso's counts on every unit, ended period and indicator.
+    let eval = chiso::sim::evaluation::compute(world, now);
+    let mut chiso_counts: BTreeMap<(String, String, String), (f64, f64)> = BTreeMap::new();
+    {
+        let mut stmt = conn
+            .prepare("select unit_id, period, indicator, coalesce(numerator, 0), coalesce(denominator, 0) from mart_index_indicator")
+            .unwrap();
+        for r in stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, f64>(3)?,
+                    r.get::<_, f64>(4)?,
+                ))
+            })
+            .unwrap()
+        {
+            let (u, p, i, n, d) = r.unwrap();
+            chiso_counts.insert((u, p, i), (n, d));
+        }
+    }
+    let mut differences = Vec::new();
+    let mut compared = 0;
+    for ((unit, period), f) in &eval.figures {
+        if !eval
+            .periods
+            .iter()
+            .any(|(p, ended)| *ended && p.label() == *period)
+        {
+            continue;
+        }
+        for (code, (n, d)) in &f.counts {
+            compared += 1;
+            let theirs = chiso_counts
+                .get(&(unit.clone(), period.clone(), code.to_string()))
+                .copied();
+            if theirs != Some((*n, *d)) && !(theirs.is_none() && *n == 0.0 && *d == 0.0) {
+                differences.push(format!(
+                    "{unit} {period} {code}: portal {n}/{d}, chiso {theirs:?}"
+                ));
+            }
+        }
+    }
+    assert!(compared > 1000, "{compared}");
+    assert!(
+        differences.is_empty(),
+        "{} of {compared} differ:\n{}",
+        differences.len(),
+        differences
+            .iter()
+            .take(60)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
     // Every model is documented: its grain, and exactly its columns.
     let project = chiso::models::project::Project::load(sql.path()).unwrap();
     for m in project.models.values() {

@@ -286,8 +286,8 @@ fn decode(
             endpoint.name()
         )));
     }
-    let mut v: Value = serde_json::from_str(&text)
-        .map_err(|e| CallError::Decode(format!("not JSON: {e}")))?;
+    let mut v: Value =
+        serde_json::from_str(&text).map_err(|e| CallError::Decode(format!("not JSON: {e}")))?;
     let code = v.get("code").and_then(|c| c.as_str()).unwrap_or("");
     if code != "OK" {
         let message = v
@@ -445,7 +445,12 @@ columns = [
         let root = body["rootDepartmentId"].as_str().unwrap_or("").to_string();
         let page = body["currentPage"].as_u64().unwrap_or(1);
         let json = |status: StatusCode, text: String| {
-            (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], text).into_response()
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                text,
+            )
+                .into_response()
         };
         let created = StatusCode::CREATED;
         match (endpoint.as_str(), root == ROOT) {
@@ -532,7 +537,10 @@ columns = [
     }
 
     /// The records landed: (endpoint, root, request, data, pages), by endpoint and root.
-    fn landed(warehouse: &std::path::Path, job: &JobConfig) -> Vec<(String, String, Value, Value, i64)> {
+    fn landed(
+        warehouse: &std::path::Path,
+        job: &JobConfig,
+    ) -> Vec<(String, String, Value, Value, i64)> {
         let glob = crate::lake::dataset_glob(warehouse, &job.dataset);
         let conn = duckdb::Connection::open_in_memory().unwrap();
         let mut stmt = conn
@@ -598,7 +606,9 @@ columns = [
         // the tree: no pagination, so no page 2; pageSize 100 as the portal's page sends.
         let d = to("dvc-progress-tree");
         assert_eq!(d.len(), 3, "the root and its two children: {d:?}");
-        assert!(d.iter().all(|b| b["currentPage"] == 1 && b["pageSize"] == 100));
+        assert!(d
+            .iter()
+            .all(|b| b["currentPage"] == 1 && b["pageSize"] == 100));
 
         let rows = landed(dir.path(), &job);
         assert_eq!(rows.len(), 3 + 2 + 3, "one record per answer: {rows:?}");

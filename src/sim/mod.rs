@@ -9,6 +9,7 @@
 
 pub mod calendar;
 pub mod catalogue;
+pub mod evaluation;
 pub mod faults;
 pub mod generate;
 pub mod names;
