@@ -90,6 +90,10 @@ pub(crate) struct SimServeArgs {
     /// Share of publications the simulated portals refuse with 503.
     #[arg(long, default_value_t = 0.0)]
     pub(crate) fault_publish: f64,
+    /// Share of (unit, ended period) pairs whose published evaluation (the portal's Decision
+    /// 766 API) differs from the records, seeded; `GET /_sim/evaluation/divergences` lists them.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) portal_divergence: f64,
 }
 
 #[derive(Args)]
@@ -119,6 +123,7 @@ pub(crate) async fn serve(_g: &Globals, a: SimServeArgs) -> anyhow::Result<u8> {
         publish_lost_rate: 0.0,
         publish_redirect_rate: 0.0,
         publish_delay_ms: 0,
+        portal_divergence: a.portal_divergence,
     };
     faults
         .validate()

@@ -742,7 +742,10 @@ fn judging(p: &Period, at: NaiveDateTime) -> (NaiveDate, NaiveDateTime, bool) {
 /// The periods from the world's first month to the one `at` is in.
 fn periods(world: &World, at: NaiveDateTime) -> Vec<Period> {
     let mut out = Vec::new();
-    let mut m = Period::holding("month", world.config.from).expect("month");
+    // From the January of the year before the first day of history: the portal answers for
+    // any recent period (with nothing counted before the records begin).
+    let first = NaiveDate::from_ymd_opt(world.config.from.year() - 1, 1, 1).expect("valid");
+    let mut m = Period::holding("month", first).expect("month");
     let last = Period::holding("month", at.date()).expect("month");
     loop {
         out.push(m);

@@ -36,6 +36,10 @@ pub struct Faults {
     pub publish_redirect_rate: f64,
     /// Milliseconds a portal waits after storing a publication before it answers.
     pub publish_delay_ms: u64,
+    /// Share of (unit, ended period) pairs whose published evaluation differs from what the
+    /// records say, the ways the real portal's does (`super::evaluation_api`).
+    #[serde(default)]
+    pub portal_divergence: f64,
 }
 
 impl Faults {
@@ -52,6 +56,7 @@ impl Faults {
             ("publish_error_rate", self.publish_error_rate),
             ("publish_lost_rate", self.publish_lost_rate),
             ("publish_redirect_rate", self.publish_redirect_rate),
+            ("portal_divergence", self.portal_divergence),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} = {v}: must be between 0 and 1"));

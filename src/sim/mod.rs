@@ -10,6 +10,7 @@
 pub mod calendar;
 pub mod catalogue;
 pub mod evaluation;
+pub mod evaluation_api;
 pub mod faults;
 pub mod generate;
 pub mod names;

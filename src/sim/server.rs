@@ -114,6 +114,10 @@ pub struct SimState {
     pub stats: Mutex<BTreeMap<String, FeedStats>>,
     /// `moving_records`: (feed, key) → the update time (seconds) the record was moved to.
     moved: Mutex<BTreeMap<(&'static str, String), i64>>,
+    /// The portal's last evaluation (computed at 02:00 of the simulated day, once) and the
+    /// figures it changed since (`POST /_sim/evaluation/revisions`).
+    evaluation: Mutex<Option<Arc<Computed>>>,
+    revisions: Mutex<Vec<super::evaluation_api::Revision>>,
     token: Option<String>,
     calendar_csv: String,
 }
@@ -131,6 +135,8 @@ impl SimState {
             faults: RwLock::new(faults),
             stats: Mutex::new(BTreeMap::new()),
             portals: Mutex::default(),
+            evaluation: Mutex::new(None),
+            revisions: Mutex::new(Vec::new()),
             token: token.filter(|t| !t.is_empty()),
         }
     }
@@ -319,6 +325,15 @@ pub fn router(state: Shared) -> Router {
         .route("/_sim/records/{feed}", post(add_record))
         .route("/publications/{portal}", post(receive_publication))
         .route("/_sim/publications", get(list_publications))
+        .route(
+            "/api/v1/reporting/evaluation/{endpoint}",
+            post(evaluation_answer),
+        )
+        .route("/_sim/evaluation/divergences", get(evaluation_divergences))
+        .route(
+            "/_sim/evaluation/revisions",
+            post(add_revision).get(list_revisions),
+        )
         .with_state(state)
 }
 
@@ -791,4 +806,119 @@ async fn receive_publication(
 
 async fn list_publications(State(state): State<Shared>) -> Response {
     Json(state.portals.lock().expect("portals lock").listing()).into_response()
+}
+
+/// The portal's evaluation as of one computation, with its divergences.
+pub struct Computed {
+    pub as_of: NaiveDateTime,
+    pub divergence_rate: f64,
+    pub eval: super::evaluation::Evaluation,
+    pub divergences: BTreeMap<(String, String), super::evaluation_api::Divergence>,
+}
+
+impl SimState {
+    /// The portal's evaluation as of its last computation (02:00 of the simulated day),
+    /// computed once per day and divergence setting.
+    pub fn evaluation(&self) -> Arc<Computed> {
+        let at = super::evaluation::as_of(self.clock.now());
+        let rate = self.faults.read().expect("faults lock").portal_divergence;
+        let mut slot = self.evaluation.lock().expect("evaluation lock");
+        if let Some(c) = slot.as_ref() {
+            if c.as_of == at && c.divergence_rate == rate {
+                return c.clone();
+            }
+        }
+        let eval = super::evaluation::compute(&self.world, at);
+        let divergences =
+            super::evaluation_api::divergences(&eval, self.world.config.seed, rate);
+        let c = Arc::new(Computed {
+            as_of: at,
+            divergence_rate: rate,
+            eval,
+            divergences,
+        });
+        *slot = Some(c.clone());
+        c
+    }
+}
+
+/// `POST /api/v1/reporting/evaluation/{endpoint}`: public, no token (as the portal's). HTTP
+/// 201 with the `{"code":"OK","data":…,"message":"OK"}` envelope; a body it cannot read is
+/// answered with an envelope whose code is not OK.
+async fn evaluation_answer(
+    State(state): State<Shared>,
+    axum::extract::Path(endpoint): axum::extract::Path<String>,
+    body: String,
+) -> Response {
+    const ENDPOINTS: [&str; 7] = [
+        "transparency",
+        "handling-satisfaction",
+        "dossier-digitized",
+        "dvc-progress-tree",
+        "provide-online-tree",
+        "formality-online-payment-tree",
+        "service-results",
+    ];
+    if !ENDPOINTS.contains(&endpoint.as_str()) {
+        return (StatusCode::NOT_FOUND, "no such endpoint").into_response();
+    }
+    state.count(&format!("evaluation/{endpoint}"), |s| s.requests += 1);
+    let answer = tokio::task::spawn_blocking(move || {
+        let body: serde_json::Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(e) => return Err(format!("Dữ liệu gửi lên không hợp lệ: {e}")),
+        };
+        let computed = state.evaluation();
+        let revisions = state.revisions.lock().expect("revisions lock").clone();
+        let portal = super::evaluation_api::Portal {
+            eval: &computed.eval,
+            divergences: &computed.divergences,
+            revisions: &revisions,
+        };
+        portal.answer(&endpoint, &body)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("lỗi hệ thống: {e}")));
+    let envelope = match answer {
+        Ok(data) => serde_json::json!({"code": "OK", "data": data, "message": "OK"}),
+        Err(message) => serde_json::json!({"code": "BAD_REQUEST", "data": null, "message": message}),
+    };
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        envelope.to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /_sim/evaluation/divergences`: what the portal's current evaluation was made to
+/// differ in (the truth a reconciliation is checked against).
+async fn evaluation_divergences(State(state): State<Shared>) -> Response {
+    let computed = tokio::task::spawn_blocking(move || state.evaluation())
+        .await
+        .expect("the evaluation computes");
+    let list: Vec<_> = computed.divergences.values().cloned().collect();
+    Json(serde_json::json!({
+        "as_of": super::world::ts(computed.as_of),
+        "rate": computed.divergence_rate,
+        "divergences": list,
+    }))
+    .into_response()
+}
+
+/// `POST /_sim/evaluation/revisions`: the portal changes a published figure (a unit, period
+/// and indicator's numerator and denominator) from now on, silently.
+async fn add_revision(
+    State(state): State<Shared>,
+    Json(r): Json<super::evaluation_api::Revision>,
+) -> Response {
+    if super::evaluation::rule_of(&r.code).is_none() {
+        return (StatusCode::BAD_REQUEST, format!("unknown indicator {}", r.code)).into_response();
+    }
+    state.revisions.lock().expect("revisions lock").push(r.clone());
+    Json(r).into_response()
+}
+
+async fn list_revisions(State(state): State<Shared>) -> Response {
+    Json(state.revisions.lock().expect("revisions lock").clone()).into_response()
 }

@@ -1,0 +1,252 @@
+{{ config(materialized='table', tags=['reconciliation', 'mart']) }}
+-- One row per unit × period × code (unit_id or department_id, period, code), for every period
+-- the portal's evaluation was pulled for: the portal's figure beside chiso's, the difference,
+-- whether it is within rounding, and why they differ. Codes are the indicators the portal
+-- shows (level `indicator`), the six groups (`group`) and the total (`total`).
+--
+-- Which codes are compared at a unit follows what the portal shows there: a unit the portal
+-- was asked about as a root (`shown_as` root) gets every indicator of each endpoint; a unit it
+-- only lists gets what the lists carry (provide-online-tree lists group totals only). A unit or
+-- code on one side only is a row, never a difference of the whole value: `only_in_chiso`
+-- (the portal left it out, or shows it as null where chiso scores it: `not_scored_on_the_portal`)
+-- or `only_on_the_portal`.
+--
+-- cause, in order: only_in_chiso, only_on_the_portal, flagged_by_the_portal (the portal marks
+-- the figure, e.g. a temporary national-report denominator), counts_differ (numerator or
+-- denominator, exactly), not_scored_on_the_portal, same_counts_different_score (more than
+-- 0.015 points apart: the methodology differs), agrees. A group or total whose indicators
+-- differ takes their cause; `is_root_cause` marks the rows that explain the others (the
+-- indicators, and a group where the portal shows no indicator of it at the unit).
+-- `is_ended`: the period had ended when the portal's figure was fetched (a running period is
+-- judged by the portal at its computation and by chiso at its data watermark: provisional).
+
+with
+
+portal as (
+    select * from {{ ref('int_portal_figures') }}
+),
+
+portal_periods as (
+    select period, max(fetched_at) as fetched_at, any_value(period_type) as period_type
+    from portal
+    group by period
+),
+
+units as (
+    select unit_id, portal_department_id, unit_name, unit_level
+    from {{ ref('dim_units') }}
+    qualify row_number() over (partition by unit_id order by valid_from desc) = 1
+),
+
+-- How the portal shows each unit in a period: asked for as a root, or listed.
+shown as (
+    select period, department_id, bool_or(shown_as = 'root') as is_root
+    from portal
+    group by all
+),
+
+-- What the portal shows of a unit asked for as a root, and of a listed one.
+shown_codes as (
+    select * from (values
+        ('PUBLISH_ON_TIME', true, true), ('PUBLIC_UPDATE_ON_TIME', true, true),
+        ('PUBLIC_CONTENT_FULL', true, true), ('DOSSIER_SYNC', true, true),
+        ('ON_TIME_HANDLING', true, true),
+        ('ONLINE_SERVICE_PROVIDED', true, false), ('ONLINE_SERVICE_WITH_DOSSIER', true, false),
+        ('ONLINE_DOSSIER_SHARE', true, false),
+        ('ONLINE_PAYMENT_DOSSIER', true, true), ('ONLINE_PAYMENT_FORMALITY', true, true),
+        ('FEE_FORMALITY_WITH_DOSSIER', true, true),
+        ('ORIGINAL_RESULT_AVAILABLE', true, true), ('SO_HOA_GIAY_TO_GIAI_QUYET', true, true),
+        ('ELECTRONIC_CERTIFIED_COPY', true, true), ('REUSED_DIGITIZED_DATA', true, true),
+        ('SYNCED_WITH_DVCQG_PERSONAL_STORAGE', true, true),
+        ('CITIZEN_DATA_CONNECTED_DOSSIER', true, true), ('CITIZEN_DATA_CONNECTED_FORMALITY', true, true),
+        ('PETITION_PROCESSING_ON_TIME', true, true), ('PETITION_HANDLING_SATISFACTION', true, true),
+        ('DOSSIER_RECEIVING_SATISFACTION', true, true),
+        ('PETITION_CLASSIFICATION_TTHC', true, true), ('PETITION_CLASSIFICATION_STAFF', true, true),
+        ('CKMB', true, true), ('TDGQ', true, true), ('CLGQ', true, true), ('TTTT', true, true),
+        ('MDSH', true, true), ('MDHL', true, true), ('TOTAL', true, true)
+    ) as t(code, as_root, as_listed)
+),
+
+-- The metric codes the portal scores itself (the tree family gives counters only).
+scored_by_portal as (
+    select unnest([
+        'PUBLISH_ON_TIME', 'PUBLIC_UPDATE_ON_TIME', 'PUBLIC_CONTENT_FULL', 'DOSSIER_SYNC',
+        'ORIGINAL_RESULT_AVAILABLE', 'SO_HOA_GIAY_TO_GIAI_QUYET', 'ELECTRONIC_CERTIFIED_COPY',
+        'REUSED_DIGITIZED_DATA', 'SYNCED_WITH_DVCQG_PERSONAL_STORAGE',
+        'CITIZEN_DATA_CONNECTED_DOSSIER', 'CITIZEN_DATA_CONNECTED_FORMALITY',
+        'PETITION_PROCESSING_ON_TIME', 'PETITION_HANDLING_SATISFACTION',
+        'DOSSIER_RECEIVING_SATISFACTION', 'PETITION_CLASSIFICATION_TTHC', 'PETITION_CLASSIFICATION_STAFF'
+    ]) as code
+),
+
+group_of as (
+    select indicator as code, any_value(group_code) as group_code
+    from {{ ref('methodology') }}
+    group by all
+),
+
+-- chiso's figures in the periods the portal was asked about.
+chiso_indicators as (
+    select i.unit_id, i.period, i.indicator as code, 'indicator' as level,
+        i.numerator, i.denominator, i.points as score, i.max_points as max_score
+    from {{ ref('mart_index_indicator') }} as i
+    semi join portal_periods as p using (period)
+),
+
+chiso_groups as (
+    select unit_id, period, upper(code) as code, case when code = 'total' then 'total' else 'group' end as level,
+        null::double as numerator, null::double as denominator, score,
+        case upper(code) when 'CKMB' then 18 when 'TDGQ' then 20 when 'CLGQ' then 12 when 'TTTT' then 10
+            when 'MDSH' then 22 when 'MDHL' then 18 else 100 end::double as max_score
+    from (
+        unpivot (
+            select unit_id, period, ckmb, tdgq, clgq, tttt, mdsh, mdhl, total
+            from {{ ref('mart_index_unit_period') }}
+            semi join portal_periods using (period)
+        )
+        on ckmb, tdgq, clgq, tttt, mdsh, mdhl, total
+        into name code value score
+    )
+),
+
+chiso as (
+    select c.*, u.portal_department_id as department_id
+    from (select * from chiso_indicators union all select * from chiso_groups) as c
+    left join units as u using (unit_id)
+    -- only the codes the portal shows at the unit, as a root or as listed
+    inner join shown_codes as sc using (code)
+    left join shown as s on s.period = c.period and s.department_id = u.portal_department_id
+    where case when coalesce(s.is_root, false) then sc.as_root else sc.as_listed end
+),
+
+joined as (
+    select
+        coalesce(c.unit_id, u.unit_id) as unit_id,
+        coalesce(p.department_id, c.department_id) as department_id,
+        coalesce(u.unit_name, p.department_name) as unit_name,
+        coalesce(p.period, c.period) as period,
+        coalesce(p.code, c.code) as code,
+        coalesce(p.level, c.level) as level,
+        p.endpoint as portal_endpoint,
+        p.shown_as as portal_shown_as,
+        p.numerator as portal_numerator,
+        p.denominator as portal_denominator,
+        p.score as portal_score,
+        p.max_score as portal_max_score,
+        p.data_quality_status,
+        p.fetched_at as portal_fetched_at,
+        c.numerator as chiso_numerator,
+        c.denominator as chiso_denominator,
+        c.score as chiso_score,
+        c.max_score as chiso_max_score,
+        p.department_id is not null as on_portal,
+        c.unit_id is not null as in_chiso
+    from portal as p
+    full join chiso as c
+        on c.department_id = p.department_id and c.period = p.period and c.code = p.code
+    left join units as u on u.portal_department_id = p.department_id
+),
+
+compared as (
+    select
+        j.*,
+        case
+            when j.level <> 'indicator' or not (j.on_portal and j.in_chiso) then null
+            when j.portal_numerator is null and j.portal_denominator is null and j.code = 'ELECTRONIC_CERTIFIED_COPY' then true
+            else j.portal_numerator is not distinct from j.chiso_numerator
+                and j.portal_denominator is not distinct from j.chiso_denominator
+        end as counts_equal,
+        case when j.portal_score is not null and j.chiso_score is not null
+            then round(j.portal_score - j.chiso_score, 4) end as score_difference,
+        j.code in (select code from scored_by_portal) as is_scored_by_portal
+    from joined as j
+),
+
+-- A group's indicators at the unit: whether any differ in counts, and whether the portal
+-- shows any of them there.
+group_state as (
+    select
+        c.department_id,
+        c.period,
+        g.group_code,
+        bool_or(c.counts_equal = false or (c.in_chiso and not c.on_portal)) as indicator_counts_differ,
+        bool_or(c.on_portal) as portal_shows_indicators
+    from compared as c
+    inner join group_of as g using (code)
+    where c.level = 'indicator'
+    group by all
+),
+
+caused as (
+    select
+        c.*,
+        case
+            when not c.on_portal then 'only_in_chiso'
+            when not c.in_chiso then 'only_on_the_portal'
+            when c.data_quality_status is not null then 'flagged_by_the_portal'
+            when c.counts_equal = false then 'counts_differ'
+            when c.level = 'indicator' and c.is_scored_by_portal and c.portal_score is null and c.chiso_score is not null
+                then 'not_scored_on_the_portal'
+            when abs(coalesce(c.score_difference, 0)) > 0.015 then
+                case
+                    when c.level = 'group' and coalesce(gs.indicator_counts_differ, false) then 'counts_differ'
+                    when c.level = 'total' and exists (
+                        select 1 from group_state as x
+                        where x.department_id = c.department_id and x.period = c.period and x.indicator_counts_differ
+                    ) then 'counts_differ'
+                    else 'same_counts_different_score'
+                end
+            else 'agrees'
+        end as cause,
+        case
+            when c.level = 'indicator' then true
+            when c.level = 'group' then not coalesce(gs.portal_shows_indicators, false)
+            else false
+        end as is_root_cause
+    from compared as c
+    left join group_state as gs
+        on gs.department_id = c.department_id and gs.period = c.period and gs.group_code = c.code
+)
+
+select
+    unit_id,
+    department_id,
+    unit_name,
+    c.period,
+    pp.period_type,
+    code,
+    level,
+    portal_endpoint,
+    portal_shown_as,
+    portal_numerator,
+    portal_denominator,
+    portal_score,
+    portal_max_score,
+    data_quality_status,
+    chiso_numerator,
+    chiso_denominator,
+    chiso_score,
+    chiso_max_score,
+    score_difference,
+    counts_equal,
+    on_portal and in_chiso
+        and coalesce(counts_equal, true)
+        and abs(coalesce(score_difference, 0)) <= 0.015
+        and not (cause = 'not_scored_on_the_portal') as is_within_rounding,
+    cause,
+    is_root_cause,
+    pp.fetched_at >= cast(cast(pp.period_end as date) as timestamp) as is_ended,
+    portal_fetched_at
+from caused as c
+left join (
+    select
+        period,
+        period_type,
+        fetched_at,
+        case
+            when period_type = 'month' then cast(period || '-01' as date) + interval 1 month
+            when period_type = 'quarter' then make_date(cast(left(period, 4) as integer), (cast(right(period, 1) as integer) - 1) * 3 + 1, 1) + interval 3 month
+            else make_date(cast(period as integer) + 1, 1, 1)
+        end as period_end
+    from portal_periods
+) as pp using (period)
