@@ -162,18 +162,25 @@ compared as (
     from joined as j
 ),
 
--- A group's indicators at the unit: whether any differ in counts, and whether the portal
--- shows any of them there.
+-- A group's indicators at the unit: whether any differ in counts.
 group_state as (
     select
         c.department_id,
         c.period,
         g.group_code,
-        bool_or(c.counts_equal = false or (c.in_chiso and not c.on_portal)) as indicator_counts_differ,
-        bool_or(c.on_portal) as portal_shows_indicators
+        bool_or(c.counts_equal = false or (c.in_chiso and not c.on_portal)) as indicator_counts_differ
     from compared as c
     inner join group_of as g using (code)
     where c.level = 'indicator'
+    group by all
+),
+
+-- The groups whose indicators the portal shows at a unit asked for as a root, and at one it
+-- lists (provide-online-tree lists group totals only).
+groups_with_indicators as (
+    select g.group_code, bool_or(sc.as_root) as as_root, bool_or(sc.as_listed) as as_listed
+    from shown_codes as sc
+    inner join group_of as g using (code)
     group by all
 ),
 
@@ -200,12 +207,15 @@ caused as (
         end as cause,
         case
             when c.level = 'indicator' then true
-            when c.level = 'group' then not coalesce(gs.portal_shows_indicators, false)
+            when c.level = 'group' then not coalesce(
+                case when coalesce(s.is_root, false) then gi.as_root else gi.as_listed end, false)
             else false
         end as is_root_cause
     from compared as c
     left join group_state as gs
         on gs.department_id = c.department_id and gs.period = c.period and gs.group_code = c.code
+    left join groups_with_indicators as gi on gi.group_code = c.code
+    left join shown as s on s.period = c.period and s.department_id = c.department_id
 )
 
 select
