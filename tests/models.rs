@@ -508,7 +508,10 @@ async fn the_warehouse_builds_from_the_simulator_and_matches_it() {
     let reported: std::collections::BTreeSet<String> =
         chiso_counts.keys().map(|(_, p, _)| p.clone()).collect();
     for ((unit, period), f) in &eval.figures {
-        if !eval.periods.iter().any(|(p, ended)| *ended && p.label() == *period)
+        if !eval
+            .periods
+            .iter()
+            .any(|(p, ended)| *ended && p.label() == *period)
             || !reported.contains(period)
         {
             continue;
@@ -607,9 +610,11 @@ fn jobs_for_world(url: &str) -> Vec<chiso::config::JobConfig> {
     for j in &mut jobs {
         if let chiso::config::Protocol::Evaluation(p) = &mut j.protocol {
             p.periods = Some(
-                ["2026-06", "2026-07", "2026-08", "2026-09", "2026-Q2", "2026-Q3", "2026"]
-                    .map(String::from)
-                    .to_vec(),
+                [
+                    "2026-06", "2026-07", "2026-08", "2026-09", "2026-Q2", "2026-Q3", "2026",
+                ]
+                .map(String::from)
+                .to_vec(),
             );
         }
     }
@@ -618,7 +623,9 @@ fn jobs_for_world(url: &str) -> Vec<chiso::config::JobConfig> {
 
 /// (department, period, code, cause) of the rows of mart_reconciliation that explain a
 /// difference, in ended periods.
-fn reported_differences(conn: &duckdb::Connection) -> std::collections::BTreeSet<(String, String, String, String)> {
+fn reported_differences(
+    conn: &duckdb::Connection,
+) -> std::collections::BTreeSet<(String, String, String, String)> {
     let mut stmt = conn
         .prepare(
             "select coalesce(department_id, unit_id), period, code, cause from mart_reconciliation
@@ -680,7 +687,12 @@ async fn the_reconciliation_finds_exactly_what_the_portal_was_made_to_differ_in(
                         vec![d.code.clone()]
                     };
                     codes.into_iter().map(move |code| {
-                        (d.department_id.clone(), d.period.clone(), code, d.cause.clone())
+                        (
+                            d.department_id.clone(),
+                            d.period.clone(),
+                            code,
+                            d.cause.clone(),
+                        )
                     })
                 })
                 .collect()
@@ -692,9 +704,15 @@ async fn the_reconciliation_finds_exactly_what_the_portal_was_made_to_differ_in(
                 let mut stmt = conn
                     .prepare("select unit_id || ' ' || period || ' ' || code || ' ' || cause from mart_reconciliation where is_ended and not is_within_rounding limit 20")
                     .unwrap();
-                stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+                stmt.query_map([], |r| r.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
             };
-            assert!(beyond.is_empty(), "differences with no divergence: {beyond:#?}");
+            assert!(
+                beyond.is_empty(),
+                "differences with no divergence: {beyond:#?}"
+            );
         } else {
             assert!(truth.len() >= 10, "seed {seed}: {} injected", truth.len());
             let kinds: std::collections::BTreeSet<&str> =
@@ -716,4 +734,87 @@ async fn the_reconciliation_finds_exactly_what_the_portal_was_made_to_differ_in(
         );
         sim.stop().await;
     }
+}
+
+/// The portal revises a closed period silently, days later: the next pull lands the changed
+/// answer, mart_portal_vintages records the figure's second vintage with its before and after,
+/// and mart_reconciliation reports the difference it now makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_revision_of_a_closed_period_is_a_vintage_with_its_before_and_after() {
+    let sim = start_sim(world_at_portal_time(7), Faults::none()).await;
+    let jobs = jobs_for_world(&sim.base_url());
+    let wh = tempfile::tempdir().unwrap();
+    pull_and_build(wh.path(), &jobs).await;
+    let root = chiso::sim::units::portal_department_id("CT");
+    let before: (f64, f64) = {
+        let conn = open_published(wh.path());
+        conn.query_row(
+            "select numerator, denominator from mart_portal_vintages where department_id = ? and period = '2026-08' and code = 'ON_TIME_HANDLING' and vintage = 1",
+            [&root],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    // Days later the portal's August goes up by 40 dossiers handled on time.
+    let revised = serde_json::json!({"unit": "CT", "period": "2026-08", "code": "ON_TIME_HANDLING",
+        "numerator": before.0 + 40.0, "denominator": before.1});
+    let answer = reqwest::Client::new()
+        .post(format!("{}/_sim/evaluation/revisions", sim.base_url()))
+        .json(&revised)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    let evaluation = jobs.iter().find(|j| j.name == "portal_evaluation").unwrap();
+    let ctx = RunContext {
+        warehouse: wh.path().to_path_buf(),
+        project_root: repo(),
+        http: chiso::feeds::http::http_client(),
+    };
+    let report = run_job(&ctx, evaluation).await.unwrap();
+    assert_eq!(report.error, None);
+    assert!(
+        report.totals.rows_landed >= 2,
+        "the changed answers land: {:?}",
+        report.totals
+    );
+    let record = build_record(wh.path(), &repo().join("sql"), &jobs, false).await;
+    assert!(record.published);
+    let conn = open_published(wh.path());
+    let (vintage, prev_n, n, prev_score, score): (i64, f64, f64, f64, f64) = conn
+        .query_row(
+            "select vintage, previous_numerator, numerator, previous_score, score from mart_portal_vintages
+             where department_id = ? and period = '2026-08' and code = 'TDGQ' and vintage = 2",
+            [&root],
+            |r| Ok((r.get(0)?, r.get(1).unwrap_or(0.0), r.get(2).unwrap_or(0.0), r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(vintage, 2);
+    assert!(score > prev_score, "TDGQ {prev_score} → {score}");
+    assert_eq!((prev_n, n), (0.0, 0.0), "a group has no counts");
+    let (prev_n, n): (f64, f64) = conn
+        .query_row(
+            "select previous_numerator, numerator from mart_portal_vintages
+             where department_id = ? and period = '2026-08' and code = 'ON_TIME_HANDLING' and vintage = 2",
+            [&root],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((prev_n, n), (before.0, before.0 + 40.0));
+    // Nothing else changed: one new vintage per figure the revision moved (the indicator, its
+    // group, the total), and the reconciliation now reports the indicator's counts.
+    let changed = rows(
+        &conn,
+        "select code from mart_portal_vintages where vintage > 1 order by code",
+    );
+    assert_eq!(changed, ["ON_TIME_HANDLING", "TDGQ", "TOTAL"]);
+    let cause: String = conn
+        .query_row(
+            "select cause from mart_reconciliation where department_id = ? and period = '2026-08' and code = 'ON_TIME_HANDLING'",
+            [&root],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(cause, "counts_differ");
+    sim.stop().await;
 }

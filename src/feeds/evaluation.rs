@@ -175,7 +175,8 @@ impl EvaluationFeed {
             "request": body,
             "data": answer.data,
             "content_sha256": sha,
-            "fetched_at": crate::time::compact(crate::time::now_local()),
+            // To the microsecond: two runs a moment apart are two vintages, in order.
+            "fetched_at": crate::time::now_local().format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
             "pages": pages.max(1),
         });
         Ok(self.page(Some(record), position))
@@ -405,6 +406,7 @@ initial_backoff_ms = 10
 feed = "portal"
 name = "evaluations"
 key = ["endpoint", "period", "root_department_id", "fetched_at"]
+timestamp_format = "%Y-%m-%dT%H:%M:%S%.f"
 partition = {{ by = "fetched_at", grain = "month", name = "fetched_month" }}
 columns = [
   {{ name = "endpoint", type = "string", required = true }},

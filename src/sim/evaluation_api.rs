@@ -80,13 +80,21 @@ fn label(code: &str) -> &'static str {
         "PETITION_PROCESSING_ON_TIME" => "Tỷ lệ PAKN xử lý đúng hạn",
         "PETITION_HANDLING_SATISFACTION" => "Tỷ lệ hài lòng trong xử lý PAKN",
         "PETITION_CLASSIFICATION_STAFF" => "Tỷ lệ PAKN về hành vi cán bộ, công chức, viên chức",
-        "ORIGINAL_RESULT_AVAILABLE" => "Tỷ lệ hồ sơ thủ tục hành chính có cấp kết quả giải quyết thủ tục hành chính điện tử",
+        "ORIGINAL_RESULT_AVAILABLE" => {
+            "Tỷ lệ hồ sơ thủ tục hành chính có cấp kết quả giải quyết thủ tục hành chính điện tử"
+        }
         "SO_HOA_GIAY_TO_GIAI_QUYET" => "Tỷ lệ hồ sơ thủ tục hành chính thực hiện số hóa hồ sơ",
         "REUSED_DIGITIZED_DATA" => "Tỷ lệ hồ sơ khai thác, sử dụng lại thông tin, dữ liệu số hóa",
-        "SYNCED_WITH_DVCQG_PERSONAL_STORAGE" => "Tỷ lệ hồ sơ TTHC được số hóa có kết nối, chia sẻ dữ liệu phục vụ tái sử dụng",
+        "SYNCED_WITH_DVCQG_PERSONAL_STORAGE" => {
+            "Tỷ lệ hồ sơ TTHC được số hóa có kết nối, chia sẻ dữ liệu phục vụ tái sử dụng"
+        }
         "CITIZEN_DATA_CONNECTED_DOSSIER" => "Tỷ lệ hồ sơ TTHC có sử dụng thông tin, dữ liệu dân cư",
-        "CITIZEN_DATA_CONNECTED_FORMALITY" => "Tỷ lệ TTHC triển khai kết nối, chia sẻ dữ liệu dân cư phục vụ GQ TTHC",
-        "ELECTRONIC_CERTIFIED_COPY" => "Tỷ lệ cung cấp dịch vụ chứng thực bản sao điện tử từ bản chính",
+        "CITIZEN_DATA_CONNECTED_FORMALITY" => {
+            "Tỷ lệ TTHC triển khai kết nối, chia sẻ dữ liệu dân cư phục vụ GQ TTHC"
+        }
+        "ELECTRONIC_CERTIFIED_COPY" => {
+            "Tỷ lệ cung cấp dịch vụ chứng thực bản sao điện tử từ bản chính"
+        }
         _ => "",
     }
 }
@@ -190,7 +198,8 @@ pub fn divergences(
         let period = p.label();
         for u in eval.trees.get(&period).into_iter().flatten() {
             let h = Sha256::digest(format!("{seed}|{}|{period}|portal-divergence", u.id));
-            let roll = u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) as f64 / u64::MAX as f64;
+            let roll =
+                u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) as f64 / u64::MAX as f64;
             if roll >= rate {
                 continue;
             }
@@ -205,8 +214,16 @@ pub fn divergences(
                 "formality-online-payment-tree",
             ];
             let (kind, code, cause) = match pick % 5 {
-                0 => ("stale_national_report", "DOSSIER_SYNC".to_string(), "counts_differ"),
-                1 => ("dossier_in_another_month", "ON_TIME_HANDLING".to_string(), "counts_differ"),
+                0 => (
+                    "stale_national_report",
+                    "DOSSIER_SYNC".to_string(),
+                    "counts_differ",
+                ),
+                1 => (
+                    "dossier_in_another_month",
+                    "ON_TIME_HANDLING".to_string(),
+                    "counts_differ",
+                ),
                 2 if u.level == 3 => (
                     "missing_from_endpoint",
                     endpoints[h[9] as usize % endpoints.len()].to_string(),
@@ -217,7 +234,11 @@ pub fn divergences(
                     "DOSSIER_RECEIVING_SATISFACTION".to_string(),
                     "same_counts_different_score",
                 ),
-                _ => ("data_quality_flag", "DOSSIER_SYNC".to_string(), "flagged_by_the_portal"),
+                _ => (
+                    "data_quality_flag",
+                    "DOSSIER_SYNC".to_string(),
+                    "flagged_by_the_portal",
+                ),
             };
             out.insert(
                 (u.id.clone(), period.clone()),
@@ -260,12 +281,19 @@ impl Portal<'_> {
             .get(&(unit.to_string(), period.to_string()))
             .cloned()
             .unwrap_or_default();
-        for r in self.revisions.iter().filter(|r| r.unit == unit && r.period == period) {
+        for r in self
+            .revisions
+            .iter()
+            .filter(|r| r.unit == unit && r.period == period)
+        {
             if let Some(rule) = rule_of(&r.code) {
                 f.counts.insert(rule.code, (r.numerator, r.denominator));
             }
         }
-        if let Some(d) = self.divergences.get(&(unit.to_string(), period.to_string())) {
+        if let Some(d) = self
+            .divergences
+            .get(&(unit.to_string(), period.to_string()))
+        {
             match d.kind.as_str() {
                 "stale_national_report" => {
                     let e = f.counts.entry("DOSSIER_SYNC").or_default();
@@ -283,7 +311,8 @@ impl Portal<'_> {
     }
 
     fn divergence(&self, unit: &str, period: &str) -> Option<&Divergence> {
-        self.divergences.get(&(unit.to_string(), period.to_string()))
+        self.divergences
+            .get(&(unit.to_string(), period.to_string()))
     }
 
     fn shown(&self, unit: &str, period: &str, f: &Figures, code: &str) -> Shown {
@@ -334,9 +363,19 @@ impl Portal<'_> {
     }
 
     /// A metric-family row (overview or evaluation entry).
-    fn metric_row(&self, endpoint: &str, u: &TreeUnit, period: &str, root: bool, stt: usize) -> Value {
+    fn metric_row(
+        &self,
+        endpoint: &str,
+        u: &TreeUnit,
+        period: &str,
+        root: bool,
+        stt: usize,
+    ) -> Value {
         let f = self.figures(&u.id, period);
-        let group = GROUPS.iter().find(|(_, _, e)| *e == endpoint).expect("a group");
+        let group = GROUPS
+            .iter()
+            .find(|(_, _, e)| *e == endpoint)
+            .expect("a group");
         let mut m = serde_json::Map::new();
         m.insert("stt".into(), json!(stt));
         m.extend(Self::identity(u, root));
@@ -413,7 +452,10 @@ impl Portal<'_> {
     /// A tree-family node (parent, or child when `!root`).
     fn tree_node(&self, endpoint: &str, u: &TreeUnit, period: &str, root: bool) -> Value {
         let f = self.figures(&u.id, period);
-        let group = GROUPS.iter().find(|(_, _, e)| *e == endpoint).expect("a group");
+        let group = GROUPS
+            .iter()
+            .find(|(_, _, e)| *e == endpoint)
+            .expect("a group");
         let total = self.group_points(&u.id, period, &f, group.0);
         let mut m = Self::identity(u, root);
         m.insert("departmentCode".into(), json!(u.id));
@@ -423,7 +465,13 @@ impl Portal<'_> {
                 json!(if u.level <= 2 { "PROVINCE" } else { "COMMUNE" }),
             );
         }
-        let ratio_of = |n: f64, d: f64| if d > 0.0 { num(n / d * 100.0) } else { json!(0) };
+        let ratio_of = |n: f64, d: f64| {
+            if d > 0.0 {
+                num(n / d * 100.0)
+            } else {
+                json!(0)
+            }
+        };
         match endpoint {
             "dvc-progress-tree" => {
                 let (n, d) = f.get("ON_TIME_HANDLING");
@@ -437,10 +485,18 @@ impl Portal<'_> {
                 }
                 m.insert(
                     "avgProcessingDays".into(),
-                    if finished > 0.0 { num(days / finished) } else { json!(0) },
+                    if finished > 0.0 {
+                        num(days / finished)
+                    } else {
+                        json!(0)
+                    },
                 );
                 m.insert("ratio".into(), ratio_of(n, d));
-                let (s, mx) = if root { ("totalScore", "totalMaxScore") } else { ("score", "maxScore") };
+                let (s, mx) = if root {
+                    ("totalScore", "totalMaxScore")
+                } else {
+                    ("score", "maxScore")
+                };
                 m.insert(s.into(), num(total));
                 m.insert(mx.into(), num(group.1));
             }
@@ -532,14 +588,23 @@ impl Portal<'_> {
                     .sum();
                 let mut m = Self::identity(u, false);
                 m.insert("departmentCode".into(), json!(u.id));
-                m.insert("childGroup".into(), if u.level == 1 { Value::Null } else { json!("AGENCY") });
+                m.insert(
+                    "childGroup".into(),
+                    if u.level == 1 {
+                        Value::Null
+                    } else {
+                        json!("AGENCY")
+                    },
+                );
                 m.insert("totalScore".into(), num(total));
                 m.insert("ratio".into(), num(total));
                 m.insert("scoreDelta".into(), Value::Null);
                 m.insert("groupScores".into(), Value::Object(groups));
                 Value::Object(m)
             };
-            return Ok(json!({ "overview": row(root), "evaluation": children.iter().map(|c| row(c)).collect::<Vec<_>>() }));
+            return Ok(
+                json!({ "overview": row(root), "evaluation": children.iter().map(|c| row(c)).collect::<Vec<_>>() }),
+            );
         }
         if metric_codes(endpoint).is_empty() {
             let parent = self.tree_node(endpoint, root, &label, true);
@@ -601,11 +666,17 @@ fn request_period(endpoint: &str, body: &Value) -> Result<Period, String> {
     let year = body["year"].as_i64().ok_or("thiếu year")? as i32;
     match body["timeType"].as_str() {
         Some("month") => {
-            let m = body["month"].as_u64().filter(|m| (1..=12).contains(m)).ok_or("month không hợp lệ")?;
+            let m = body["month"]
+                .as_u64()
+                .filter(|m| (1..=12).contains(m))
+                .ok_or("month không hợp lệ")?;
             Ok(Period::Month(year, m as u32))
         }
         Some("quarter") => {
-            let q = body["quarter"].as_u64().filter(|q| (1..=4).contains(q)).ok_or("quarter không hợp lệ")?;
+            let q = body["quarter"]
+                .as_u64()
+                .filter(|q| (1..=4).contains(q))
+                .ok_or("quarter không hợp lệ")?;
             Ok(Period::Quarter(year, q as u32))
         }
         Some("year") => Ok(Period::Year(year)),

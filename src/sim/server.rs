@@ -829,8 +829,7 @@ impl SimState {
             }
         }
         let eval = super::evaluation::compute(&self.world, at);
-        let divergences =
-            super::evaluation_api::divergences(&eval, self.world.config.seed, rate);
+        let divergences = super::evaluation_api::divergences(&eval, self.world.config.seed, rate);
         let c = Arc::new(Computed {
             as_of: at,
             divergence_rate: rate,
@@ -881,7 +880,9 @@ async fn evaluation_answer(
     .unwrap_or_else(|e| Err(format!("lỗi hệ thống: {e}")));
     let envelope = match answer {
         Ok(data) => serde_json::json!({"code": "OK", "data": data, "message": "OK"}),
-        Err(message) => serde_json::json!({"code": "BAD_REQUEST", "data": null, "message": message}),
+        Err(message) => {
+            serde_json::json!({"code": "BAD_REQUEST", "data": null, "message": message})
+        }
     };
     (
         StatusCode::CREATED,
@@ -913,9 +914,17 @@ async fn add_revision(
     Json(r): Json<super::evaluation_api::Revision>,
 ) -> Response {
     if super::evaluation::rule_of(&r.code).is_none() {
-        return (StatusCode::BAD_REQUEST, format!("unknown indicator {}", r.code)).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("unknown indicator {}", r.code),
+        )
+            .into_response();
     }
-    state.revisions.lock().expect("revisions lock").push(r.clone());
+    state
+        .revisions
+        .lock()
+        .expect("revisions lock")
+        .push(r.clone());
     Json(r).into_response()
 }
 
