@@ -31,6 +31,7 @@ pub mod ledger;
 pub mod models;
 pub mod publish;
 pub mod pull;
+pub mod reconcile;
 pub mod schedule;
 pub mod serve;
 pub mod sim;

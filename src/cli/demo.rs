@@ -159,6 +159,10 @@ pub(crate) async fn demo(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
                     }
                 }
             }
+            // The same month as the portal publishes it (Decision 766), beside chiso's.
+            if let Some(period) = &latest {
+                reconciliation(&warehouse, period);
+            }
             // The month leadership discusses, as a publication preview: the files an office
             // sends and the report, never sent anywhere (`chiso publish` sends final ones).
             if let Some(period) = latest {
@@ -318,4 +322,23 @@ async fn preview(
         Err(e) => println!("\nNo publication preview of {period}: {e:#}"),
     }
     Ok(())
+}
+
+/// The reconciliation summary of `period` with the simulated portal's published evaluation.
+fn reconciliation(warehouse: &std::path::Path, period: &str) {
+    let report = chiso::reconcile::open(warehouse)
+        .and_then(|c| chiso::reconcile::report(&c, period, chiso::reconcile::Level::Indicator));
+    match report {
+        Ok(r) => {
+            println!("\n{}", chiso::reconcile::summary(&r));
+            if r.beyond() > 0 {
+                println!(
+                    "  (the portal computes at 02:00 each day; records that reached it since are in chiso's figures, not yet in its own)\n  \
+                     The differences, largest effect first, with the records behind each: chiso reconcile {period} --dir {}",
+                    warehouse.display()
+                );
+            }
+        }
+        Err(e) => println!("\nNo reconciliation of {period} with the portal: {e:#}"),
+    }
 }

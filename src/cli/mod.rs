@@ -10,6 +10,7 @@ mod demo;
 mod index;
 mod jobs;
 mod publish;
+mod reconcile;
 mod run;
 mod serve;
 mod sim;
@@ -50,6 +51,8 @@ pub(crate) const EXIT_QUARANTINED: u8 = 3;
 pub(crate) const EXIT_HELD: u8 = 4;
 /// `chiso publish`: recorded, but a push to a portal is still pending (the next publish sends it).
 pub(crate) const EXIT_PUSH_PENDING: u8 = 5;
+/// `chiso reconcile`: some figure differs from the portal's beyond rounding.
+pub(crate) const EXIT_DIFFERENCES: u8 = 4;
 
 /// chiso: scheduled ETL and DuckDB warehouse for the tax administration's service-quality index.
 ///
@@ -144,6 +147,14 @@ pub(crate) enum Command {
     /// (what a build started now would read; never a file a running pull has not committed).
     /// Other engines (Spark, Trino, Polars, DuckDB) read the same data from this list.
     Snapshot(JsonArg),
+    /// Reconcile a period with the portal's published evaluation (Decision 766): every
+    /// difference beyond rounding, largest effect on a total first, with its cause (counts
+    /// differ, same counts but a different score, only on one side, flagged by the portal) and,
+    /// for counts, the query listing the records behind chiso's side; then the figures the
+    /// portal revised after publishing them.
+    ///
+    /// Exit status: 0 every figure agrees within rounding, 4 some differ beyond it.
+    Reconcile(self::reconcile::ReconcileArgs),
 }
 
 #[derive(Args)]
@@ -258,6 +269,7 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Publish(args) => self::publish::publish(&g, args).await,
         Command::Compact(args) => self::compact::compact(&g, args).await,
         Command::Snapshot(args) => self::snapshot::snapshot(&g, args).await,
+        Command::Reconcile(args) => self::reconcile::reconcile(&g, args).await,
         Command::Jobs(args) => self::jobs::jobs(&g, args).await,
         Command::Sim(SimCommand::Serve(a)) => self::sim::serve(&g, a).await,
         Command::Sim(SimCommand::Generate(a)) => self::sim::generate(&g, a).await,
