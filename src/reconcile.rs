@@ -425,3 +425,61 @@ pub fn render(r: &Report, limit: usize) -> String {
     }
     s
 }
+
+/// The last reconciliation as `chiso status`, `/status` and `/metrics` show it: the newest
+/// ended month the portal's evaluation was pulled for, counted (no rows listed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusSummary {
+    pub period: String,
+    pub fetched_at: Option<String>,
+    pub compared: u64,
+    pub agreeing: u64,
+    /// Figures beyond rounding, by cause (every level).
+    pub beyond_rounding: BTreeMap<String, u64>,
+    pub flagged: u64,
+    /// Figures the portal changed after first publishing them, in that month.
+    pub portal_revisions: u64,
+}
+
+/// The last reconciliation's summary, `None` when the warehouse has none yet.
+pub fn status(conn: &duckdb::Connection) -> anyhow::Result<Option<StatusSummary>> {
+    if !available(conn) {
+        return Ok(None);
+    }
+    let Some(period) = latest_ended_month(conn)? else {
+        return Ok(None);
+    };
+    let (compared, agreeing, flagged, fetched_at): (i64, i64, i64, Option<String>) = conn
+        .query_row(
+            "select count(*), count(*) filter (where is_within_rounding and cause = 'agrees'),
+                count(*) filter (where cause = 'flagged_by_the_portal'),
+                strftime(max(portal_fetched_at), '%Y-%m-%dT%H:%M:%S')
+         from mart_reconciliation where period = ?",
+            [&period],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+    let mut beyond_rounding = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "select cause, count(*) from mart_reconciliation where period = ? and not is_within_rounding group by cause",
+    )?;
+    for r in stmt.query_map([&period], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (c, n) = r?;
+        beyond_rounding.insert(c, n as u64);
+    }
+    let portal_revisions: i64 = conn.query_row(
+        "select count(*) from mart_portal_vintages where period = ? and vintage > 1",
+        [&period],
+        |r| r.get(0),
+    )?;
+    Ok(Some(StatusSummary {
+        period,
+        fetched_at,
+        compared: compared as u64,
+        agreeing: agreeing as u64,
+        beyond_rounding,
+        flagged: flagged as u64,
+        portal_revisions: portal_revisions as u64,
+    }))
+}

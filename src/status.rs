@@ -269,19 +269,32 @@ pub struct PublicationStatus {
     pub pushes_pending: Option<u64>,
     /// The latest revision per period: (period, revision, status).
     pub latest: Vec<(String, i64, String)>,
+    /// The newest ended month's reconciliation with the portal's published evaluation
+    /// (`chiso reconcile`), as of the published build.
+    pub reconciliation: Option<crate::reconcile::StatusSummary>,
 }
 
 fn publication_status(warehouse: &std::path::Path) -> PublicationStatus {
     let mut st = PublicationStatus::default();
     let published = crate::models::build::published_path(warehouse);
     if published.exists() {
-        match crate::duck::open_read_only(&published)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| crate::ledger::pending(&c))
-        {
-            Ok(p) => st.revisions_pending = p,
+        match crate::duck::open_read_only(&published).map_err(anyhow::Error::from) {
+            Ok(c) => {
+                match crate::ledger::pending(&c) {
+                    Ok(p) => st.revisions_pending = p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Reading pub_revision_pending from the published warehouse failed.")
+                    }
+                }
+                match crate::reconcile::status(&c) {
+                    Ok(r) => st.reconciliation = r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Reading mart_reconciliation from the published warehouse failed.")
+                    }
+                }
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "Reading pub_revision_pending from the published warehouse failed.")
+                tracing::warn!(error = %e, "Opening the published warehouse for the publication status failed.")
             }
         }
     }
@@ -754,6 +767,32 @@ pub fn render_report(r: &StatusReport) -> String {
             match p.pushes_pending {
                 Some(n) if n > 0 => format!("; {n} push(es) to the portals pending"),
                 _ => String::new(),
+            }
+        ));
+    }
+    if let Some(r) = &p.reconciliation {
+        let beyond: u64 = r.beyond_rounding.values().sum();
+        let causes: Vec<String> = r
+            .beyond_rounding
+            .iter()
+            .map(|(c, n)| format!("{} {n}", crate::reconcile::cause_words(c)))
+            .collect();
+        out.push_str(&format!(
+            "Reconciliation with the portal, {} (fetched {}): {} figures, {} beyond rounding{}{}{}\n",
+            r.period,
+            r.fetched_at.as_deref().unwrap_or("-"),
+            r.compared,
+            beyond,
+            if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(", ")) },
+            if r.portal_revisions > 0 {
+                format!("; the portal revised {} figure(s) after publishing them", r.portal_revisions)
+            } else {
+                String::new()
+            },
+            if beyond > 0 {
+                format!("; `chiso reconcile {}` lists them", r.period)
+            } else {
+                String::new()
             }
         ));
     }

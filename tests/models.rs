@@ -727,6 +727,43 @@ async fn the_reconciliation_finds_exactly_what_the_portal_was_made_to_differ_in(
                 found.len()
             );
         }
+        // `chiso reconcile` says the same: exit 0 when all agrees, 4 with the differences, each
+        // count difference with a query listing the records behind chiso's side.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_chiso"))
+            .args(["reconcile", "2026-08", "--json", "--dir"])
+            .arg(wh.path())
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        let report: chiso::reconcile::Report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let august: Vec<_> = truth.iter().filter(|t| t.1 == "2026-08").collect();
+        assert_eq!(report.differences.len(), august.len());
+        assert_eq!(out.status.code(), Some(if rate == 0.0 { 0 } else { 4 }));
+        let drills = report
+            .differences
+            .iter()
+            .filter(|d| d.drill_down.is_some())
+            .count();
+        assert!(
+            rate == 0.0 || drills > 0,
+            "no count difference to drill into"
+        );
+        for d in report.differences.iter().filter(|d| d.drill_down.is_some()) {
+            let q = d.drill_down.as_deref().unwrap();
+            let (n, den): (f64, f64) = conn
+                .query_row(
+                    &format!("select count(*) filter (where in_numerator), count(*) from ({q})"),
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!(
+                (Some(n), Some(den)),
+                (d.chiso_numerator, d.chiso_denominator),
+                "{q}"
+            );
+        }
         eprintln!(
             "seed {seed}, divergence {rate}: {ended} rows in ended periods; {} differences injected, {} reported",
             truth.len(),

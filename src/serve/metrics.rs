@@ -51,6 +51,12 @@ pub fn handle() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!("chiso_fires_total", "Scheduled fires of pull, build and publish jobs by job and what became of them (ran, caught_up, skipped_overlap, skipped_misfire, interrupted).");
+    describe_gauge!("chiso_reconciliation_figures", "Figures of the newest ended month compared with the portal's published evaluation (chiso reconcile), by period.");
+    describe_gauge!("chiso_reconciliation_beyond_rounding", "Figures of that month on which chiso and the portal differ beyond rounding, by period and cause.");
+    describe_gauge!(
+        "chiso_reconciliation_portal_revisions",
+        "Figures of that month the portal changed after first publishing them."
+    );
     describe_counter!(
         "chiso_status_collections_total",
         "Status reports collected (each /status or /metrics reuses one for a second)."
@@ -218,5 +224,22 @@ pub fn refresh(r: &StatusReport) {
     );
     if let Some(n) = r.publications.pushes_pending {
         gauge!("chiso_publication_pushes_pending").set(n as f64);
+    }
+    if let Some(x) = &r.publications.reconciliation {
+        gauge!("chiso_reconciliation_figures", "period" => x.period.clone()).set(x.compared as f64);
+        for cause in [
+            "counts_differ",
+            "same_counts_different_score",
+            "only_on_the_portal",
+            "only_in_chiso",
+            "not_scored_on_the_portal",
+            "flagged_by_the_portal",
+        ] {
+            let n = x.beyond_rounding.get(cause).copied().unwrap_or(0);
+            gauge!("chiso_reconciliation_beyond_rounding", "period" => x.period.clone(), "cause" => cause)
+                .set(n as f64);
+        }
+        gauge!("chiso_reconciliation_portal_revisions", "period" => x.period.clone())
+            .set(x.portal_revisions as f64);
     }
 }
