@@ -167,6 +167,7 @@ pub async fn run(
     sim: SimConfig,
 ) -> anyhow::Result<DemoResult> {
     let token = uuid::Uuid::new_v4().simple().to_string();
+    let sim_today = sim.now.date();
     let world = tokio::task::spawn_blocking(move || World::build(sim))
         .await
         .context("building the simulated world")?;
@@ -191,6 +192,7 @@ pub async fn run(
             if let Some(s) = &j.source {
                 j.source = project.sources.get(&s.name).cloned();
             }
+            at_simulated_day(&mut j, sim_today);
             j
         })
         .collect();
@@ -254,6 +256,7 @@ pub async fn serve(
     project.retarget_sources(&handle.base_url(), &Secret::new(token));
     let every = demo.pull_every.clamp(1, 59);
     let snapshot_every = (every * 6).min(59);
+    let sim_today = demo.sim.now.date();
     jobs.pulls = jobs
         .pulls
         .into_iter()
@@ -262,6 +265,7 @@ pub async fn serve(
             if let Some(s) = &j.source {
                 j.source = project.sources.get(&s.name).cloned();
             }
+            at_simulated_day(&mut j, sim_today);
             let secs = match j.protocol {
                 config::Protocol::Snapshot(_) | config::Protocol::Evaluation(_) => snapshot_every,
                 _ => every,
@@ -319,4 +323,19 @@ pub async fn serve(
     let result = crate::serve::serve(opts, shutdown, Some(notices)).await;
     handle.stop().await;
     Ok((result?, sim_url))
+}
+
+/// The portal's evaluation is asked for the periods of the simulator's day (its plan follows
+/// the wall clock, and `--now` may set the simulator's elsewhere).
+fn at_simulated_day(job: &mut config::JobConfig, today: chrono::NaiveDate) {
+    if let config::Protocol::Evaluation(p) = &mut job.protocol {
+        if p.periods.is_none() {
+            p.periods = Some(
+                crate::feeds::evaluation::plan(p, today)
+                    .iter()
+                    .map(|x| x.label())
+                    .collect(),
+            );
+        }
+    }
 }

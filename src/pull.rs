@@ -705,7 +705,10 @@ async fn run_http(
         job: job.name.clone(),
         message: "no source configured".into(),
     })?;
-    let client = FeedClient::new(ctx.http.clone(), source, job.retry.clone(), &job.name);
+    let mut client = FeedClient::new(ctx.http.clone(), source, job.retry.clone(), &job.name);
+    if matches!(job.protocol, Protocol::Evaluation(_)) {
+        client = client.refusing();
+    }
     let mut puller = Puller::for_job(job, run.committed.clone()).expect("HTTP protocol");
     let watermark_col = match &job.protocol {
         Protocol::PagedPost(p) => job.dataset.column(&p.watermark_column).map(|(i, _)| i),

@@ -1,5 +1,5 @@
-//! Reconciliation with the portal's published evaluation: what `chiso reconcile`, the demo,
-//! the daemon's `kind = "reconcile"` job and the status read from `mart_reconciliation` and
+//! Reconciliation with the portal's published evaluation: what `chiso reconcile`, the demo and
+//! the status (`chiso status`, `/status`, `/metrics`) read from `mart_reconciliation` and
 //! `mart_portal_vintages` in the published warehouse (read-only). See docs/reconciliation.md.
 
 use std::collections::BTreeMap;
@@ -224,10 +224,12 @@ pub fn report(conn: &duckdb::Connection, period: &str, level: Level) -> anyhow::
             let cause: String = r.get(5)?;
             let drill_down = match (&unit_id, cause.as_str()) {
                 (Some(u), "counts_differ") if DOSSIER_DRILLS.contains(&code.as_str()) => Some(format!(
-                    "select * from drill_indicator_dossiers where unit_id = '{u}' and period = '{period}' and indicator = '{code}' order by in_numerator, dossier_id"
+                    "select * from drill_indicator_dossiers where unit_id = {} and period = {} and indicator = {} order by in_numerator, dossier_id",
+                    crate::duck::lit(u), crate::duck::lit(period), crate::duck::lit(&code)
                 )),
                 (Some(u), "counts_differ") if PETITION_DRILLS.contains(&code.as_str()) => Some(format!(
-                    "select * from drill_indicator_petitions where unit_id = '{u}' and period = '{period}' and indicator = '{code}' order by in_numerator, petition_id"
+                    "select * from drill_indicator_petitions where unit_id = {} and period = {} and indicator = {} order by in_numerator, petition_id",
+                    crate::duck::lit(u), crate::duck::lit(period), crate::duck::lit(&code)
                 )),
                 _ => None,
             };
@@ -254,7 +256,7 @@ pub fn report(conn: &duckdb::Connection, period: &str, level: Level) -> anyhow::
     let mut stmt = conn.prepare(
         "select unit_id, department_id, code, vintage, strftime(first_seen_at, '%Y-%m-%d %H:%M'),
                 previous_numerator, previous_denominator, previous_score, numerator, denominator, score
-         from mart_portal_vintages where period = ? and vintage > 1
+         from mart_portal_vintages where period = ? and is_revision
          order by first_seen_at, department_id, code",
     )?;
     let revisions = stmt
@@ -469,7 +471,7 @@ pub fn status(conn: &duckdb::Connection) -> anyhow::Result<Option<StatusSummary>
         beyond_rounding.insert(c, n as u64);
     }
     let portal_revisions: i64 = conn.query_row(
-        "select count(*) from mart_portal_vintages where period = ? and vintage > 1",
+        "select count(*) from mart_portal_vintages where period = ? and is_revision",
         [&period],
         |r| r.get(0),
     )?;

@@ -95,7 +95,7 @@ fn demo_runs_every_feed_and_reconciles() {
         .iter()
         .filter(|l| l["message"] == "Run finished.")
         .collect();
-    assert_eq!(finished.len(), 9, "{stderr}");
+    assert_eq!(finished.len(), 10, "{stderr}");
     assert!(finished
         .iter()
         .all(|l| l["level"] == "INFO" && l["job"].is_string() && l["run_id"].is_string()));
@@ -109,6 +109,7 @@ fn demo_runs_every_feed_and_reconciles() {
         "units",
         "calendar",
         "national_report",
+        "portal_evaluation",
     ] {
         assert!(stdout.contains(job), "{job} missing from:\n{stdout}");
     }
@@ -132,6 +133,13 @@ fn demo_runs_every_feed_and_reconciles() {
         "{stdout}"
     );
     assert!(stdout.contains("DOSSIERS"), "{stdout}");
+    // The same month beside the simulated portal's own published evaluation.
+    assert!(
+        stdout.contains(
+            "Reconciliation of 2026-08 with the portal's published evaluation (ended, fetched "
+        ),
+        "{stdout}"
+    );
     // The latest complete month as a publication preview, which the published warehouse's
     // publication views already show (the demo builds after recording it).
     assert!(
@@ -347,7 +355,7 @@ fn config_errors_name_file_line_and_field() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("12 job(s), configuration ok"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("13 job(s), configuration ok"));
 }
 
 /// `chiso bench ingest` with a relative work folder, as the README runs it from a fresh clone:

@@ -842,7 +842,7 @@ async fn a_portal_revision_of_a_closed_period_is_a_vintage_with_its_before_and_a
     // group, the total), and the reconciliation now reports the indicator's counts.
     let changed = rows(
         &conn,
-        "select code from mart_portal_vintages where vintage > 1 order by code",
+        "select code from mart_portal_vintages where vintage > 1 and is_revision order by code",
     );
     assert_eq!(changed, ["ON_TIME_HANDLING", "TDGQ", "TOTAL"]);
     let cause: String = conn

@@ -4,6 +4,8 @@
 -- chiso first saw it. The portal keeps no history (it revises closed periods silently); the
 -- lake keeps every distinct answer, and this mart reads them in order. A figure is followed in
 -- the answers that give it best (as int_portal_figures chooses), so one change is one row.
+-- `is_revision` marks the changes first seen after the period ended (the portal's silent
+-- revisions of a closed period; a running period changes every day as its data comes in).
 
 with
 
@@ -46,10 +48,12 @@ vintages as (
         or data_quality_status is distinct from previous_data_quality_status
 ),
 
+-- One unit per department id (the registry's latest version naming it).
 units as (
-    select distinct unit_id, portal_department_id
+    select unit_id, portal_department_id
     from {{ ref('dim_units') }}
     where portal_department_id is not null
+    qualify row_number() over (partition by portal_department_id order by valid_from desc, unit_id) = 1
 )
 
 select
@@ -68,7 +72,12 @@ select
     v.numerator,
     v.denominator,
     v.score,
+    case when v.seen > 1 then v.previous_data_quality_status end as previous_data_quality_status,
     v.data_quality_status,
-    case when v.seen > 1 then round(v.score - v.previous_score, 2) end as score_change
+    case when v.seen > 1 then round(v.score - v.previous_score, 2) end as score_change,
+    -- a change first seen after the period ended: the portal revised a closed period (a
+    -- running one changes every day as its data comes in)
+    v.seen > 1 and v.fetched_at >= cast(pe.ends_before as timestamp) as is_revision
 from vintages as v
 left join units as u on u.portal_department_id = v.department_id
+left join {{ ref('dim_periods') }} as pe on pe.period = v.period

@@ -13,12 +13,15 @@
 --
 -- cause, in order: only_in_chiso, only_on_the_portal, flagged_by_the_portal (the portal marks
 -- the figure, e.g. a temporary national-report denominator), counts_differ (numerator or
--- denominator, exactly), not_scored_on_the_portal, same_counts_different_score (more than
--- 0.015 points apart: the methodology differs), agrees. A group or total whose indicators
+-- denominator, exactly), not_scored_on_the_portal, same_counts_different_score (a score on
+-- one side only, or scores apart beyond `tolerance`: 0.015 points for an indicator, more for
+-- a group or total the portal may add up from rounded parts: the methodology differs),
+-- agrees. A group or total whose indicators
 -- differ takes their cause; `is_root_cause` marks the rows that explain the others (the
 -- indicators, and a group where the portal shows no indicator of it at the unit).
--- `is_ended`: the period had ended when the portal's figure was fetched (a running period is
--- judged by the portal at its computation and by chiso at its data watermark: provisional).
+-- `is_ended`: the period had ended when the portal's figure was fetched, figure by figure (a
+-- running period is judged by the portal at its computation and by chiso at its data
+-- watermark: provisional).
 
 with
 
@@ -27,15 +30,38 @@ portal as (
 ),
 
 portal_periods as (
-    select period, max(fetched_at) as fetched_at, any_value(period_type) as period_type
-    from portal
-    group by period
+    select distinct p.period, pe.period_type, pe.ends_before
+    from portal as p
+    inner join {{ ref('dim_periods') }} as pe using (period)
 ),
 
+-- Each unit's latest version, and one unit per department id for the portal's side (two
+-- units naming the same id would otherwise double the portal's figure).
 units as (
-    select unit_id, portal_department_id, unit_name, unit_level
+    select unit_id, portal_department_id, unit_name, unit_level, valid_from
     from {{ ref('dim_units') }}
     qualify row_number() over (partition by unit_id order by valid_from desc) = 1
+),
+
+unit_of_department as (
+    select portal_department_id, unit_id, unit_name
+    from units
+    where portal_department_id is not null
+    qualify row_number() over (partition by portal_department_id order by valid_from desc, unit_id) = 1
+),
+
+-- The rounding a score may carry: 0.015 points for an indicator (the portal rounds to 2
+-- decimals); a group or total the portal may add up from rounded parts, each off by up to
+-- 0.005 (its scored indicators; a total's six groups and their indicators).
+tolerance as (
+    select group_code as code, 0.015 + 0.005 * count(distinct indicator) as tolerance
+    from {{ ref('methodology') }}
+    where scored and max_points > 0
+    group by all
+    union all
+    select 'TOTAL', 0.015 + 0.005 * (count(distinct indicator) + count(distinct group_code))
+    from {{ ref('methodology') }}
+    where scored and max_points > 0
 ),
 
 -- How the portal shows each unit in a period: asked for as a root, or listed.
@@ -144,7 +170,7 @@ joined as (
     from portal as p
     full join chiso as c
         on c.department_id = p.department_id and c.period = p.period and c.code = p.code
-    left join units as u on u.portal_department_id = p.department_id
+    left join unit_of_department as u on u.portal_department_id = p.department_id
 ),
 
 compared as (
@@ -158,8 +184,10 @@ compared as (
         end as counts_equal,
         case when j.portal_score is not null and j.chiso_score is not null
             then round(j.portal_score - j.chiso_score, 4) end as score_difference,
-        j.code in (select code from scored_by_portal) as is_scored_by_portal
+        j.code in (select code from scored_by_portal) as is_scored_by_portal,
+        coalesce(t.tolerance, 0.015) as tolerance
     from joined as j
+    left join tolerance as t on j.level <> 'indicator' and t.code = j.code
 ),
 
 -- A group's indicators at the unit: whether any differ in counts.
@@ -184,6 +212,15 @@ groups_with_indicators as (
     group by all
 ),
 
+sided as (
+    select
+        c.*,
+        c.on_portal and c.in_chiso
+            and (c.level <> 'indicator' or c.is_scored_by_portal)
+            and (c.portal_score is null) <> (c.chiso_score is null) as score_one_sided
+    from compared as c
+),
+
 caused as (
     select
         c.*,
@@ -194,7 +231,8 @@ caused as (
             when c.counts_equal = false then 'counts_differ'
             when c.level = 'indicator' and c.is_scored_by_portal and c.portal_score is null and c.chiso_score is not null
                 then 'not_scored_on_the_portal'
-            when abs(coalesce(c.score_difference, 0)) > 0.015 then
+            -- a score on one side only (missing is not zero), or apart beyond rounding
+            when c.score_one_sided or abs(coalesce(c.score_difference, 0)) > c.tolerance then
                 case
                     when c.level = 'group' and coalesce(gs.indicator_counts_differ, false) then 'counts_differ'
                     when c.level = 'total' and exists (
@@ -211,7 +249,7 @@ caused as (
                 case when coalesce(s.is_root, false) then gi.as_root else gi.as_listed end, false)
             else false
         end as is_root_cause
-    from compared as c
+    from sided as c
     left join group_state as gs
         on gs.department_id = c.department_id and gs.period = c.period and gs.group_code = c.code
     left join groups_with_indicators as gi on gi.group_code = c.code
@@ -238,25 +276,23 @@ select
     chiso_score,
     chiso_max_score,
     score_difference,
+    tolerance,
     counts_equal,
     on_portal and in_chiso
         and coalesce(counts_equal, true)
-        and abs(coalesce(score_difference, 0)) <= 0.015
+        and not score_one_sided
+        and abs(coalesce(score_difference, 0)) <= tolerance
         and not (cause = 'not_scored_on_the_portal') as is_within_rounding,
     cause,
     is_root_cause,
-    pp.fetched_at >= cast(cast(pp.period_end as date) as timestamp) as is_ended,
+    -- the portal's figure was fetched after the period ended (a figure only in chiso: when
+    -- the portal's latest answers for the period were)
+    coalesce(portal_fetched_at, pp.latest_fetched_at) >= cast(pp.ends_before as timestamp) as is_ended,
     portal_fetched_at
 from caused as c
 left join (
-    select
-        period,
-        period_type,
-        fetched_at,
-        case
-            when period_type = 'month' then cast(period || '-01' as date) + interval 1 month
-            when period_type = 'quarter' then make_date(cast(left(period, 4) as integer), (cast(right(period, 1) as integer) - 1) * 3 + 1, 1) + interval 3 month
-            else make_date(cast(period as integer) + 1, 1, 1)
-        end as period_end
-    from portal_periods
+    select pp.period, pp.period_type, pp.ends_before, max(p.fetched_at) as latest_fetched_at
+    from portal_periods as pp
+    inner join portal as p using (period)
+    group by all
 ) as pp using (period)

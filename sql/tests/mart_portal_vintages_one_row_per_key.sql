@@ -7,4 +7,5 @@ having count(*) > 1
    or (vintage > 1 and bool_and(
         previous_numerator is not distinct from numerator
         and previous_denominator is not distinct from denominator
-        and previous_score is not distinct from score))
+        and previous_score is not distinct from score
+        and previous_data_quality_status is not distinct from data_quality_status))

@@ -299,7 +299,15 @@ async fn run_inner(mut opts: PublicationYear) -> anyhow::Result<YearReport> {
         .jobs
         .pulls
         .iter()
-        .filter(|j| j.enabled && !matches!(j.protocol, config::Protocol::File(_)))
+        // The portal's published evaluation is not what this measures (and would be pulled
+        // and recomputed for each replayed day).
+        .filter(|j| {
+            j.enabled
+                && !matches!(
+                    j.protocol,
+                    config::Protocol::File(_) | config::Protocol::Evaluation(_)
+                )
+        })
         .cloned()
         .map(|mut j| {
             if let Some(s) = &j.source {

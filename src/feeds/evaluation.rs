@@ -60,6 +60,10 @@ pub struct EvaluationFeed {
     asked: BTreeSet<String>,
     /// Key → SHA-256 of the answer last landed for it.
     seen: BTreeMap<String, String>,
+    /// The first call the portal declined in this run (reported when the others are done).
+    declined: Option<FeedError>,
+    /// Every call was made; what is left is to report `declined`.
+    finished: bool,
 }
 
 /// The periods a run asks for: those given, or the current month, quarter and year and each
@@ -112,10 +116,45 @@ impl EvaluationFeed {
             queue,
             asked: BTreeSet::new(),
             seen,
+            declined: None,
+            finished: false,
         }
     }
 
+    /// The next answer as a page of at most one record. A call the portal declines (an
+    /// envelope whose code is not OK) is left for the next run and the others go on; the run
+    /// then ends with the first such error (every one is logged). Any other failure (a
+    /// refusal, the portal down after retries) ends the run at once: a firewall's stop signal
+    /// is not to be pushed through.
     pub async fn next_page(&mut self, client: &FeedClient) -> Result<Page, FeedError> {
+        loop {
+            match self.ask(client).await {
+                Err(e) if matches!(e.cause, CallError::Declined(_)) => {
+                    tracing::warn!(error = %e, "The portal declined one evaluation call; the others go on.");
+                    if self.declined.is_none() {
+                        self.declined = Some(e);
+                    }
+                    if self.queue.is_empty() {
+                        self.seen.retain(|k, _| self.asked.contains(k));
+                        return Err(self.declined.take().expect("just set"));
+                    }
+                }
+                Ok(page) if page.last && self.declined.is_some() => {
+                    // Land this page's record first; the error comes with the next call.
+                    let mut page = page;
+                    page.last = false;
+                    self.finished = true;
+                    return Ok(page);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ask(&mut self, client: &FeedClient) -> Result<Page, FeedError> {
+        if self.finished {
+            return Err(self.declined.take().expect("a declined call"));
+        }
         let Some(ask) = self.queue.pop_front() else {
             return Ok(self.page(None, "nothing to ask".into()));
         };
@@ -127,6 +166,9 @@ impl EvaluationFeed {
                 decode(ask.endpoint, &ask.root, &[], bytes)
             })
             .await?;
+        if answer.total_pages > MAX_PAGES {
+            tracing::warn!(endpoint = ask.endpoint.name(), period = %ask.period.label(), pages = answer.total_pages, "The answer has more pages than are read; the rows past page {MAX_PAGES} are not landed.");
+        }
         let pages = answer.total_pages.min(MAX_PAGES);
         for page in 2..=pages {
             let mut more = body.clone();
@@ -295,7 +337,7 @@ fn decode(
             .get("message")
             .map(|m| m.as_str().map(str::to_string).unwrap_or(m.to_string()))
             .unwrap_or_default();
-        return Err(CallError::Refused(format!(
+        return Err(CallError::Declined(format!(
             "{} answered code {code:?}: {message}",
             endpoint.name()
         )));
@@ -457,6 +499,18 @@ columns = [
         let created = StatusCode::CREATED;
         match (endpoint.as_str(), root == ROOT) {
             ("dossier-digitized", _) => json(StatusCode::OK, fixture("error-envelope.json")),
+            ("formality-online-payment-tree", _) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::CONTENT_TYPE, "text/plain")],
+                "Too Many Requests".to_string(),
+            )
+                .into_response(),
+            ("service-results", _) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/html")],
+                fixture("rejected.html"),
+            )
+                .into_response(),
             ("provide-online-tree", _) => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/html")],
@@ -652,13 +706,16 @@ columns = [
         portal.task.abort();
     }
 
-    /// An envelope whose code is not OK, and a firewall's HTML page, are errors naming the
-    /// endpoint, asked once (not retried), and the run reports them.
+    /// An envelope whose code is not OK, a firewall's HTML page (with 200 or an error status)
+    /// and HTTP 429 are errors naming the endpoint, asked once (not retried), and the run
+    /// reports them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refusal_names_the_endpoint_and_is_not_retried() {
         for (endpoint, said) in [
             ("dossier-digitized", "INTERNAL_SERVER_ERROR"),
             ("provide-online-tree", "Request Rejected"),
+            ("formality-online-payment-tree", "HTTP 429"),
+            ("service-results", "HTTP 503"),
         ] {
             let portal = portal().await;
             let dir = tempfile::tempdir().unwrap();
@@ -671,6 +728,41 @@ columns = [
             assert_eq!(portal.log.lock().unwrap().len(), 1, "asked once");
             portal.task.abort();
         }
+    }
+
+    /// A call the portal declines (its envelope's code is not OK) does not keep the other
+    /// endpoints from landing; the run then reports it. A refusal (the firewall) stops the run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_declined_call_leaves_the_others_and_a_refusal_stops_the_run() {
+        let portal = portal().await;
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(&portal.url, &["dossier-digitized", "transparency"], 0);
+        let report = run_job(&context(dir.path()), &job).await.unwrap();
+        let error = report.error.expect("the declined call is reported");
+        assert!(error.contains("dossier-digitized"), "{error}");
+        let rows = landed(dir.path(), &job);
+        assert_eq!(rows.len(), 1, "transparency landed: {rows:?}");
+        assert_eq!(rows[0].0, "transparency");
+        portal.task.abort();
+
+        let portal = super::tests::portal().await;
+        let dir = tempfile::tempdir().unwrap();
+        let refused = self::job(&portal.url, &["provide-online-tree", "transparency"], 0);
+        let report = run_job(&context(dir.path()), &refused).await.unwrap();
+        assert!(report.error.unwrap().contains("Request Rejected"));
+        let calls: Vec<String> = portal
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.clone())
+            .collect();
+        assert_eq!(
+            calls,
+            ["provide-online-tree"],
+            "nothing asked after a refusal"
+        );
+        portal.task.abort();
     }
 
     #[test]

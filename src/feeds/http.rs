@@ -27,6 +27,10 @@ pub enum CallError {
     /// firewall's, a login proxy's) where JSON was due, or an envelope whose code says no.
     #[error("refused: {0}")]
     Refused(String),
+    /// The source answered this call with an error of its own (an envelope whose code is not
+    /// OK): this call failed, others may not; asking again at once would answer the same.
+    #[error("declined: {0}")]
+    Declined(String),
     #[error("the answer is larger than {limit} bytes (lower the job's page size)")]
     TooLarge { limit: usize },
 }
@@ -42,7 +46,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             CallError::Transport(_) | CallError::Decode(_) | CallError::Envelope { .. } => true,
-            CallError::TooLarge { .. } | CallError::Refused(_) => false,
+            CallError::TooLarge { .. } | CallError::Refused(_) | CallError::Declined(_) => false,
         }
     }
 
@@ -80,6 +84,9 @@ pub struct FeedClient {
     retry: RetryParams,
     job: String,
     retries: AtomicU64,
+    /// 401, 403 and 429, and an HTML page with any error status, are refusals (stop signals,
+    /// not retried), as for a public API behind a firewall.
+    refusals: bool,
 }
 
 impl FeedClient {
@@ -95,7 +102,15 @@ impl FeedClient {
             retry,
             job: job.to_string(),
             retries: AtomicU64::new(0),
+            refusals: false,
         }
+    }
+
+    /// A client for which 401, 403, 429 and HTML error pages are refusals, never retried (a
+    /// firewall's answers: asking again only makes it angrier).
+    pub fn refusing(mut self) -> Self {
+        self.refusals = true;
+        self
     }
 
     /// Calls that failed and were tried again, since the client was made.
@@ -199,6 +214,16 @@ impl FeedClient {
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes);
             let excerpt: String = text.chars().take(200).collect();
+            if self.refusals
+                && (matches!(status.as_u16(), 401 | 403 | 429)
+                    || text.trim_start().starts_with('<'))
+            {
+                return Err(CallError::Refused(format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    excerpt.trim()
+                )));
+            }
             return Err(CallError::Status {
                 status: status.as_u16(),
                 body: excerpt.trim().to_string(),

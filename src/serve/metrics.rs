@@ -51,8 +51,11 @@ pub fn handle() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!("chiso_fires_total", "Scheduled fires of pull, build and publish jobs by job and what became of them (ran, caught_up, skipped_overlap, skipped_misfire, interrupted).");
-    describe_gauge!("chiso_reconciliation_figures", "Figures of the newest ended month compared with the portal's published evaluation (chiso reconcile), by period.");
-    describe_gauge!("chiso_reconciliation_beyond_rounding", "Figures of that month on which chiso and the portal differ beyond rounding, by period and cause.");
+    describe_gauge!("chiso_reconciliation_figures", "Figures of the newest ended month compared with the portal's published evaluation (chiso reconcile; chiso status names the month).");
+    describe_gauge!(
+        "chiso_reconciliation_beyond_rounding",
+        "Figures of that month on which chiso and the portal differ beyond rounding, by cause."
+    );
     describe_gauge!(
         "chiso_reconciliation_portal_revisions",
         "Figures of that month the portal changed after first publishing them."
@@ -226,7 +229,9 @@ pub fn refresh(r: &StatusReport) {
         gauge!("chiso_publication_pushes_pending").set(n as f64);
     }
     if let Some(x) = &r.publications.reconciliation {
-        gauge!("chiso_reconciliation_figures", "period" => x.period.clone()).set(x.compared as f64);
+        // No period label: the gauges are the newest ended month's (a label per month would
+        // keep last month's series exported beside this one's).
+        gauge!("chiso_reconciliation_figures").set(x.compared as f64);
         for cause in [
             "counts_differ",
             "same_counts_different_score",
@@ -236,10 +241,8 @@ pub fn refresh(r: &StatusReport) {
             "flagged_by_the_portal",
         ] {
             let n = x.beyond_rounding.get(cause).copied().unwrap_or(0);
-            gauge!("chiso_reconciliation_beyond_rounding", "period" => x.period.clone(), "cause" => cause)
-                .set(n as f64);
+            gauge!("chiso_reconciliation_beyond_rounding", "cause" => cause).set(n as f64);
         }
-        gauge!("chiso_reconciliation_portal_revisions", "period" => x.period.clone())
-            .set(x.portal_revisions as f64);
+        gauge!("chiso_reconciliation_portal_revisions").set(x.portal_revisions as f64);
     }
 }

@@ -177,3 +177,5 @@ from (
     union all by name
     select * from summary_rows
 )
+-- a row without a unit (the national summary's overview, `Cả nước`) is no unit's figure
+where department_id is not null

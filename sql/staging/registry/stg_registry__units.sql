@@ -22,8 +22,12 @@ renamed as (
         HieuLucTu as valid_from,
         HieuLucDen as valid_to,
         coalesce(from_json(MaDonViKeThua, '["VARCHAR"]'), []::varchar[]) as successor_unit_ids,
-        -- Read through the row's JSON: a lake whose snapshots predate the field has no column.
-        to_json(latest_snapshot) ->> 'MaDonViDVCQG' as portal_department_id,
+        -- Read through the row's JSON: a lake whose snapshots predate the column has none (and
+        -- a field the job did not list yet landed in `_extra`).
+        coalesce(
+            to_json(latest_snapshot) ->> 'MaDonViDVCQG',
+            try_cast(_extra as json) ->> 'MaDonViDVCQG'
+        ) as portal_department_id,
         _ingested_at as loaded_at
     from latest_snapshot
 )
