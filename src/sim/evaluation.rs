@@ -956,7 +956,7 @@ pub fn compute(world: &World, at: NaiveDateTime) -> Evaluation {
                     Some(f) => !ended && f >= judge,
                 };
                 o.add("DOSSIER_SYNC", b(synced), 0.0);
-                let satisfied = !d.rated_unsatisfied && !(late && !d.withdrawn());
+                let satisfied = !d.rated_unsatisfied && (!late || d.withdrawn());
                 o.add("DOSSIER_RECEIVING_SATISFACTION", b(satisfied), 1.0);
                 let u = used
                     .entry((chain[0].clone(), d.procedure.clone()))
@@ -965,11 +965,10 @@ pub fn compute(world: &World, at: NaiveDateTime) -> Evaluation {
                 u.1 |= d.paid_online;
                 u.2 &= d.has_fee_list;
             }
-            if !d.withdrawn() && d.received.is_some() {
+            if let (false, Some(received)) = (d.withdrawn(), d.received) {
                 o.add("ON_TIME_HANDLING", b_(!late), 1.0);
-                if finished_in {
-                    let days = wd.number(d.finished.expect("finished").date())
-                        - wd.number(d.received.expect("received").date());
+                if let (true, Some(finished)) = (finished_in, d.finished) {
+                    let days = wd.number(finished.date()) - wd.number(received.date());
                     o.add("AVERAGE_HANDLING_DAYS", days as f64, 1.0);
                     o.completed += 1;
                 }
