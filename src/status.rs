@@ -202,6 +202,17 @@ pub struct PublishJobStatus {
     pub retry_every_seconds: u64,
 }
 
+/// A reconcile job as status reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileJobStatus {
+    pub job: String,
+    pub enabled: bool,
+    pub schedule: String,
+    pub periods: Vec<crate::config::PeriodChoice>,
+    pub next_fire: Option<String>,
+    pub last_fires: Vec<FireRecord>,
+}
+
 /// The index as the published warehouse holds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexStatus {
@@ -250,6 +261,7 @@ pub struct StatusReport {
     pub jobs: Vec<JobStatus>,
     pub build: Option<BuildJobStatus>,
     pub publish_jobs: Vec<PublishJobStatus>,
+    pub reconcile_jobs: Vec<ReconcileJobStatus>,
     pub index: IndexStatus,
     pub publications: PublicationStatus,
     pub failures: Vec<Failure>,
@@ -433,6 +445,33 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
             });
         }
     }
+    let reconcile_jobs: Vec<ReconcileJobStatus> = jobs
+        .reconciles
+        .iter()
+        .map(|j| ReconcileJobStatus {
+            job: j.name.clone(),
+            enabled: j.enabled,
+            schedule: j.schedule.0.clone(),
+            periods: j.periods.clone(),
+            next_fire: next_fire(j.enabled, &j.schedule),
+            last_fires: last_fires(warehouse, &j.name),
+        })
+        .collect();
+    // A reconciliation that could not run (differences are a result, not a failure).
+    for r in &reconcile_jobs {
+        let last = r
+            .last_fires
+            .iter()
+            .rev()
+            .find(|f| f.event == crate::schedule::FireEvent::Finished);
+        if let Some(f) = last.filter(|f| f.outcome == Some(crate::schedule::FireOutcome::Failed)) {
+            failures.push(Failure {
+                what: format!("reconcile job {}", r.job),
+                at: f.at.clone(),
+                error: f.error.clone().unwrap_or_default(),
+            });
+        }
+    }
     if let Some(b) = last_build.filter(|b| !b.published) {
         failures.push(Failure {
             what: "build".into(),
@@ -447,6 +486,7 @@ pub fn collect_report(warehouse: &std::path::Path, jobs: &Jobs) -> anyhow::Resul
         jobs: statuses,
         build,
         publish_jobs,
+        reconcile_jobs,
         index,
         publications: publication_status(warehouse),
         failures,
@@ -717,6 +757,21 @@ pub fn render_report(r: &StatusReport) -> String {
                     .collect::<Vec<_>>()
                     .join("; ")
             ),
+        ]);
+    }
+    for c in &r.reconcile_jobs {
+        t.add_row(vec![
+            format!("{} (reconcile)", c.job),
+            c.schedule.clone(),
+            until(&c.next_fire),
+            String::new(),
+            c.last_fires
+                .iter()
+                .rev()
+                .take(3)
+                .map(fire_text)
+                .collect::<Vec<_>>()
+                .join("; "),
         ]);
     }
     out.push_str(&t.to_string());

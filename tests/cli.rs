@@ -355,7 +355,7 @@ fn config_errors_name_file_line_and_field() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("13 job(s), configuration ok"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("14 job(s), configuration ok"));
 }
 
 /// `chiso bench ingest` with a relative work folder, as the README runs it from a fresh clone:

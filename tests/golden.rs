@@ -4620,6 +4620,7 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
                 pulls: Vec::new(),
                 builds: Vec::new(),
                 publishes: vec![job.clone()],
+                reconciles: Vec::new(),
             },
             http: None,
             grace: std::time::Duration::from_secs(30),
@@ -4713,6 +4714,7 @@ async fn a_final_publish_job_publishes_every_month_it_missed_and_retries_what_it
             pulls: jobs.clone(),
             builds: Vec::new(),
             publishes: vec![job.clone()],
+            reconciles: Vec::new(),
         },
     )
     .unwrap();

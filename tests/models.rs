@@ -606,16 +606,17 @@ fn world_at_portal_time(seed: u64) -> chiso::sim::SimConfig {
 /// The repository's jobs against `url`, the evaluation job asking for the world's periods
 /// (its rolling plan follows the wall clock, not the simulator's).
 fn jobs_for_world(url: &str) -> Vec<chiso::config::JobConfig> {
+    jobs_asking(
+        url,
+        &["2026-06", "2026-07", "2026-08", "2026-09", "2026-Q2", "2026-Q3", "2026"],
+    )
+}
+
+fn jobs_asking(url: &str, periods: &[&str]) -> Vec<chiso::config::JobConfig> {
     let (_, mut jobs) = project_for(url);
     for j in &mut jobs {
         if let chiso::config::Protocol::Evaluation(p) = &mut j.protocol {
-            p.periods = Some(
-                [
-                    "2026-06", "2026-07", "2026-08", "2026-09", "2026-Q2", "2026-Q3", "2026",
-                ]
-                .map(String::from)
-                .to_vec(),
-            );
+            p.periods = Some(periods.iter().map(|p| p.to_string()).collect());
         }
     }
     jobs
@@ -853,5 +854,163 @@ async fn a_portal_revision_of_a_closed_period_is_a_vintage_with_its_before_and_a
         )
         .unwrap();
     assert_eq!(cause, "counts_differ");
+    // `chiso reconcile` reports it, with its before and after.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args(["reconcile", "2026-08", "--json", "--dir"])
+        .arg(wh.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let report: chiso::reconcile::Report = serde_json::from_slice(&out.stdout).unwrap();
+    let r = report
+        .revisions
+        .iter()
+        .find(|r| r.code == "ON_TIME_HANDLING")
+        .expect("the revision is reported");
+    assert_eq!(
+        (r.previous_numerator, r.numerator, r.unit_id.as_deref()),
+        (Some(before.0), Some(before.0 + 40.0), Some("CT"))
+    );
+    // The daemon's reconcile job, triggered, records the differences as its fire's outcome.
+    let project = project_at(&sim.base_url());
+    let fire = reconcile_job_fire(wh.path(), &project, "2026-08").await;
+    assert_eq!(
+        fire.outcome,
+        Some(chiso::schedule::FireOutcome::Differences),
+        "{fire:?}"
+    );
+    assert!(
+        fire.error
+            .as_deref()
+            .is_some_and(|e| e.contains("Reconciliation of 2026-08") && e.contains("counts differ")),
+        "{fire:?}"
+    );
+    assert_eq!(fire.periods, ["2026-08"]);
+    sim.stop().await;
+}
+
+/// Runs the daemon on `warehouse` with one reconcile job (once a year) for `period`,
+/// triggers it, and returns its finished fire.
+async fn reconcile_job_fire(
+    warehouse: &std::path::Path,
+    project: &chiso::config::ProjectConfig,
+    period: &str,
+) -> chiso::schedule::FireRecord {
+    use chiso::serve::control::{self, Op, Request};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("reconcile.toml"),
+        format!("kind = \"reconcile\"\nschedule = \"0 0 1 1 *\"\nperiods = [\"{period}\"]\n"),
+    )
+    .unwrap();
+    let all = chiso::config::load_all_jobs(dir.path(), project).unwrap();
+    assert_eq!(all.reconciles.len(), 1);
+    let opts = serve_options(warehouse, project, &all, 5);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = tokio::spawn(chiso::serve::serve(
+        opts,
+        async move {
+            let _ = stopped.await;
+        },
+        Some(tx),
+    ));
+    assert!(matches!(
+        rx.recv().await.unwrap(),
+        chiso::serve::Notice::Started { .. }
+    ));
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let reply = control::send(
+        warehouse,
+        &Request {
+            op: Op::Trigger,
+            job: Some("reconcile".into()),
+            by: "tester".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(reply.ok, "{reply:?}");
+    let history = chiso::schedule::History::new(warehouse, "reconcile");
+    let t0 = std::time::Instant::now();
+    let fire = loop {
+        if let Some(f) = history
+            .tail()
+            .unwrap()
+            .into_iter()
+            .find(|f| f.event == chiso::schedule::FireEvent::Finished)
+        {
+            break f;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "no fire");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(fire.how, Some(chiso::schedule::FireHow::Triggered));
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+    fire
+}
+
+/// A year that has ended agrees as its months and quarter do; `chiso status` shows the newest
+/// ended month's reconciliation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_and_chiso_agree_on_a_year_that_has_ended() {
+    let mut cfg = small_world(11, 40.0);
+    // (In the past: `is_ended` reads chiso's clock, which no test moves.)
+    cfg.from = chrono::NaiveDate::from_ymd_opt(2025, 11, 1).unwrap();
+    cfg.now = chrono::NaiveDate::from_ymd_opt(2026, 1, 4)
+        .unwrap()
+        .and_hms_opt(2, 0, 0)
+        .unwrap();
+    let sim = start_sim(cfg, Faults::none()).await;
+    let jobs = jobs_asking(
+        &sim.base_url(),
+        &["2025-11", "2025-12", "2025-Q4", "2025", "2026-01"],
+    );
+    let wh = tempfile::tempdir().unwrap();
+    pull_and_build(wh.path(), &jobs).await;
+    let conn = open_published(wh.path());
+    let ended = |period: &str| {
+        scalar(
+            &conn,
+            &format!("select count(*) from mart_reconciliation where is_ended and period = '{period}'"),
+        )
+    };
+    for period in ["2025-11", "2025-12", "2025-Q4", "2025"] {
+        assert!(ended(period) > 1_000, "{period}: {}", ended(period));
+    }
+    let beyond = rows(
+        &conn,
+        "select unit_id || ' ' || period || ' ' || code || ' ' || cause from mart_reconciliation where is_ended and not is_within_rounding limit 20",
+    );
+    assert!(beyond.is_empty(), "{beyond:#?}");
+    // The year's totals are compared, and agree.
+    assert!(
+        scalar(
+            &conn,
+            "select count(*) from mart_reconciliation where period = '2025' and code = 'TOTAL' and cause = 'agrees'"
+        ) > 30
+    );
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_chiso"))
+        .args(["status", "--json", "--dir"])
+        .arg(wh.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let r = &v["publications"]["reconciliation"];
+    // The newest month ended by chiso's clock (January 2026, judged by both as of the
+    // simulator's 02:00 of the 4th).
+    assert_eq!(r["period"], "2026-01", "{r}");
+    assert!(r["compared"].as_u64().unwrap() > 1_000, "{r}");
+    assert_eq!(r["beyond_rounding"], serde_json::json!({}), "{r}");
+    // The daemon's reconcile job finds nothing to report.
+    let fire = reconcile_job_fire(wh.path(), &project_at(&sim.base_url()), "2025-12").await;
+    assert_eq!(
+        fire.outcome,
+        Some(chiso::schedule::FireOutcome::Ok),
+        "{fire:?}"
+    );
     sim.stop().await;
 }

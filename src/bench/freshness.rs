@@ -194,6 +194,7 @@ pub async fn run(opts: &FreshnessBench) -> anyhow::Result<Vec<Change>> {
         pulls: all.pulls,
         builds: all.builds,
         publishes: Vec::new(),
+        reconciles: Vec::new(),
     };
     for j in &mut jobs.pulls {
         if let Some(s) = &j.source {

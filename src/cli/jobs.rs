@@ -81,9 +81,20 @@ pub(crate) async fn jobs(g: &Globals, args: JobsArgs) -> anyhow::Result<u8> {
                 if p.enabled { "" } else { " (disabled)" }
             );
         }
+        for r in &all.reconciles {
+            println!(
+                "{:<16} {:<14} {:<10} {:?}  {}{}",
+                r.name,
+                r.schedule.0,
+                "reconcile",
+                r.periods,
+                r.description,
+                if r.enabled { "" } else { " (disabled)" }
+            );
+        }
         println!(
             "{} job(s), configuration ok",
-            jobs.len() + all.builds.len() + all.publishes.len()
+            jobs.len() + all.builds.len() + all.publishes.len() + all.reconciles.len()
         );
     }
     Ok(EXIT_OK)

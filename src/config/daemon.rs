@@ -128,6 +128,7 @@ pub enum JobKind {
     Pull,
     Build,
     Publish,
+    Reconcile,
 }
 
 #[derive(Deserialize)]
@@ -144,10 +145,11 @@ pub(super) fn job_kind(src: &Source<'_>) -> Result<JobKind, ConfigError> {
             "pull" => Ok(JobKind::Pull),
             "build" => Ok(JobKind::Build),
             "publish" => Ok(JobKind::Publish),
+            "reconcile" => Ok(JobKind::Reconcile),
             other => Err(src.at(
                 Some(k.span()),
                 format!(
-                    "kind {other:?}: expected \"pull\" (the default), \"build\" or \"publish\""
+                    "kind {other:?}: expected \"pull\" (the default), \"build\", \"publish\" or \"reconcile\""
                 ),
             )),
         },

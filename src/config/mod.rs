@@ -18,10 +18,12 @@ use crate::lake::schema::{ColumnSpec, ColumnType, DatasetSpec, Grain, PartitionS
 
 pub mod daemon;
 pub mod publish;
+pub mod reconcile;
 pub use daemon::{BuildJobConfig, CatchUp, HumanDuration, JobKind, Overlap, RunPolicy};
 pub use publish::{
     PeriodChoice, PublishConfig, PublishJobConfig, PushFormat, RevisionPolicy, TargetConfig,
 };
+pub use reconcile::ReconcileJobConfig;
 
 /// A configuration problem at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1155,6 +1157,7 @@ pub struct Jobs {
     pub pulls: Vec<JobConfig>,
     pub builds: Vec<BuildJobConfig>,
     pub publishes: Vec<PublishJobConfig>,
+    pub reconciles: Vec<ReconcileJobConfig>,
 }
 
 /// Loads every `*.toml` in `dir`, returning the pull jobs or every problem found in any job file
@@ -1226,6 +1229,10 @@ pub fn parse_job_files(
             },
             Ok(JobKind::Publish) => match publish::parse_publish_job(path, &src) {
                 Ok(job) => jobs.publishes.push(job),
+                Err(mut es) => errors.append(&mut es),
+            },
+            Ok(JobKind::Reconcile) => match reconcile::parse_reconcile_job(path, &src) {
+                Ok(job) => jobs.reconciles.push(job),
                 Err(mut es) => errors.append(&mut es),
             },
             Err(e) => errors.push(e),

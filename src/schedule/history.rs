@@ -55,6 +55,8 @@ pub enum FireOutcome {
     Held,
     /// Published, a push to a portal not acknowledged yet.
     PushPending,
+    /// A reconciliation found figures that differ from the portal's beyond rounding.
+    Differences,
     /// A value this version does not know (a newer one wrote it): the line is still read.
     #[serde(other)]
     Unknown,
@@ -72,6 +74,7 @@ impl FireOutcome {
             FireOutcome::Interrupted => "interrupted",
             FireOutcome::Held => "held",
             FireOutcome::PushPending => "push_pending",
+            FireOutcome::Differences => "differences",
             FireOutcome::Unknown => "unknown",
         }
     }

@@ -329,6 +329,13 @@ impl Daemon {
             let mut periods: BTreeSet<String> = slot.owed.clone();
             periods.insert(crate::publish::choose_period(&slot.job.period, today));
             self.start_publish(i, now, FireHow::Triggered, periods.into_iter().collect())?;
+        } else if let Some(i) = self.reconciles.iter().position(|r| r.job.name == name) {
+            if self.reconciles[i].slot.running.is_some() {
+                return Ok(Reply::no(format!(
+                    "{name} is reconciling now; trigger it again when it ends"
+                )));
+            }
+            self.start_reconcile_job(i, now, FireHow::Triggered)?;
         }
         tracing::info!(job = %name, by = %by, "Job triggered.");
         Ok(Reply::ok(format!(
@@ -353,6 +360,7 @@ impl Daemon {
                 .iter()
                 .map(|j| &j.schedule)
                 .chain(jobs.publishes.iter().map(|p| &p.schedule))
+                .chain(jobs.reconciles.iter().map(|r| &r.schedule))
                 .chain(jobs.builds.iter().filter_map(|b| b.schedule.as_ref()))
             {
                 Schedule::new(expr, self.opts.tz)?;
@@ -492,6 +500,34 @@ impl Daemon {
                 None => {}
             }
         }
+        for job in &jobs.reconciles {
+            match self.reconciles.iter().position(|r| r.job.name == job.name) {
+                Some(i)
+                    if self.reconciles[i].job.schedule != job.schedule
+                        || self.reconciles[i].job.periods != job.periods
+                        || self.reconciles[i].slot.enabled != job.enabled =>
+                {
+                    let old = self.reconciles[i].job.schedule.0.clone();
+                    let r = &mut self.reconciles[i];
+                    r.slot
+                        .reconfigure(Some(schedule(&job.schedule)?), job.enabled, now);
+                    r.job = job.clone();
+                    let what = describe(&old, &job.schedule.0, job.enabled);
+                    self.changed(&mut notes, by, &job.name, what)?;
+                }
+                Some(_) => {}
+                None if job.enabled => {
+                    let slot = new_slot(self, &job.name, &job.schedule)?;
+                    self.reconciles.push(super::reconciling::ReconcileSlot {
+                        slot,
+                        job: job.clone(),
+                    });
+                    let what = format!("added (schedule {})", job.schedule.0);
+                    self.changed(&mut notes, by, &job.name, what)?;
+                }
+                None => {}
+            }
+        }
         // A job no longer in the files (or no longer enabled there), whatever its kind, fires
         // no more. Slots are never dropped: a run's end names its slot by index.
         let kept: BTreeSet<&str> = jobs
@@ -505,6 +541,7 @@ impl Daemon {
                     .map(|b| b.name.as_str()),
             )
             .chain(jobs.publishes.iter().map(|p| p.name.as_str()))
+            .chain(jobs.reconciles.iter().map(|r| r.name.as_str()))
             .collect();
         let removed: Vec<String> = self
             .slots()

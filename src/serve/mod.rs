@@ -20,6 +20,7 @@ pub mod control;
 pub mod http;
 pub mod metrics;
 mod publishing;
+mod reconciling;
 mod pulling;
 pub mod report;
 mod slot;
@@ -122,6 +123,10 @@ enum Msg {
         record: FireRecord,
         created: bool,
     },
+    ReconcileDone {
+        slot: usize,
+        record: FireRecord,
+    },
     /// `chiso jobs pause|resume|trigger|reload`, a SIGHUP, a changed job file.
     Control(
         control::Request,
@@ -135,6 +140,7 @@ struct Daemon {
     pulls: Vec<pulling::PullSlot>,
     build: Option<building::BuildSlot>,
     publishes: Vec<publishing::PublishSlot>,
+    reconciles: Vec<reconciling::ReconcileSlot>,
     tx: mpsc::UnboundedSender<Msg>,
     stop: watch::Receiver<bool>,
     notices: Option<mpsc::UnboundedSender<Notice>>,
@@ -207,6 +213,14 @@ pub async fn serve(
         let slot = recover(&job.name, Some(&job.schedule), 11)?;
         publishes.push(publishing::PublishSlot::new(slot, job.clone(), now)?);
     }
+    let mut reconciles = Vec::new();
+    for job in opts.jobs.reconciles.iter().filter(|j| j.enabled) {
+        let slot = recover(&job.name, Some(&job.schedule), 11)?;
+        reconciles.push(reconciling::ReconcileSlot {
+            slot,
+            job: job.clone(),
+        });
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared::new(
@@ -238,6 +252,7 @@ pub async fn serve(
         .map(|p| &p.slot)
         .chain(build.iter().map(|b| &b.slot))
         .chain(publishes.iter().map(|p| &p.slot))
+        .chain(reconciles.iter().map(|r| &r.slot))
         .filter_map(|s| s.schedule.as_ref().map(|s| s.with_seconds()))
         .collect();
     for expr in crons {
@@ -284,6 +299,7 @@ pub async fn serve(
         pulls,
         build,
         publishes,
+        reconciles,
         tx,
         stop: stop_rx,
         notices,
@@ -469,6 +485,7 @@ impl Daemon {
             .map(|p| &p.slot)
             .chain(self.build.iter().map(|b| &b.slot))
             .chain(self.publishes.iter().map(|p| &p.slot))
+            .chain(self.reconciles.iter().map(|r| &r.slot))
     }
 
     fn slots_mut(&mut self) -> impl Iterator<Item = &mut slot::Slot> {
@@ -477,6 +494,7 @@ impl Daemon {
             .map(|p| &mut p.slot)
             .chain(self.build.iter_mut().map(|b| &mut b.slot))
             .chain(self.publishes.iter_mut().map(|p| &mut p.slot))
+            .chain(self.reconciles.iter_mut().map(|r| &mut r.slot))
     }
 
     /// When the pending build's debounce ends, if one is pending and none is running.
@@ -501,7 +519,8 @@ impl Daemon {
         }
         self.reconcile_pulls(now)?;
         self.reconcile_build(now)?;
-        self.reconcile_publishes(now)
+        self.reconcile_publishes(now)?;
+        self.fire_reconcile_jobs(now)
     }
 
     fn handle(&mut self, m: Msg) -> anyhow::Result<()> {
@@ -517,6 +536,7 @@ impl Daemon {
                 record,
                 created,
             } => self.publish_done(slot, record, created),
+            Msg::ReconcileDone { slot, record } => self.reconcile_job_done(slot, record),
             Msg::PullDone { slot: i, record } => self.pull_done(i, record),
             Msg::BuildDone {
                 record,
@@ -557,6 +577,18 @@ impl Daemon {
                     "cut short: the grace period ran out; the next publish sends what is pending",
                     periods,
                     owed,
+                )?;
+                n += 1;
+            }
+        }
+        for r in &mut self.reconciles {
+            if let Some((planned, how)) = r.slot.running.take() {
+                r.slot.interrupt(
+                    planned,
+                    how,
+                    "cut short: the grace period ran out",
+                    Vec::new(),
+                    Vec::new(),
                 )?;
                 n += 1;
             }
