@@ -12,10 +12,7 @@ use crate::pull::{self, RunContext, RunReport};
 use crate::sim::server::{self, SimState};
 use crate::sim::{faults::Faults, SimConfig, World};
 
-/// The project files built into the binary (the repository's own `chiso.toml` and `jobs/`).
-pub const EMBEDDED_PROJECT: &str = include_str!("../chiso.toml");
-/// Every `jobs/*.toml` of the repository, by file name (listed by `build.rs`).
-pub const EMBEDDED_JOBS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/embedded_jobs.rs"));
+pub use crate::config::embedded::{EMBEDDED_JOBS, EMBEDDED_PROJECT};
 
 /// Loads the project at `config_path`, or the embedded one if that file does not exist.
 pub fn load_project_or_embedded(

@@ -17,6 +17,7 @@ use toml::Spanned;
 use crate::lake::schema::{ColumnSpec, ColumnType, DatasetSpec, Grain, PartitionSpec};
 
 pub mod daemon;
+pub mod embedded;
 pub mod publish;
 pub mod reconcile;
 pub use daemon::{BuildJobConfig, CatchUp, HumanDuration, JobKind, Overlap, RunPolicy};

@@ -559,9 +559,20 @@ impl Portal<'_> {
         let root_id = body["rootDepartmentId"].as_str().unwrap_or("");
         let period = request_period(endpoint, body)?;
         let label = period.label();
-        let Some(tree) = self.eval.trees.get(&label) else {
-            return Err(format!("Không có dữ liệu kỳ {label}"));
+        // A period the portal has not computed (the client's clock ahead of the simulator's,
+        // or before its records): the units as of the newest month computed, nothing counted.
+        let tree_label = if self.eval.trees.contains_key(&label) {
+            label.clone()
+        } else {
+            self.eval
+                .periods
+                .iter()
+                .filter(|(p, _)| matches!(p, Period::Month(..)))
+                .map(|(p, _)| p.label())
+                .max()
+                .ok_or_else(|| "Không có dữ liệu".to_string())?
         };
+        let tree = &self.eval.trees[&tree_label];
         let ids: HashMap<String, &TreeUnit> = tree
             .iter()
             .map(|u| (portal_department_id(&u.id), u))
@@ -571,7 +582,7 @@ impl Portal<'_> {
         };
         let children: Vec<&TreeUnit> = self
             .eval
-            .children(&label, &root.id)
+            .children(&tree_label, &root.id)
             .into_iter()
             .filter(|c| !self.missing(&c.id, &label, endpoint))
             .collect();
