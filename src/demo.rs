@@ -254,6 +254,16 @@ pub async fn serve(
     let every = demo.pull_every.clamp(1, 59);
     let snapshot_every = (every * 6).min(59);
     let sim_today = demo.sim.now.date();
+    // Reconcile the simulator's previous month every minute.
+    for r in &mut jobs.reconciles {
+        r.periods = vec![config::PeriodChoice::Fixed(
+            crate::time::Period::holding("month", sim_today)
+                .expect("a month")
+                .previous()
+                .label(),
+        )];
+        r.schedule = config::CronExpr("30 * * * * *".into());
+    }
     jobs.pulls = jobs
         .pulls
         .into_iter()

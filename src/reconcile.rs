@@ -137,11 +137,8 @@ pub fn open(warehouse: &Path) -> anyhow::Result<duckdb::Connection> {
             path.display()
         );
     }
-    duckdb::Connection::open_with_flags(
-        &path,
-        duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
-    )
-    .with_context(|| format!("opening {} read-only", path.display()))
+    crate::duck::open_read_only(&path)
+        .with_context(|| format!("opening {} read-only", path.display()))
 }
 
 /// Whether the published warehouse has the reconciliation (a warehouse built before the

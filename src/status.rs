@@ -776,6 +776,22 @@ pub fn render_report(r: &StatusReport) -> String {
     }
     out.push_str(&t.to_string());
     out.push('\n');
+    // What a reconcile job's last fire found, when it found differences.
+    for c in &r.reconcile_jobs {
+        let last = c
+            .last_fires
+            .iter()
+            .rev()
+            .find(|f| f.event == crate::schedule::FireEvent::Finished);
+        if let Some(f) = last.filter(|f| f.outcome == Some(crate::schedule::FireOutcome::Differences)) {
+            out.push_str(&format!(
+                "Reconcile job {}, fire of {}: {}\n",
+                c.job,
+                f.planned,
+                f.error.as_deref().unwrap_or("").replace('\n', "\n  ")
+            ));
+        }
+    }
     let i = &r.index;
     match &i.published_build {
         None => out.push_str(&format!(

@@ -874,7 +874,7 @@ async fn a_portal_revision_of_a_closed_period_is_a_vintage_with_its_before_and_a
     );
     // The daemon's reconcile job, triggered, records the differences as its fire's outcome.
     let project = project_at(&sim.base_url());
-    let fire = reconcile_job_fire(wh.path(), &project, "2026-08").await;
+    let fire = reconcile_job_fire(wh.path(), &project, "2026-08", true).await;
     assert_eq!(
         fire.outcome,
         Some(chiso::schedule::FireOutcome::Differences),
@@ -890,18 +890,21 @@ async fn a_portal_revision_of_a_closed_period_is_a_vintage_with_its_before_and_a
     sim.stop().await;
 }
 
-/// Runs the daemon on `warehouse` with one reconcile job (once a year) for `period`,
-/// triggers it, and returns its finished fire.
+/// Runs the daemon on `warehouse` with one reconcile job for `period`, fired by its schedule
+/// (every second) or, with `scheduled` false, once a year and triggered; returns its first
+/// finished fire.
 async fn reconcile_job_fire(
     warehouse: &std::path::Path,
     project: &chiso::config::ProjectConfig,
     period: &str,
+    scheduled: bool,
 ) -> chiso::schedule::FireRecord {
     use chiso::serve::control::{self, Op, Request};
     let dir = tempfile::tempdir().unwrap();
+    let schedule = if scheduled { "* * * * * *" } else { "0 0 1 1 *" };
     std::fs::write(
         dir.path().join("reconcile.toml"),
-        format!("kind = \"reconcile\"\nschedule = \"0 0 1 1 *\"\nperiods = [\"{period}\"]\n"),
+        format!("kind = \"reconcile\"\nschedule = \"{schedule}\"\nperiods = [\"{period}\"]\n"),
     )
     .unwrap();
     let all = chiso::config::load_all_jobs(dir.path(), project).unwrap();
@@ -921,17 +924,19 @@ async fn reconcile_job_fire(
         chiso::serve::Notice::Started { .. }
     ));
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let reply = control::send(
-        warehouse,
-        &Request {
-            op: Op::Trigger,
-            job: Some("reconcile".into()),
-            by: "tester".into(),
-        },
-    )
-    .await
-    .unwrap();
-    assert!(reply.ok, "{reply:?}");
+    if !scheduled {
+        let reply = control::send(
+            warehouse,
+            &Request {
+                op: Op::Trigger,
+                job: Some("reconcile".into()),
+                by: "tester".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(reply.ok, "{reply:?}");
+    }
     let history = chiso::schedule::History::new(warehouse, "reconcile");
     let t0 = std::time::Instant::now();
     let fire = loop {
@@ -946,7 +951,14 @@ async fn reconcile_job_fire(
         assert!(t0.elapsed() < std::time::Duration::from_secs(30), "no fire");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert_eq!(fire.how, Some(chiso::schedule::FireHow::Triggered));
+    assert_eq!(
+        fire.how,
+        Some(if scheduled {
+            chiso::schedule::FireHow::OnTime
+        } else {
+            chiso::schedule::FireHow::Triggered
+        })
+    );
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
     fire
@@ -1006,7 +1018,7 @@ async fn the_portal_and_chiso_agree_on_a_year_that_has_ended() {
     assert!(r["compared"].as_u64().unwrap() > 1_000, "{r}");
     assert_eq!(r["beyond_rounding"], serde_json::json!({}), "{r}");
     // The daemon's reconcile job finds nothing to report.
-    let fire = reconcile_job_fire(wh.path(), &project_at(&sim.base_url()), "2025-12").await;
+    let fire = reconcile_job_fire(wh.path(), &project_at(&sim.base_url()), "2025-12", false).await;
     assert_eq!(
         fire.outcome,
         Some(chiso::schedule::FireOutcome::Ok),

@@ -31,6 +31,7 @@ fn one_job(base_url: &str, name: &str) -> (ProjectConfig, Jobs, JobConfig) {
         pulls: vec![job.clone()],
         builds: Vec::new(),
         publishes: Vec::new(),
+        reconciles: Vec::new(),
     };
     (project, jobs, job)
 }

@@ -149,6 +149,10 @@ fn write_project(from: &Path, to: &Path, period: &str) -> anyhow::Result<()> {
             .lines()
             .find(|l| l.starts_with("schedule = "))
             .map(str::to_string);
+        if text.contains("kind = \"reconcile\"") {
+            // Not what the soak measures (it reads the published file on its own schedule).
+            continue;
+        }
         if text.contains("kind = \"publish\"") {
             if text.contains("provisional = true") {
                 continue;
@@ -168,7 +172,10 @@ fn write_project(from: &Path, to: &Path, period: &str) -> anyhow::Result<()> {
                 .replace("quiet_period = \"3s\"", "quiet_period = \"1s\"")
                 .replace("max_delay = \"30s\"", "max_delay = \"5s\"");
         } else if let Some(s) = &schedule {
-            let every = if text.contains("protocol = \"snapshot\"") {
+            let every = if text.contains("protocol = \"evaluation\"") {
+                // The portal's evaluation changes once a simulated day.
+                59
+            } else if text.contains("protocol = \"snapshot\"") {
                 5
             } else {
                 2

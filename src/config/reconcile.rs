@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{ConfigError, CronExpr, PeriodChoice, Source};
 
 /// A reconcile job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReconcileJobConfig {
     pub name: String,
     pub file: PathBuf,

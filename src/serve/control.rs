@@ -503,8 +503,7 @@ impl Daemon {
         for job in &jobs.reconciles {
             match self.reconciles.iter().position(|r| r.job.name == job.name) {
                 Some(i)
-                    if self.reconciles[i].job.schedule != job.schedule
-                        || self.reconciles[i].job.periods != job.periods
+                    if self.reconciles[i].job != *job
                         || self.reconciles[i].slot.enabled != job.enabled =>
                 {
                     let old = self.reconciles[i].job.schedule.0.clone();

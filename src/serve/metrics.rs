@@ -51,6 +51,7 @@ pub fn handle() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!("chiso_fires_total", "Scheduled fires of pull, build and publish jobs by job and what became of them (ran, caught_up, skipped_overlap, skipped_misfire, interrupted).");
+    describe_counter!("chiso_reconciles_total", "Fires of reconcile jobs by job and outcome: ok (every figure within rounding), differences, failed.");
     describe_gauge!("chiso_reconciliation_figures", "Figures of the newest ended month compared with the portal's published evaluation (chiso reconcile; chiso status names the month).");
     describe_gauge!(
         "chiso_reconciliation_beyond_rounding",
@@ -191,6 +192,12 @@ pub fn build(record: &FireRecord, summary: Option<&BuildSummary>) {
         histogram!("chiso_build_duration_seconds").record(s.seconds);
         gauge!("chiso_data_tests_failed").set(s.tests_failed as f64);
     }
+}
+
+/// A reconcile job's fire ended: counted by outcome (ok, differences, failed).
+pub fn reconcile(record: &FireRecord) {
+    let outcome = record.outcome.map_or("unknown", |o| o.as_str());
+    counter!("chiso_reconciles_total", "job" => record.job.clone(), "outcome" => outcome).increment(1);
 }
 
 /// Sets the gauges from a status report.

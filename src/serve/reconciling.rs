@@ -74,42 +74,60 @@ impl Daemon {
             self.tx.clone(),
             r.job.name.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let t0 = Instant::now();
             let mut record = FireRecord::new(&name, &text, FireEvent::Finished);
             record.how = Some(how);
             record.attempts = 1;
             record.periods = periods.clone();
-            let reports = crate::reconcile::open(&warehouse).and_then(|conn| {
-                periods
-                    .iter()
-                    .map(|p| crate::reconcile::report(&conn, p, crate::reconcile::Level::Indicator))
-                    .collect::<anyhow::Result<Vec<_>>>()
-            });
-            match reports {
-                Ok(reports) => {
-                    for r in &reports {
-                        tracing::info!(job = %name, period = %r.period, compared = r.compared, beyond_rounding = r.beyond(), "Reconcile job ran.");
-                    }
-                    let differing: Vec<String> = reports
+            let job = name.clone();
+            // Each period on its own: one not pulled yet does not hide another's differences.
+            let ran = tokio::task::spawn_blocking(move || {
+                let conn = crate::reconcile::open(&warehouse)?;
+                Ok::<_, anyhow::Error>(
+                    periods
                         .iter()
-                        .filter(|r| r.beyond() > 0)
-                        .map(crate::reconcile::summary)
-                        .collect();
-                    record.outcome = Some(if differing.is_empty() {
-                        FireOutcome::Ok
-                    } else {
-                        FireOutcome::Differences
-                    });
-                    if !differing.is_empty() {
-                        record.error = Some(differing.join("\n"));
+                        .map(|p| {
+                            crate::reconcile::report(&conn, p, crate::reconcile::Level::Indicator)
+                                .map_err(|e| format!("{p}: {e:#}"))
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await;
+            let results = match ran {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => vec![Err(format!("{e:#}"))],
+                // Recorded, not left running for ever.
+                Err(e) => vec![Err(format!("the reconciliation panicked: {e}"))],
+            };
+            let mut said = Vec::new();
+            let (mut failed, mut differ) = (false, false);
+            for r in &results {
+                match r {
+                    Ok(r) => {
+                        tracing::info!(job = %job, period = %r.period, compared = r.compared, beyond_rounding = r.beyond(), "Reconcile job ran.");
+                        if r.beyond() > 0 {
+                            differ = true;
+                            said.push(crate::reconcile::summary(r));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(job = %job, error = %e, "Reconcile job failed.");
+                        failed = true;
+                        said.push(e.clone());
                     }
                 }
-                Err(e) => {
-                    tracing::error!(job = %name, periods = ?periods, error = %format!("{e:#}"), "Reconcile job failed.");
-                    record.outcome = Some(FireOutcome::Failed);
-                    record.error = Some(format!("{e:#}"));
-                }
+            }
+            record.outcome = Some(if failed {
+                FireOutcome::Failed
+            } else if differ {
+                FireOutcome::Differences
+            } else {
+                FireOutcome::Ok
+            });
+            if !said.is_empty() {
+                record.error = Some(said.join("\n"));
             }
             record.seconds = Some(t0.elapsed().as_secs_f64());
             let _ = tx.send(Msg::ReconcileDone { slot: i, record });
@@ -118,6 +136,7 @@ impl Daemon {
     }
 
     pub(super) fn reconcile_job_done(&mut self, i: usize, record: FireRecord) -> anyhow::Result<()> {
+        super::metrics::reconcile(&record);
         self.reconciles[i].slot.finish(&record)
     }
 }
