@@ -27,8 +27,12 @@ fn write_project(dir: &Path) {
         let path = e.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let mut text = std::fs::read_to_string(&path).unwrap();
-        if text.contains("kind = \"publish\"") {
-            // Publication is not what this test kills (tests/publish.rs does).
+        if text.contains("kind = \"publish\"")
+            || text.contains("kind = \"reconcile\"")
+            || text.contains("protocol = \"evaluation\"")
+        {
+            // Publication is not what this test kills (tests/publish.rs does), nor the
+            // reconciliation with the portal's published evaluation.
             continue;
         }
         if name == "build.toml" {
