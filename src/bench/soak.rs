@@ -120,7 +120,8 @@ pub const TOKEN_VARS: [&str; 7] = [
     "CHISO_CALENDAR_TOKEN",
     "CHISO_NATIONAL_REPORT_TOKEN",
 ];
-pub const URL_VARS: [&str; 7] = [
+pub const URL_VARS: [&str; 8] = [
+    "CHISO_EVALUATION_URL",
     "CHISO_PORTAL_URL",
     "CHISO_PAYMENTS_URL",
     "CHISO_REPORTING_URL",
