@@ -81,6 +81,16 @@ impl FileLock {
     /// locks whose holders are bounded by a few writes (polling, as `acquire_within` does, can
     /// be starved by a holder that takes it again and again).
     pub fn acquire_waiting(path: &Path) -> Result<FileLock, LockError> {
+        let file = Self::open(path)?;
+        file.lock().map_err(|source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(FileLock { _file: file })
+    }
+
+    /// The lock file at `path`, created (with its folder) if missing.
+    fn open(path: &Path) -> Result<File, LockError> {
         let io = |source| LockError::Io {
             path: path.to_path_buf(),
             source,
@@ -88,14 +98,12 @@ impl FileLock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let file = OpenOptions::new()
+        OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(io)?;
-        file.lock().map_err(io)?;
-        Ok(FileLock { _file: file })
+            .map_err(io)
     }
 
     /// Takes the lock on `path`, trying again every 50 ms for up to `wait` before it counts as
@@ -107,15 +115,7 @@ impl FileLock {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io)?;
+        let file = Self::open(path)?;
         let try_lock = || match file.try_lock() {
             Ok(()) => Ok(Ok(())),
             Err(std::fs::TryLockError::WouldBlock) => Err(()),

@@ -180,19 +180,7 @@ pub fn report(conn: &duckdb::Connection, period: &str, level: Level) -> anyhow::
             if known.is_empty() { "none".into() } else { known.join(", ") }
         );
     }
-    let mut beyond_rounding = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "select cause, count(*) from mart_reconciliation
-             where period = ? and not is_within_rounding group by cause",
-        )?;
-        for r in stmt.query_map([period], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })? {
-            let (c, n) = r?;
-            beyond_rounding.insert(c, n as u64);
-        }
-    }
+    let beyond_rounding = beyond_by_cause(conn, period)?;
     let filter = match level {
         Level::Indicator => "m.is_root_cause",
         Level::Group => "m.level = 'group'",
@@ -284,6 +272,21 @@ pub fn report(conn: &duckdb::Connection, period: &str, level: Level) -> anyhow::
         differences,
         revisions,
     })
+}
+
+/// A period's figures beyond rounding, by cause (every level).
+fn beyond_by_cause(
+    conn: &duckdb::Connection,
+    period: &str,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut stmt = conn.prepare(
+        "select cause, count(*) from mart_reconciliation
+         where period = ? and not is_within_rounding group by cause",
+    )?;
+    let rows = stmt.query_map([period], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The newest ended month the portal's evaluation was pulled for.
@@ -457,16 +460,7 @@ pub fn status(conn: &duckdb::Connection) -> anyhow::Result<Option<StatusSummary>
             [&period],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
-    let mut beyond_rounding = BTreeMap::new();
-    let mut stmt = conn.prepare(
-        "select cause, count(*) from mart_reconciliation where period = ? and not is_within_rounding group by cause",
-    )?;
-    for r in stmt.query_map([&period], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })? {
-        let (c, n) = r?;
-        beyond_rounding.insert(c, n as u64);
-    }
+    let beyond_rounding = beyond_by_cause(conn, &period)?;
     let portal_revisions: i64 = conn.query_row(
         "select count(*) from mart_portal_vintages where period = ? and is_revision",
         [&period],

@@ -783,7 +783,9 @@ pub fn render_report(r: &StatusReport) -> String {
             .iter()
             .rev()
             .find(|f| f.event == crate::schedule::FireEvent::Finished);
-        if let Some(f) = last.filter(|f| f.outcome == Some(crate::schedule::FireOutcome::Differences)) {
+        if let Some(f) =
+            last.filter(|f| f.outcome == Some(crate::schedule::FireOutcome::Differences))
+        {
             out.push_str(&format!(
                 "Reconcile job {}, fire of {}: {}\n",
                 c.job,

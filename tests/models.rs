@@ -608,7 +608,9 @@ fn world_at_portal_time(seed: u64) -> chiso::sim::SimConfig {
 fn jobs_for_world(url: &str) -> Vec<chiso::config::JobConfig> {
     jobs_asking(
         url,
-        &["2026-06", "2026-07", "2026-08", "2026-09", "2026-Q2", "2026-Q3", "2026"],
+        &[
+            "2026-06", "2026-07", "2026-08", "2026-09", "2026-Q2", "2026-Q3", "2026",
+        ],
     )
 }
 
@@ -901,7 +903,11 @@ async fn reconcile_job_fire(
 ) -> chiso::schedule::FireRecord {
     use chiso::serve::control::{self, Op, Request};
     let dir = tempfile::tempdir().unwrap();
-    let schedule = if scheduled { "* * * * * *" } else { "0 0 1 1 *" };
+    let schedule = if scheduled {
+        "* * * * * *"
+    } else {
+        "0 0 1 1 *"
+    };
     std::fs::write(
         dir.path().join("reconcile.toml"),
         format!("kind = \"reconcile\"\nschedule = \"{schedule}\"\nperiods = [\"{period}\"]\n"),
@@ -986,7 +992,9 @@ async fn the_portal_and_chiso_agree_on_a_year_that_has_ended() {
     let ended = |period: &str| {
         scalar(
             &conn,
-            &format!("select count(*) from mart_reconciliation where is_ended and period = '{period}'"),
+            &format!(
+                "select count(*) from mart_reconciliation where is_ended and period = '{period}'"
+            ),
         )
     };
     for period in ["2025-11", "2025-12", "2025-Q4", "2025"] {

@@ -197,7 +197,8 @@ pub fn build(record: &FireRecord, summary: Option<&BuildSummary>) {
 /// A reconcile job's fire ended: counted by outcome (ok, differences, failed).
 pub fn reconcile(record: &FireRecord) {
     let outcome = record.outcome.map_or("unknown", |o| o.as_str());
-    counter!("chiso_reconciles_total", "job" => record.job.clone(), "outcome" => outcome).increment(1);
+    counter!("chiso_reconciles_total", "job" => record.job.clone(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// Sets the gauges from a status report.

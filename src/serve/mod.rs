@@ -20,8 +20,8 @@ pub mod control;
 pub mod http;
 pub mod metrics;
 mod publishing;
-mod reconciling;
 mod pulling;
+mod reconciling;
 pub mod report;
 mod slot;
 

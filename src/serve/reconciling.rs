@@ -135,7 +135,11 @@ impl Daemon {
         Ok(())
     }
 
-    pub(super) fn reconcile_job_done(&mut self, i: usize, record: FireRecord) -> anyhow::Result<()> {
+    pub(super) fn reconcile_job_done(
+        &mut self,
+        i: usize,
+        record: FireRecord,
+    ) -> anyhow::Result<()> {
         super::metrics::reconcile(&record);
         self.reconciles[i].slot.finish(&record)
     }

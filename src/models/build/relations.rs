@@ -48,15 +48,13 @@ impl Resolve for Relations<'_> {
             // the columns the files would have, so that the models over it build and the
             // indicators over it follow their zero-denominator rules.
             Some(j) => empty_relation(&crate::lake::dataset_columns(&j.dataset)),
-            // A dataset of the built-in jobs that this project's jobs do not pull (a deployment
-            // that has not added the job yet): no rows, as above.
-            None if crate::config::embedded::builtin_dataset(feed, dataset).is_some() => {
-                let spec = crate::config::embedded::builtin_dataset(feed, dataset)
-                    .expect("just found");
-                empty_relation(&crate::lake::dataset_columns(&spec))
-            }
-            // Rendered into SQL that fails with this message if it is ever run.
-            None => format!("(SELECT error('source(''{feed}'', ''{dataset}'') is not a dataset of any job in jobs/'))"),
+            None => match crate::config::embedded::builtin_dataset(feed, dataset) {
+                // A dataset of the built-in jobs that this project's jobs do not pull (a
+                // deployment that has not added the job yet): no rows, as above.
+                Some(spec) => empty_relation(&crate::lake::dataset_columns(&spec)),
+                // Rendered into SQL that fails with this message if it is ever run.
+                None => format!("(SELECT error('source(''{feed}'', ''{dataset}'') is not a dataset of any job in jobs/'))"),
+            },
         }
     }
     fn this(&self) -> String {
