@@ -11,6 +11,8 @@
 //! - [`schedule`]: planned fire times, the fire history, the one-daemon lock;
 //! - [`serve`]: the daemon (`chiso serve`): fires jobs on their schedules, builds after pulls
 //!   that landed rows, and answers /health, /status and /metrics;
+//! - [`console`]: the live web console the daemon serves under `/console/` (ranking, unit,
+//!   records behind a number, operations), read from the published warehouse;
 //! - [`publish`]: revisions of a period's index, their files and the push to the portals;
 //!   [`ledger`]: where revisions and receipts are kept (`publications.duckdb`);
 //! - [`sim`]: the simulated tax administration, the embedded default source;
@@ -21,6 +23,7 @@
 pub mod backfill;
 pub mod bench;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod duck;
 pub mod feeds;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// The dossier indicators `drill_indicator_dossiers` lists the records of.
-const DOSSIER_DRILLS: &[&str] = &[
+pub const DOSSIER_DRILLS: &[&str] = &[
     "DOSSIER_SYNC",
     "ON_TIME_HANDLING",
     "ONLINE_DOSSIER_SHARE",
@@ -23,7 +23,7 @@ const DOSSIER_DRILLS: &[&str] = &[
 ];
 
 /// The petition indicators `drill_indicator_petitions` lists the records of.
-const PETITION_DRILLS: &[&str] = &[
+pub const PETITION_DRILLS: &[&str] = &[
     "PETITION_PROCESSING_ON_TIME",
     "PETITION_HANDLING_SATISFACTION",
     "PETITION_CLASSIFICATION_TTHC",

@@ -292,13 +292,13 @@ pub(super) fn write_changes(run: &Path, out: &Path, n: u64, seed: u64) -> anyhow
     Ok(conn.execute(&sql, [])? as u64)
 }
 
-fn run_child(args: &[String]) -> anyhow::Result<BuildMeasurement> {
+pub(super) fn run_child(args: &[String]) -> anyhow::Result<BuildMeasurement> {
     let mut child = Command::new(std::env::current_exe()?);
     child.args(args);
     super::child_measurement(child, "build")
 }
 
-fn child_args(opts: &BuildBench, run: &Path, full: bool) -> Vec<String> {
+pub(super) fn child_args(opts: &BuildBench, run: &Path, full: bool) -> Vec<String> {
     let mut a = vec![
         "bench".to_string(),
         "build-once".into(),

@@ -7,6 +7,7 @@
 //! `pull::run_job` (decode, validate, quarantine, Parquet, fsync, commit).
 
 pub mod build;
+pub mod console;
 pub mod freshness;
 pub mod log;
 pub mod publication;

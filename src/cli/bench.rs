@@ -14,6 +14,9 @@ pub(crate) enum BenchCommand {
     /// an incremental build after a batch of changed dossiers, optionally dbt-duckdb on the
     /// same models and lake.
     Build(BenchBuildArgs),
+    /// The console's page latency (p50, p95 per page kind, record pages paged) on a warehouse
+    /// of N dossiers while builds run, full and incremental in turn.
+    Console(BenchConsoleArgs),
     /// One build of `bench build` (run by it in a child process).
     #[command(hide = true)]
     BuildOnce(BenchBuildOnceArgs),
@@ -411,6 +414,18 @@ pub(crate) struct BenchBuildArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct BenchConsoleArgs {
+    #[command(flatten)]
+    pub(crate) data: BenchDataArgs,
+    /// Requests of each page kind.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) requests: usize,
+    /// DuckDB memory limit of every build.
+    #[arg(long, default_value = "3GB")]
+    pub(crate) memory_limit: String,
+}
+
+#[derive(Args)]
 pub(crate) struct BenchBuildOnceArgs {
     #[arg(long)]
     pub(crate) dir: PathBuf,
@@ -480,6 +495,23 @@ pub(crate) async fn build(g: &Globals, a: BenchBuildArgs) -> anyhow::Result<u8> 
         dbt: a.dbt,
     };
     chiso::bench::build::run(&opts).await?;
+    Ok(EXIT_OK)
+}
+
+pub(crate) async fn console(g: &Globals, a: BenchConsoleArgs) -> anyhow::Result<u8> {
+    let (project, _) = chiso::demo::load_project_or_embedded(&g.config)?;
+    let opts = chiso::bench::build::BuildBench {
+        dossiers: a.data.dossiers,
+        seed: a.data.seed,
+        threads: a.data.threads,
+        work_dir: a.data.work_dir,
+        changed: 0,
+        memory_limit: a.memory_limit,
+        storage_version: "v1.4.0".into(),
+        sql_dir: project.root.join("sql"),
+        dbt: None,
+    };
+    chiso::bench::console::run(&opts, a.requests).await?;
     Ok(EXIT_OK)
 }
 

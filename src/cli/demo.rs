@@ -219,8 +219,10 @@ async fn demo_serve(g: &Globals, a: DemoArgs) -> anyhow::Result<u8> {
                 Notice::Started { http } => {
                     println!(
                         "Daemon started{}; pulls every {}s, a build after each burst of pulls.",
-                        http.map(|h| format!(" (http://{h}/status, /metrics, /health)"))
-                            .unwrap_or_default(),
+                        http.map(|h| format!(
+                            " (console http://{h}/console/; /status, /metrics, /health)"
+                        ))
+                        .unwrap_or_default(),
                         a.every
                     );
                 }

@@ -279,6 +279,7 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Index(IndexCommand::Score(a)) => self::index::score(&g, a).await,
         Command::Bench(BenchCommand::Ingest(a)) => self::bench::ingest(&g, a).await,
         Command::Bench(BenchCommand::Build(a)) => self::bench::build(&g, a).await,
+        Command::Bench(BenchCommand::Console(a)) => self::bench::console(&g, a).await,
         Command::Bench(BenchCommand::Log(a)) => self::bench::log(&g, a).await,
         Command::Bench(BenchCommand::Freshness(a)) => self::bench::freshness(&g, a).await,
         Command::Bench(BenchCommand::PublicationYear(a)) => {

@@ -128,10 +128,19 @@ impl Daemon {
         let opts = BuildOptions::from_job(&b.job);
         let name = b.job.name.clone();
         let tx = self.tx.clone();
+        let console = self.published.clone();
         tokio::spawn(async move {
             let t0 = Instant::now();
             let result = tokio::task::spawn_blocking(move || {
-                crate::models::build::build(&warehouse, &sql_dir, &jobs, &opts)
+                let r = crate::models::build::build(&warehouse, &sql_dir, &jobs, &opts);
+                // The console lets go of the file just replaced (this build's spare) before
+                // the next build can start.
+                if let (Ok(rec), Some(p)) = (&r, &console) {
+                    if rec.published {
+                        let _ = p.connect();
+                    }
+                }
+                r
             })
             .await;
             let mut record = FireRecord::new(&name, &text, FireEvent::Finished);

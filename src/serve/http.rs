@@ -28,15 +28,17 @@ struct App {
     metrics: PrometheusHandle,
 }
 
-pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle) -> Router {
+pub fn router(
+    shared: Arc<Shared>,
+    metrics: PrometheusHandle,
+    console: Arc<crate::console::Console>,
+) -> Router {
     let app = App { shared, metrics };
-    // /health is outside the limit: a probe must hear from the loop even while slow
-    // collections hold every slot.
-    let limited = Router::new()
-        .route("/status", get(status))
-        .route("/metrics", get(metrics_text))
-        .with_state(app.clone())
-        .layer(
+    // /status and /metrics have their limit, the console's pages theirs: open pages that all
+    // refresh after a build never take a Prometheus scrape's place.
+    let limited = |r: Router, most: usize| {
+        let limit = tower::limit::GlobalConcurrencyLimitLayer::new(most);
+        r.layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
                     (
@@ -45,12 +47,48 @@ pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle) -> Router {
                     )
                 }))
                 .load_shed()
-                .concurrency_limit(MAX_IN_FLIGHT),
-        );
+                .layer(limit),
+        )
+    };
+    // /health is outside the limit: a probe must hear from the loop even while slow
+    // collections hold every slot. So are the console's live streams (each open page holds
+    // one; they have their own limit).
+    let answers = limited(
+        Router::new()
+            .route("/status", get(status))
+            .route("/metrics", get(metrics_text))
+            .with_state(app.clone()),
+        MAX_IN_FLIGHT,
+    );
     Router::new()
         .route("/health", get(health))
         .with_state(app)
-        .merge(limited)
+        .merge(answers)
+        .merge(crate::console::router(console, |r| {
+            limited(r, crate::console::MAX_PAGES_IN_FLIGHT)
+        }))
+}
+
+impl crate::console::Daemon for Shared {
+    fn report(
+        &self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = anyhow::Result<Arc<crate::status::StatusReport>>>
+                + Send
+                + '_,
+        >,
+    > {
+        Box::pin(Shared::report(self))
+    }
+
+    fn authorised(&self, authorization: Option<&str>) -> bool {
+        Shared::authorised(self, authorization)
+    }
+
+    fn has_token(&self) -> bool {
+        Shared::has_token(self)
+    }
 }
 
 async fn health(State(app): State<App>) -> Response {

@@ -146,6 +146,8 @@ struct Daemon {
     notices: Option<mpsc::UnboundedSender<Notice>>,
     summary: ServeSummary,
     shared: Arc<Shared>,
+    /// The console's hold on the published file, let go of as each build publishes.
+    published: Option<Arc<crate::console::published::Published>>,
     /// Jobs paused by `chiso jobs pause` (kept in `_state/_serve/paused.json`).
     paused: std::collections::BTreeSet<String>,
     /// The job files' digests as last loaded.
@@ -231,8 +233,23 @@ pub async fn serve(
     let recorder = metrics::handle();
     // The HTTP answers go on through the grace (/health says 503, stopping), and end after.
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let published = listener
+        .as_ref()
+        .map(|_| crate::console::published::Published::new(&opts.warehouse));
     let server = listener.map(|l| {
-        let app = http::router(shared.clone(), recorder.clone());
+        let published = published.clone().expect("made with the listener");
+        tokio::spawn(crate::console::published::watch(
+            published.clone(),
+            http_stop_rx.clone(),
+        ));
+        let console = crate::console::Console::new(
+            published,
+            shared.clone(),
+            http_stop_rx.clone(),
+            opts.http_token.as_deref(),
+            opts.http_public,
+        );
+        let app = http::router(shared.clone(), recorder.clone(), console);
         let mut stop = http_stop_rx.clone();
         tokio::spawn(async move {
             let _ = axum::serve(l, app)
@@ -305,6 +322,7 @@ pub async fn serve(
         notices,
         summary: ServeSummary::default(),
         shared: shared.clone(),
+        published,
         paused,
         loaded_digests,
     };

@@ -78,6 +78,11 @@ impl Shared {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
+    /// Whether reading needs a token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Whether a request's `Authorization` header may read `/status` and `/metrics`.
     pub fn authorised(&self, authorization: Option<&str>) -> bool {
         use sha2::{Digest, Sha256};

@@ -2,6 +2,8 @@
 //! repository's own project files aimed at it.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -260,6 +262,25 @@ pub async fn build_record(
     .unwrap()
 }
 
+/// Debian's Chromium, or `None` when it is not installed (then `what` is skipped, with a note),
+/// unless `CHISO_REQUIRE_CHROMIUM` is set (CI sets it), which makes that a failure.
+pub fn chromium(what: &str) -> Option<&'static str> {
+    let bin = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if bin.is_none() {
+        assert!(
+            std::env::var_os("CHISO_REQUIRE_CHROMIUM").is_none(),
+            "CHISO_REQUIRE_CHROMIUM is set but chromium is not installed"
+        );
+        eprintln!("note: chromium not installed; {what} are skipped (apt-get install chromium)");
+    }
+    bin
+}
+
 /// What headless Chromium made of a page: the DOM after load and a screenshot.
 pub struct Rendered {
     pub dom: String,
@@ -271,20 +292,7 @@ pub struct Rendered {
 /// needed the network would show it). `None` when Chromium is not installed, unless
 /// `CHISO_REQUIRE_CHROMIUM` is set (CI sets it), which makes that a failure.
 pub fn chromium_render(html: &Path) -> Option<Rendered> {
-    let bin = ["chromium", "chromium-browser"].into_iter().find(|b| {
-        std::process::Command::new(b)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let Some(bin) = bin else {
-        assert!(
-            std::env::var_os("CHISO_REQUIRE_CHROMIUM").is_none(),
-            "CHISO_REQUIRE_CHROMIUM is set but chromium is not installed"
-        );
-        eprintln!("note: chromium not installed; the rendered-page checks are skipped (apt-get install chromium)");
-        return None;
-    };
+    let bin = chromium("the rendered-page checks")?;
     let profile = tempfile::tempdir().unwrap();
     let shot = profile.path().join("page.png");
     let url = format!("file://{}", html.canonicalize().unwrap().display());

@@ -34,8 +34,8 @@ mod staleness;
 pub use data_tests::test_published;
 pub use file::published_path;
 pub use record::{
-    latest_builds, published_compactions, BuildRecord, BuildSummary, ModelRun, ModelStatus,
-    TestRun, TestStatus, RECORDS_KEPT,
+    latest_builds, published_compactions, recent_builds, BuildRecord, BuildSummary, ModelRun,
+    ModelStatus, TestRun, TestStatus, RECORDS_KEPT,
 };
 
 use data_tests::*;

@@ -295,6 +295,18 @@ impl BuildSummary {
     }
 }
 
+/// The newest `n` builds' records, newest first (records being written, or of an older
+/// layout, are passed over).
+pub fn recent_builds(warehouse: &Path, n: usize) -> anyhow::Result<Vec<BuildRecord>> {
+    let names = record_files(warehouse)?;
+    Ok(names
+        .iter()
+        .rev()
+        .filter_map(|p| serde_json::from_slice::<BuildRecord>(&std::fs::read(p).ok()?).ok())
+        .take(n)
+        .collect())
+}
+
 /// The newest build and the newest published build (which may be the same), from
 /// `_state/builds/` (newest first by their time-ordered ids; reads until it has both).
 pub fn latest_builds(
