@@ -420,6 +420,82 @@ fn the_console_shows_the_warehouse_and_follows_its_builds() {
         assert!(drilled >= 8, "{drilled} indicators with records");
         assert!(paged, "an indicator with more than a page of records");
 
+        // The top of the tree (scoped by the period alone), against the mart too.
+        let root: String = conn
+            .query_row(
+                "SELECT unit_id FROM mart_index_unit_period WHERE period = '2026-08' AND parent_unit_id IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        visit(
+            &mut b,
+            &page,
+            &base,
+            &format!("/console/records/{root}/2026-08/ON_TIME_HANDLING"),
+            &mut texts,
+        );
+        let listed = b.eval(
+            &page,
+            "(d => [Number(d.listedNumerator), Number(d.listedDenominator), Number(d.numerator), Number(d.denominator)])(document.getElementById('counts').dataset)",
+        );
+        let l: Vec<f64> = serde_json::from_value(listed).unwrap();
+        assert_eq!((l[0], l[1]), (l[2], l[3]), "{root}: listed = counted");
+        assert!(l[1] > 0.0);
+
+        // The drill-down view scoped (as the console reads it) lists exactly what it lists
+        // unscoped, for a base unit, a province and the top, in a month, a quarter and a year;
+        // a filter on another unit or period than the scope lists nothing.
+        let base_unit: String = conn
+            .query_row(
+                "SELECT unit_id FROM mart_index_unit_period WHERE period = '2026-08' AND parent_unit_id = ? ORDER BY total LIMIT 1",
+                [&unit],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let per = |c: &duckdb::Connection, u: &str, p: &str| -> Vec<String> {
+            common::rows(
+                c,
+                &format!(
+                    "SELECT indicator || ' ' || dossier_id || ' ' || in_numerator FROM drill_indicator_dossiers
+                     WHERE unit_id = {} AND period = {} ORDER BY 1",
+                    chiso::duck::lit(u),
+                    chiso::duck::lit(p)
+                ),
+            )
+        };
+        let scoped = common::open(&warehouse);
+        for u in [&base_unit, &unit, &root] {
+            for p in ["2026-08", "2026-Q3", "2026"] {
+                let all = per(&conn, u, p);
+                scoped
+                    .execute_batch(&format!(
+                        "SET VARIABLE drill_period = {}; SET VARIABLE drill_unit_id = {};",
+                        chiso::duck::lit(p),
+                        chiso::duck::lit(u)
+                    ))
+                    .unwrap();
+                assert_eq!(
+                    per(&scoped, u, p),
+                    all,
+                    "{u} {p}, scoped by unit and period"
+                );
+                scoped
+                    .execute_batch("RESET VARIABLE drill_unit_id;")
+                    .unwrap();
+                assert_eq!(per(&scoped, u, p), all, "{u} {p}, scoped by the period");
+                assert!(!all.is_empty(), "{u} {p}");
+            }
+        }
+        scoped
+            .execute_batch(
+                "SET VARIABLE drill_period = '2026-08'; SET VARIABLE drill_unit_id = 'nobody';",
+            )
+            .unwrap();
+        assert!(per(&scoped, &unit, "2026-08").is_empty());
+        assert!(per(&scoped, &root, "2026-Q3").is_empty());
+        drop(scoped);
+
         // Operations: every job, the day's fires, the builds with their tests.
         visit(&mut b, &page, &base, "/console/operations", &mut texts);
         save_screenshot("operations", &b.screenshot(&page));

@@ -9,7 +9,9 @@
 -- one unit's records of one period may say so first, and only the dossiers that can be among
 -- them are read (the console does; 95 ms to 13 ms for a base unit's month at 1 M dossiers):
 --   SET VARIABLE drill_unit_id = 'TP12'; SET VARIABLE drill_period = '2026-08';
--- then filter on the same unit and period. Unset (the default), the view lists everything.
+-- then filter on the same unit and period. The period alone scopes to it (for the top of the
+-- tree, whose units are all of them); the unit needs its period. Unset (the default), the
+-- view lists everything.
 
 with
 
@@ -28,21 +30,22 @@ scope as (
     select starts_at, ends_at from periods where period = getvariable('drill_period')
 ),
 
--- the dossiers of the units rolled up to the scoped unit, received or finished in the scoped
--- period (every dossier the branches below can keep for it); all of them without a scope
+-- the dossiers received or finished in the scoped period, of the units rolled up to the
+-- scoped unit (every dossier the branches below can keep for them); all without a scope
 dossiers as not materialized (
     select d.* from {{ ref('fct_dossiers') }} as d
-    where getvariable('drill_unit_id') is null
-       or (
-           d.unit_id in (
-               select unit_id from rollup
-               where rollup_unit_id = getvariable('drill_unit_id') and period = getvariable('drill_period')
-           )
-           and (
-               (d.received_at >= (select starts_at from scope) and d.received_at < (select ends_at from scope))
-               or (d.finished_at >= (select starts_at from scope) and d.finished_at < (select ends_at from scope))
-           )
-       )
+    where (
+        getvariable('drill_period') is null
+        or (d.received_at >= (select starts_at from scope) and d.received_at < (select ends_at from scope))
+        or (d.finished_at >= (select starts_at from scope) and d.finished_at < (select ends_at from scope))
+    )
+    and (
+        getvariable('drill_unit_id') is null
+        or d.unit_id in (
+            select unit_id from rollup
+            where rollup_unit_id = getvariable('drill_unit_id') and period = getvariable('drill_period')
+        )
+    )
 ),
 
 received as not materialized (
@@ -143,6 +146,6 @@ select
     d.lake_row
 from listed as l
 inner join dossiers as d using (dossier_id)
--- scoped: that unit and period only (a filter on another lists nothing, never a part of it)
-where getvariable('drill_unit_id') is null
-   or (l.rollup_unit_id = getvariable('drill_unit_id') and l.period = getvariable('drill_period'))
+-- scoped: that period and unit only (a filter on another lists nothing, never a part of it)
+where (getvariable('drill_period') is null or l.period = getvariable('drill_period'))
+  and (getvariable('drill_unit_id') is null or l.rollup_unit_id = getvariable('drill_unit_id'))

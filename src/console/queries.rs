@@ -526,10 +526,22 @@ pub fn records(
     };
     // Scoped to the unit and period (see sql/drilldown/drill_indicator_dossiers.sql): only
     // the dossiers that can be among them are read. The connection is this request's own.
+    // A unit at the top of the tree has every unit under it: the period alone scopes it.
+    let top: bool = conn
+        .query_row(
+            "SELECT parent_unit_id IS NULL FROM mart_index_unit_period WHERE unit_id = ? AND period = ?",
+            params![unit_id, period],
+            |r| r.get(0),
+        )
+        .unwrap_or(false);
     conn.execute_batch(&format!(
-        "SET VARIABLE drill_unit_id = {}; SET VARIABLE drill_period = {};",
-        duck::lit(unit_id),
-        duck::lit(period)
+        "SET VARIABLE drill_period = {}; {}",
+        duck::lit(period),
+        if top {
+            "RESET VARIABLE drill_unit_id;".to_string()
+        } else {
+            format!("SET VARIABLE drill_unit_id = {};", duck::lit(unit_id))
+        }
     ))?;
     // The officer of each shown dossier's last processing step, for a reader with the token.
     let with_officers = officers
