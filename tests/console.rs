@@ -173,6 +173,15 @@ fn visit(b: &mut Browser, page: &Page, base: &str, path: &str, texts: &mut Vec<(
     );
 }
 
+/// A records page's counts: listed numerator and denominator, then the mart's.
+fn counts(b: &mut Browser, page: &Page) -> Vec<f64> {
+    let v = b.eval(
+        page,
+        "(d => [d.listedNumerator, d.listedDenominator, d.numerator, d.denominator].map(Number))(document.getElementById('counts').dataset)",
+    );
+    serde_json::from_value(v).unwrap()
+}
+
 fn jobs_of(base: &str) -> Vec<String> {
     let (code, body) = get(&format!("{base}/status"), &[]);
     assert_eq!(code, 200, "{body}");
@@ -362,16 +371,7 @@ fn the_console_shows_the_warehouse_and_follows_its_builds() {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-            let listed = b.eval(
-            &page,
-            "(d => [Number(d.listedNumerator), Number(d.listedDenominator), Number(d.numerator), Number(d.denominator)])(document.getElementById('counts').dataset)",
-        );
-            let l: Vec<f64> = listed
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
+            let l = counts(&mut b, &page);
             assert_eq!(
                 (l[2], l[3]),
                 (num, den),
@@ -435,11 +435,7 @@ fn the_console_shows_the_warehouse_and_follows_its_builds() {
             &format!("/console/records/{root}/2026-08/ON_TIME_HANDLING"),
             &mut texts,
         );
-        let listed = b.eval(
-            &page,
-            "(d => [Number(d.listedNumerator), Number(d.listedDenominator), Number(d.numerator), Number(d.denominator)])(document.getElementById('counts').dataset)",
-        );
-        let l: Vec<f64> = serde_json::from_value(listed).unwrap();
+        let l = counts(&mut b, &page);
         assert_eq!((l[0], l[1]), (l[2], l[3]), "{root}: listed = counted");
         assert!(l[1] > 0.0);
 

@@ -115,10 +115,6 @@ impl Console {
             stop,
         })
     }
-
-    pub fn published(&self) -> Arc<Published> {
-        self.published.clone()
-    }
 }
 
 fn templates() -> minijinja::Environment<'static> {
@@ -219,42 +215,50 @@ fn loopback_host(headers: &HeaderMap) -> bool {
     matches!(name, "127.0.0.1" | "localhost" | "::1")
 }
 
-fn reader(console: &Console, headers: &HeaderMap) -> Result<Reader, Box<Response>> {
-    if !console.any_host && !loopback_host(headers) {
-        return Err(Box::new(
-            (
+/// Every console route takes a `Reader`: the request is refused (421, 401, or sent to sign
+/// in) before the handler runs when it may not read.
+impl axum::extract::FromRequestParts<Arc<Console>> for Reader {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        console: &Arc<Console>,
+    ) -> Result<Reader, Response> {
+        let headers = &parts.headers;
+        if !console.any_host && !loopback_host(headers) {
+            return Err((
                 StatusCode::MISDIRECTED_REQUEST,
                 "the console answers only requests to 127.0.0.1 or localhost without a token\n",
             )
-                .into_response(),
-        ));
-    }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let by_cookie = match (&console.cookie, signed_in(headers)) {
-        (Some(expected), Some(given)) => {
-            use sha2::{Digest, Sha256};
-            Sha256::digest(expected.as_bytes()) == Sha256::digest(given.as_bytes())
+                .into_response());
         }
-        _ => false,
-    };
-    let by_bearer = bearer.is_some() && console.daemon.authorised(bearer);
-    if !(by_cookie || by_bearer || console.daemon.authorised(None)) {
-        return Err(Box::new(if wants_html(headers) {
-            Redirect::to("/console/login").into_response()
-        } else {
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer token is required (CHISO_HTTP_TOKEN)\n",
-            )
-                .into_response()
-        }));
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let by_cookie = match (&console.cookie, signed_in(headers)) {
+            (Some(expected), Some(given)) => {
+                use sha2::{Digest, Sha256};
+                Sha256::digest(expected.as_bytes()) == Sha256::digest(given.as_bytes())
+            }
+            _ => false,
+        };
+        let by_bearer = bearer.is_some() && console.daemon.authorised(bearer);
+        if !(by_cookie || by_bearer || console.daemon.authorised(None)) {
+            return Err(if wants_html(headers) {
+                Redirect::to("/console/login").into_response()
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "a bearer token is required (CHISO_HTTP_TOKEN)\n",
+                )
+                    .into_response()
+            });
+        }
+        Ok(Reader {
+            officer: console.daemon.has_token() && (by_cookie || by_bearer),
+        })
     }
-    Ok(Reader {
-        officer: console.daemon.has_token() && (by_cookie || by_bearer),
-    })
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
@@ -273,17 +277,15 @@ struct Frame<'a> {
     age_seconds: Option<i64>,
     /// Seconds between refreshes regardless of builds (Operations), 0 for none.
     refresh_every: u32,
-    officer: bool,
 }
 
-fn frame(title: String, nav: &str, mark: BuildMark, reader: Reader) -> Frame<'_> {
+fn frame(title: String, nav: &str, mark: BuildMark) -> Frame<'_> {
     Frame {
         age_seconds: mark.age_seconds(chrono::Utc::now()),
         title,
         nav,
         mark,
         refresh_every: 0,
-        officer: reader.officer,
     }
 }
 
@@ -308,7 +310,7 @@ fn html(body: String) -> Response {
 
 /// Runs `page` on a blocking thread with a connection to the published warehouse; an error
 /// becomes the error page.
-async fn render<F>(console: Arc<Console>, reader: Reader, page: F) -> Response
+async fn render<F>(console: Arc<Console>, page: F) -> Response
 where
     F: FnOnce(&Console, &crate::duck::Connection, BuildMark) -> anyhow::Result<Option<String>>
         + Send
@@ -346,7 +348,7 @@ where
         .get_template("error.html")
         .and_then(|t| {
             t.render(minijinja::context! {
-                frame => minijinja::value::Serde(frame("Lỗi".into(), "", console.published.mark(), reader)),
+                frame => minijinja::value::Serde(frame("Lỗi".into(), "", console.published.mark())),
                 message => body,
             })
         })
@@ -369,14 +371,10 @@ struct RankingQuery {
 
 async fn ranking(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    _reader: Reader,
     Query(q): Query<RankingQuery>,
 ) -> Response {
-    let reader = match reader(&console, &headers) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
-    render(console, reader, move |c, conn, mark| {
+    render(console, move |c, conn, mark| {
         let periods = queries::periods(conn)?;
         let Some(choice) = queries::choose(&periods, q.period.as_deref()) else {
             if q.period.is_some() {
@@ -399,7 +397,7 @@ async fn ranking(
             c,
             "ranking.html",
             serde_json::json!({
-                "frame": frame(format!("Xếp hạng — {level_name} — kỳ {}", choice.period), "ranking", mark, reader),
+                "frame": frame(format!("Xếp hạng — {level_name} — kỳ {}", choice.period), "ranking", mark),
                 "levels": queries::LEVELS,
                 "level": level,
                 "periods": periods,
@@ -422,15 +420,11 @@ struct UnitQuery {
 
 async fn unit(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    _reader: Reader,
     Path(unit_id): Path<String>,
     Query(q): Query<UnitQuery>,
 ) -> Response {
-    let reader = match reader(&console, &headers) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
-    render(console, reader, move |c, conn, mark| {
+    render(console, move |c, conn, mark| {
         let periods = queries::periods(conn)?;
         let Some(choice) = queries::choose(&periods, q.period.as_deref()) else {
             return Ok(None);
@@ -454,7 +448,7 @@ async fn unit(
             c,
             "unit.html",
             serde_json::json!({
-                "frame": frame(format!("{} — kỳ {}", head.unit_name, choice.period), "unit", mark, reader),
+                "frame": frame(format!("{} — kỳ {}", head.unit_name, choice.period), "unit", mark),
                 "head": head,
                 "periods": periods,
                 "choice": choice,
@@ -484,15 +478,11 @@ struct RecordsQuery {
 
 async fn records(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    reader: Reader,
     Path((unit_id, period, indicator)): Path<(String, String, String)>,
     Query(q): Query<RecordsQuery>,
 ) -> Response {
-    let reader = match reader(&console, &headers) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
-    render(console, reader, move |c, conn, mark| {
+    render(console, move |c, conn, mark| {
         let Some(head) = queries::unit_head(conn, &unit_id, &period)? else {
             return Ok(None);
         };
@@ -507,6 +497,7 @@ async fn records(
             Some(drill) => Some(queries::records(
                 conn,
                 drill,
+                head.parent_unit_id.is_none(),
                 &unit_id,
                 &period,
                 &indicator,
@@ -524,7 +515,7 @@ async fn records(
             c,
             "records.html",
             serde_json::json!({
-                "frame": frame(format!("{} — {} — kỳ {period}", head.unit_name, indicator), "records", mark, reader),
+                "frame": frame(format!("{} — {} — kỳ {period}", head.unit_name, indicator), "records", mark),
                 "head": head,
                 "period": period,
                 "line": line,
@@ -543,14 +534,10 @@ async fn records(
 
 async fn records_csv(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    reader: Reader,
     Path((unit_id, period, indicator)): Path<(String, String, String)>,
     Query(q): Query<RecordsQuery>,
 ) -> Response {
-    let reader = match reader(&console, &headers) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
     let Some(drill) = Drill::of(&indicator) else {
         return (
             StatusCode::NOT_FOUND,
@@ -562,9 +549,12 @@ async fn records_csv(
     let name = format!("{unit_id}_{period}_{indicator}.csv");
     let done = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
         let (conn, _) = c.published.connect()?;
+        let top = queries::unit_head(&conn, &unit_id, &period)?
+            .is_some_and(|h| h.parent_unit_id.is_none());
         let found = queries::records(
             &conn,
             drill,
+            top,
             &unit_id,
             &period,
             &indicator,
@@ -648,18 +638,14 @@ async fn records_csv(
     }
 }
 
-async fn operations(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let reader = match reader(&console, &headers) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+async fn operations(State(console): State<Arc<Console>>, _reader: Reader) -> Response {
     let report = match console.daemon.report().await {
         Ok(r) => r,
         Err(e) => {
             return (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}\n")).into_response();
         }
     };
-    render(console, reader, move |c, conn, mark| {
+    render(console, move |c, conn, mark| {
         let mut jobs: Vec<String> = report.jobs.iter().map(|j| j.job.clone()).collect();
         jobs.extend(report.build.iter().map(|b| b.job.clone()));
         jobs.extend(report.publish_jobs.iter().map(|p| p.job.clone()));
@@ -667,7 +653,7 @@ async fn operations(State(console): State<Arc<Console>>, headers: HeaderMap) -> 
         let now = chrono::Utc::now().fixed_offset();
         let fires = operations::last_day(&c.warehouse, &jobs, now)?;
         let timeline = chart::timeline(&jobs, &fires)?;
-        let mut f = frame("Vận hành".into(), "operations", mark, reader);
+        let mut f = frame("Vận hành".into(), "operations", mark);
         f.refresh_every = 10;
         page_html(
             c,
@@ -689,10 +675,7 @@ async fn operations(State(console): State<Arc<Console>>, headers: HeaderMap) -> 
 }
 
 /// One stream per open page: the build mark now, then each time a build publishes.
-async fn events(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    if let Err(r) = reader(&console, &headers) {
-        return *r;
-    }
+async fn events(State(console): State<Arc<Console>>, _reader: Reader) -> Response {
     if console.streams.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
         console.streams.fetch_sub(1, Ordering::SeqCst);
         return (
@@ -748,7 +731,7 @@ async fn login_form(State(console): State<Arc<Console>>) -> Response {
         &console,
         "login.html",
         minijinja::context! {
-            frame => minijinja::value::Serde(frame("Đăng nhập".into(), "login", console.published.mark(), Reader { officer: false })),
+            frame => minijinja::value::Serde(frame("Đăng nhập".into(), "login", console.published.mark())),
             failed => false,
             token_set => console.daemon.has_token(),
         },
@@ -784,7 +767,7 @@ async fn login(State(console): State<Arc<Console>>, Form(f): Form<Login>) -> Res
         &console,
         "login.html",
         minijinja::context! {
-            frame => minijinja::value::Serde(frame("Đăng nhập".into(), "login", console.published.mark(), Reader { officer: false })),
+            frame => minijinja::value::Serde(frame("Đăng nhập".into(), "login", console.published.mark())),
             failed => true,
             token_set => console.daemon.has_token(),
         },

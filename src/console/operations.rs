@@ -140,9 +140,7 @@ pub struct Fire {
     pub job: String,
     /// Hours before now (0 to 24).
     pub hours_ago: f64,
-    pub at: String,
     pub outcome: String,
-    pub seconds: Option<f64>,
 }
 
 /// The fires of `jobs` that finished in the 24 hours before `now`, oldest first.
@@ -173,13 +171,11 @@ pub fn last_day(
             out.push(Fire {
                 job: job.clone(),
                 hours_ago: (now - at).num_milliseconds() as f64 / 3_600_000.0,
-                at: at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 outcome: r
                     .outcome
                     .map(|o| o.as_str())
                     .unwrap_or("unknown")
                     .to_string(),
-                seconds: r.seconds,
             });
         }
     }

@@ -37,14 +37,12 @@ pub struct PeriodChoice {
 /// Every period the index has, the ones in progress first (month, quarter, year), then the
 /// ended months, quarters and years, newest first.
 pub fn periods(conn: &duck::Connection) -> anyhow::Result<Vec<PeriodChoice>> {
+    // Whether a period is live is int_period_judgement's word, as the marts take it.
     let mut stmt = conn.prepare(
-        "SELECT period, any_value(period_type),
-                coalesce(bool_or(judged_as_of < CASE period_type
-                    WHEN 'month' THEN strptime(period, '%Y-%m') + INTERVAL 1 MONTH
-                    WHEN 'quarter' THEN make_timestamp(CAST(left(period, 4) AS BIGINT), CAST(right(period, 1) AS BIGINT) * 3 - 2, 1, 0, 0, 0) + INTERVAL 3 MONTH
-                    ELSE make_timestamp(CAST(period AS BIGINT) + 1, 1, 1, 0, 0, 0) END), false),
-                strftime(max(judged_as_of), '%Y-%m-%d %H:%M')
-         FROM mart_index_unit_period GROUP BY period",
+        "SELECT m.period, any_value(m.period_type), coalesce(bool_or(j.is_live), false),
+                strftime(max(m.judged_as_of), '%Y-%m-%d %H:%M')
+         FROM mart_index_unit_period AS m LEFT JOIN int_period_judgement AS j USING (period)
+         GROUP BY m.period",
     )?;
     let mut out: Vec<PeriodChoice> = stmt
         .query_map([], |r| {
@@ -505,12 +503,13 @@ pub fn why(indicator: &str, in_numerator: bool) -> &'static str {
 }
 
 /// The records behind `indicator` of `unit_id` in `period`: counts, and `limit` of them from
-/// `offset` (all with `limit` `None`: the CSV). `officers` adds the officer of each record's
-/// last processing step.
+/// `offset` (all with `limit` `None`: the CSV). `top`: the unit is at the top of the tree (it
+/// has every unit under it). `officers` adds the officer of each record's last processing step.
 #[allow(clippy::too_many_arguments)]
 pub fn records(
     conn: &duck::Connection,
     drill: Drill,
+    top: bool,
     unit_id: &str,
     period: &str,
     indicator: &str,
@@ -527,13 +526,6 @@ pub fn records(
     // Scoped to the unit and period (see sql/drilldown/drill_indicator_dossiers.sql): only
     // the dossiers that can be among them are read. The connection is this request's own.
     // A unit at the top of the tree has every unit under it: the period alone scopes it.
-    let top: bool = conn
-        .query_row(
-            "SELECT parent_unit_id IS NULL FROM mart_index_unit_period WHERE unit_id = ? AND period = ?",
-            params![unit_id, period],
-            |r| r.get(0),
-        )
-        .unwrap_or(false);
     conn.execute_batch(&format!(
         "SET VARIABLE drill_period = {}; {}",
         duck::lit(period),

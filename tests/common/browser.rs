@@ -36,19 +36,10 @@ impl Browser {
         let bin = super::chromium("the console's browser checks")?;
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(bin)
+            .args(super::CHROMIUM_FLAGS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
                 "--disable-extensions",
-                "--proxy-server=127.0.0.1:9",
                 "--window-size=1280,1400",
-                "--hide-scrollbars",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])

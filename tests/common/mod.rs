@@ -262,6 +262,21 @@ pub async fn build_record(
     .unwrap()
 }
 
+/// Headless, with no connection of its own (no background networking, a proxy that goes
+/// nowhere), so that a page that needed the network would show it.
+pub const CHROMIUM_FLAGS: [&str; 10] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--proxy-server=127.0.0.1:9",
+    "--hide-scrollbars",
+];
+
 /// Debian's Chromium, or `None` when it is not installed (then `what` is skipped, with a note),
 /// unless `CHISO_REQUIRE_CHROMIUM` is set (CI sets it), which makes that a failure.
 pub fn chromium(what: &str) -> Option<&'static str> {
@@ -298,19 +313,8 @@ pub fn chromium_render(html: &Path) -> Option<Rendered> {
     let url = format!("file://{}", html.canonicalize().unwrap().display());
     let run = |extra: &[String]| {
         let out = std::process::Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--proxy-server=127.0.0.1:9",
-                "--window-size=1280,1800",
-                "--hide-scrollbars",
-            ])
+            .args(["--window-size=1280,1800"])
+            .args(CHROMIUM_FLAGS)
             .arg(format!(
                 "--user-data-dir={}",
                 profile.path().join("profile").display()
