@@ -16,7 +16,16 @@ rollup as (
 ),
 
 petitions as (
-    select * from {{ ref('fct_petitions') }}
+    select
+        p.*,
+        -- what a reader sees of the petition, carried along each indicator's rows (rather than
+        -- joined back to the petitions, a second read of them)
+        struct_pack(
+            handling_unit_id := p.unit_id, category := p.category,
+            first_received_at := p.first_received_at, handled_at := p.handled_at,
+            resolve_due_at := p.resolve_due_at
+        ) as record
+    from {{ ref('fct_petitions') }} as p
 ),
 
 raised as not materialized (
@@ -27,20 +36,20 @@ raised as not materialized (
 ),
 
 listed as (
-    select rollup_unit_id, period, 'PETITION_PROCESSING_ON_TIME' as indicator, petition_id,
+    select rollup_unit_id, period, 'PETITION_PROCESSING_ON_TIME' as indicator, petition_id, record,
         -- on time at the judging moment: fct_petitions.late_since, as the index reads it
         not coalesce(late_since < judged_as_of, false) as in_numerator
     from raised
     union all
-    select rollup_unit_id, period, 'PETITION_HANDLING_SATISFACTION', petition_id,
+    select rollup_unit_id, period, 'PETITION_HANDLING_SATISFACTION', petition_id, record,
         not (is_disliked or is_re_raised or coalesce(late_since < judged_as_of, false))
     from raised
     where handled_at < judged_as_of
     union all
-    select rollup_unit_id, period, 'PETITION_CLASSIFICATION_TTHC', petition_id, category = 'rules_and_procedures'
+    select rollup_unit_id, period, 'PETITION_CLASSIFICATION_TTHC', petition_id, record, category = 'rules_and_procedures'
     from raised
     union all
-    select rollup_unit_id, period, 'PETITION_CLASSIFICATION_STAFF', petition_id, category = 'staff_behaviour'
+    select rollup_unit_id, period, 'PETITION_CLASSIFICATION_STAFF', petition_id, record, category = 'staff_behaviour'
     from raised
 )
 
@@ -50,10 +59,9 @@ select
     l.indicator,
     l.petition_id,
     l.in_numerator,
-    p.unit_id as handling_unit_id,
-    p.category,
-    p.first_received_at,
-    p.handled_at,
-    p.resolve_due_at
+    l.record.handling_unit_id,
+    l.record.category,
+    l.record.first_received_at,
+    l.record.handled_at,
+    l.record.resolve_due_at
 from listed as l
-inner join petitions as p using (petition_id)

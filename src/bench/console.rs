@@ -89,19 +89,30 @@ fn targets(run: &Path) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
         }
         Ok(out)
     };
-    let counts = |level: &str, periods: &str, n: usize| {
+    let counts = |level: &str, periods: &str, order: &str, n: usize| {
         format!(
             "SELECT i.unit_id, i.period, i.indicator, CAST(CAST(i.denominator AS BIGINT) AS VARCHAR)
              FROM mart_index_indicator AS i JOIN mart_index_unit_period AS u USING (unit_id, period)
              WHERE i.indicator IN ('ON_TIME_HANDLING', 'DOSSIER_SYNC', 'SO_HOA_GIAY_TO_GIAI_QUYET')
                AND i.denominator > 0 AND {level} AND {periods}
-             ORDER BY i.period DESC, i.denominator DESC LIMIT {n}"
+             ORDER BY {order} LIMIT {n}"
         )
     };
     let month = "u.period_type = 'month'";
-    let base = record_pages(&counts("u.unit_level = 3", month, 8))?;
-    let province = record_pages(&counts("u.unit_level = 2", month, 8))?;
-    let whole = record_pages(&counts("u.parent_unit_id IS NULL", "true", 9))?;
+    let newest = "i.period DESC, i.denominator DESC";
+    let base = record_pages(&counts("u.unit_level = 3", month, newest, 8))?;
+    let province = record_pages(&counts("u.unit_level = 2", month, newest, 8))?;
+    // the largest numbers of the top: its busiest month, quarter and year
+    let mut whole = Vec::new();
+    for kind in ["month", "quarter", "year"] {
+        let kind = format!("u.period_type = '{kind}'");
+        whole.extend(record_pages(&counts(
+            "u.parent_unit_id IS NULL",
+            &kind,
+            "i.denominator DESC, i.period DESC",
+            3,
+        ))?);
+    }
     let operations = vec!["/console/operations".to_string()];
     if ranking.is_empty() || base.is_empty() || whole.is_empty() {
         bail!("the warehouse has no index to ask for");
