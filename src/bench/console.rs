@@ -27,6 +27,9 @@ pub struct PageLatency {
     pub max_ms: f64,
     /// Requests answered while a build was running.
     pub during_builds: usize,
+    /// The three slowest requests (ms, path), slowest first; the path ends in " (first after
+    /// a publish)" when a build had published since the request before it.
+    pub slowest: Vec<(f64, String)>,
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -190,12 +193,17 @@ pub async fn run(opts: &BuildBench, per_page: usize) -> anyhow::Result<Vec<PageL
         .timeout(Duration::from_secs(60))
         .build()?;
     let mut out = Vec::new();
+    let mut published_seen = builds.load(Ordering::SeqCst);
     for (page, urls) in &targets {
         let mut times = Vec::with_capacity(per_page);
+        let mut by_url = Vec::with_capacity(per_page);
         let mut during = 0;
         for i in 0..per_page {
             let url = format!("{base}{}", urls[i % urls.len()]);
             let was_building = building.load(Ordering::SeqCst);
+            let published = builds.load(Ordering::SeqCst);
+            let first_after_publish = published != published_seen;
+            published_seen = published;
             let t0 = Instant::now();
             let resp = client.get(&url).send().await.with_context(|| url.clone())?;
             let status = resp.status();
@@ -208,8 +216,19 @@ pub async fn run(opts: &BuildBench, per_page: usize) -> anyhow::Result<Vec<PageL
                 during += 1;
             }
             times.push(ms);
+            let path = &urls[i % urls.len()];
+            by_url.push((
+                ms,
+                if first_after_publish {
+                    format!("{path} (first after a publish)")
+                } else {
+                    path.clone()
+                },
+            ));
         }
         times.sort_by(f64::total_cmp);
+        by_url.sort_by(|a, b| b.0.total_cmp(&a.0));
+        by_url.truncate(3);
         out.push(PageLatency {
             page: page.to_string(),
             requests: times.len(),
@@ -217,6 +236,7 @@ pub async fn run(opts: &BuildBench, per_page: usize) -> anyhow::Result<Vec<PageL
             p95_ms: quantile(&times, 0.95),
             max_ms: times.last().copied().unwrap_or(f64::NAN),
             during_builds: during,
+            slowest: by_url,
         });
         eprintln!("{page}: {} requests", times.len());
     }
@@ -242,6 +262,12 @@ pub async fn run(opts: &BuildBench, per_page: usize) -> anyhow::Result<Vec<PageL
             "{:<20} {:>9} {:>9.1} {:>9.1} {:>9.1} {:>14}",
             p.page, p.requests, p.p50_ms, p.p95_ms, p.max_ms, p.during_builds
         );
+    }
+    println!("\nThe slowest requests of each page:");
+    for p in &out {
+        for (ms, path) in &p.slowest {
+            println!("{:<20} {ms:>9.1}  {path}", p.page);
+        }
     }
     Ok(out)
 }
