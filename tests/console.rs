@@ -453,8 +453,9 @@ fn the_console_shows_the_warehouse_and_follows_its_builds() {
             common::rows(
                 c,
                 &format!(
-                    "SELECT indicator || ' ' || dossier_id || ' ' || in_numerator FROM drill_indicator_dossiers
-                     WHERE unit_id = {} AND period = {} ORDER BY 1",
+                    // every column of each row, the dossier's as well as the count's
+                    "SELECT CAST(d AS VARCHAR) FROM drill_indicator_dossiers AS d
+                     WHERE d.unit_id = {} AND d.period = {} ORDER BY 1",
                     chiso::duck::lit(u),
                     chiso::duck::lit(p)
                 ),

@@ -17,8 +17,8 @@ with
 
 -- each period with the moment its rules judge it at (its end, or the data watermark); only the
 -- scoped one when there is a scope, so that the joins below are planned on it whatever the
--- engine's estimates (DuckDB 2.0.0 joined the dossiers to every period first: 0.6 s for the
--- top of the tree's year instead of 0.09)
+-- engine's estimates (DuckDB 2.0.0 joined the dossiers to every period first: counting the top
+-- of the tree's DOSSIER_SYNC records of a year at 1 M dossiers took 444 ms instead of 61)
 periods as (
     select * from {{ ref('int_period_judgement') }}
     where is_scored

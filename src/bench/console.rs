@@ -27,8 +27,8 @@ pub struct PageLatency {
     pub max_ms: f64,
     /// Requests answered while a build was running.
     pub during_builds: usize,
-    /// The three slowest requests (ms, path), slowest first; the path ends in " (first after
-    /// a publish)" when a build had published since the request before it.
+    /// The three slowest requests (ms, path), slowest first; the path ends in " (first on a
+    /// new build)" when the console read a build the request before it did not.
     pub slowest: Vec<(f64, String)>,
 }
 
@@ -76,13 +76,24 @@ fn targets(run: &Path) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
         .map(|u| format!("/console/unit/{}?period={}", u[0], u[1]))
         .collect();
     // Record pages (the first, a middle and the last) of the largest units of each level: base
-    // units and provinces in the newest months, the whole administration in its months,
-    // quarters and year (up to every dossier of the year).
+    // units and provinces in the newest months, the whole administration in its busiest month,
+    // quarter and year (up to every dossier of the year). The pages are counted from the records
+    // listed, not the mart's denominator: DOSSIER_SYNC's may be the national report's, larger,
+    // and its last page would be past the records (an empty page, cheaper than a real one).
     let record_pages = |sql: &str| -> anyhow::Result<Vec<String>> {
         let mut out = Vec::new();
         for c in list(sql)? {
-            let n: u64 = c[3].parse().unwrap_or(0);
-            let pages = n.div_ceil(crate::console::PAGE_SIZE).max(1);
+            conn.execute_batch(&format!(
+                "SET VARIABLE drill_period = {};",
+                duck::lit(&c[1])
+            ))?;
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM drill_indicator_dossiers WHERE unit_id = ? AND period = ? AND indicator = ?",
+                duckdb::params![c[0], c[1], c[2]],
+                |r| r.get(0),
+            )?;
+            conn.execute_batch("RESET VARIABLE drill_period;")?;
+            let pages = (n as u64).div_ceil(crate::console::PAGE_SIZE).max(1);
             for page in [1, pages.div_ceil(2), pages] {
                 out.push(format!(
                     "/console/records/{}/{}/{}?page={page}",
@@ -94,7 +105,7 @@ fn targets(run: &Path) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
     };
     let counts = |level: &str, periods: &str, order: &str, n: usize| {
         format!(
-            "SELECT i.unit_id, i.period, i.indicator, CAST(CAST(i.denominator AS BIGINT) AS VARCHAR)
+            "SELECT i.unit_id, i.period, i.indicator
              FROM mart_index_indicator AS i JOIN mart_index_unit_period AS u USING (unit_id, period)
              WHERE i.indicator IN ('ON_TIME_HANDLING', 'DOSSIER_SYNC', 'SO_HOA_GIAY_TO_GIAI_QUYET')
                AND i.denominator > 0 AND {level} AND {periods}
@@ -150,8 +161,13 @@ pub async fn run(opts: &BuildBench, per_page: usize) -> anyhow::Result<Vec<PageL
         published.clone(),
         stop_rx.clone(),
     ));
-    let console =
-        crate::console::Console::new(published, shared.clone(), stop_rx.clone(), None, false);
+    let console = crate::console::Console::new(
+        published.clone(),
+        shared.clone(),
+        stop_rx.clone(),
+        None,
+        false,
+    );
     let app = crate::serve::http::router(shared, crate::serve::metrics::handle(), console);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -193,7 +209,7 @@ pub async fn run(opts: &BuildBench, per_page: usize) -> anyhow::Result<Vec<PageL
         .timeout(Duration::from_secs(60))
         .build()?;
     let mut out = Vec::new();
-    let mut published_seen = builds.load(Ordering::SeqCst);
+    let mut build_seen = published.mark().build_id;
     for (page, urls) in &targets {
         let mut times = Vec::with_capacity(per_page);
         let mut by_url = Vec::with_capacity(per_page);
@@ -201,9 +217,7 @@ pub async fn run(opts: &BuildBench, per_page: usize) -> anyhow::Result<Vec<PageL
         for i in 0..per_page {
             let url = format!("{base}{}", urls[i % urls.len()]);
             let was_building = building.load(Ordering::SeqCst);
-            let published = builds.load(Ordering::SeqCst);
-            let first_after_publish = published != published_seen;
-            published_seen = published;
+
             let t0 = Instant::now();
             let resp = client.get(&url).send().await.with_context(|| url.clone())?;
             let status = resp.status();
@@ -216,11 +230,15 @@ pub async fn run(opts: &BuildBench, per_page: usize) -> anyhow::Result<Vec<PageL
                 during += 1;
             }
             times.push(ms);
+            // The console reopens the file when its watcher or a request sees it replaced.
+            let build = published.mark().build_id;
+            let first_on_new_build = build != build_seen;
+            build_seen = build;
             let path = &urls[i % urls.len()];
             by_url.push((
                 ms,
-                if first_after_publish {
-                    format!("{path} (first after a publish)")
+                if first_on_new_build {
+                    format!("{path} (first on a new build)")
                 } else {
                     path.clone()
                 },

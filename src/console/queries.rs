@@ -651,8 +651,9 @@ mod tests {
     #[test]
     fn pages_tile_the_sorted_records() {
         let conn = duck::in_memory(2).unwrap();
-        // 1,000 records over 9 days: day 3 holds 400 (eight pages), days 5 to 8 one each, and
-        // 7 have no receipt time; every third is in the numerator. Inserted out of order.
+        // 1,000 records: 7 without a receipt time; 400 on 3 August, 8 a minute (eight pages of
+        // ties); one each on 5 to 8 August (the page after them spans five days); the other 589
+        // over 10 to 18 August. Every third is in the numerator; ids are out of order.
         conn.execute_batch(
             "CREATE TABLE drill_indicator_dossiers AS
              SELECT 'U' AS unit_id, '2026-08' AS period, 'ON_TIME_HANDLING' AS indicator,
@@ -661,7 +662,7 @@ mod tests {
                     CASE WHEN i < 7 THEN NULL
                          WHEN i < 407 THEN TIMESTAMP '2026-08-03 08:00' + to_minutes(i % 50)
                          WHEN i < 411 THEN TIMESTAMP '2026-08-05 00:00' + to_days(i - 407)
-                         ELSE TIMESTAMP '2026-08-01 00:00' + to_seconds((i * 104729) % 777600)
+                         ELSE TIMESTAMP '2026-08-10 00:00' + to_seconds((i * 104729) % 777600)
                     END AS received_at,
                     NULL::TIMESTAMP AS due_at, NULL::TIMESTAMP AS finished_at, 'ok' AS status
              FROM range(1000) AS t(i)",
