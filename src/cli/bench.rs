@@ -395,6 +395,9 @@ pub(crate) struct BenchLogArgs {
     pub(crate) scan_rows: u64,
 }
 
+/// The warehouse file's storage format in the build and console benchmarks.
+const BENCH_STORAGE_VERSION: &str = "v1.4.0";
+
 #[derive(Args)]
 pub(crate) struct BenchBuildArgs {
     #[command(flatten)]
@@ -406,7 +409,7 @@ pub(crate) struct BenchBuildArgs {
     #[arg(long, default_value = "3GB")]
     pub(crate) memory_limit: String,
     /// Storage format of the warehouse file (`latest`: this DuckDB's newest).
-    #[arg(long, default_value = "v1.4.0")]
+    #[arg(long, default_value = BENCH_STORAGE_VERSION)]
     pub(crate) storage_version: String,
     /// Also run `dbt build` with dbt-duckdb from this executable (e.g. .venv/bin/dbt).
     #[arg(long)]
@@ -507,7 +510,7 @@ pub(crate) async fn console(g: &Globals, a: BenchConsoleArgs) -> anyhow::Result<
         work_dir: a.data.work_dir,
         changed: 0,
         memory_limit: a.memory_limit,
-        storage_version: "v1.4.0".into(),
+        storage_version: BENCH_STORAGE_VERSION.into(),
         sql_dir: project.root.join("sql"),
         dbt: None,
     };

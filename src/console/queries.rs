@@ -274,8 +274,15 @@ pub fn indicators(
                 CAST(i.max_points AS DOUBLE), m.num, m.den
          FROM mart_index_indicator AS i {means}
          WHERE i.unit_id = ? AND i.period = ?
-         ORDER BY CASE i.group_code WHEN 'CKMB' THEN 1 WHEN 'TDGQ' THEN 2 WHEN 'CLGQ' THEN 3
-                  WHEN 'TTTT' THEN 4 WHEN 'MDSH' THEN 5 WHEN 'MDHL' THEN 6 ELSE 7 END, i.indicator"
+         ORDER BY CASE i.group_code {group_order} ELSE {last} END, i.indicator",
+        // the methodology's order of the groups, as the report and the charts show them
+        group_order = GROUPS
+            .iter()
+            .enumerate()
+            .map(|(k, (_, code, ..))| format!("WHEN {} THEN {k}", duck::lit(code)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        last = GROUPS.len(),
     ))?;
     let rows = stmt.query_map(params![unit_id, period], |r| {
         let indicator: String = r.get(1)?;
